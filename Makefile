@@ -1,0 +1,45 @@
+# AgentHuman Local. `make help` lists the targets.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# Pins torch to the CPU build (see constraints.txt). `make install CONSTRAINTS=` keeps whatever
+# torch your environment resolves instead, e.g. a CUDA build on a workstation.
+CONSTRAINTS ?= constraints.txt
+ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install run test lint bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	if $(BIN)/python -c 'import torch' 2>/dev/null || [ -z "$(CONSTRAINTS)" ]; then \
+		$(BIN)/python -m pip install -q -e '.[dev]'; \
+	else \
+		$(BIN)/python -m pip install -q -c $(CONSTRAINTS) -e '.[dev]'; \
+	fi
+	touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install the server with its test tools
+
+run: $(STAMP) ## install, then start the server (ARGS="--port 9000" to pass flags)
+	$(BIN)/python run.py $(ARGS)
+
+test: $(STAMP) ## install, then run the whole test suite
+	$(BIN)/python -m pytest -q $(ARGS)
+
+lint: $(STAMP) ## ruff and mypy
+	$(BIN)/ruff check agenthuman_local tests bench
+	$(BIN)/ruff format --check agenthuman_local tests bench
+	$(BIN)/mypy
+
+bench: $(STAMP) ## run the benchmarks; writes bench/results.json, exits non-zero on a missed goal
+	$(BIN)/python -m bench $(ARGS)
+
+clean: ## remove the venv, caches and bench results (never data/)
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache bench/results.json
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

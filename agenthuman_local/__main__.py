@@ -1,0 +1,3 @@
+from agenthuman_local.cli import main
+
+main()

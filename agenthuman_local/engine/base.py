@@ -1,0 +1,69 @@
+"""The engine's shared vocabulary: the face-parameter space and the renderer protocol.
+
+Every renderer (procedural, photo, plug-in) draws from the same per-frame parameter vector, so the
+driver, the runner and the tests never care which one is behind a session. Pure: no torch here;
+renderers take and return torch tensors, typed loosely as `Any` to keep this module light.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+SAMPLE_RATE_HZ = 16_000
+
+
+class P(enum.IntEnum):
+    """Index of each face parameter in a `[B, N_PARAMS]` float32 tensor.
+
+    Ranges: JAW, SPREAD, ROUND, CLOSURE, BLINK, LISTEN in [0, 1]; BROW, YAW, PITCH, ROLL, TX, TY,
+    BREATH in [-1, 1] (0 = neutral). Head pose values are normalised; a renderer maps them to
+    its own angles and pixel offsets (small: a few degrees, a few % of the frame).
+    """
+
+    JAW = 0  # jaw / mouth opening
+    SPREAD = 1  # lip spread (ee)
+    ROUND = 2  # lip rounding (oo)
+    CLOSURE = 3  # bilabial closure pressing the lips together (m, b, p)
+    BLINK = 4  # 1 = lids closed
+    BROW = 5  # brow raise (+) / frown (-)
+    YAW = 6
+    PITCH = 7
+    ROLL = 8
+    TX = 9  # sway, horizontal
+    TY = 10  # sway, vertical
+    BREATH = 11  # shoulders / chest rise
+    LISTEN = 12  # attentive listening pose weight
+
+
+N_PARAMS = len(P)
+
+
+def frame_sample_range(frame_index: int, fps: int, sample_rate_hz: int = SAMPLE_RATE_HZ) -> tuple[
+    int, int
+]:
+    """The samples frame n shows (SPEC §9): [floor(n·sr/fps), floor((n+1)·sr/fps)). Exact, no drift."""
+    return (frame_index * sample_rate_hz) // fps, ((frame_index + 1) * sample_rate_hz) // fps
+
+
+@dataclass(frozen=True)
+class FrameSize:
+    width: int
+    height: int
+
+
+class Renderer(Protocol):
+    """Draws whole output frames from face parameters.
+
+    Implementations render a face crop (≤ 384×384) over a cached full-size background and move the
+    paste for head sway (SPEC §9). `render` is called on the device's render worker thread, never
+    on the event loop, and must be safe to call with any batch size ≥ 1.
+    """
+
+    size: FrameSize
+    device: str
+
+    def render(self, params: Any) -> Any:
+        """`params`: float32 tensor [B, N_PARAMS] → uint8 tensor [B, H, W, 3] on the CPU."""
+        ...

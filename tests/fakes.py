@@ -1,0 +1,49 @@
+"""Fakes at the true edges: a renderer whose pixels encode the face parameters it was given."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import torch
+
+from agenthuman_local.engine.base import N_PARAMS, FrameSize, P
+
+
+def jaw_level(jaw: float) -> int:
+    """The grey level FakeRenderer paints for a jaw value (readable back, even through JPEG)."""
+    return 40 + int(round(float(jaw) * 200))
+
+
+class FakeRenderer:
+    """Implements engine.base.Renderer. Every pixel is `jaw_level(params[JAW])`; the first row's
+    green channel holds LISTEN·255 so the listening pose can be read back too.
+
+    Knobs: `delay_s` per call (a slow device), `fail` (raise on render).
+    """
+
+    def __init__(self, width: int = 64, height: int = 64, *, delay_s: float = 0.0) -> None:
+        self.size = FrameSize(width, height)
+        self.device = "cpu"
+        self.delay_s = delay_s
+        self.fail = False
+        self.batch_sizes: list[int] = []
+        self.thread_names: set[str] = set()
+        self._lock = threading.Lock()
+
+    def render(self, params: torch.Tensor) -> torch.Tensor:
+        assert params.ndim == 2 and params.shape[1] == N_PARAMS
+        with self._lock:
+            self.batch_sizes.append(params.shape[0])
+            self.thread_names.add(threading.current_thread().name)
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        if self.fail:
+            raise RuntimeError("fake renderer failure")
+        b = params.shape[0]
+        levels = (40 + torch.round(params[:, P.JAW].clamp(0, 1) * 200)).to(torch.uint8)
+        out = levels.view(b, 1, 1, 1).expand(b, self.size.height, self.size.width, 3).clone()
+        out[:, 0, :, 1] = torch.round(params[:, P.LISTEN].clamp(0, 1) * 255).to(torch.uint8)[
+            :, None
+        ]
+        return out

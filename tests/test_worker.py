@@ -1,0 +1,112 @@
+"""The per-device render worker: batching across sessions, futures, failure isolation, close."""
+
+import asyncio
+import threading
+
+import numpy as np
+import pytest
+
+from agenthuman_local.engine.base import N_PARAMS, P
+from agenthuman_local.engine.worker import RenderPool, RenderWorker, WorkerClosed, WorkerFull
+from tests.fakes import FakeRenderer, jaw_level
+
+
+def _params(jaw):
+    p = np.zeros(N_PARAMS, np.float32)
+    p[P.JAW] = jaw
+    return p
+
+
+async def test_results_match_their_jobs_and_run_off_the_loop():
+    worker = RenderWorker("cpu")
+    r = FakeRenderer()
+    jobs = [worker.submit(r, _params(j / 10)) for j in range(10)]
+    results = await asyncio.gather(*(j.future for j in jobs))
+    assert [int(res.image[5, 5, 0]) for res in results] == [jaw_level(j / 10) for j in range(10)]
+    assert results[0].image.shape == (64, 64, 3)
+    assert r.thread_names == {"render-worker:cpu"}
+    assert threading.current_thread().name not in r.thread_names
+    await worker.aclose()
+
+
+async def test_jobs_from_two_sessions_sharing_a_renderer_are_batched():
+    worker = RenderWorker("cpu")
+    slow = FakeRenderer(delay_s=0.05)
+    shared = FakeRenderer()
+    first = worker.submit(slow, _params(0))  # holds the thread while the others queue up
+    jobs = [worker.submit(shared, _params(0.5)) for _ in range(8)]
+    await asyncio.gather(first.future, *(j.future for j in jobs))
+    assert shared.batch_sizes == [8]
+    assert {j.future.result().batch_size for j in jobs} == {8}
+    await worker.aclose()
+
+
+async def test_different_renderers_run_back_to_back_in_one_pass():
+    worker = RenderWorker("cpu")
+    gate = FakeRenderer(delay_s=0.05)
+    a, b = FakeRenderer(), FakeRenderer(32, 32)
+    worker.submit(gate, _params(0))
+    ja = [worker.submit(a, _params(0.1)) for _ in range(3)]
+    jb = [worker.submit(b, _params(0.9)) for _ in range(2)]
+    await worker.drain()
+    assert a.batch_sizes == [3] and b.batch_sizes == [2]
+    assert jb[0].future.result().image.shape == (32, 32, 3)
+    assert all(j.future.done() for j in ja + jb)
+    await worker.aclose()
+
+
+async def test_a_failing_renderer_fails_only_its_jobs():
+    worker = RenderWorker("cpu")
+    gate = FakeRenderer(delay_s=0.05)
+    bad, good = FakeRenderer(), FakeRenderer()
+    bad.fail = True
+    worker.submit(gate, _params(0))
+    jbad = worker.submit(bad, _params(0))
+    jgood = worker.submit(good, _params(1))
+    with pytest.raises(RuntimeError, match="fake renderer failure"):
+        await jbad.future
+    assert int((await jgood.future).image[1, 1, 0]) == jaw_level(1)
+    await worker.aclose()
+
+
+async def test_cancelled_jobs_are_skipped():
+    worker = RenderWorker("cpu")
+    gate = FakeRenderer(delay_s=0.05)
+    r = FakeRenderer()
+    worker.submit(gate, _params(0))
+    job = worker.submit(r, _params(0))
+    job.cancel()
+    await worker.drain()
+    assert r.batch_sizes == []
+    await worker.aclose()
+
+
+async def test_full_queue_raises_instead_of_waiting():
+    worker = RenderWorker("cpu", max_pending=2)
+    gate = FakeRenderer(delay_s=0.1)
+    worker.submit(gate, _params(0))
+    await asyncio.sleep(0.02)  # the thread has taken the gate job
+    worker.submit(gate, _params(0))
+    worker.submit(gate, _params(0))
+    with pytest.raises(WorkerFull):
+        worker.submit(gate, _params(0))
+    await worker.aclose()
+
+
+async def test_aclose_is_idempotent_and_refuses_new_jobs():
+    worker = RenderWorker("cpu")
+    await worker.aclose()  # never started
+    await worker.aclose()
+    with pytest.raises(WorkerClosed):
+        worker.submit(FakeRenderer(), _params(0))
+
+
+async def test_pool_has_one_worker_per_device():
+    pool = RenderPool()
+    assert pool.get("cpu") is pool.get("cpu")
+    assert pool.get("cuda:0") is not pool.get("cpu")
+    await pool.get("cpu").drain()
+    await pool.aclose()
+    await pool.aclose()
+    with pytest.raises(WorkerClosed):
+        pool.get("cpu")

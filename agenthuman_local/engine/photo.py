@@ -1,0 +1,195 @@
+"""The photo avatar renderer (SPEC §9): one uploaded photograph, animated by face parameters.
+
+Once per renderer: the photo is framed into a full-size background for the output size and the
+rig's displacement fields are built over a face crop (≤ 384×384). Per frame only the crop is
+rendered: a linear mix of the basis fields composed with the head-motion field, one
+`grid_sample` of the photo, the synthetic inner mouth drawn into the gap and the lids over the
+eyes, and a paste into a copy of the cached background. Batched over frames; runs unchanged on CUDA.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from agenthuman_local.engine.base import N_PARAMS, FrameSize, P
+from agenthuman_local.engine.photo_fields import CropGeometry, border_window, build_fields
+from agenthuman_local.engine.photo_lids import EyeLids
+from agenthuman_local.engine.photo_mouth import InnerMouth
+from agenthuman_local.engine.rig import Rig
+
+MAX_CROP_PX = 384
+# The crop spans this many eye distances (face, jaw fall-off and border window included).
+_CROP_W_ED = 3.6
+_CROP_H_ED = 3.9
+_CROP_TOP_ED = 1.2  # crop top above the eyes
+_EYES_AT = 0.36  # where the eyes sit, as a fraction of the frame height, when the photo allows
+
+
+def _framing(rig: Rig, size: FrameSize) -> tuple[float, float, float]:
+    """(scale, dx, dy) placing the photo in the frame: face centred, at most a 384 px crop."""
+    w, h = rig.image_width, rig.image_height
+    cover = max(size.width / w, size.height / h)
+    # Keep the crop within MAX_CROP_PX; below that, fill the frame if the photo can.
+    scale = min(cover, (MAX_CROP_PX - 4) / (_CROP_H_ED * rig.eye_distance))
+    eyes_y = (rig.left_eye.cy + rig.right_eye.cy) / 2
+    dx = size.width / 2 - rig.mouth_x * scale
+    dy = size.height * _EYES_AT - eyes_y * scale
+    sw, sh = w * scale, h * scale
+    # Where the scaled photo covers the frame, never show past its edge.
+    if sw >= size.width:
+        dx = min(0.0, max(size.width - sw, dx))
+    if sh >= size.height:
+        dy = min(0.0, max(size.height - sh, dy))
+    return scale, dx, dy
+
+
+def _background(
+    image: np.ndarray, size: FrameSize, scale: float, dx: float, dy: float
+) -> np.ndarray:
+    """The photo scaled and placed; any uncovered part filled with a blurred, dimmed copy."""
+    h, w = image.shape[:2]
+    m = np.float32([[scale, 0, dx], [0, scale, dy]])
+    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
+    frame = cv2.warpAffine(
+        image, m, (size.width, size.height), flags=interp, borderMode=cv2.BORDER_REPLICATE
+    )
+    ones = np.ones((h, w), np.float32)
+    cover = cv2.warpAffine(
+        ones, m, (size.width, size.height), flags=cv2.INTER_LINEAR, borderValue=0.0
+    )
+    if cover.min() > 0.999:
+        return frame
+    fill = cv2.GaussianBlur(frame, (0, 0), sigmaX=max(8.0, 0.03 * size.width)) * 0.8
+    alpha = cv2.GaussianBlur(cover, (0, 0), sigmaX=6.0)[..., None] * cover[..., None]
+    return (frame * alpha + fill * (1 - alpha)).round().clip(0, 255).astype(np.uint8)
+
+
+class PhotoRenderer:
+    """Renders frames of the photo avatar stored in `avatar_dir` (image.jpg + rig.json)."""
+
+    def __init__(self, avatar_dir: Path, size: FrameSize, device: str = "cpu") -> None:
+        self.size = size
+        self.device = device
+        bgr = cv2.imread(str(avatar_dir / "image.jpg"), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise FileNotFoundError(f"{avatar_dir / 'image.jpg'} is missing or unreadable")
+        rig = Rig.from_json((avatar_dir / "rig.json").read_text())
+        scale, dx, dy = _framing(rig, size)
+        background = _background(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), size, scale, dx, dy)
+        self.rig = rig.scaled(scale, dx, dy)  # in output pixels
+
+        ed = self.rig.eye_distance
+        eyes_y = (self.rig.left_eye.cy + self.rig.right_eye.cy) / 2
+        crop_w = min(MAX_CROP_PX, size.width, round(_CROP_W_ED * ed))
+        crop_h = min(MAX_CROP_PX, size.height, round(_CROP_H_ED * ed))
+        x0 = int(np.clip(round(self.rig.mouth_x - crop_w / 2), 0, size.width - crop_w))
+        y0 = int(np.clip(round(eyes_y - _CROP_TOP_ED * ed), 0, size.height - crop_h))
+        self.crop_box = (x0, y0, crop_w, crop_h)
+        self._rows = slice(y0, y0 + crop_h)
+        self._cols = slice(x0, x0 + crop_w)
+
+        geo = CropGeometry.from_rig(self.rig, x0, y0, crop_w, crop_h)
+        fields = build_fields(geo)
+        dev = torch.device(device)
+        self._background = torch.from_numpy(background).to(dev)
+        src = self._background[self._rows, self._cols].permute(2, 0, 1).float()
+        self._src = src.unsqueeze(0).contiguous()
+        # Fields go from pixels to grid_sample's normalised units (align_corners=False).
+        to_norm = torch.tensor([2.0 / crop_w, 2.0 / crop_h])
+        self._face = (fields.face * to_norm).reshape(fields.face.shape[0], -1).to(dev)
+        self._head = (fields.head * to_norm).reshape(fields.head.shape[0], -1).to(dev)
+        self._to_norm = to_norm.to(dev)
+        ys = (torch.arange(crop_h, dtype=torch.float32) * 2 + 1) / crop_h - 1
+        xs = (torch.arange(crop_w, dtype=torch.float32) * 2 + 1) / crop_w - 1
+        gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+        self._identity = torch.stack([gx, gy], dim=-1).unsqueeze(0).to(dev)  # [1, h, w, 2]
+        self._feather = border_window(geo).to(dev).view(1, 1, crop_h, crop_w)
+        self._lids = EyeLids(geo, self._src)
+        self._mouth = InnerMouth(geo)
+
+    def _coefficients(self, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        p = params.to(self._face.device, torch.float32)
+        jaw = p[:, P.JAW].clamp(0, 1)
+        rnd = p[:, P.ROUND].clamp(0, 1)
+        # A bilabial closure holds the lips together whatever the jaw is doing.
+        jaw = jaw * (1.0 - 0.9 * p[:, P.CLOSURE].clamp(0, 1))
+        listen = p[:, P.LISTEN].clamp(0, 1)
+        face = torch.stack(
+            [
+                jaw * (1 - rnd),
+                jaw * rnd,
+                p[:, P.SPREAD].clamp(0, 1),
+                rnd,
+                p[:, P.CLOSURE].clamp(0, 1),
+                (p[:, P.BROW] + 0.3 * listen).clamp(-1, 1),
+            ],
+            dim=1,
+        )
+        # Listening: a slight tilt and lean in; breathing lifts the head a touch.
+        head = torch.stack(
+            [
+                p[:, P.TX],
+                p[:, P.TY] - 0.25 * p[:, P.BREATH],
+                p[:, P.YAW],
+                p[:, P.PITCH] + 0.2 * listen,
+                p[:, P.ROLL] + 0.35 * listen,
+            ],
+            dim=1,
+        ).clamp(-1.5, 1.5)
+        return face, head
+
+    def _to_pixels(self, grid: torch.Tensor) -> torch.Tensor:
+        """grid_sample's normalised coordinates → crop pixel indices."""
+        return (grid + 1) / self._to_norm - 0.5
+
+    @torch.inference_mode()
+    def render(self, params: torch.Tensor) -> torch.Tensor:
+        """float32 [B, N_PARAMS] → uint8 [B, H, W, 3] on the CPU."""
+        if params.ndim != 2 or params.shape[1] != N_PARAMS:
+            raise ValueError(f"params must be [B, {N_PARAMS}], got {tuple(params.shape)}")
+        n = params.shape[0]
+        _, _, crop_w, crop_h = self.crop_box
+        face_c, head_c = self._coefficients(params)
+        blink = params[:, P.BLINK].to(self._face.device, torch.float32)
+
+        face_grid = self._identity - (face_c @ self._face).view(n, crop_h, crop_w, 2)
+        if bool((head_c != 0).any()):
+            head_grid = self._identity - (head_c @ self._head).view(n, crop_h, crop_w, 2)
+            # Compose: the head moves the already-deformed face, so sample the face grid there.
+            grid = F.grid_sample(
+                face_grid.permute(0, 3, 1, 2),
+                head_grid,
+                mode="bilinear",
+                padding_mode="border",
+                align_corners=False,
+            ).permute(0, 2, 3, 1)
+        else:
+            head_grid = self._identity.expand(n, -1, -1, -1)
+            grid = face_grid
+        crop = F.grid_sample(
+            self._src.expand(n, -1, -1, -1),
+            grid,
+            mode="bilinear",
+            padding_mode="border",
+            align_corners=False,
+        )
+        rows, cols = self._mouth.rows, self._mouth.cols
+        self._mouth.composite(
+            crop,
+            self._to_pixels(head_grid[:, rows, cols]),
+            self._to_pixels(grid[:, rows, cols]),
+        )
+        if bool((blink > 0).any()):
+            qs = [self._to_pixels(head_grid[:, r, c]) for r, c in self._lids.patches()]
+            self._lids.composite(crop, qs, blink)
+        crop = self._src + (crop - self._src) * self._feather
+        frames = self._background.unsqueeze(0).repeat(n, 1, 1, 1)
+        frames[:, self._rows, self._cols] = (
+            crop.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+        )
+        return frames.cpu()

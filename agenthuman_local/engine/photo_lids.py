@@ -1,0 +1,73 @@
+"""Blinks for the photo avatar: a synthetic upper lid drawn down over each eye.
+
+Warping the photo's lid down over the eye stretches lashes and iris into streaks at this size
+(tried first), so the lid is drawn instead: the skin colour measured just above the eye, shaded
+towards its edge, with a lash line along the edge. Drawn in the face's own frame, like the
+inner mouth, so head motion carries it along.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from agenthuman_local.engine.photo_fields import CropGeometry
+
+_LASH = (48.0, 34.0, 30.0)
+
+
+class EyeLids:
+    def __init__(self, geo: CropGeometry, src: torch.Tensor) -> None:
+        """`src` is the photo's crop [1, 3, H, W] (0–255) the lid colour is measured from."""
+        self._eyes: list[tuple[slice, slice, float, float, float, float, torch.Tensor]] = []
+        pad = 0.2 * geo.ed  # head motion moves an eye by at most this much
+        for ex, ey, box_w in geo.eyes:
+            half_w, half_h = 0.31 * box_w, 0.11 * box_w
+            ey = ey + 0.02 * box_w
+            x0 = max(0, int(ex - half_w - pad))
+            x1 = min(geo.width, int(ex + half_w + pad) + 2)
+            y0 = max(0, int(ey - 2.0 * half_h - pad))
+            y1 = min(geo.height, int(ey + 1.2 * half_h + pad) + 2)
+            sy0 = max(0, int(ey - 2.5 * half_h))
+            sy1 = max(sy0 + 1, int(ey - 1.75 * half_h))
+            if x1 - x0 < 3 or y1 - y0 < 3:
+                continue
+            # The lid takes, column by column, the colour of the skin just above the eye, so it
+            # carries the photo's own light and tone across.
+            band = src[0, :, sy0:sy1, :].median(dim=1).values  # [3, W]
+            band = torch.nn.functional.avg_pool1d(
+                band.unsqueeze(0), 5, 1, 2, count_include_pad=False
+            )
+            skin = 0.97 * band[0]
+            self._eyes.append((slice(y0, y1), slice(x0, x1), ex, ey, half_w, half_h, skin))
+
+    def patches(self) -> list[tuple[slice, slice]]:
+        return [(rows, cols) for rows, cols, *_ in self._eyes]
+
+    def composite(self, crop: torch.Tensor, qs: list[torch.Tensor], blink: torch.Tensor) -> None:
+        """Paint the lids into `crop` [B, 3, H, W] in place.
+
+        `qs[i]` [B, h, w, 2]: face-frame pixel positions of eye patch i; `blink` [B] in [0, 1].
+        """
+        b = blink.clamp(0.0, 1.0).view(-1, 1, 1, 1)
+        lash = torch.tensor(_LASH, device=crop.device).view(1, 3, 1, 1)
+        for (rows, cols, ex, ey, half_w, half_h, skin), q in zip(self._eyes, qs, strict=True):
+            qx, qy = q[..., 0].unsqueeze(1), q[..., 1].unsqueeze(1)
+            prof = (1.0 - ((qx - ex) / half_w) ** 2).clamp(min=0.0).sqrt()
+            upper = ey - half_h * prof
+            lower = ey + 0.7 * half_h * prof
+            edge = upper + b * (lower - upper)
+            # Starts at the photo's own lash line and fades in over it, so it has no top edge.
+            top = ((qy - (upper - 0.25 * half_h)) / (0.25 * half_h)).clamp(0.0, 1.0)
+            alpha = top * (edge - qy + 0.5).clamp(0.0, 1.0)
+            alpha = (
+                alpha
+                * ((edge - upper) / (0.4 * half_h)).clamp(0.0, 1.0)
+                * (prof * 3).clamp(max=1.0)
+            )
+            depth = ((qy - upper) / (lower - upper).clamp(min=1.0)).clamp(0.0, 1.0)
+            col = qx.round().long().clamp(0, skin.shape[1] - 1).squeeze(1)  # [B, h, w]
+            colour = skin[:, col].permute(1, 0, 2, 3) * (1.0 - 0.12 * depth)
+            lash_w = (1.0 - (edge - qy - 0.3).abs() / 1.6).clamp(min=0.0) * prof.clamp(max=1.0)
+            colour = colour + (lash - colour) * (0.9 * lash_w)
+            region = crop[:, :, rows, cols]
+            region += (colour - region) * alpha

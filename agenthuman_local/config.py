@@ -138,22 +138,18 @@ _CHECKS: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
 }
 
 
-def _field_types(cls: type) -> dict[str, Any]:
+def _field_types(cls: Any) -> dict[str, Any]:
     hints = typing.get_type_hints(cls)
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
 
-def _sections() -> dict[str, type]:
-    return {
-        name: tp
-        for name, tp in _field_types(Settings).items()
-        if dataclasses.is_dataclass(tp)
-    }
+def _sections() -> dict[str, Any]:
+    return {name: tp for name, tp in _field_types(Settings).items() if dataclasses.is_dataclass(tp)}
 
 
 def config_keys() -> list[str]:
     """Every dotted key, in declaration order (used by the docs test and `--set` help)."""
-    keys = []
+    keys: list[str] = []
     for name, tp in _field_types(Settings).items():
         if dataclasses.is_dataclass(tp):
             keys.extend(f"{name}.{sub}" for sub in _field_types(tp))

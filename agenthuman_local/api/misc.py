@@ -1,0 +1,54 @@
+"""Health, usage, the OpenAPI document, and the WebSocket routes that are not served yet."""
+
+from __future__ import annotations
+
+import time
+
+from aiohttp import web
+
+from agenthuman_local import keys
+from agenthuman_local.api.auth import public
+from agenthuman_local.api.objects import session_json
+from agenthuman_local.api.openapi import build_document
+from agenthuman_local.errors import NotImplementedYet
+from agenthuman_local.sessions.state import SessionState
+
+
+async def healthz(request: web.Request) -> web.Response:
+    manager = request.app[keys.manager_key]
+    return web.json_response(
+        {
+            "status": "ok",
+            "engine": "ready" if manager.ready else "loading",
+            "devices": [d.snapshot() for d in request.app[keys.devices_key].devices],
+        }
+    )
+
+
+async def usage(request: web.Request) -> web.Response:
+    app = request.app
+    manager = app[keys.manager_key]
+    base = app[keys.settings_key].base_url
+    active, _ = await manager.list_sessions(
+        request[keys.account_key], status=SessionState.STARTED, limit=500, cursor=None
+    )
+    now = time.time()
+    return web.json_response(
+        {
+            "success": True,
+            "usage": {
+                **manager.usage(),
+                "active_sessions": [session_json(s, base, now) for s in active],
+                "devices": [d.snapshot() for d in app[keys.devices_key].devices],
+            },
+        }
+    )
+
+
+async def openapi_json(request: web.Request) -> web.Response:
+    return web.json_response(build_document(request.app[keys.settings_key].base_url))
+
+
+@public
+async def websocket_not_ready(request: web.Request) -> web.Response:
+    raise NotImplementedYet("The session WebSocket is not served by this build yet")

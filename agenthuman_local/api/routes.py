@@ -1,0 +1,30 @@
+"""The whole URL table, and nothing else. Each route also has an entry in `api/openapi.py`."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from agenthuman_local.api import avatars, misc, sessions
+
+
+def setup_routes(app: web.Application) -> None:
+    app.router.add_routes(
+        [
+            web.get("/healthz", misc.healthz),
+            web.get("/openapi.json", misc.openapi_json),
+            web.post("/v1/sessions", sessions.create_session),
+            web.get("/v1/sessions", sessions.list_sessions),
+            web.get("/v1/sessions/{session_id}", sessions.get_session),
+            web.put("/v1/sessions/{session_id}/start", sessions.start_session),
+            web.post("/v1/sessions/{session_id}/start", sessions.start_session),
+            web.put("/v1/sessions/{session_id}/end", sessions.end_session),
+            web.post("/v1/sessions/{session_id}/end", sessions.end_session),
+            web.get("/v1/sessions/{session_id}/ws", misc.websocket_not_ready),
+            web.get("/v1/ws", misc.websocket_not_ready),
+            web.get("/v1/avatars", avatars.list_avatars),
+            # Before /v1/avatars/{avatar_id}: the router tries routes in order.
+            web.get("/v1/avatars/public", avatars.list_public_avatars),
+            web.get("/v1/avatars/{avatar_id}", avatars.get_avatar),
+            web.get("/v1/usage", misc.usage),
+        ]
+    )

@@ -1,0 +1,155 @@
+"""create_app: the composition root. Builds the aiohttp app from Settings and nothing global.
+
+App-wide resources are cleanup contexts, opened in this order and closed in reverse:
+
+1. `store_ctx`    open + migrate the database, write the shipped avatars, make the first key;
+2. `devices_ctx`  list the devices (CUDA probing runs on a thread after the server listens);
+3. the `contexts` passed to `create_app`, e.g. the engine's: they may set
+   `app[keys.runner_factory_key]` and flip `app[keys.engine_status_key].ready`;
+4. `sessions_ctx` the SessionManager: ends sessions a dead process left started
+   (`server_restart`) on the way in, and every live session (`server_shutdown`) on the way out,
+   so sessions stop before the engine and the store close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import os
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from pathlib import Path
+
+from aiohttp import web
+
+from agenthuman_local import ids, keys
+from agenthuman_local.api.auth import RateLimiter, auth_middleware
+from agenthuman_local.api.middleware import error_middleware
+from agenthuman_local.api.routes import setup_routes
+from agenthuman_local.avatars import SHIPPED_AVATARS, default_aliases
+from agenthuman_local.config import DevicesSettings, Settings
+from agenthuman_local.devices import DevicePool, probe_devices
+from agenthuman_local.sessions.manager import EngineStatus, SessionManager
+from agenthuman_local.store import Store
+
+log = logging.getLogger(__name__)
+
+DB_FILE = "agenthuman.db"
+API_KEY_FILE = "api_key"
+API_KEY_ENV = "AGENTHUMAN_API_KEY"
+DEFAULT_ACCOUNT = "default"
+
+CleanupContext = Callable[[web.Application], AsyncIterator[None]]
+
+
+def write_key_file(path: Path, key: str) -> None:
+    """Write the key readable by its owner only (0600), even if the file already existed."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(key + "\n")
+    os.chmod(path, 0o600)
+
+
+def read_key_file(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8").strip() or None
+    except FileNotFoundError:
+        return None
+
+
+async def ensure_first_key(store: Store, path: Path, env_key: str | None) -> keys.FirstKey:
+    """First start (no key in the database): one account, one key, saved to `path` (SPEC §2)."""
+    if not await store.has_api_keys():
+        key = (env_key or "").strip() or ids.new_api_key()
+        account_id = await store.ensure_account(DEFAULT_ACCOUNT)
+        await store.add_api_key(account_id, key)
+        await asyncio.to_thread(write_key_file, path, key)
+        return keys.FirstKey(path=path, key=key, created=True)
+    saved = await asyncio.to_thread(read_key_file, path)
+    return keys.FirstKey(path=path, key=saved, created=False)
+
+
+async def store_ctx(app: web.Application, *, env_key: str | None) -> AsyncIterator[None]:
+    data_dir = app[keys.settings_key].data_dir
+    data_dir.mkdir(parents=True, exist_ok=True)
+    store = await Store.open(data_dir / DB_FILE)
+    try:
+        await store.sync_shipped_avatars(SHIPPED_AVATARS)
+        app[keys.first_key_key] = await ensure_first_key(store, data_dir / API_KEY_FILE, env_key)
+        app[keys.store_key] = store
+        yield
+    finally:
+        await store.close()
+
+
+async def _probe_in_background(pool: DevicePool, settings: DevicesSettings) -> None:
+    devices = await asyncio.to_thread(
+        probe_devices,
+        use_cuda=True,
+        cuda_sessions=settings.cuda_sessions,
+        cpu_sessions=settings.cpu_sessions,
+    )
+    pool.set_devices(devices)
+    log.info("devices: %s", ", ".join(f"{d.name} ({d.label}) x{d.capacity}" for d in devices))
+
+
+async def devices_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[keys.settings_key].devices
+    if not settings.use_cuda:
+        app[keys.devices_key] = DevicePool(
+            probe_devices(
+                use_cuda=False,
+                cuda_sessions=settings.cuda_sessions,
+                cpu_sessions=settings.cpu_sessions,
+            )
+        )
+        yield
+        return
+    pool = DevicePool()
+    app[keys.devices_key] = pool
+    task = asyncio.create_task(_probe_in_background(pool, settings), name="devices:probe")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def sessions_ctx(app: web.Application) -> AsyncIterator[None]:
+    manager = SessionManager(
+        app[keys.settings_key],
+        app[keys.store_key],
+        app[keys.devices_key],
+        app[keys.engine_status_key],
+        runner_factory=app.get(keys.runner_factory_key),
+    )
+    await manager.recover()
+    app[keys.manager_key] = manager
+    yield
+    await manager.aclose()
+
+
+def create_app(
+    settings: Settings,
+    *,
+    environ: Mapping[str, str] | None = None,
+    contexts: Iterable[CleanupContext] = (),
+) -> web.Application:
+    """The app for `settings`. `environ` supplies the reserved AGENTHUMAN_API_KEY and
+    AGENTHUMAN_AVATAR (default: the process environment); `contexts` run after the devices and
+    before the session manager (the engine's hook, see the module docstring)."""
+    environ = os.environ if environ is None else environ
+    app = web.Application(
+        client_max_size=int(settings.max_request_mb * 1024 * 1024),
+        middlewares=[error_middleware, auth_middleware],
+    )
+    app[keys.settings_key] = settings
+    app[keys.engine_status_key] = EngineStatus(ready=True)
+    app[keys.rate_limiter_key] = RateLimiter(settings.rate_limit_per_minute)
+    app[keys.avatar_aliases_key] = default_aliases(environ)
+    app.cleanup_ctx.append(functools.partial(store_ctx, env_key=environ.get(API_KEY_ENV)))
+    app.cleanup_ctx.append(devices_ctx)
+    app.cleanup_ctx.extend(contexts)
+    app.cleanup_ctx.append(sessions_ctx)
+    setup_routes(app)
+    return app

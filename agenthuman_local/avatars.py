@@ -1,0 +1,53 @@
+"""The avatar catalogue as data: the shipped public avatars and the ids that alias the default.
+
+Shipped avatars are procedural (drawn by the engine, no assets); their `rig` names the style the
+procedural renderer draws. The ids the published clients default to, and `AGENTHUMAN_AVATAR`
+when set, resolve to the default avatar (SPEC §3). No I/O here: `app.py` writes these rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from agenthuman_local.store import Avatar
+
+DEFAULT_AVATAR_ID = "avat_local_ada"
+# Defaults of the LiveKit plugin and of the Pipecat service (research/agenthuman-api.md §4).
+CLIENT_DEFAULT_IDS = frozenset(
+    {"avat_01KMZJ4WE5QCD9G3EK21QW8NJK", "avat_01KMZHXFPBVCXA5ATK85HCP8G1"}
+)
+AVATAR_ENV = "AGENTHUMAN_AVATAR"
+# A fixed creation time (2026-01-01) so the shipped avatars list the same on every machine.
+_SHIPPED_AT = 1767225600.0
+
+SHIPPED_AVATARS: tuple[Avatar, ...] = tuple(
+    Avatar(
+        avatar_id=avatar_id,
+        account_id=None,
+        kind="procedural",
+        name=name,
+        tags=("public", "procedural"),
+        is_public=True,
+        created_at=_SHIPPED_AT,
+        image_path=None,
+        preview_path=None,
+        rig={"style": style},
+    )
+    for avatar_id, name, style in (
+        (DEFAULT_AVATAR_ID, "Ada", "ada"),
+        ("avat_local_ben", "Ben", "ben"),
+    )
+)
+
+
+def default_aliases(environ: Mapping[str, str]) -> frozenset[str]:
+    """Every id that means 'the default avatar' on this server."""
+    extra = environ.get(AVATAR_ENV, "").strip()
+    return CLIENT_DEFAULT_IDS | ({extra} if extra else set())
+
+
+def resolve_alias(avatar_id: str | None, aliases: frozenset[str]) -> str:
+    """No avatar or an alias → the default avatar's id; anything else unchanged."""
+    if avatar_id is None or avatar_id in aliases:
+        return DEFAULT_AVATAR_ID
+    return avatar_id

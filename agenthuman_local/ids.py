@@ -1,0 +1,73 @@
+"""Identifiers and secrets: prefixed ULIDs, API keys, per-session tokens and the hash we store.
+
+Ids are ULIDs made monotonic within a millisecond, so sorting by id is sorting by creation time;
+the session list pages on that order. Secrets are stored only as SHA-256 hex digests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import string
+import threading
+import time
+
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_KEY_ALPHABET = string.ascii_letters + string.digits
+API_KEY_PREFIXES = ("ah_live_", "ah_test_")
+# How many leading characters of a key are kept in clear for listing and revoking.
+KEY_PREFIX_LEN = 12
+
+
+class _MonotonicUlid:
+    """ULIDs (48-bit ms time + 80 random bits) that strictly increase within one process."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last_ms = -1
+        self._last_rand = 0
+
+    def __call__(self) -> str:
+        with self._lock:
+            now_ms = time.time_ns() // 1_000_000
+            if now_ms <= self._last_ms:
+                now_ms = self._last_ms
+                rand = (self._last_rand + 1) % (1 << 80)
+            else:
+                rand = int.from_bytes(os.urandom(10), "big")
+            self._last_ms, self._last_rand = now_ms, rand
+        value = (now_ms << 80) | rand
+        return "".join(_CROCKFORD[(value >> shift) & 31] for shift in range(125, -1, -5))
+
+
+new_ulid = _MonotonicUlid()
+
+
+def new_id(prefix: str) -> str:
+    """`sess_01H…`, `avat_01H…`, `acct_01H…`."""
+    return f"{prefix}_{new_ulid()}"
+
+
+def is_ulid_id(value: str, prefix: str) -> bool:
+    head, sep, tail = value.partition("_")
+    return head == prefix and bool(sep) and len(tail) == 26 and all(c in _CROCKFORD for c in tail)
+
+
+def new_api_key(kind: str = "live") -> str:
+    """`ah_live_<32 letters and digits>` (SPEC §2)."""
+    return f"ah_{kind}_" + "".join(secrets.choice(_KEY_ALPHABET) for _ in range(32))
+
+
+def new_token() -> str:
+    """A per-session secret (access/session token, viewer token): 256 bits, URL-safe."""
+    return secrets.token_urlsafe(32)
+
+
+def secret_hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode("utf-8")).hexdigest()
+
+
+def secret_matches(secret: str, digest: str) -> bool:
+    """Constant-time comparison of a presented secret with a stored digest."""
+    return secrets.compare_digest(secret_hash(secret), digest)

@@ -1,0 +1,47 @@
+"""Every typed key of the app and of a request: the server's shared state, without globals.
+
+Handlers reach app-wide objects as `request.app[keys.store_key]`; the per-request account as
+`request[keys.account_key]`. Types are imported for checking only, so this module stays light.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from agenthuman_local.api.auth import RateLimiter
+    from agenthuman_local.config import Settings
+    from agenthuman_local.devices import DevicePool
+    from agenthuman_local.sessions.manager import EngineStatus, RunnerFactory, SessionManager
+    from agenthuman_local.store import Store
+
+
+@dataclass(frozen=True)
+class FirstKey:
+    """What start-up learnt about the API key file, for the banner (SPEC §2)."""
+
+    path: Path
+    key: str | None  # None when the file was removed after first start
+    created: bool  # made at this start
+
+
+settings_key: web.AppKey[Settings] = web.AppKey("settings")
+store_key: web.AppKey[Store] = web.AppKey("store")
+devices_key: web.AppKey[DevicePool] = web.AppKey("devices")
+engine_status_key: web.AppKey[EngineStatus] = web.AppKey("engine_status")
+manager_key: web.AppKey[SessionManager] = web.AppKey("manager")
+rate_limiter_key: web.AppKey[RateLimiter] = web.AppKey("rate_limiter")
+# Ids that resolve to the default avatar (the clients' defaults and AGENTHUMAN_AVATAR).
+avatar_aliases_key: web.AppKey[frozenset[str]] = web.AppKey("avatar_aliases")
+first_key_key: web.AppKey[FirstKey] = web.AppKey("first_key")
+# Set by a cleanup context that runs before the session manager's (see app.create_app).
+runner_factory_key: web.AppKey[RunnerFactory] = web.AppKey("runner_factory")
+
+# The account of the request's API key, set by the auth middleware on /v1 routes that need one.
+account_key: web.RequestKey[str] = web.RequestKey("account")
+# X-RateLimit-* headers for this request's response, whether it succeeds or fails.
+rate_headers_key: web.RequestKey[dict[str, str]] = web.RequestKey("rate_headers")

@@ -1,0 +1,344 @@
+"""SessionManager: creates, starts, ends and finds sessions; owns device seats and session timers.
+
+Every transition is checked by `state.transition` and written to the store before it is reported.
+Start and end of one session are serialised by a per-session lock, so twenty concurrent starts
+lease one seat and return one `ws_uri`.
+
+How live-session code plugs in (no aiohttp here; the app wires it):
+
+- `runner_factory(session) -> SessionRunner` (optional, from the app) is awaited once when a
+  session starts, after its seat is leased and `started_at` is stored. The runner is kept until
+  the session ends. If the factory raises, the session ends with `error` and start fails (500).
+- `await manager.end(session_id, reason)` is the single path to `ended`: it cancels the timers,
+  awaits `runner.aclose(reason)` (the runner writes its final stats with
+  `store.set_session_stats` there), stores `ended_at` and the reason, then frees the seat.
+- Code running inside a runner's own tasks must call `manager.end_soon(session_id, reason)`
+  instead: `end` awaits the runner's `aclose`, which would wait on the caller itself.
+- `manager.mark_connected(session_id)` — the WebSocket handler calls it on a valid
+  `session.init`; it disarms the `ws.connect_timeout_s` timer (else: `websocket_timeout`).
+- `manager.lookup(session_id)` finds a session without an account (the WebSocket authenticates
+  by token: `ids.secret_matches(token, session.token_hash)`); `manager.runner(session_id)` gives
+  the live runner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import weakref
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
+
+from agenthuman_local import ids
+from agenthuman_local.config import Settings
+from agenthuman_local.devices import DevicePool
+from agenthuman_local.errors import (
+    EngineLoading,
+    Internal,
+    SessionEnded,
+    SessionNotFound,
+    StorageUnavailable,
+)
+from agenthuman_local.sessions.state import EndReason, SessionState, transition
+from agenthuman_local.store import Avatar, Session, Store
+
+log = logging.getLogger(__name__)
+
+# Frame size per aspect ratio (SPEC §3), unless session.init asks for another.
+VIDEO_SIZES: dict[str, tuple[int, int]] = {
+    "4:3": (960, 720),
+    "3:4": (720, 960),
+    "1:1": (720, 720),
+    "16:9": (1280, 720),
+    "9:16": (720, 1280),
+}
+
+
+@dataclass
+class EngineStatus:
+    """Whether the avatar engine can render yet; the engine's start-up flips `ready`."""
+
+    ready: bool = True
+    error: str | None = None
+
+
+class SessionRunner(Protocol):
+    """What the manager needs of a live session's runner."""
+
+    async def aclose(self, reason: EndReason) -> None:
+        """Stop rendering, leave rooms, finalise outputs. Must be idempotent."""
+        ...
+
+
+RunnerFactory = Callable[[Session], Awaitable[SessionRunner]]
+
+
+class SessionManager:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        devices: DevicePool,
+        engine: EngineStatus,
+        *,
+        runner_factory: RunnerFactory | None = None,
+    ) -> None:
+        self._settings = settings
+        self._store = store
+        self._devices = devices
+        self._engine = engine
+        self._runner_factory = runner_factory
+        self._runners: dict[str, SessionRunner] = {}
+        self._live: set[str] = set()  # started in this process and not yet ended
+        self._timers: dict[str, dict[str, asyncio.Task[None]]] = {}
+        self._end_tasks: set[asyncio.Task[None]] = set()
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        self._closed = False
+
+    # -- queries ----------------------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        """Sessions can start: the engine has loaded and the devices are known."""
+        return self._engine.ready and self._devices.ready
+
+    def ws_uri(self, session_id: str) -> str:
+        return f"{self._settings.ws_base_url}/v1/sessions/{session_id}/ws"
+
+    def usage(self) -> dict[str, Any]:
+        """The Usage object of SPEC §3; minutes are not metered locally."""
+        return {"concurrency": self._devices.concurrency(), "minutes": {"total_remaining": None}}
+
+    def runner(self, session_id: str) -> SessionRunner | None:
+        return self._runners.get(session_id)
+
+    def live_session_ids(self) -> list[str]:
+        return sorted(self._live)
+
+    async def get(self, account_id: str, session_id: str) -> Session:
+        session = await self._store.get_session(session_id, account_id)
+        if session is None:
+            raise SessionNotFound()
+        return session
+
+    async def lookup(self, session_id: str) -> Session | None:
+        """Any account's session by id, for callers that authenticate by session token."""
+        return await self._store.get_session(session_id)
+
+    async def list_sessions(
+        self, account_id: str, *, status: SessionState | None, limit: int, cursor: str | None
+    ) -> tuple[list[Session], str | None]:
+        """One page, newest first, and the cursor of the next page (None on the last)."""
+        rows = await self._store.list_sessions(
+            account_id, status=status, limit=limit + 1, before_id=cursor
+        )
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return rows, (rows[-1].session_id if more and rows else None)
+
+    # -- transitions ------------------------------------------------------------------------
+
+    async def create(
+        self,
+        account_id: str,
+        *,
+        avatar: Avatar,
+        aspect_ratio: str,
+        metadata: Mapping[str, Any],
+        daily_room: Mapping[str, Any] | None = None,
+        start: bool = False,
+    ) -> tuple[Session, str]:
+        """A new session and its secret token (returned once, stored only as a hash).
+
+        With `start` (era [C]) it is created already started, in one write; nothing is stored
+        when the engine is loading or no seat is free.
+        """
+        token = ids.new_token()
+        width, height = VIDEO_SIZES[aspect_ratio]
+        session = Session(
+            session_id=ids.new_id("sess"),
+            account_id=account_id,
+            avatar_id=avatar.avatar_id,
+            avatar_name=avatar.name,
+            token_hash=ids.secret_hash(token),
+            viewer_token=ids.new_token(),
+            aspect_ratio=aspect_ratio,
+            video_width=width,
+            video_height=height,
+            fps=self._settings.video.fps,
+            metadata=dict(metadata),
+            daily_room=dict(daily_room) if daily_room is not None else None,
+            created_at=time.time(),
+        )
+        if not start:
+            await self._store.insert_session(session)
+            return session, token
+        if not self.ready:
+            raise EngineLoading()
+        async with self._lock_for(session.session_id):
+            device = self._devices.lease(session.session_id)
+            session = replace(
+                session,
+                started_at=session.created_at,
+                expiration=self._expiration(session.created_at),
+                device=device.name,
+            )
+            try:
+                await self._store.insert_session(session)
+            except BaseException:
+                self._devices.release(session.session_id)
+                raise
+            await self._activate(session)
+        return session, token
+
+    async def start(self, account_id: str, session_id: str) -> Session | None:
+        """created → started. Idempotent; None means 'try again' (the engine is loading)."""
+        async with self._lock_for(session_id):
+            session = await self.get(account_id, session_id)
+            if session.status is SessionState.ENDED:
+                raise SessionEnded()
+            if session.status is SessionState.STARTED:
+                return session
+            if not self.ready:
+                return None
+            transition(session.status, SessionState.STARTED)
+            device = self._devices.lease(session_id)
+            now = time.time()
+            expiration = self._expiration(now)
+            try:
+                stored = await self._store.mark_started(
+                    session_id, started_at=now, expiration=expiration, device=device.name
+                )
+            except BaseException:
+                self._devices.release(session_id)
+                raise
+            if not stored:  # another process changed the row under us; report what is there
+                self._devices.release(session_id)
+                return await self.get(account_id, session_id)
+            session = replace(session, started_at=now, expiration=expiration, device=device.name)
+            await self._activate(session)
+            return session
+
+    async def end(
+        self, session_id: str, reason: EndReason, *, account_id: str | None = None
+    ) -> Session:
+        """→ ended with `reason` (any state). Idempotent: an ended session is returned as is.
+
+        With `account_id`, another account's session is SessionNotFound.
+        """
+        async with self._lock_for(session_id):
+            session = await self._store.get_session(session_id, account_id)
+            if session is None:
+                raise SessionNotFound()
+            if session.status is SessionState.ENDED:
+                return session
+            transition(session.status, SessionState.ENDED)
+            return await self._end_locked(session, reason)
+
+    def end_soon(self, session_id: str, reason: EndReason) -> None:
+        """Schedule `end` in a task the manager owns (for callers inside a runner or a timer)."""
+        task = asyncio.create_task(
+            self._end_quietly(session_id, reason), name=f"session:{session_id}:end"
+        )
+        self._end_tasks.add(task)
+        task.add_done_callback(self._end_tasks.discard)
+
+    def mark_connected(self, session_id: str) -> None:
+        """A valid session.init arrived: disarm the connect timeout. Idempotent."""
+        task = self._timers.get(session_id, {}).pop("connect", None)
+        if task is not None:
+            task.cancel()
+
+    async def recover(self) -> list[str]:
+        """At start-up: sessions a dead process left `started` end with `server_restart`."""
+        ended = await self._store.end_started_sessions(
+            ended_at=time.time(), reason=EndReason.SERVER_RESTART
+        )
+        if ended:
+            log.info("ended %d session(s) left started by an earlier process", len(ended))
+        return ended
+
+    async def aclose(self) -> None:
+        """End every live session with `server_shutdown` and await all owned tasks. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        for timers in self._timers.values():
+            for task in timers.values():
+                task.cancel()
+        await asyncio.gather(*self._end_tasks, return_exceptions=True)
+        await asyncio.gather(
+            *(self._end_quietly(sid, EndReason.SERVER_SHUTDOWN) for sid in list(self._live)),
+        )
+        # Runners may have asked for ends of their own while closing.
+        await asyncio.gather(*self._end_tasks, return_exceptions=True)
+        leftover = [t for ts in self._timers.values() for t in ts.values()]
+        await asyncio.gather(*leftover, return_exceptions=True)
+        self._timers.clear()
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _lock_for(self, session_id: str) -> asyncio.Lock:
+        lock = self._locks.get(session_id)
+        if lock is None:
+            lock = asyncio.Lock()
+            self._locks[session_id] = lock
+        return lock
+
+    def _expiration(self, started_at: float) -> float | None:
+        max_s = self._settings.session.max_duration_s
+        return started_at + max_s if max_s is not None else None
+
+    async def _activate(self, session: Session) -> None:
+        """A session just stored as started: make its runner, arm its timers (lock held)."""
+        sid = session.session_id
+        self._live.add(sid)
+        if self._runner_factory is not None:
+            try:
+                self._runners[sid] = await self._runner_factory(session)
+            except Exception as exc:
+                log.exception("session %s: the runner failed to start", sid)
+                await self._end_locked(session, EndReason.ERROR)
+                raise Internal("The session could not start rendering") from exc
+        timers = {"connect": self._timer(sid, self._settings.ws.connect_timeout_s, "connect")}
+        if session.expiration is not None:
+            timers["expire"] = self._timer(sid, session.expiration - time.time(), "expire")
+        self._timers[sid] = timers
+
+    def _timer(self, session_id: str, delay_s: float, kind: str) -> asyncio.Task[None]:
+        reason = EndReason.WEBSOCKET_TIMEOUT if kind == "connect" else EndReason.EXPIRED
+        return asyncio.create_task(
+            self._end_after(session_id, delay_s, reason), name=f"session:{session_id}:{kind}"
+        )
+
+    async def _end_after(self, session_id: str, delay_s: float, reason: EndReason) -> None:
+        # Only sleeps, then hands over to an end task, so cancelling a timer never cuts an end.
+        await asyncio.sleep(max(0.0, delay_s))
+        self.end_soon(session_id, reason)
+
+    async def _end_locked(self, session: Session, reason: EndReason) -> Session:
+        sid = session.session_id
+        for task in self._timers.pop(sid, {}).values():
+            task.cancel()
+        runner = self._runners.pop(sid, None)
+        now = time.time()
+        try:
+            if runner is not None:
+                try:
+                    await runner.aclose(reason)
+                except Exception:
+                    log.exception("session %s: the runner failed while closing", sid)
+            await self._store.mark_ended(sid, ended_at=now, reason=reason)
+        finally:
+            self._live.discard(sid)
+            self._devices.release(sid)
+        fresh = await self._store.get_session(sid)
+        return fresh or replace(session, ended_at=now, end_reason=reason)
+
+    async def _end_quietly(self, session_id: str, reason: EndReason) -> None:
+        try:
+            await self.end(session_id, reason)
+        except (SessionNotFound, StorageUnavailable) as exc:
+            log.warning("session %s: could not end with %s: %s", session_id, reason, exc)

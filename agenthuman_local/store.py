@@ -1,0 +1,594 @@
+"""The SQLite store: schema and migrations, row types, and every SQL statement the server runs.
+
+One aiosqlite connection (one worker thread) in WAL mode. aiosqlite serialises single calls but
+not the statements of a transaction that spans several awaits, so one `asyncio.Lock` guards every
+use of the connection; each write runs in its own `BEGIN IMMEDIATE … COMMIT`. Any database
+failure other than a bug of ours (locked, busy, disk full, I/O error, closed) surfaces as
+`StorageUnavailable` (503) and leaves no half-written row. The only module that imports aiosqlite.
+
+Times are stored as float unix seconds; JSON columns (`metadata`, `stats`, `tags`, …) as text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from agenthuman_local import ids
+from agenthuman_local.errors import StorageUnavailable
+from agenthuman_local.sessions.state import SessionState, derive_state
+
+BUSY_TIMEOUT_MS = 5000
+STAT_KEYS = (
+    "frames_published",
+    "frames_late",
+    "frames_dropped",
+    "audio_ms_received",
+    "audio_ms_played",
+    "first_frame_latency_ms",
+)
+# Counters start at 0; the latency stays null until a first frame exists to measure.
+EMPTY_STATS: dict[str, int | None] = {k: 0 for k in STAT_KEYS} | {"first_frame_latency_ms": None}
+
+# Migration n (1-based) brings `PRAGMA user_version` from n-1 to n. Append; never edit one.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """CREATE TABLE accounts (
+            account_id TEXT PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            created_at REAL NOT NULL)""",
+        """CREATE TABLE api_keys (
+            key_hash TEXT PRIMARY KEY,
+            prefix TEXT NOT NULL,
+            account_id TEXT NOT NULL REFERENCES accounts(account_id),
+            created_at REAL NOT NULL,
+            revoked_at REAL)""",
+        "CREATE INDEX api_keys_by_prefix ON api_keys(prefix)",
+        """CREATE TABLE avatars (
+            avatar_id TEXT PRIMARY KEY,
+            account_id TEXT REFERENCES accounts(account_id),
+            kind TEXT NOT NULL CHECK (kind IN ('procedural', 'photo')),
+            name TEXT NOT NULL,
+            tags TEXT NOT NULL,
+            is_public INTEGER NOT NULL,
+            created_at REAL NOT NULL,
+            image_path TEXT,
+            preview_path TEXT,
+            rig TEXT)""",
+        """CREATE TABLE sessions (
+            session_id TEXT PRIMARY KEY,
+            account_id TEXT NOT NULL REFERENCES accounts(account_id),
+            avatar_id TEXT NOT NULL,
+            avatar_name TEXT NOT NULL,
+            token_hash TEXT NOT NULL,
+            viewer_token TEXT NOT NULL,
+            aspect_ratio TEXT NOT NULL,
+            video_width INTEGER NOT NULL,
+            video_height INTEGER NOT NULL,
+            fps INTEGER NOT NULL,
+            metadata TEXT NOT NULL,
+            daily_room TEXT,
+            created_at REAL NOT NULL,
+            started_at REAL,
+            ended_at REAL,
+            expiration REAL,
+            end_reason TEXT,
+            device TEXT,
+            stats TEXT NOT NULL)""",
+        "CREATE INDEX sessions_by_account ON sessions(account_id, session_id)",
+    ),
+)
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    prefix: str
+    account_id: str
+    account_name: str
+    created_at: float
+    revoked_at: float | None
+
+
+@dataclass(frozen=True)
+class Avatar:
+    avatar_id: str
+    account_id: str | None  # None for the shipped public avatars
+    kind: str  # 'procedural' (drawn, no assets) or 'photo' (from upload-face)
+    name: str
+    tags: tuple[str, ...]
+    is_public: bool
+    created_at: float
+    image_path: str | None
+    preview_path: str | None
+    rig: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class Session:
+    session_id: str
+    account_id: str
+    avatar_id: str
+    avatar_name: str  # kept so a session outlives the deletion of its avatar
+    token_hash: str
+    viewer_token: str
+    aspect_ratio: str
+    video_width: int
+    video_height: int
+    fps: int
+    metadata: dict[str, Any]
+    daily_room: dict[str, Any] | None
+    created_at: float
+    started_at: float | None = None
+    ended_at: float | None = None
+    expiration: float | None = None
+    end_reason: str | None = None
+    device: str | None = None
+    stats: Mapping[str, int | None] = field(default_factory=lambda: dict(EMPTY_STATS))
+
+    @property
+    def status(self) -> SessionState:
+        return derive_state(self.started_at, self.ended_at)
+
+    def duration_s(self, now: float) -> int:
+        """Whole seconds from start to end, live while started, 0 before start."""
+        if self.started_at is None:
+            return 0
+        end = self.ended_at if self.ended_at is not None else now
+        return max(0, int(end - self.started_at))
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), allow_nan=False)
+
+
+def _session_from_row(row: sqlite3.Row) -> Session:
+    return Session(
+        session_id=row["session_id"],
+        account_id=row["account_id"],
+        avatar_id=row["avatar_id"],
+        avatar_name=row["avatar_name"],
+        token_hash=row["token_hash"],
+        viewer_token=row["viewer_token"],
+        aspect_ratio=row["aspect_ratio"],
+        video_width=row["video_width"],
+        video_height=row["video_height"],
+        fps=row["fps"],
+        metadata=json.loads(row["metadata"]),
+        daily_room=json.loads(row["daily_room"]) if row["daily_room"] else None,
+        created_at=row["created_at"],
+        started_at=row["started_at"],
+        ended_at=row["ended_at"],
+        expiration=row["expiration"],
+        end_reason=row["end_reason"],
+        device=row["device"],
+        stats=json.loads(row["stats"]),
+    )
+
+
+def _avatar_from_row(row: sqlite3.Row) -> Avatar:
+    return Avatar(
+        avatar_id=row["avatar_id"],
+        account_id=row["account_id"],
+        kind=row["kind"],
+        name=row["name"],
+        tags=tuple(json.loads(row["tags"])),
+        is_public=bool(row["is_public"]),
+        created_at=row["created_at"],
+        image_path=row["image_path"],
+        preview_path=row["preview_path"],
+        rig=json.loads(row["rig"]) if row["rig"] else None,
+    )
+
+
+_STATUS_SQL = {
+    SessionState.CREATED: "started_at IS NULL AND ended_at IS NULL",
+    SessionState.STARTED: "started_at IS NOT NULL AND ended_at IS NULL",
+    SessionState.ENDED: "ended_at IS NOT NULL",
+}
+
+
+@contextlib.contextmanager
+def _storage_errors() -> Iterator[None]:
+    """Database trouble → StorageUnavailable; our own SQL or constraint bugs stay loud."""
+    try:
+        yield
+    except (sqlite3.IntegrityError, sqlite3.ProgrammingError):
+        raise
+    except sqlite3.DatabaseError as exc:
+        raise StorageUnavailable(f"Storage is unavailable: {exc}") from exc
+    except ValueError as exc:  # aiosqlite: "Connection closed" / "no active connection"
+        raise StorageUnavailable("Storage is unavailable: the database is closed") from exc
+
+
+class Store:
+    def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
+        self._conn: aiosqlite.Connection | None = conn
+        self._lock = asyncio.Lock()
+        self.path = path
+
+    @classmethod
+    async def open(cls, path: Path, *, busy_timeout_ms: int | None = None) -> Store:
+        """Open (creating if needed) the database at `path` and bring its schema up to date."""
+        conn = await aiosqlite.connect(path, isolation_level=None)
+        try:
+            conn.row_factory = sqlite3.Row
+            await conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms or BUSY_TIMEOUT_MS)}")
+            await conn.execute("PRAGMA journal_mode = WAL")
+            await conn.execute("PRAGMA synchronous = NORMAL")
+            await conn.execute("PRAGMA foreign_keys = ON")
+            store = cls(conn, path)
+            await store._migrate()
+        except BaseException:
+            await conn.close()
+            raise
+        return store
+
+    async def close(self) -> None:
+        """Idempotent."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            async with self._lock:
+                await conn.close()
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _connection(self) -> aiosqlite.Connection:
+        if self._conn is None:
+            raise StorageUnavailable("Storage is unavailable: the database is closed")
+        return self._conn
+
+    async def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        with _storage_errors():
+            async with self._lock:
+                return list(await self._connection().execute_fetchall(sql, params))
+
+    async def _fetch_one(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row | None:
+        rows = await self._fetch(sql, params)
+        return rows[0] if rows else None
+
+    @contextlib.asynccontextmanager
+    async def _write(self) -> AsyncIterator[_Tx]:
+        """One write transaction; rolled back on any exception."""
+        with _storage_errors():
+            async with self._lock:
+                conn = self._connection()
+                await conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield _Tx(conn)
+                except BaseException:
+                    with contextlib.suppress(sqlite3.Error, ValueError):
+                        await conn.execute("ROLLBACK")
+                    raise
+                await conn.execute("COMMIT")
+
+    async def _migrate(self) -> None:
+        row = await self._fetch_one("PRAGMA user_version")
+        version = int(row[0]) if row else 0
+        if version > len(MIGRATIONS):
+            raise StorageUnavailable(
+                f"{self.path} has schema version {version}, newer than this server"
+                f" ({len(MIGRATIONS)}); upgrade the server"
+            )
+        for number in range(version + 1, len(MIGRATIONS) + 1):
+            async with self._write() as tx:
+                for statement in MIGRATIONS[number - 1]:
+                    await tx.run(statement)
+                await tx.run(f"PRAGMA user_version = {number}")
+
+    async def schema_version(self) -> int:
+        row = await self._fetch_one("PRAGMA user_version")
+        return int(row[0]) if row else 0
+
+    # -- accounts and API keys ----------------------------------------------------------------
+
+    async def ensure_account(self, name: str) -> str:
+        """The id of the account called `name`, created if missing."""
+        async with self._write() as tx:
+            row = await tx.fetch_one("SELECT account_id FROM accounts WHERE name = ?", (name,))
+            if row is not None:
+                return str(row["account_id"])
+            account_id = ids.new_id("acct")
+            await tx.run(
+                "INSERT INTO accounts (account_id, name, created_at) VALUES (?, ?, ?)",
+                (account_id, name, time.time()),
+            )
+            return account_id
+
+    async def add_api_key(self, account_id: str, key: str) -> ApiKey:
+        """Store a key by its SHA-256 and its 12-character prefix; the key itself is not kept."""
+        now = time.time()
+        prefix = key[: ids.KEY_PREFIX_LEN]
+        async with self._write() as tx:
+            await tx.run(
+                "INSERT INTO api_keys (key_hash, prefix, account_id, created_at)"
+                " VALUES (?, ?, ?, ?)",
+                (ids.secret_hash(key), prefix, account_id, now),
+            )
+            row = await tx.fetch_one(
+                "SELECT name FROM accounts WHERE account_id = ?", (account_id,)
+            )
+        return ApiKey(prefix, account_id, row["name"] if row else "", now, None)
+
+    async def has_api_keys(self) -> bool:
+        return await self._fetch_one("SELECT 1 FROM api_keys LIMIT 1") is not None
+
+    async def account_for_key(self, key: str) -> str | None:
+        """The account of an active (not revoked) key, else None."""
+        row = await self._fetch_one(
+            "SELECT account_id FROM api_keys WHERE key_hash = ? AND revoked_at IS NULL",
+            (ids.secret_hash(key),),
+        )
+        return str(row["account_id"]) if row else None
+
+    async def list_api_keys(self) -> list[ApiKey]:
+        rows = await self._fetch(
+            "SELECT k.prefix, k.account_id, a.name, k.created_at, k.revoked_at"
+            " FROM api_keys k JOIN accounts a USING (account_id) ORDER BY k.created_at"
+        )
+        return [ApiKey(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+
+    async def revoke_api_keys(self, prefix: str) -> int:
+        """Revoke the active keys whose stored prefix starts with `prefix`; returns how many."""
+        escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        async with self._write() as tx:
+            return await tx.run(
+                "UPDATE api_keys SET revoked_at = ?"
+                " WHERE prefix LIKE ? ESCAPE '\\' AND revoked_at IS NULL",
+                (time.time(), escaped + "%"),
+            )
+
+    # -- avatars --------------------------------------------------------------------------------
+
+    async def sync_shipped_avatars(self, avatars: Iterable[Avatar]) -> None:
+        """Insert or refresh the public avatars that ship with the server (keeps created_at)."""
+        async with self._write() as tx:
+            for a in avatars:
+                await tx.run(
+                    "INSERT INTO avatars (avatar_id, account_id, kind, name, tags, is_public,"
+                    " created_at, image_path, preview_path, rig)"
+                    " VALUES (?, NULL, ?, ?, ?, 1, ?, ?, ?, ?)"
+                    " ON CONFLICT (avatar_id) DO UPDATE SET kind = excluded.kind,"
+                    " name = excluded.name, tags = excluded.tags, is_public = 1,"
+                    " image_path = excluded.image_path, preview_path = excluded.preview_path,"
+                    " rig = excluded.rig",
+                    (
+                        a.avatar_id,
+                        a.kind,
+                        a.name,
+                        _dumps(list(a.tags)),
+                        a.created_at,
+                        a.image_path,
+                        a.preview_path,
+                        _dumps(a.rig) if a.rig is not None else None,
+                    ),
+                )
+
+    async def create_avatar(
+        self,
+        *,
+        account_id: str,
+        name: str,
+        kind: str = "photo",
+        image_path: str | None = None,
+        preview_path: str | None = None,
+        rig: Mapping[str, Any] | None = None,
+        tags: Sequence[str] = ("user_exclusive",),
+        avatar_id: str | None = None,
+    ) -> Avatar:
+        """A private avatar owned by `account_id` (e.g. from upload-face); returns the row."""
+        avatar = Avatar(
+            avatar_id=avatar_id or ids.new_id("avat"),
+            account_id=account_id,
+            kind=kind,
+            name=name,
+            tags=tuple(tags),
+            is_public=False,
+            created_at=time.time(),
+            image_path=image_path,
+            preview_path=preview_path,
+            rig=dict(rig) if rig is not None else None,
+        )
+        async with self._write() as tx:
+            await tx.run(
+                "INSERT INTO avatars (avatar_id, account_id, kind, name, tags, is_public,"
+                " created_at, image_path, preview_path, rig) VALUES (?, ?, ?, ?, ?, 0, ?, ?, ?, ?)",
+                (
+                    avatar.avatar_id,
+                    account_id,
+                    kind,
+                    name,
+                    _dumps(list(avatar.tags)),
+                    avatar.created_at,
+                    image_path,
+                    preview_path,
+                    _dumps(avatar.rig) if avatar.rig is not None else None,
+                ),
+            )
+        return avatar
+
+    async def get_avatar(self, avatar_id: str, account_id: str | None = None) -> Avatar | None:
+        """The avatar, or None. With `account_id`: only if it is public or that account's own."""
+        sql = "SELECT * FROM avatars WHERE avatar_id = ?"
+        params: list[Any] = [avatar_id]
+        if account_id is not None:
+            sql += " AND (is_public = 1 OR account_id = ?)"
+            params.append(account_id)
+        row = await self._fetch_one(sql, params)
+        return _avatar_from_row(row) if row else None
+
+    async def list_avatars(self, account_id: str) -> tuple[list[Avatar], list[Avatar]]:
+        """(public avatars, oldest first; the account's own avatars, newest first)."""
+        public = await self._fetch(
+            "SELECT * FROM avatars WHERE is_public = 1 ORDER BY created_at, avatar_id"
+        )
+        own = await self._fetch(
+            "SELECT * FROM avatars WHERE is_public = 0 AND account_id = ?"
+            " ORDER BY created_at DESC, avatar_id DESC",
+            (account_id,),
+        )
+        return [_avatar_from_row(r) for r in public], [_avatar_from_row(r) for r in own]
+
+    async def delete_avatar(self, avatar_id: str) -> bool:
+        """Delete the row; True if there was one. Sessions keep their own copy of the name."""
+        async with self._write() as tx:
+            return await tx.run("DELETE FROM avatars WHERE avatar_id = ?", (avatar_id,)) > 0
+
+    # -- sessions -------------------------------------------------------------------------------
+
+    async def insert_session(self, s: Session) -> None:
+        async with self._write() as tx:
+            await tx.run(
+                "INSERT INTO sessions (session_id, account_id, avatar_id, avatar_name,"
+                " token_hash, viewer_token, aspect_ratio, video_width, video_height, fps,"
+                " metadata, daily_room, created_at, started_at, ended_at, expiration,"
+                " end_reason, device, stats)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    s.session_id,
+                    s.account_id,
+                    s.avatar_id,
+                    s.avatar_name,
+                    s.token_hash,
+                    s.viewer_token,
+                    s.aspect_ratio,
+                    s.video_width,
+                    s.video_height,
+                    s.fps,
+                    _dumps(s.metadata),
+                    _dumps(s.daily_room) if s.daily_room is not None else None,
+                    s.created_at,
+                    s.started_at,
+                    s.ended_at,
+                    s.expiration,
+                    s.end_reason,
+                    s.device,
+                    _dumps(dict(s.stats)),
+                ),
+            )
+
+    async def get_session(self, session_id: str, account_id: str | None = None) -> Session | None:
+        """The session, or None; with `account_id`, None also when another account owns it."""
+        sql = "SELECT * FROM sessions WHERE session_id = ?"
+        params: list[Any] = [session_id]
+        if account_id is not None:
+            sql += " AND account_id = ?"
+            params.append(account_id)
+        row = await self._fetch_one(sql, params)
+        return _session_from_row(row) if row else None
+
+    async def list_sessions(
+        self,
+        account_id: str,
+        *,
+        status: SessionState | None = None,
+        limit: int = 50,
+        before_id: str | None = None,
+    ) -> list[Session]:
+        """The account's sessions, newest first (ids are time-ordered), older than `before_id`."""
+        sql = "SELECT * FROM sessions WHERE account_id = ?"
+        params: list[Any] = [account_id]
+        if before_id is not None:
+            sql += " AND session_id < ?"
+            params.append(before_id)
+        if status is not None:
+            sql += f" AND {_STATUS_SQL[status]}"
+        sql += " ORDER BY session_id DESC LIMIT ?"
+        params.append(limit)
+        return [_session_from_row(r) for r in await self._fetch(sql, params)]
+
+    async def mark_started(
+        self, session_id: str, *, started_at: float, expiration: float | None, device: str
+    ) -> bool:
+        """created → started; False (nothing written) if the session was not `created`."""
+        async with self._write() as tx:
+            changed = await tx.run(
+                "UPDATE sessions SET started_at = ?, expiration = ?, device = ?"
+                " WHERE session_id = ? AND started_at IS NULL AND ended_at IS NULL",
+                (started_at, expiration, device, session_id),
+            )
+        return changed == 1
+
+    async def mark_ended(self, session_id: str, *, ended_at: float, reason: str) -> bool:
+        """→ ended with `reason`; False (nothing written) if it had already ended."""
+        async with self._write() as tx:
+            changed = await tx.run(
+                "UPDATE sessions SET ended_at = ?, end_reason = ?"
+                " WHERE session_id = ? AND ended_at IS NULL",
+                (ended_at, reason, session_id),
+            )
+        return changed == 1
+
+    async def end_started_sessions(self, *, ended_at: float, reason: str) -> list[str]:
+        """End every session still `started` (left by a process that died); returns their ids."""
+        async with self._write() as tx:
+            rows = await tx.fetch(
+                f"SELECT session_id FROM sessions WHERE {_STATUS_SQL[SessionState.STARTED]}"
+            )
+            await tx.run(
+                "UPDATE sessions SET ended_at = ?, end_reason = ?"
+                f" WHERE {_STATUS_SQL[SessionState.STARTED]}",
+                (ended_at, reason),
+            )
+        return [r["session_id"] for r in rows]
+
+    async def set_session_stats(self, session_id: str, stats: Mapping[str, int | None]) -> None:
+        """Merge `stats` (keys from STAT_KEYS) into the session's stats; the runner calls this."""
+        unknown = set(stats) - set(STAT_KEYS)
+        if unknown:
+            raise ValueError(f"unknown stats keys: {sorted(unknown)}")
+        async with self._write() as tx:
+            row = await tx.fetch_one(
+                "SELECT stats FROM sessions WHERE session_id = ?", (session_id,)
+            )
+            if row is None:
+                return
+            merged = json.loads(row["stats"]) | dict(stats)
+            await tx.run(
+                "UPDATE sessions SET stats = ? WHERE session_id = ?", (_dumps(merged), session_id)
+            )
+
+    async def set_session_daily_room(
+        self, session_id: str, daily_room: Mapping[str, Any] | None
+    ) -> None:
+        """`daily_room` as GET shows it: `{url, name, token}` (plus `error` after a failed join)."""
+        async with self._write() as tx:
+            await tx.run(
+                "UPDATE sessions SET daily_room = ? WHERE session_id = ?",
+                (_dumps(dict(daily_room)) if daily_room is not None else None, session_id),
+            )
+
+    async def set_session_video(self, session_id: str, *, width: int, height: int) -> None:
+        """The frame size `session.init` asked for, replacing the aspect ratio's default."""
+        async with self._write() as tx:
+            await tx.run(
+                "UPDATE sessions SET video_width = ?, video_height = ? WHERE session_id = ?",
+                (width, height, session_id),
+            )
+
+
+class _Tx:
+    """The statements of one write transaction (see `Store._write`)."""
+
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self._conn = conn
+
+    async def run(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Execute one statement; returns the number of rows it changed."""
+        async with self._conn.execute(sql, params) as cursor:
+            return int(cursor.rowcount)
+
+    async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        return list(await self._conn.execute_fetchall(sql, params))
+
+    async def fetch_one(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row | None:
+        rows = await self.fetch(sql, params)
+        return rows[0] if rows else None

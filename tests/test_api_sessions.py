@@ -1,0 +1,432 @@
+"""Sessions over HTTP (SPEC §3, §5): both eras, field for field, and the lifecycle rules."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Any
+
+from agenthuman_local import keys
+from tests.conftest import ApiClient, MakeClient
+
+SESSION_FIELDS = {
+    "session_id",
+    "avatar",
+    "session_type",
+    "status",
+    "created_at",
+    "started_at",
+    "ended_at",
+    "expiration",
+    "duration",
+    "aspect_ratio",
+    "video",
+    "daily_room",
+    "metadata",
+    "end_reason",
+    "viewer_url",
+    "stats",
+}
+ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
+
+
+async def test_create_era_b(api: ApiClient) -> None:
+    body = await api.json(
+        "POST", "/v1/sessions", 201, json={"avatar_id": "avat_local_ben", "metadata": {"a": 1}}
+    )
+    assert set(body) == {"success", "session", "usage", "message"}
+    assert body["success"] is True
+    assert body["message"] == "Session created successfully"
+    assert body["usage"] == {
+        "concurrency": {"current": 0, "max": 4, "available": 4},
+        "minutes": {"total_remaining": None},
+    }
+    session = body["session"]
+    assert set(session) == SESSION_FIELDS | {"access_token", "session_token"}
+    assert re.fullmatch(r"sess_[0-9A-Z]{26}", session["session_id"])
+    assert session["access_token"] == session["session_token"]
+    assert len(session["access_token"]) >= 32
+    assert session["avatar"] == {
+        "avatar_id": "avat_local_ben",
+        "name": "Ben",
+        "url": f"{api.app[keys.settings_key].base_url}/v1/avatars/avat_local_ben/preview",
+    }
+    assert session["session_type"] == "webrtc_video"
+    assert session["status"] == "created"
+    assert ISO_Z.match(session["created_at"])
+    assert session["started_at"] is None and session["ended_at"] is None
+    assert session["expiration"] is None
+    assert session["duration"] == 0
+    assert session["aspect_ratio"] == "16:9"
+    assert session["video"] == {"width": 1280, "height": 720, "fps": 25}
+    assert session["daily_room"] is None
+    assert session["metadata"] == {"a": 1}
+    assert session["end_reason"] is None
+    assert session["stats"] == {
+        "frames_published": 0,
+        "frames_late": 0,
+        "frames_dropped": 0,
+        "audio_ms_received": 0,
+        "audio_ms_played": 0,
+        "first_frame_latency_ms": None,
+    }
+
+
+async def test_viewer_url_carries_a_per_session_token(api: ApiClient) -> None:
+    a = await api.create_session()
+    b = await api.create_session()
+    base = api.app[keys.settings_key].base_url
+    pattern = re.compile(re.escape(f"{base}/v1/sessions/{a['session_id']}/viewer?token=") + ".{20,}")
+    assert pattern.fullmatch(a["viewer_url"])
+    token_a = a["viewer_url"].split("token=")[1]
+    assert token_a != b["viewer_url"].split("token=")[1]
+    assert token_a != a["access_token"]
+
+
+async def test_empty_body_and_no_body_create_with_defaults(api: ApiClient) -> None:
+    response = await api.post("/v1/sessions")
+    assert response.status == 201
+    session = (await response.json())["session"]
+    assert session["avatar"]["avatar_id"] == "avat_local_ada"
+    assert session["metadata"] == {}
+
+
+async def test_aspect_ratios_set_the_video_size(api: ApiClient) -> None:
+    sizes = {
+        "4:3": (960, 720),
+        "3:4": (720, 960),
+        "1:1": (720, 720),
+        "16:9": (1280, 720),
+        "9:16": (720, 1280),
+    }
+    for ratio, (width, height) in sizes.items():
+        session = await api.create_session({"aspect_ratio": ratio})
+        assert session["aspect_ratio"] == ratio
+        assert session["video"] == {"width": width, "height": height, "fps": 25}
+
+
+async def test_avatar_and_avatar_id_are_synonyms_and_aliases_resolve(api: ApiClient) -> None:
+    assert (await api.create_session({"avatar": "avat_local_ben"}))["avatar"]["name"] == "Ben"
+    for alias in ("avat_01KMZJ4WE5QCD9G3EK21QW8NJK", "avat_01KMZHXFPBVCXA5ATK85HCP8G1"):
+        session = await api.create_session({"avatar_id": alias})
+        assert session["avatar"]["avatar_id"] == "avat_local_ada"
+
+
+async def test_agenthuman_avatar_env_is_an_alias(make_client: MakeClient) -> None:
+    api = await make_client(environ={"AGENTHUMAN_AVATAR": "avat_my_own"})
+    session = await api.create_session({"avatar": "avat_my_own"})
+    assert session["avatar"]["avatar_id"] == "avat_local_ada"
+
+
+async def test_unknown_avatar_is_404(api: ApiClient) -> None:
+    body = await api.json("POST", "/v1/sessions", 404, json={"avatar_id": "avat_nope"})
+    assert body["error"]["code"] == "AVATAR_NOT_FOUND"
+
+
+async def test_bring_your_own_daily_room_era_b(api: ApiClient) -> None:
+    room = {"url": "https://example.daily.co/my-room", "token": "tok"}
+    session = await api.create_session({"daily_room": room})
+    assert session["daily_room"] == {**room, "name": "my-room"}
+    fetched = await api.json("GET", f"/v1/sessions/{session['session_id']}")
+    assert fetched["session"]["daily_room"] == {**room, "name": "my-room"}
+
+
+async def test_start_then_get_then_end(api: ApiClient) -> None:
+    session = await api.create_session()
+    sid = session["session_id"]
+    started = await api.start_session(sid)
+    assert set(started) == {"success", "ws_uri", "expiration", "message"}
+    assert started["message"] == "Session started successfully"
+    ws_base = api.app[keys.settings_key].ws_base_url
+    assert started["ws_uri"] == f"{ws_base}/v1/sessions/{sid}/ws"
+    assert started["expiration"] is None
+
+    got = (await api.json("GET", f"/v1/sessions/{sid}"))["session"]
+    assert set(got) == SESSION_FIELDS  # never the token, never the ws_uri
+    assert got["status"] == "started"
+    assert ISO_Z.match(got["started_at"])
+    assert isinstance(got["duration"], int)
+
+    ended = await api.json("PUT", f"/v1/sessions/{sid}/end")
+    assert set(ended) == {"success", "session", "message"}
+    assert ended["message"] == "Session ended successfully"
+    assert ended["session"]["status"] == "ended"
+    assert ended["session"]["end_reason"] == "client_request"
+    assert ISO_Z.match(ended["session"]["ended_at"])
+    assert set(ended["session"]) == SESSION_FIELDS
+
+
+async def test_start_and_end_accept_put_and_post(api: ApiClient) -> None:
+    for method in ("PUT", "POST"):
+        sid = (await api.create_session())["session_id"]
+        assert (await api.json(method, f"/v1/sessions/{sid}/start"))["ws_uri"].endswith("/ws")
+        # Pipecat sends `{}` as the end body.
+        ended = await api.json(method, f"/v1/sessions/{sid}/end", json={})
+        assert ended["session"]["status"] == "ended"
+
+
+async def test_start_is_idempotent(api: ApiClient) -> None:
+    sid = (await api.create_session())["session_id"]
+    first = await api.start_session(sid)
+    again = await api.json("POST", f"/v1/sessions/{sid}/start")
+    assert again["ws_uri"] == first["ws_uri"]
+    assert again["expiration"] == first["expiration"]
+    usage = await api.json("GET", "/v1/usage")
+    assert usage["usage"]["concurrency"]["current"] == 1
+
+
+async def test_end_is_idempotent_and_start_after_end_is_409(api: ApiClient) -> None:
+    sid = (await api.create_session())["session_id"]
+    await api.start_session(sid)
+    first = await api.json("PUT", f"/v1/sessions/{sid}/end")
+    again = await api.json("POST", f"/v1/sessions/{sid}/end")
+    assert again["success"] is True
+    assert again["session"] == first["session"]
+    body = await api.json("PUT", f"/v1/sessions/{sid}/start", 409)
+    assert body["error"]["code"] == "SESSION_ENDED"
+
+
+async def test_ending_a_created_session(api: ApiClient) -> None:
+    sid = (await api.create_session())["session_id"]
+    ended = (await api.json("PUT", f"/v1/sessions/{sid}/end"))["session"]
+    assert ended["status"] == "ended"
+    assert ended["started_at"] is None
+    assert ended["duration"] == 0
+    assert ended["end_reason"] == "client_request"
+
+
+async def test_ending_frees_the_seat(make_client: MakeClient) -> None:
+    api = await make_client(devices__cpu_sessions=1)
+    first = (await api.create_session())["session_id"]
+    second = (await api.create_session())["session_id"]
+    await api.start_session(first)
+    assert (await api.json("PUT", f"/v1/sessions/{second}/start", 503))["error"]["code"] == (
+        "NO_CAPACITY"
+    )
+    await api.json("PUT", f"/v1/sessions/{first}/end")
+    await api.start_session(second)
+
+
+async def test_no_capacity(make_client: MakeClient) -> None:
+    api = await make_client(devices__cpu_sessions=1)
+    await api.start_session((await api.create_session())["session_id"])
+    sid = (await api.create_session())["session_id"]
+    response = await api.put(f"/v1/sessions/{sid}/start")
+    body = await response.json()
+    assert response.status == 503
+    assert body["error"]["code"] == "NO_CAPACITY"
+    assert int(response.headers["Retry-After"]) > 0
+    assert body["error"]["details"]["capacity"] == {"current": 1, "max": 1, "available": 0}
+    got = await api.json("GET", f"/v1/sessions/{sid}")
+    assert got["session"]["status"] == "created"
+
+
+async def test_twenty_concurrent_starts_lease_one_seat(api: ApiClient) -> None:
+    sid = (await api.create_session())["session_id"]
+    results = await asyncio.gather(*(api.start_session(sid) for _ in range(20)))
+    assert len({r["ws_uri"] for r in results}) == 1
+    assert len({r["expiration"] for r in results}) == 1
+    devices = api.app[keys.devices_key].devices
+    assert sum(len(d.sessions) for d in devices) == 1
+
+
+async def test_expiration_from_max_duration(make_client: MakeClient) -> None:
+    api = await make_client(session__max_duration_s=3600)
+    sid = (await api.create_session())["session_id"]
+    started = await api.start_session(sid)
+    assert ISO_Z.match(started["expiration"])
+    got = (await api.json("GET", f"/v1/sessions/{sid}"))["session"]
+    assert got["expiration"] == started["expiration"]
+
+
+async def test_session_expires(make_client: MakeClient) -> None:
+    api = await make_client(session__max_duration_s=0.2)
+    sid = (await api.create_session())["session_id"]
+    api.app[keys.manager_key].mark_connected(sid)  # keep the connect timer out of it
+    await api.start_session(sid)
+    api.app[keys.manager_key].mark_connected(sid)
+    session = await _wait_for_status(api, sid, "ended")
+    assert session["end_reason"] == "expired"
+
+
+async def test_connect_timeout_ends_a_silent_session(make_client: MakeClient) -> None:
+    api = await make_client(ws__connect_timeout_s=0.2)
+    sid = (await api.create_session())["session_id"]
+    await api.start_session(sid)
+    session = await _wait_for_status(api, sid, "ended")
+    assert session["end_reason"] == "websocket_timeout"
+    assert api.app[keys.devices_key].concurrency()["current"] == 0
+
+
+async def test_mark_connected_disarms_the_connect_timeout(make_client: MakeClient) -> None:
+    api = await make_client(ws__connect_timeout_s=0.2)
+    sid = (await api.create_session())["session_id"]
+    await api.start_session(sid)
+    api.app[keys.manager_key].mark_connected(sid)
+    await asyncio.sleep(0.4)
+    assert (await api.json("GET", f"/v1/sessions/{sid}"))["session"]["status"] == "started"
+
+
+async def _wait_for_status(api: ApiClient, sid: str, status: str) -> dict[str, Any]:
+    for _ in range(100):
+        session = (await api.json("GET", f"/v1/sessions/{sid}"))["session"]
+        if session["status"] == status:
+            return dict(session)
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{sid} never reached {status}")
+
+
+async def test_duration_counts_whole_seconds(api: ApiClient) -> None:
+    sid = (await api.create_session())["session_id"]
+    await api.start_session(sid)
+    store = api.app[keys.store_key]
+    row = await store.get_session(sid)
+    assert row is not None
+    # Move the start back 75.6 s to see the live duration without waiting.
+    async with store._write() as tx:
+        await tx.run(
+            "UPDATE sessions SET started_at = ? WHERE session_id = ?", (row.created_at - 75.6, sid)
+        )
+    got = (await api.json("GET", f"/v1/sessions/{sid}"))["session"]
+    assert got["duration"] in (75, 76)
+    ended = (await api.json("PUT", f"/v1/sessions/{sid}/end"))["session"]
+    assert isinstance(ended["duration"], int) and ended["duration"] >= 75
+
+
+# -- era [C] ------------------------------------------------------------------------------------
+
+
+async def test_create_era_c_local_room_is_created_and_started(api: ApiClient) -> None:
+    body = await api.json(
+        "POST",
+        "/v1/sessions",
+        201,
+        json={"avatar": "avat_local_ada", "room": {"platform": "local"}, "metadata": {"k": "v"}},
+    )
+    session = body["session"]
+    assert set(session) == SESSION_FIELDS | {"access_token", "session_token", "ws_uri"}
+    assert session["status"] == "started"
+    assert session["started_at"] is not None
+    assert session["aspect_ratio"] == "4:3"
+    assert session["video"] == {"width": 960, "height": 720, "fps": 25}
+    assert session["daily_room"] is None
+    sid = session["session_id"]
+    assert session["ws_uri"] == f"{api.app[keys.settings_key].ws_base_url}/v1/sessions/{sid}/ws"
+    assert body["usage"]["concurrency"]["current"] == 1
+    # Start on an era [C] session is the same idempotent answer.
+    assert (await api.start_session(sid))["ws_uri"] == session["ws_uri"]
+
+
+async def test_create_era_c_daily_room(api: ApiClient) -> None:
+    room = {
+        "platform": "daily",
+        "url": "https://acme.daily.co/room-1",
+        "token": "meeting-token",
+        "display_name": "AI Avatar (AH)",  # an extra the hosted clients send; ignored
+    }
+    session = await api.create_session({"avatar_id": "avat_local_ben", "room": room})
+    assert session["daily_room"] == {
+        "url": "https://acme.daily.co/room-1",
+        "name": "room-1",
+        "token": "meeting-token",
+    }
+
+
+async def test_era_c_daily_room_needs_url_and_token(api: ApiClient) -> None:
+    for room, field in (
+        ({"platform": "daily", "token": "t"}, "room.url"),
+        ({"platform": "daily", "url": "https://x.daily.co/r"}, "room.token"),
+        ({"platform": "daily", "url": "ftp://x/r", "token": "t"}, "room.url"),
+        ({}, "room.platform"),
+        ({"platform": "zoom"}, "room.platform"),
+    ):
+        body = await api.json("POST", "/v1/sessions", 400, json={"room": room})
+        assert body["error"]["code"] == "VALIDATION_ERROR"
+        assert body["error"]["message"].startswith(field), body
+
+
+async def test_livekit_and_proxy_are_unsupported(api: ApiClient) -> None:
+    for platform in ("livekit", "proxy"):
+        body = await api.json(
+            "POST", "/v1/sessions", 400, json={"room": {"platform": platform, "url": "wss://x"}}
+        )
+        assert body["error"]["code"] == "UNSUPPORTED_PLATFORM"
+        assert body["error"]["message"] == "LiveKit rooms are not supported by this server yet"
+    listed = await api.json("GET", "/v1/sessions")
+    assert listed["sessions"] == []
+
+
+async def test_era_c_without_capacity_stores_nothing(make_client: MakeClient) -> None:
+    api = await make_client(devices__cpu_sessions=0)
+    body = await api.json("POST", "/v1/sessions", 503, json={"room": {"platform": "local"}})
+    assert body["error"]["code"] == "NO_CAPACITY"
+    assert (await api.json("GET", "/v1/sessions"))["sessions"] == []
+
+
+async def test_while_the_engine_loads(api: ApiClient) -> None:
+    api.app[keys.engine_status_key].ready = False
+    body = await api.json("POST", "/v1/sessions", 503, json={"room": {"platform": "local"}})
+    assert body["error"]["code"] == "ENGINE_LOADING"
+    sid = (await api.create_session())["session_id"]  # era [B] create still works
+    started = await api.start_session(sid)
+    assert started["ws_uri"] == "try_again"
+    assert started["expiration"] is None
+    assert (await api.json("GET", f"/v1/sessions/{sid}"))["session"]["status"] == "created"
+    assert (await api.json("GET", "/healthz"))["engine"] == "loading"
+    api.app[keys.engine_status_key].ready = True
+    assert (await api.start_session(sid))["ws_uri"].endswith(f"/v1/sessions/{sid}/ws")
+
+
+# -- listing ------------------------------------------------------------------------------------
+
+
+async def test_list_newest_first_with_status_filter(api: ApiClient) -> None:
+    ids = [(await api.create_session())["session_id"] for _ in range(4)]
+    await api.start_session(ids[1])
+    await api.json("PUT", f"/v1/sessions/{ids[2]}/end")
+    listed = await api.json("GET", "/v1/sessions")
+    assert set(listed) == {"success", "sessions", "next_cursor"}
+    assert [s["session_id"] for s in listed["sessions"]] == ids[::-1]
+    assert listed["next_cursor"] is None
+
+    def of(status: str) -> Any:
+        return api.json("GET", f"/v1/sessions?status={status}")
+
+    assert [s["session_id"] for s in (await of("created"))["sessions"]] == [ids[3], ids[0]]
+    assert [s["session_id"] for s in (await of("started"))["sessions"]] == [ids[1]]
+    assert [s["session_id"] for s in (await of("ended"))["sessions"]] == [ids[2]]
+    assert len((await of("all"))["sessions"]) == 4
+    assert len((await of("active"))["sessions"]) == 4  # unknown → all, as hosted
+
+
+async def test_list_pages_with_cursor(api: ApiClient) -> None:
+    ids = [(await api.create_session())["session_id"] for _ in range(5)]
+    seen: list[str] = []
+    cursor = ""
+    while True:
+        page = await api.json("GET", f"/v1/sessions?limit=2&cursor={cursor}")
+        assert len(page["sessions"]) <= 2
+        seen += [s["session_id"] for s in page["sessions"]]
+        if page["next_cursor"] is None:
+            break
+        cursor = page["next_cursor"]
+    assert seen == ids[::-1]
+
+
+async def test_list_limit_bounds(api: ApiClient) -> None:
+    for _ in range(3):
+        await api.create_session()
+    assert len((await api.json("GET", "/v1/sessions?limit=9999"))["sessions"]) == 3  # capped
+    for bad in ("0", "-1", "many"):
+        body = await api.json("GET", f"/v1/sessions?limit={bad}", 400)
+        assert body["error"]["message"].startswith("limit")
+    body = await api.json("GET", "/v1/sessions?cursor=nonsense", 400)
+    assert body["error"]["message"].startswith("cursor")
+
+
+async def test_list_default_limit_is_50(api: ApiClient) -> None:
+    for _ in range(51):
+        await api.create_session()
+    page = await api.json("GET", "/v1/sessions")
+    assert len(page["sessions"]) == 50
+    assert page["next_cursor"] is not None

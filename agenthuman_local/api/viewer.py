@@ -1,0 +1,126 @@
+"""The viewer page (`viewer_url`) and its media socket, served from the app's `ViewerHub`.
+
+Routes (no API key: the URL carries the session's viewer token, SPEC §2):
+
+    GET /v1/sessions/{session_id}/viewer?token=…      viewer_page   the HTML
+    GET /v1/sessions/{session_id}/viewer/ws?token=…   viewer_socket frames, audio, state
+    GET /viewer/{name}                                viewer_asset  viewer.js, viewer-worklet.js
+
+The app provides two things: `app[viewer_hub_key]`, the hub the session runners publish into,
+and `app[viewer_tokens_key]`, an async function session id → that session's viewer token (None
+for an unknown session), e.g. from `SessionManager.lookup`. A wrong token looks exactly like an
+unknown session.
+
+The socket handler is the only reader of its socket; one named task writes what the hub queues
+for this viewer, so a slow page only loses its own oldest messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from aiohttp import WSMsgType, web
+
+from agenthuman_local.transports.viewer import Viewer, ViewerHub
+
+log = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+_ASSETS = {
+    "viewer.js": "text/javascript",
+    "viewer-worklet.js": "text/javascript",
+}
+# The page loads only its own scripts and talks only to its own origin.
+_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' blob: data:; connect-src 'self' ws: wss:"
+)
+
+ViewerTokenLookup = Callable[[str], Awaitable[str | None]]
+
+viewer_hub_key: web.AppKey[ViewerHub] = web.AppKey("viewer_hub", ViewerHub)
+viewer_tokens_key: web.AppKey[ViewerTokenLookup] = web.AppKey("viewer_tokens")
+
+
+def _not_found() -> web.HTTPNotFound:
+    body = {
+        "success": False,
+        "error": {
+            "code": "SESSION_NOT_FOUND",
+            "message": "Session not found",
+            "suggestion": "Open the viewer_url exactly as the session object gives it.",
+        },
+    }
+    return web.HTTPNotFound(text=json.dumps(body), content_type="application/json")
+
+
+async def _authorize(request: web.Request) -> str:
+    session_id = request.match_info["session_id"]
+    token = request.query.get("token", "")
+    expected = await request.app[viewer_tokens_key](session_id)
+    if not token or expected is None or not hmac.compare_digest(expected, token):
+        raise _not_found()
+    return session_id
+
+
+async def viewer_page(request: web.Request) -> web.StreamResponse:
+    await _authorize(request)
+    return web.FileResponse(
+        STATIC_DIR / "viewer.html",
+        headers={
+            "Content-Type": "text/html; charset=utf-8",
+            "Cache-Control": "no-store",
+            "Content-Security-Policy": _CSP,
+            "Referrer-Policy": "no-referrer",  # the URL holds the token
+        },
+    )
+
+
+async def viewer_asset(request: web.Request) -> web.StreamResponse:
+    name = request.match_info["name"]
+    content_type = _ASSETS.get(name)
+    if content_type is None:
+        raise web.HTTPNotFound()
+    return web.FileResponse(
+        STATIC_DIR / name,
+        headers={"Content-Type": f"{content_type}; charset=utf-8", "Cache-Control": "no-cache"},
+    )
+
+
+async def viewer_socket(request: web.Request) -> web.StreamResponse:
+    session_id = await _authorize(request)
+    hub = request.app[viewer_hub_key]
+    ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=64 * 1024)
+    await ws.prepare(request)
+    viewer = hub.connect(session_id)
+    writer = asyncio.create_task(_write(ws, viewer), name=f"viewer:{session_id}:send")
+    try:
+        async for msg in ws:  # the page sends nothing we need; reading notices the close
+            if msg.type == WSMsgType.ERROR:
+                break
+    finally:
+        hub.disconnect(viewer)
+        writer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await writer
+        await ws.close()
+    return ws
+
+
+async def _write(ws: web.WebSocketResponse, viewer: Viewer) -> None:
+    try:
+        while (message := await viewer.get()) is not None:
+            if isinstance(message, bytes):
+                await ws.send_bytes(message)
+            else:
+                await ws.send_str(message)
+    except (ConnectionError, RuntimeError) as exc:  # the page went away mid-send
+        log.debug("viewer of %s gone: %s", viewer.session_id, exc)
+    # The hub closed this viewer (shutdown): closing the socket ends the reading loop too.
+    await ws.close()

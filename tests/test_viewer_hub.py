@@ -1,0 +1,232 @@
+"""ViewerHub fan-out and the viewer page's handlers, without a browser."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+
+import aiohttp
+import cv2
+import numpy as np
+import pytest
+from aiohttp import web
+
+from agenthuman_local.api import viewer as viewer_api
+from agenthuman_local.protocol import KIND_AUDIO_PCM, KIND_VIDEO_JPEG, unpack_media
+from agenthuman_local.transports.viewer import ViewerHub, encode_jpeg
+
+H, W, SR = 72, 96, 16_000
+
+
+def image(seed: int = 0) -> np.ndarray:
+    y, x = np.mgrid[0:H, 0:W]
+    rgb = np.stack([x * 2 + seed, y * 3, (x + y) % 200], axis=-1)
+    return rgb.astype(np.uint8)
+
+
+async def drain(viewer) -> list:
+    return [await viewer.get() for _ in range(viewer.pending)]
+
+
+async def test_media_fans_out_to_every_viewer_of_its_session_only() -> None:
+    hub = ViewerHub()
+    a, b, other = hub.connect("s1"), hub.connect("s1"), hub.connect("s2")
+    hub.publish_media("s1", KIND_AUDIO_PCM, 40, 1, b"\x01\x00")
+    assert await a.get() == await b.get()
+    assert other.pending == 0
+    await hub.aclose()
+
+
+async def test_a_full_queue_drops_its_oldest_messages() -> None:
+    hub = ViewerHub(max_messages=3)
+    v = hub.connect("s")
+    for i in range(5):
+        hub.publish_media("s", KIND_AUDIO_PCM, i, i, b"")
+    assert [unpack_media(m)[1] for m in await drain(v)] == [2, 3, 4]
+    assert v.dropped == 2
+    await hub.aclose()
+
+
+async def test_a_viewer_that_never_reads_does_not_hold_back_one_that_does() -> None:
+    hub = ViewerHub(max_messages=8)
+    stuck, live = hub.connect("s"), hub.connect("s")
+    got: list[int] = []
+
+    async def read() -> None:
+        while (m := await live.get()) is not None:
+            got.append(unpack_media(m)[1])
+
+    reader = asyncio.create_task(read(), name="test:reader")
+    for i in range(1000):
+        hub.publish_media("s", KIND_AUDIO_PCM, i, i, b"\x00\x00")
+        await asyncio.sleep(0)
+    await asyncio.sleep(0.01)
+    assert got == list(range(1000))
+    assert stuck.pending == 8 and stuck.dropped == 992
+    await hub.aclose()
+    await reader
+
+
+async def test_frames_are_encoded_only_while_someone_watches() -> None:
+    hub = ViewerHub()
+    assert not hub.has_viewers("s")
+    assert await hub.publish_frame("s", 0, 0, image(), b"", sample_rate_hz=SR) is False
+    assert hub.frames_encoded == 0
+    v = hub.connect("s")
+    assert hub.has_viewers("s")
+    assert await hub.publish_frame("s", 1, 40, image(), b"\x00\x00" * 640, sample_rate_hz=SR)
+    assert hub.frames_encoded == 1
+    hub.disconnect(v)
+    assert not hub.has_viewers("s")
+    await hub.publish_frame("s", 2, 80, image(), b"", sample_rate_hz=SR)
+    assert hub.frames_encoded == 1
+    await hub.aclose()
+
+
+async def test_a_frame_arrives_as_format_clock_jpeg_then_pcm() -> None:
+    hub = ViewerHub()
+    v = hub.connect("s")
+    pcm = np.arange(640, dtype="<i2").tobytes()
+    await hub.publish_frame("s", 7, 280, image(3), pcm, sample_rate_hz=SR)
+    fmt, clock, video, audio = await drain(v)
+    assert json.loads(fmt) == {"type": "format", "width": W, "height": H, "sample_rate_hz": SR}
+    assert json.loads(clock)["pts_ms"] == 280
+    kind, pts_ms, frame_index, jpeg = unpack_media(video)
+    assert (kind, pts_ms, frame_index) == (KIND_VIDEO_JPEG, 280, 7)
+    decoded = cv2.cvtColor(cv2.imdecode(np.frombuffer(jpeg, np.uint8), 1), cv2.COLOR_BGR2RGB)
+    assert np.abs(decoded.astype(int) - image(3)).mean() < 4  # the colours were not swapped
+    assert unpack_media(audio) == (KIND_AUDIO_PCM, 280, 7, pcm)
+    # The header is SPEC §8's: kind, 3 reserved bytes, pts_ms u64, frame_index u32, LE.
+    assert video[:16] == bytes([1, 0, 0, 0]) + (280).to_bytes(8, "little") + (7).to_bytes(
+        4, "little"
+    )
+    # The format is sent again only when it changes; the clock about once a second.
+    await hub.publish_frame("s", 8, 320, image(), pcm, sample_rate_hz=SR)
+    assert [type(m) for m in await drain(v)] == [bytes, bytes]
+    await hub.aclose()
+
+
+async def test_a_late_viewer_learns_the_format_and_state_first() -> None:
+    hub = ViewerHub()
+    early = hub.connect("s")
+    await hub.publish_frame("s", 0, 0, image(), b"", sample_rate_hz=24_000)
+    hub.publish_state("s", "joined_room")
+    hub.publish_state("s", "ended", "client_request")
+    late = hub.connect("s")
+    first, second = await drain(late)
+    assert json.loads(first)["sample_rate_hz"] == 24_000
+    assert json.loads(second) == {"type": "state", "state": "ended", "reason": "client_request"}
+    assert len(await drain(early)) == 5
+    await hub.aclose()
+
+
+async def test_close_ends_every_viewer_and_is_idempotent() -> None:
+    hub = ViewerHub()
+    v = hub.connect("s")
+    hub.publish_state("s", "connecting")
+    await hub.aclose()
+    await hub.aclose()
+    assert await v.get() is None
+    assert not hub.has_viewers("s")
+    with pytest.raises(RuntimeError, match="closed"):
+        hub.connect("s")
+
+
+def test_jpeg_encoding_is_rgb_in() -> None:
+    red = np.zeros((16, 16, 3), np.uint8)
+    red[..., 0] = 255
+    bgr = cv2.imdecode(np.frombuffer(encode_jpeg(red), np.uint8), 1)
+    assert bgr[8, 8, 2] > 240 and bgr[8, 8, 0] < 20
+
+
+# ---- the handlers ----------------------------------------------------------------------------
+
+TOKENS = {"sess_1": "tok-1"}
+
+
+@pytest.fixture
+async def app_client(aiohttp_client):
+    hub = ViewerHub()
+
+    async def lookup(session_id: str) -> str | None:
+        return TOKENS.get(session_id)
+
+    async def close_hub(app: web.Application):
+        yield
+        await hub.aclose()
+
+    app = web.Application()
+    app[viewer_api.viewer_hub_key] = hub
+    app[viewer_api.viewer_tokens_key] = lookup
+    app.cleanup_ctx.append(close_hub)
+    app.router.add_get("/v1/sessions/{session_id}/viewer", viewer_api.viewer_page)
+    app.router.add_get("/v1/sessions/{session_id}/viewer/ws", viewer_api.viewer_socket)
+    app.router.add_get("/viewer/{name}", viewer_api.viewer_asset)
+    return hub, await aiohttp_client(app)
+
+
+async def test_the_page_needs_the_sessions_viewer_token(app_client) -> None:
+    _, client = app_client
+    ok = await client.get("/v1/sessions/sess_1/viewer?token=tok-1")
+    assert ok.status == 200
+    assert ok.headers["Content-Type"].startswith("text/html")
+    assert "script-src 'self'" in ok.headers["Content-Security-Policy"]
+    for url in [
+        "/v1/sessions/sess_1/viewer?token=nope",
+        "/v1/sessions/sess_1/viewer",
+        "/v1/sessions/sess_2/viewer?token=tok-1",
+    ]:
+        resp = await client.get(url)
+        assert resp.status == 404
+        assert (await resp.json())["error"]["code"] == "SESSION_NOT_FOUND"
+
+
+async def test_every_script_the_page_loads_is_served_and_none_is_remote(app_client) -> None:
+    _, client = app_client
+    page = await (await client.get("/v1/sessions/sess_1/viewer?token=tok-1")).text()
+    script = await (await client.get("/viewer/viewer.js")).text()
+    urls = re.findall(r'src="([^"]+)"', page) + re.findall(r'addModule\("([^"]+)"\)', script)
+    assert urls == ["/viewer/viewer.js", "/viewer/viewer-worklet.js"]
+    for url in urls:
+        resp = await client.get(url)
+        assert resp.status == 200 and resp.headers["Content-Type"].startswith("text/javascript")
+        assert not re.search(r"https?://", await resp.text())  # no CDN
+    assert (await client.get("/viewer/..%2Fviewer.py")).status == 404
+    assert (await client.get("/viewer/nothing.js")).status == 404
+
+
+async def test_the_socket_streams_state_and_media_then_lets_go(app_client) -> None:
+    hub, client = app_client
+    with pytest.raises(aiohttp.WSServerHandshakeError) as info:
+        await client.ws_connect("/v1/sessions/sess_1/viewer/ws?token=bad")
+    assert info.value.status == 404
+    hub.publish_state("sess_1", "joined_room")
+    ws = await client.ws_connect("/v1/sessions/sess_1/viewer/ws?token=tok-1")
+    assert json.loads((await ws.receive(timeout=5)).data)["state"] == "joined_room"
+    pcm = b"\x10\x00" * 640
+    await hub.publish_frame("sess_1", 3, 120, image(), pcm, sample_rate_hz=SR)
+    kinds = []
+    while len(kinds) < 2:
+        msg = await ws.receive(timeout=5)
+        if msg.type == aiohttp.WSMsgType.BINARY:
+            kinds.append(unpack_media(msg.data)[0])
+    assert kinds == [KIND_VIDEO_JPEG, KIND_AUDIO_PCM]
+    await ws.close()
+    for _ in range(100):
+        if not hub.has_viewers("sess_1"):
+            break
+        await asyncio.sleep(0.01)
+    assert not hub.has_viewers("sess_1")
+
+
+async def test_closing_the_hub_closes_open_sockets(app_client) -> None:
+    hub, client = app_client
+    ws = await client.ws_connect("/v1/sessions/sess_1/viewer/ws?token=tok-1")
+    for _ in range(100):
+        if hub.has_viewers("sess_1"):
+            break
+        await asyncio.sleep(0.01)
+    await hub.aclose()
+    msg = await ws.receive(timeout=5)
+    assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)

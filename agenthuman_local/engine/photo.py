@@ -112,6 +112,11 @@ class PhotoRenderer:
         self._lids = EyeLids(geo, self._src)
         self._mouth = InnerMouth(geo)
 
+    @property
+    def background(self) -> torch.Tensor:
+        """The cached full frame, uint8 [H, W, 3] on the renderer's device; do not modify."""
+        return self._background
+
     def _coefficients(self, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         p = params.to(self._face.device, torch.float32)
         jaw = p[:, P.JAW].clamp(0, 1)

@@ -1,0 +1,17 @@
+"""`GET /metrics`: the app's Prometheus registry in the text exposition format (no API key).
+
+The app puts its `Metrics` at `app[metrics_key]` and routes `web.get("/metrics", metrics_handler)`.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from agenthuman_local.metrics import CONTENT_TYPE, Metrics
+
+metrics_key: web.AppKey[Metrics] = web.AppKey("metrics", Metrics)
+
+
+async def metrics_handler(request: web.Request) -> web.Response:
+    body = request.app[metrics_key].render()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})

@@ -1,0 +1,134 @@
+"""The server's Prometheus metrics (SPEC §10), in a registry of their own per app.
+
+Each app makes one `Metrics` (so tests get fresh counters, never the process-wide default
+registry). The runner reports every published frame and drop, the WebSocket handler every audio
+byte received, and the manager the sessions by status and each device's load; `GET /metrics`
+serves `render()`. Gauges that are cheaper to read than to push can be filled at scrape time by
+a refresher (`add_refresher`). Per-session figures are not labels (sessions are unbounded);
+`session_counts` keeps them for the session's own `stats` instead, until `forget_session`.
+
+Names: `agenthuman_sessions{status}`, `agenthuman_frames_published_total`,
+`agenthuman_frames_late_total`, `agenthuman_frames_dropped_total`, `agenthuman_render_ms`,
+`agenthuman_first_frame_latency_ms`, `agenthuman_audio_bytes_received_total`,
+`agenthuman_device_sessions{device}`, `agenthuman_device_capacity{device}`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+log = logging.getLogger(__name__)
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+SESSION_STATUSES = ("created", "started", "ended")
+# A frame's budget is 40 ms at 25 fps: the buckets are fine around it.
+RENDER_MS_BUCKETS = (1, 2, 5, 10, 15, 20, 25, 30, 35, 40, 50, 60, 80, 100, 150, 250, 500, 1000)
+FIRST_FRAME_MS_BUCKETS = (10, 20, 30, 40, 50, 60, 80, 100, 150, 200, 300, 500, 1000, 2000)
+
+
+@dataclass
+class SessionCounts:
+    frames_published: int = 0
+    frames_late: int = 0
+    frames_dropped: int = 0
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self._sessions = Gauge("agenthuman_sessions", "Sessions by status", ["status"], registry=r)
+        self._published = Counter(
+            "agenthuman_frames_published", "Frames published to the outputs", registry=r
+        )
+        self._late = Counter(
+            "agenthuman_frames_late", "Published frames that missed their time", registry=r
+        )
+        self._dropped = Counter(
+            "agenthuman_frames_dropped", "Frames dropped before publication", registry=r
+        )
+        self._render_ms = Histogram(
+            "agenthuman_render_ms",
+            "Render time per frame, ms",
+            buckets=RENDER_MS_BUCKETS,
+            registry=r,
+        )
+        self._first_frame_ms = Histogram(
+            "agenthuman_first_frame_latency_ms",
+            "First audio chunk received to first speaking frame published, ms",
+            buckets=FIRST_FRAME_MS_BUCKETS,
+            registry=r,
+        )
+        self._audio_bytes = Counter(
+            "agenthuman_audio_bytes_received", "Speech audio bytes received", registry=r
+        )
+        self._device_sessions = Gauge(
+            "agenthuman_device_sessions", "Sessions on each device", ["device"], registry=r
+        )
+        self._device_capacity = Gauge(
+            "agenthuman_device_capacity",
+            "Session capacity of each device",
+            ["device"],
+            registry=r,
+        )
+        for status in SESSION_STATUSES:
+            self._sessions.labels(status=status).set(0)
+        self._sessions_by_id: dict[str, SessionCounts] = {}
+        self._refreshers: list[Callable[[], None]] = []
+
+    def frame_published(self, session_id: str, late: bool, render_ms: float) -> None:
+        self._published.inc()
+        self._render_ms.observe(render_ms)
+        counts = self._counts(session_id)
+        counts.frames_published += 1
+        if late:
+            self._late.inc()
+            counts.frames_late += 1
+
+    def frame_dropped(self, session_id: str, n: int = 1) -> None:
+        self._dropped.inc(n)
+        self._counts(session_id).frames_dropped += n
+
+    def first_frame_latency(self, ms: float) -> None:
+        self._first_frame_ms.observe(ms)
+
+    def audio_bytes_received(self, n: int) -> None:
+        self._audio_bytes.inc(n)
+
+    def set_sessions_by_status(self, counts: Mapping[str, int]) -> None:
+        """Absolute counts; a status left out is 0."""
+        for status in {*SESSION_STATUSES, *counts}:
+            self._sessions.labels(status=status).set(counts.get(status, 0))
+
+    def set_device_load(self, device: str, *, sessions: int, capacity: int) -> None:
+        self._device_sessions.labels(device=device).set(sessions)
+        self._device_capacity.labels(device=device).set(capacity)
+
+    def session_counts(self, session_id: str) -> SessionCounts:
+        return self._sessions_by_id.get(session_id, SessionCounts())
+
+    def forget_session(self, session_id: str) -> None:
+        self._sessions_by_id.pop(session_id, None)
+
+    def add_refresher(self, refresh: Callable[[], None]) -> None:
+        """Called before each scrape, e.g. to copy the device pool's load into the gauges."""
+        self._refreshers.append(refresh)
+
+    def render(self) -> bytes:
+        for refresh in self._refreshers:
+            try:
+                refresh()
+            except Exception:
+                log.exception("metrics refresher %r failed", refresh)
+        return generate_latest(self.registry)
+
+    def _counts(self, session_id: str) -> SessionCounts:
+        counts = self._sessions_by_id.get(session_id)
+        if counts is None:
+            counts = self._sessions_by_id[session_id] = SessionCounts()
+        return counts

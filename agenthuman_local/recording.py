@@ -42,8 +42,8 @@ _MUXER_OPTIONS = {
 
 
 def recording_path(data_dir: Path, session_id: str) -> Path:
-    """Where a session's MP4 lives; its timeline is the same path with `.jsonl`."""
-    return Path(data_dir) / "recordings" / f"{session_id}.mp4"
+    """Where a session's MP4 lives: beside its `timeline.jsonl` (`sessions/timeline.py`)."""
+    return Path(data_dir) / "recordings" / session_id / "recording.mp4"
 
 
 class Recorder:

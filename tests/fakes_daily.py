@@ -20,7 +20,10 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from agenthuman_local.transports.daily import DailyLib
 
@@ -308,3 +311,22 @@ class FakeDaily:
         source = FakeCustomAudioSource(self, sample_rate, channels, auto_silence)
         self.audio_sources.append(source)
         return source
+
+
+@dataclass(frozen=True)
+class SinkFrame:
+    """A published frame as the transports' Sink adapters read it (sessions.sinks.PublishedFrame).
+
+    Kept here, not imported, so the transport tests do not depend on the session layer.
+    """
+
+    session_id: str
+    frame_index: int
+    pts_ms: int
+    rgb: np.ndarray
+    samples: np.ndarray
+    sample_rate_hz: int = 16_000
+
+    @property
+    def pcm(self) -> bytes:
+        return self.samples.astype("<i2").tobytes()

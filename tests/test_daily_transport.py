@@ -15,7 +15,8 @@ from agenthuman_local.transports.daily import (
     DailyTransport,
     is_network_error,
 )
-from tests.fakes_daily import HANG, FakeDaily
+from agenthuman_local.transports.sinks import DailySink
+from tests.fakes_daily import HANG, FakeDaily, SinkFrame
 
 W, H, SR = 64, 48, 16_000
 NETWORK_ERROR = (
@@ -348,3 +349,20 @@ async def test_daily_is_initialised_once_for_many_transports() -> None:
     await asyncio.gather(first.aclose(), second.aclose())
     with pytest.raises(RuntimeError, match="start"):
         await first.start()
+
+
+async def test_as_a_sink_frames_reach_the_room_and_close_closes_the_transport() -> None:
+    daily = FakeDaily()
+    t = make(daily)
+    await t.start()
+    sink = DailySink(t)
+    samples = np.zeros(SR // 25, np.int16)
+    await sink.publish(SinkFrame("s", 0, 0, frame(5), samples, SR))
+    with pytest.raises(ValueError, match="24000 Hz"):
+        await sink.publish(SinkFrame("s", 1, 40, frame(6), samples, 24_000))
+    await until(lambda: daily.video_sources[0].frames and not daily.audio_sources[0].pending)
+    assert daily.video_sources[0].frames == [frame(5).tobytes()]
+    assert sink.dropped == 0
+    await sink.aclose()
+    await sink.aclose()
+    assert not t.joined and daily.calls.count("release") == 1

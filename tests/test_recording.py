@@ -15,6 +15,8 @@ import pytest
 
 from agenthuman_local.engine.base import frame_sample_range
 from agenthuman_local.recording import Recorder, recording_path
+from agenthuman_local.transports.sinks import RecorderSink
+from tests.fakes_daily import SinkFrame
 
 W, H, FPS, SR = 160, 120, 25, 16_000
 AAC_FRAME = 1024  # samples per AAC frame; the encoder also primes with one
@@ -53,7 +55,7 @@ def decode(path: Path) -> tuple[list[tuple[float, float]], np.ndarray, float]:
 
 
 def test_recording_path_is_under_data_dir() -> None:
-    assert recording_path(Path("d"), "sess_1") == Path("d/recordings/sess_1.mp4")
+    assert recording_path(Path("d"), "sess_1") == Path("d/recordings/sess_1/recording.mp4")
 
 
 async def test_frames_duration_audio_and_sync_survive_the_round_trip(tmp_path: Path) -> None:
@@ -136,6 +138,18 @@ def test_an_unwritable_path_is_an_error_not_a_crash(tmp_path: Path) -> None:
     rec.close()
     assert rec.error is not None
     assert rec.submit(0, frame_image(0), frame_audio(0)) is False
+
+
+async def test_as_a_sink_every_published_frame_is_recorded(tmp_path: Path) -> None:
+    sink = RecorderSink(Recorder(recording_path(tmp_path, "sess_1"), W, H, FPS, SR))
+    for n in range(20):
+        pcm = np.frombuffer(frame_audio(n), "<i2")
+        await sink.publish(SinkFrame("sess_1", n, n * 40, frame_image(n), pcm, SR))
+        await asyncio.sleep(0.005)
+    await sink.aclose()
+    await sink.aclose()
+    video, _, _ = decode(tmp_path / "recordings" / "sess_1" / "recording.mp4")
+    assert len(video) + sink.dropped == 20
 
 
 KILLED_WRITER = """

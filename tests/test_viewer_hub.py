@@ -14,7 +14,9 @@ from aiohttp import web
 
 from agenthuman_local.api import viewer as viewer_api
 from agenthuman_local.protocol import KIND_AUDIO_PCM, KIND_VIDEO_JPEG, unpack_media
+from agenthuman_local.transports.sinks import ViewerSink
 from agenthuman_local.transports.viewer import ViewerHub, encode_jpeg
+from tests.fakes_daily import SinkFrame
 
 H, W, SR = 72, 96, 16_000
 
@@ -131,6 +133,24 @@ async def test_close_ends_every_viewer_and_is_idempotent() -> None:
     assert not hub.has_viewers("s")
     with pytest.raises(RuntimeError, match="closed"):
         hub.connect("s")
+
+
+async def test_as_a_sink_it_encodes_only_for_watched_sessions() -> None:
+    hub = ViewerHub()
+    sink = ViewerSink(hub, "s")
+    samples = np.zeros(640, np.int16)
+    await sink.publish(SinkFrame("s", 0, 0, image(), samples))
+    await asyncio.sleep(0.05)
+    assert hub.frames_encoded == 0
+    v = hub.connect("s")
+    await sink.publish(SinkFrame("s", 1, 40, image(), samples))
+    got = []
+    while len(got) < 4:  # format, clock, JPEG, PCM
+        got.append(await asyncio.wait_for(v.get(), 5))
+    assert unpack_media(got[-1]) == (KIND_AUDIO_PCM, 40, 1, samples.tobytes())
+    await sink.aclose()
+    await sink.aclose()
+    await hub.aclose()
 
 
 def test_jpeg_encoding_is_rgb_in() -> None:

@@ -76,7 +76,9 @@ async def test_viewer_url_carries_a_per_session_token(api: ApiClient) -> None:
     a = await api.create_session()
     b = await api.create_session()
     base = api.app[keys.settings_key].base_url
-    pattern = re.compile(re.escape(f"{base}/v1/sessions/{a['session_id']}/viewer?token=") + ".{20,}")
+    pattern = re.compile(
+        re.escape(f"{base}/v1/sessions/{a['session_id']}/viewer?token=") + ".{20,}"
+    )
     assert pattern.fullmatch(a["viewer_url"])
     token_a = a["viewer_url"].split("token=")[1]
     assert token_a != b["viewer_url"].split("token=")[1]

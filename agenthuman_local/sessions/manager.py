@@ -233,6 +233,8 @@ class SessionManager:
             if session is None:
                 raise SessionNotFound()
             if session.status is SessionState.ENDED:
+                if session_id in self._live:  # ended behind our back: drop what we hold
+                    await self._end_locked(session, reason, write=False)
                 return session
             transition(session.status, SessionState.ENDED)
             return await self._end_locked(session, reason)
@@ -318,7 +320,11 @@ class SessionManager:
         await asyncio.sleep(max(0.0, delay_s))
         self.end_soon(session_id, reason)
 
-    async def _end_locked(self, session: Session, reason: EndReason) -> Session:
+    async def _end_locked(
+        self, session: Session, reason: EndReason, *, write: bool = True
+    ) -> Session:
+        """Cancel the timers, close the runner, store the end (unless `write` is False), free
+        the seat. The caller holds the session's lock."""
         sid = session.session_id
         for task in self._timers.pop(sid, {}).values():
             task.cancel()
@@ -330,10 +336,13 @@ class SessionManager:
                     await runner.aclose(reason)
                 except Exception:
                     log.exception("session %s: the runner failed while closing", sid)
-            await self._store.mark_ended(sid, ended_at=now, reason=reason)
+            if write:
+                await self._store.mark_ended(sid, ended_at=now, reason=reason)
         finally:
             self._live.discard(sid)
             self._devices.release(sid)
+        if not write:
+            return session
         fresh = await self._store.get_session(sid)
         return fresh or replace(session, ended_at=now, end_reason=reason)
 

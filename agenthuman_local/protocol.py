@@ -277,7 +277,9 @@ def connection_established(
     }
 
 
-def speak_confirmed(audio_samples: int, buffered_ms: int, utterance_id: str) -> dict[str, Any]:
+def speak_confirmed(
+    audio_samples: int, buffered_ms: int, utterance_id: str | None
+) -> dict[str, Any]:
     return {
         "type": AGENT_SPEAK_CONFIRMED,
         "audio_samples": audio_samples,

@@ -35,21 +35,21 @@ class WallClock:
 
 
 class VirtualClock:
-    """Time moves only when a test calls `advance`; `settled()` waits until a sleeper blocks."""
+    """Time moves only when a test calls `advance`; `settled(n)` waits until n tasks sleep."""
 
     def __init__(self, start: float = 1000.0) -> None:
         self._now = start
         self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
         self._seq = itertools.count()
-        self._blocked: asyncio.Event | None = None
+        self._changed: asyncio.Event | None = None
 
     def now(self) -> float:
         return self._now
 
     def _event(self) -> asyncio.Event:
-        if self._blocked is None:
-            self._blocked = asyncio.Event()
-        return self._blocked
+        if self._changed is None:
+            self._changed = asyncio.Event()
+        return self._changed
 
     async def sleep_until(self, t: float) -> None:
         if t <= self._now:
@@ -62,17 +62,21 @@ class VirtualClock:
 
     def advance(self, seconds: float) -> None:
         self._now += seconds
-        self._event().clear()
         while self._sleepers and self._sleepers[0][0] <= self._now:
             _, _, fut = heapq.heappop(self._sleepers)
             if not fut.done():
                 fut.set_result(None)
-        if any(not f.done() for _, _, f in self._sleepers):
-            self._event().set()
 
-    async def settled(self) -> None:
-        """Until some task sleeps on a deadline still in the future."""
-        await self._event().wait()
+    @property
+    def sleeping(self) -> int:
+        """Tasks blocked on a deadline still in the future."""
+        return sum(1 for _, _, f in self._sleepers if not f.done())
+
+    async def settled(self, n: int = 1) -> None:
+        """Until at least `n` tasks sleep on deadlines still in the future."""
+        while self.sleeping < n:
+            self._event().clear()
+            await self._event().wait()
 
 
 @dataclass(frozen=True)

@@ -229,5 +229,29 @@ class SpeechQueue:
         return events
 
     @property
-    def speaking(self) -> bool:
-        return any(u.started for u in self._live)
+    def unscheduled_samples(self) -> int:
+        return sum(u.pending for u in self._live)
+
+    @property
+    def open_utterance_id(self) -> str | None:
+        utt = self._open()
+        return utt.utterance_id if utt else None
+
+    def peek(self, n_samples: int) -> np.ndarray:
+        """Up to `n_samples` of the audio the next frames will take, without taking it."""
+        parts: list[np.ndarray] = []
+        got = 0
+        for utt in self._live:
+            for chunk in utt.chunks:
+                if got >= n_samples:
+                    break
+                part = chunk[: n_samples - got]
+                parts.append(part)
+                got += len(part)
+            if got >= n_samples or not utt.closed:
+                break
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int16)
+
+    def abandon(self) -> None:
+        """The session ends: every live utterance gets its `speak_ended {interrupted}`."""
+        self.interrupt()

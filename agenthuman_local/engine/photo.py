@@ -123,7 +123,6 @@ class PhotoRenderer:
         rnd = p[:, P.ROUND].clamp(0, 1)
         # A bilabial closure holds the lips together whatever the jaw is doing.
         jaw = jaw * (1.0 - 0.9 * p[:, P.CLOSURE].clamp(0, 1))
-        listen = p[:, P.LISTEN].clamp(0, 1)
         face = torch.stack(
             [
                 jaw * (1 - rnd),
@@ -131,18 +130,19 @@ class PhotoRenderer:
                 p[:, P.SPREAD].clamp(0, 1),
                 rnd,
                 p[:, P.CLOSURE].clamp(0, 1),
-                (p[:, P.BROW] + 0.3 * listen).clamp(-1, 1),
+                p[:, P.BROW].clamp(-1, 1),
             ],
             dim=1,
         )
-        # Listening: a slight tilt and lean in; breathing lifts the head a touch.
+        # The driver already turns listening into pose and brows (LISTEN itself adds nothing
+        # here); breathing lifts the head a touch, as the shoulders outside the crop cannot move.
         head = torch.stack(
             [
                 p[:, P.TX],
                 p[:, P.TY] - 0.25 * p[:, P.BREATH],
                 p[:, P.YAW],
-                p[:, P.PITCH] + 0.2 * listen,
-                p[:, P.ROLL] + 0.35 * listen,
+                p[:, P.PITCH],
+                p[:, P.ROLL],
             ],
             dim=1,
         ).clamp(-1.5, 1.5)

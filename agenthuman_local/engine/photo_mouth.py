@@ -18,7 +18,7 @@ from agenthuman_local.engine.photo_fields import JAW_DROP_ED, CropGeometry
 _CAVITY_LIT = (84.0, 30.0, 34.0)
 _CAVITY_DEEP = (22.0, 6.0, 8.0)
 _TONGUE = (128.0, 52.0, 58.0)
-_TEETH = (232.0, 226.0, 212.0)
+_TEETH = (238.0, 230.0, 212.0)
 
 
 def _rgb(c: tuple[float, float, float], device: torch.device) -> torch.Tensor:
@@ -86,15 +86,17 @@ class InnerMouth:
         if self._upper_teeth_px > 0:
             upper = (self._upper_teeth_px * across.sqrt() - from_top + 0.5).clamp(0.0, 1.0)
             shade = (
-                (0.55 + 0.45 * across)
+                (0.72 + 0.28 * across)
                 * gaps
                 * (1.0 - 0.25 * (from_top / self._upper_teeth_px).clamp(0, 1))
             )
             colour = colour + (_rgb(_TEETH, dev) * shade - colour) * upper
         if self._lower_teeth_px > 0:
-            lower = (self._lower_teeth_px * across - to_bottom + 0.5).clamp(0.0, 1.0)
+            # Only the middle few lower teeth peek over the lower lip, in its shadow.
+            across_lo = (1.0 - (u / 0.55) ** 2).clamp(min=0.0)
+            lower = (self._lower_teeth_px * across_lo.sqrt() - to_bottom + 0.5).clamp(0.0, 1.0)
             lower = lower * openness.sqrt()
-            shade = (0.4 + 0.35 * across) * gaps
+            shade = (0.5 + 0.25 * across_lo) * gaps
             colour = colour + (_rgb(_TEETH, dev) * shade - colour) * lower
         region = crop[:, :, self.rows, self.cols]
         region += (colour - region) * alpha

@@ -51,21 +51,27 @@ def _framing(rig: Rig, size: FrameSize) -> tuple[float, float, float]:
 def _background(
     image: np.ndarray, size: FrameSize, scale: float, dx: float, dy: float
 ) -> np.ndarray:
-    """The photo scaled and placed; any uncovered part filled with a blurred, dimmed copy."""
+    """The photo scaled and placed; where it does not reach, a blurred, dimmed enlargement of it."""
     h, w = image.shape[:2]
     m = np.float32([[scale, 0, dx], [0, scale, dy]])
     interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
     frame = cv2.warpAffine(
         image, m, (size.width, size.height), flags=interp, borderMode=cv2.BORDER_REPLICATE
     )
-    ones = np.ones((h, w), np.float32)
     cover = cv2.warpAffine(
-        ones, m, (size.width, size.height), flags=cv2.INTER_LINEAR, borderValue=0.0
+        np.ones((h, w), np.float32), m, (size.width, size.height), flags=cv2.INTER_LINEAR
     )
     if cover.min() > 0.999:
         return frame
-    fill = cv2.GaussianBlur(frame, (0, 0), sigmaX=max(8.0, 0.03 * size.width)) * 0.8
-    alpha = cv2.GaussianBlur(cover, (0, 0), sigmaX=6.0)[..., None] * cover[..., None]
+    # The backdrop a video app would use: the same photo enlarged to cover, about the same
+    # centre, blurred beyond recognition and dimmed so the real photo stands out.
+    big = max(size.width / w, size.height / h)
+    cx, cy = (size.width / 2 - dx) / scale, (size.height / 2 - dy) / scale
+    m_big = np.float32([[big, 0, size.width / 2 - cx * big], [0, big, size.height / 2 - cy * big]])
+    fill = cv2.warpAffine(image, m_big, (size.width, size.height), borderMode=cv2.BORDER_REFLECT)
+    fill = cv2.GaussianBlur(fill, (0, 0), sigmaX=0.04 * max(size.width, size.height)) * 0.7
+    edge = cv2.GaussianBlur(cv2.erode(cover, np.ones((9, 9), np.uint8)), (0, 0), sigmaX=4.0)
+    alpha = (edge * cover)[..., None]
     return (frame * alpha + fill * (1 - alpha)).round().clip(0, 255).astype(np.uint8)
 
 

@@ -33,6 +33,7 @@
   let ended = false;
   let socket = null;
   let lastText = 0;
+  let shown = null; // the frame on the canvas: {pts, frameIndex, atPts (the clock then)}
 
   // ---- audio -------------------------------------------------------------------------------
 
@@ -144,6 +145,7 @@
     if (pick) {
       g.drawImage(pick.bitmap, 0, 0, canvas.width, canvas.height);
       pick.bitmap.close();
+      shown = { pts: pick.pts, frameIndex: pick.frameIndex, atPts: pts };
     }
     setTextThrottled("clock", (pts / 1000).toFixed(2) + " s" + (audioRunning() ? "" : " (no sound)"));
     if (serverOffsetMs !== null) {
@@ -158,13 +160,14 @@
     const view = new DataView(buf);
     const kind = view.getUint8(0);
     const pts = Number(view.getBigUint64(4, true));
+    const frameIndex = view.getUint32(12, true);
     if (kind === KIND_JPEG) {
       newestPts = Math.max(newestPts, pts);
       const blob = new Blob([new Uint8Array(buf, HEADER_BYTES)], { type: "image/jpeg" });
       createImageBitmap(blob).then((bitmap) => {
         let i = frames.length;
         while (i > 0 && frames[i - 1].pts > pts) i--; // decodes can finish out of order
-        frames.splice(i, 0, { pts, bitmap });
+        frames.splice(i, 0, { pts, frameIndex, bitmap });
         while (frames.length > MAX_FRAMES) frames.shift().bitmap.close();
       }, () => {});
     } else if (kind === KIND_PCM) {
@@ -183,7 +186,8 @@
       format = m;
       canvas.width = m.width;
       canvas.height = m.height;
-      if (audio) ensureAudio(m.sample_rate_hz);
+      // Starts suspended unless the browser already allows sound here; the button resumes it.
+      ensureAudio(m.sample_rate_hz);
       updateSoundButton();
     } else if (m.type === "state") {
       setText("state", m.state + (m.reason ? " (" + m.reason + ")" : ""));
@@ -232,6 +236,17 @@
     lastText = now;
     for (const key of Object.keys(pendingText)) setText(key, pendingText[key]);
   }
+
+  // For diagnostics and automated checks: what plays and what is shown, right now.
+  window.agenthumanViewer = {
+    stats: () => ({
+      clockPts: currentPts(),
+      audio: Boolean(audioRunning()),
+      shown,
+      framesWaiting: frames.length,
+      bufferedMs: audioClock ? audioClock.bufferedMs : null,
+    }),
+  };
 
   connect();
   requestAnimationFrame(draw);

@@ -1,0 +1,230 @@
+"""The procedural renderer: a shipped illustrated character, drawn in torch with no assets.
+
+Per frame the only full-frame work is a copy of the cached background (SPEC §9): the still head
+crop is blended over it where head sway puts it, and only the eye and mouth boxes are drawn
+fresh. Breathing picks one of a few pre-painted backgrounds with the shoulders raised by whole
+pixels. Frames larger than the crop budget draw the crop at ≤ 384 px and scale it up.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from agenthuman_local.engine.base import N_PARAMS, FrameSize, P
+from agenthuman_local.engine.procedural_features import (
+    FEATURE_SHIFT_X,
+    FEATURE_SHIFT_Y,
+    MOUTH_BOX,
+    EyesLayer,
+    MouthLayer,
+)
+from agenthuman_local.engine.procedural_paint import CROP_X, CROP_Y, paint_background, paint_head
+from agenthuman_local.engine.procedural_styles import STYLES, Style
+
+MIN_SIDE = 128
+MAX_SIDE = 1920
+MAX_CROP_PX = 384
+SWAY_X = 0.045  # head units of paste shift per unit of TX
+SWAY_Y = 0.03  # per unit of TY
+BREATH_LIFT = 0.012  # shoulder rise at full inhale, head units
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where the character sits in a frame of a given size."""
+
+    unit_px: float  # one head unit in output pixels
+    render_unit_px: float  # one head unit in crop pixels; < unit_px when the crop is scaled up
+    centre_x: float  # face centre in output pixels
+    centre_y: float
+
+
+def layout_for(size: FrameSize) -> Layout:
+    """Head and shoulders, face centred, a little headroom, whatever the aspect ratio."""
+    w, h = size.width, size.height
+    unit = min(0.4 * h, 0.45 * w)
+    budget = MAX_CROP_PX / max(CROP_X[1] - CROP_X[0], CROP_Y[1] - CROP_Y[0])
+    if unit <= budget * 1.1:
+        unit = min(unit, budget)
+    centre_y = 0.12 * h + -CROP_Y[0] * unit
+    return Layout(unit, min(unit, budget), w / 2.0, centre_y)
+
+
+def check_size(size: FrameSize) -> None:
+    for name, v in (("width", size.width), ("height", size.height)):
+        if not MIN_SIDE <= v <= MAX_SIDE or v % 2:
+            raise ValueError(f"frame {name} must be even and {MIN_SIDE}..{MAX_SIDE}, got {v}")
+
+
+def _box_px(box: tuple[float, float, float, float], unit: float) -> tuple[int, int, int, int]:
+    """A feature box in crop pixels: (col0, col1, row0, row1)."""
+    return (
+        math.floor((box[0] - CROP_X[0]) * unit),
+        math.ceil((box[1] - CROP_X[0]) * unit),
+        math.floor((box[2] - CROP_Y[0]) * unit),
+        math.ceil((box[3] - CROP_Y[0]) * unit),
+    )
+
+
+@dataclass(frozen=True)
+class _Assets:
+    backgrounds: torch.Tensor  # uint8 [K, H, W, 3], shoulders lifted 0..K-1 px
+    head_rgb: torch.Tensor  # float [h, w, 3] premultiplied, crop pixels
+    head_alpha: torch.Tensor  # float [h, w]
+    head_straight: torch.Tensor  # float [h, w, 3] un-premultiplied, what features draw over
+    head_i16: torch.Tensor  # int16 [h2, w2, 3] premultiplied, output pixels
+    inv_alpha: torch.Tensor  # int16 [h2, w2, 1], (1 - alpha) · 128
+
+
+@functools.lru_cache(maxsize=16)
+def _assets(style: Style, width: int, height: int, device: str) -> _Assets:
+    lay = layout_for(FrameSize(width, height))
+    lifts = max(1, round(BREATH_LIFT * lay.unit_px) + 1)
+    bgs = [
+        paint_background(
+            style, width, height, (lay.centre_x, lay.centre_y), lay.unit_px, float(k), device
+        )
+        for k in range(lifts)
+    ]
+    backgrounds = (torch.stack(bgs) * 255.0 + 0.5).to(torch.uint8).cpu()
+    rgb, alpha = paint_head(style, lay.render_unit_px, device)
+    big_rgb, big_alpha = rgb, alpha
+    if lay.render_unit_px < lay.unit_px:
+        big = _upscale(torch.cat([rgb, alpha[..., None]], -1)[None], lay)[0]
+        big_rgb, big_alpha = big[..., :3], big[..., 3]
+    straight = rgb / alpha[..., None].clamp(min=1e-3)
+    head_i16, inv_alpha = _fixed_point(big_rgb, big_alpha[..., None])
+    return _Assets(backgrounds, rgb, alpha, straight, head_i16, inv_alpha)
+
+
+def _fixed_point(premul: torch.Tensor, alpha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Premultiplied colour and alpha → int16 colour and (1 − alpha)·128 for `_blend`.
+
+    Both are floored, so colour + background·(1 − alpha) never passes 255 and the uint8 store
+    cannot wrap; 7 bits of alpha keep 255·128 inside int16.
+    """
+    colour = torch.floor(premul.clamp(0.0, 1.0) * 255.0).to(torch.int16).cpu()
+    inv = torch.floor((1.0 - alpha.clamp(0.0, 1.0)) * 128.0).to(torch.int16).cpu()
+    return colour, inv
+
+
+def _upscale(crop: torch.Tensor, lay: Layout) -> torch.Tensor:
+    """[B, h, w, C] crop pixels → [B, h2, w2, C] output pixels."""
+    h2 = round((CROP_Y[1] - CROP_Y[0]) * lay.unit_px)
+    w2 = round((CROP_X[1] - CROP_X[0]) * lay.unit_px)
+    out = F.interpolate(crop.permute(0, 3, 1, 2), size=(h2, w2), mode="bilinear", antialias=False)
+    return out.permute(0, 2, 3, 1).clamp(0.0, 1.0)
+
+
+class ProceduralRenderer:
+    """Implements `base.Renderer` for a shipped style ("avat_local_ada", "avat_local_ben")."""
+
+    def __init__(self, style: Style | str, size: FrameSize, device: str = "cpu") -> None:
+        if isinstance(style, str):
+            if style not in STYLES:
+                raise ValueError(f"unknown procedural avatar {style!r}; have {sorted(STYLES)}")
+            style = STYLES[style]
+        check_size(size)
+        self.style = style
+        self.size = size
+        self.device = device
+        self.layout = layout_for(size)
+        self._assets = _assets(style, size.width, size.height, device)
+        u = self.layout.render_unit_px
+        self._layers = (EyesLayer(style, u, device), MouthLayer(style, u, device))
+        self._shift_px = (FEATURE_SHIFT_X * u, FEATURE_SHIFT_Y * u)
+
+    @property
+    def scaled(self) -> bool:
+        return self.layout.render_unit_px < self.layout.unit_px
+
+    def paste_origin(self, params_row: list[float]) -> tuple[int, int]:
+        """Top-left of the head crop in the frame for one frame's parameters."""
+        lay = self.layout
+        dx = SWAY_X * params_row[P.TX] * lay.unit_px
+        dy = (
+            SWAY_Y * params_row[P.TY] * lay.unit_px
+            - 0.3 * BREATH_LIFT * params_row[P.BREATH] * lay.unit_px
+        )
+        return (
+            round(lay.centre_x + CROP_X[0] * lay.unit_px + dx),
+            round(lay.centre_y + CROP_Y[0] * lay.unit_px + dy),
+        )
+
+    def mouth_region(self) -> tuple[int, int, int, int]:
+        """(x0, y0, x1, y1) in frame pixels that holds the mouth in any pose (lip-sync check)."""
+        lay = self.layout
+        mx = (SWAY_X + FEATURE_SHIFT_X) * lay.unit_px + 1
+        my = (SWAY_Y + 0.3 * BREATH_LIFT + FEATURE_SHIFT_Y) * lay.unit_px + 1
+        return (
+            max(0, math.floor(lay.centre_x + MOUTH_BOX[0] * lay.unit_px - mx)),
+            max(0, math.floor(lay.centre_y + MOUTH_BOX[2] * lay.unit_px - my)),
+            min(self.size.width, math.ceil(lay.centre_x + MOUTH_BOX[1] * lay.unit_px + mx)),
+            min(self.size.height, math.ceil(lay.centre_y + MOUTH_BOX[3] * lay.unit_px + my)),
+        )
+
+    @torch.inference_mode()
+    def render(self, params: torch.Tensor) -> torch.Tensor:
+        params = torch.as_tensor(params, dtype=torch.float32).to(self.device).reshape(-1, N_PARAMS)
+        batch = params.shape[0]
+        rows = params.cpu().tolist()
+        a = self._assets
+        # Head turns slide the features across the face by whole crop pixels.
+        shifts = [
+            (round(self._shift_px[0] * r[P.YAW]), round(self._shift_px[1] * r[P.PITCH]))
+            for r in rows
+        ]
+        tiles = []
+        for layer in self._layers:
+            box = layer.box
+            spots = [(box.col + dx, box.row + dy) for dx, dy in shifts]
+            h, w = box.height, box.width
+            base = torch.stack([a.head_straight[r : r + h, c : c + w] for c, r in spots])
+            alpha = torch.stack([a.head_alpha[r : r + h, c : c + w, None] for c, r in spots])
+            tiles.append((spots, layer.draw(base, params) * alpha))
+        if self.scaled:
+            crop = torch.cat([a.head_rgb, a.head_alpha[..., None]], -1).repeat(batch, 1, 1, 1)
+            for spots, premul in tiles:
+                h, w = premul.shape[1:3]
+                for b, (c, r) in enumerate(spots):
+                    crop[b, r : r + h, c : c + w, :3] = premul[b]
+            big = _upscale(crop, self.layout)
+            heads, invs = _fixed_point(big[..., :3], big[..., 3:])
+        else:
+            tiles = [(spots, torch.floor(t * 255.0).to(torch.int16).cpu()) for spots, t in tiles]
+        lifts = a.backgrounds.shape[0]
+        out = torch.empty(batch, self.size.height, self.size.width, 3, dtype=torch.uint8)
+        for b, row in enumerate(rows):
+            lift = min(lifts - 1, max(0, round((row[P.BREATH] + 1.0) / 2.0 * (lifts - 1))))
+            out[b].copy_(a.backgrounds[lift])
+            if self.scaled:
+                head, inv = heads[b], invs[b]
+            else:
+                head, inv = a.head_i16.clone(), a.inv_alpha
+                for spots, tile in tiles:
+                    c, r = spots[b]
+                    head[r : r + tile.shape[1], c : c + tile.shape[2]] = tile[b]
+            self._blend(out[b], head, inv, *self.paste_origin(row))
+        return out
+
+    @staticmethod
+    def _clip(frame: torch.Tensor, h: int, w: int, x0: int, y0: int):
+        fy0, fx0 = max(0, y0), max(0, x0)
+        fy1, fx1 = min(frame.shape[0], y0 + h), min(frame.shape[1], x0 + w)
+        return fy0, fy1, fx0, fx1, fy0 - y0, fx0 - x0
+
+    def _blend(self, frame: torch.Tensor, head: torch.Tensor, inv: torch.Tensor, x0: int, y0: int):
+        h, w = head.shape[:2]
+        fy0, fy1, fx0, fx1, cy, cx = self._clip(frame, h, w, x0, y0)
+        if fy1 <= fy0 or fx1 <= fx0:
+            return
+        region = frame[fy0:fy1, fx0:fx1]
+        hy, hx = slice(cy, cy + fy1 - fy0), slice(cx, cx + fx1 - fx0)
+        mixed = region.to(torch.int16)
+        mixed.mul_(inv[hy, hx]).bitwise_right_shift_(7).add_(head[hy, hx])
+        region.copy_(mixed)

@@ -1,0 +1,235 @@
+"""The moving parts of a procedural face, drawn per frame: eyes with lids and brows, and the mouth.
+
+Each layer draws into a small box of the head crop, batched over frames. Everything that does
+not depend on the frame's parameters (the eyeballs, lid curves, brow shapes, pixel grids) is
+computed once here, so a frame costs a few dozen tensor ops; head turns move the whole box by
+whole pixels instead of re-evaluating shapes. Shapes are vertical-distance fields between
+curves, exact enough for one-pixel anti-aliasing where lids and lips are nearly horizontal.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from agenthuman_local.engine.base import P
+from agenthuman_local.engine.procedural_paint import (
+    BROW_Y,
+    CROP_X,
+    CROP_Y,
+    EYE_X,
+    EYE_Y,
+    MOUTH_Y,
+    color,
+    cover,
+    over,
+)
+from agenthuman_local.engine.procedural_styles import Style
+
+Tensor = torch.Tensor
+
+FEATURE_SHIFT_X = 0.022  # head units per unit of yaw: features slide across the face as it turns
+FEATURE_SHIFT_Y = 0.018  # per unit of pitch
+BROW_RAISE = 0.03  # head units at full brow raise
+MAX_OPEN = 0.13  # mouth opening at full jaw, head units
+# The boxes the layers redraw, (x0, x1, y0, y1) in head units.
+EYES_BOX = (-0.3, 0.3, -0.255 + BROW_RAISE, 0.015)
+MOUTH_BOX = (-0.17, 0.17, MOUTH_Y - 0.1, MOUTH_Y + 0.165)
+
+SCLERA = (0.96, 0.95, 0.93)
+CAVITY = (0.3, 0.07, 0.09)
+THROAT = (0.14, 0.03, 0.05)
+TEETH = (0.97, 0.96, 0.92)
+TONGUE = (0.8, 0.38, 0.42)
+
+
+def _param(params: Tensor, index: P) -> Tensor:
+    return params[:, int(index)].view(-1, 1, 1)
+
+
+class _Box:
+    """A rectangle of the head crop in crop pixels, with its pixel-centre grid in head units."""
+
+    def __init__(self, x0: float, x1: float, y0: float, y1: float, unit: float, device: str):
+        self.col = math.floor((x0 - CROP_X[0]) * unit)
+        self.row = math.floor((y0 - CROP_Y[0]) * unit)
+        self.width = math.ceil((x1 - CROP_X[0]) * unit) - self.col
+        self.height = math.ceil((y1 - CROP_Y[0]) * unit) - self.row
+        cols = torch.arange(self.width, dtype=torch.float32, device=device)
+        rows = torch.arange(self.height, dtype=torch.float32, device=device)
+        self.x = (CROP_X[0] + (self.col + cols + 0.5) / unit).view(1, 1, -1)
+        self.y = (CROP_Y[0] + (self.row + rows + 0.5) / unit).view(1, -1, 1)
+
+
+class EyesLayer:
+    """Both eyes and brows: eyeballs with iris and catch-light, blinking lids, lashes."""
+
+    def __init__(self, style: Style, unit_px: float, device: str) -> None:
+        self.box = _Box(*EYES_BOX, unit_px, device)
+        self.px = px = 1.0 / unit_px
+        x, y = self.box.x, self.box.y
+        dev = device
+        xm, side = torch.abs(x), torch.sign(x)
+        t = (xm - EYE_X) / style.eye_width
+        span = torch.clamp(1.0 - t * t, 0.0, 1.0)
+        bound = (torch.abs(t) - 1.0) * style.eye_width  # < 0 between the corners
+        self.top = EYE_Y - (style.eye_height * torch.sqrt(span) + style.eye_tilt * t) * span
+        self.bottom = EYE_Y + (style.eye_height * 0.62 * span - 0.3 * style.eye_tilt * t) * span
+        self.below = torch.maximum(y - self.bottom, bound)  # distance past the lower lid
+        self.above_fold = torch.maximum(self.top - 0.006 - y, bound)
+        self.y = y
+        self.lash_w = style.lashes * (1.0 + 0.6 * torch.clamp(t, 0.0, 1.0))
+        self.lash_bound = (torch.abs(t) - 1.06) * style.eye_width
+        self.lash_col = color(style.brow, dev) * 0.55
+
+        r_iris = 0.62 * style.eye_height + 0.004
+        icx, icy = EYE_X, EYE_Y + 0.002
+        r = torch.sqrt((xm - icx) ** 2 + (y - icy) ** 2)
+        corner = torch.clamp(torch.abs(t) - 0.55, min=0.0) * 0.9
+        sclera = color(SCLERA, dev) * (1.0 - corner).unsqueeze(-1)
+        shade = torch.clamp(1.15 - 0.55 * (r / r_iris) ** 2, 0.4, 1.2)
+        iris = color(style.iris, dev) * shade.unsqueeze(-1)
+        iris = over(
+            iris, color(style.iris, dev) * 0.35, 0.8 * cover(torch.abs(r - r_iris) - 0.003, px)
+        )
+        iris = over(iris, torch.zeros(3, device=dev), cover(r - 0.42 * r_iris, px))
+        eyeball = over(sclera, iris, cover(r - r_iris, px))
+        # The catch-light, from the upper left for both eyes.
+        gx, gy = icx - 0.32 * r_iris * side, icy - 0.38 * r_iris
+        glint = torch.sqrt((xm - gx) ** 2 + (y - gy) ** 2)
+        self.eyeball = over(eyeball, torch.ones(3, device=dev), cover(glint - 0.26 * r_iris, px))
+
+        crease_y = self.top - 0.018 - 0.006 * span
+        crease = torch.maximum(
+            torch.abs(y - crease_y) - 0.0022, (torch.abs(t) - 0.85) * style.eye_width
+        )
+        lower = torch.maximum(
+            torch.abs(y - self.bottom - 0.002) - 0.0018, (torch.abs(t) - 0.95) * style.eye_width
+        )
+        # Fold and lower-lid lines only darken the skin they sit on.
+        self.darken = 1.0 - 0.2 * (0.35 * cover(crease, px) + 0.55 * cover(lower, px)).unsqueeze(-1)
+
+        # Brows, drawn once, raised, on a grid with extra rows on top; a frame's raise picks
+        # which window of rows the box shows (a lower window shows the brows lower).
+        self.raise_px = round(BROW_RAISE * unit_px)
+        tall = self.box.height + self.raise_px
+        rows = torch.arange(tall, dtype=torch.float32, device=dev)
+        ey = (CROP_Y[0] + (self.box.row - self.raise_px + rows + 0.5) / unit_px).view(1, -1, 1)
+        bx = (xm - (EYE_X + 0.005)) / 0.088
+        arch = 0.022 * torch.clamp(1.0 - (bx - 0.2) ** 2, min=0.0)
+        by = BROW_Y - BROW_RAISE - arch + 0.004 * bx
+        thick = style.brow_thickness * (1.05 - 0.45 * (bx + 1.0) / 2.0)
+        brow_d = torch.maximum(torch.abs(ey - by) - thick / 2.0, (torch.abs(bx) - 1.0) * 0.088)
+        self.brow_alpha = 0.95 * cover(brow_d, px)  # [1, raise + h, w]
+        self.brow_col = color(style.brow, dev)
+
+    def draw(self, base: Tensor, params: Tensor) -> Tensor:
+        """`base` [B, h, w, 3] straight skin → the box with eyes and brows drawn in."""
+        blink = torch.clamp(_param(params, P.BLINK), 0.0, 1.0)
+        lid = self.top + (self.bottom - self.top) * blink  # [B, 1, w]
+        y = self.y
+        eye_a = cover(torch.maximum(lid - y, self.below), self.px)
+        shadow = torch.exp(torch.clamp(lid - y, max=0.0) / 0.012)
+        eye_col = self.eyeball * (1.0 - 0.3 * shadow).unsqueeze(-1)
+        rgb = base * self.darken
+        lid_skin = cover(torch.maximum(self.above_fold, y - lid), self.px)
+        rgb = rgb * (1.0 - 0.06 * lid_skin).unsqueeze(-1)
+        rgb = over(rgb, eye_col, eye_a)
+        lash = torch.maximum(
+            torch.abs(y - (lid - 0.3 * self.lash_w)) - self.lash_w, self.lash_bound
+        )
+        rgb = over(rgb, self.lash_col, cover(lash, self.px))
+        # Brow raise in whole pixels: slice the pre-drawn brows (negative values do not lower).
+        lift = torch.clamp(_param(params, P.BROW), 0.0, 1.0).view(-1).tolist()
+        h = self.box.height
+        rows = [round(v * self.raise_px) for v in lift]
+        brows = torch.stack([self.brow_alpha[0, r : r + h] for r in rows])
+        return over(rgb, self.brow_col, brows)
+
+
+class MouthLayer:
+    """Lips, and when open the dark inner mouth with upper teeth and tongue."""
+
+    def __init__(self, style: Style, unit_px: float, device: str) -> None:
+        self.box = _Box(*MOUTH_BOX, unit_px, device)
+        self.style = style
+        self.px = 1.0 / unit_px
+        self.x = self.box.x
+        self.y = self.box.y - MOUTH_Y
+        dev = device
+        self.cavity = color(CAVITY, dev)
+        self.throat = color(THROAT, dev)
+        self.teeth = color(TEETH, dev)
+        self.tongue = color(TONGUE, dev)
+        self.lip_upper = color(style.lip_upper, dev)
+        self.lip_lower = color(style.lip_lower, dev)
+        self.seam_col = self.lip_upper * 0.5
+
+    def draw(self, base: Tensor, params: Tensor) -> Tensor:
+        st, px, x, y = self.style, self.px, self.x, self.y
+        spread = torch.clamp(_param(params, P.SPREAD), 0.0, 1.0)
+        rnd = torch.clamp(_param(params, P.ROUND), 0.0, 1.0)
+        listen = torch.clamp(_param(params, P.LISTEN), 0.0, 1.0)
+        o = mouth_opening(params)
+
+        # Curves along x, [B, 1, w]: cheap, whatever the box size.
+        smile = 0.35 + 0.4 * listen
+        w = st.mouth_width * (1.0 + 0.2 * spread - 0.3 * rnd + 0.04 * smile)
+        wo = w + 0.014
+        t = x / w
+        s = torch.sqrt(torch.clamp(1.0 - t * t, 0.0, 1.0))
+        so = torch.sqrt(torch.clamp(1.0 - (x / wo) ** 2, 0.0, 1.0))
+        midline = -0.011 * smile * t * t
+        shape = s + (torch.sqrt(s) - s) * rnd
+        y_up = midline - 0.24 * o * shape
+        y_lo = midline + 0.76 * o * shape
+        bow = 1.0 - 0.35 * torch.exp(-((x / 0.016) ** 2))
+        thick_u = 0.026 * st.lip_fullness * torch.sqrt(so) * bow * (1.0 - 0.25 * spread)
+        thick_l = 0.034 * st.lip_fullness * torch.sqrt(so) * (1.0 - 0.2 * spread + 0.15 * rnd)
+        beyond = torch.abs(x) - wo
+        y_lo_o = y_lo + thick_l
+
+        rgb = base
+        # Soft shadow under the lower lip, so the lips sit in the face.
+        under = torch.clamp(1.0 - torch.abs(y - y_lo_o - 0.012) / 0.014, min=0.0) * so
+        rgb = rgb * (1.0 - 0.1 * under).unsqueeze(-1)
+
+        if bool((o > 0.0015).any()):
+            inner = torch.maximum(torch.maximum(y_up - y, y - y_lo), torch.abs(x) - w)
+            open_a = cover(inner, px) * (o > 0.0015).float()
+            depth = torch.clamp((y - y_up) / (y_lo - y_up + 1e-4), 0.0, 1.0)
+            cav = self.throat + (self.cavity - self.throat) * depth.unsqueeze(-1)
+            grow = torch.clamp(o / 0.03, 0.0, 1.0)
+            teeth_d = torch.maximum(y - (y_up + 0.026 * grow), torch.abs(x) - 0.78 * w)
+            fade = torch.clamp((y - y_up) / 0.03, 0.0, 1.0)
+            cav = over(cav, self.teeth * (1.0 - 0.25 * fade).unsqueeze(-1), cover(teeth_d, px))
+            tongue_ry = 0.02 + 0.22 * o
+            tongue_d = (
+                torch.sqrt((x / (0.62 * w)) ** 2 + ((y - y_lo + 0.006) / tongue_ry) ** 2) - 1.0
+            ) * 0.02
+            cav = over(
+                cav,
+                self.tongue * (0.75 + 0.25 * depth).unsqueeze(-1),
+                cover(tongue_d, px) * (o > 0.02).float(),
+            )
+            rgb = over(rgb, cav, open_a)
+
+        upper = torch.maximum(torch.maximum(y_up - thick_u - y, y - y_up - 0.002), beyond)
+        lower = torch.maximum(torch.maximum(y_lo - 0.002 - y, y - y_lo_o), beyond)
+        hi = torch.clamp(1.0 - torch.abs(y - (y_lo + 0.45 * thick_l)) / 0.009, min=0.0) * so
+        rgb = over(rgb, self.lip_upper, cover(upper, px))
+        rgb = over(rgb, self.lip_lower * (1.0 + 0.22 * hi).unsqueeze(-1), cover(lower, px))
+        # Where the lips meet: a darker line, fading as the mouth opens.
+        closed = 1.0 - torch.clamp(o / 0.01, 0.0, 1.0)
+        seam = torch.maximum(torch.abs(y - midline) - 0.0028, beyond)
+        rgb = over(rgb, self.seam_col, 0.85 * cover(seam, px) * closed)
+        return rgb.clamp(0.0, 1.0)
+
+
+def mouth_opening(params: Tensor) -> Tensor:
+    """How far the lips are apart, head units, [B, 1, 1]; zero means closed lips."""
+    jaw = torch.clamp(_param(params, P.JAW), 0.0, 1.0)
+    closure = torch.clamp(_param(params, P.CLOSURE), 0.0, 1.0)
+    open_ = torch.clamp((jaw - 0.04) / 0.96, min=0.0)
+    return MAX_OPEN * open_ * (1.0 - 0.92 * closure)

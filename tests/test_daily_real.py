@@ -57,6 +57,7 @@ def test_custom_tracks_and_frame_size_checks() -> None:
     # Our join settings pass daily's own validation; a bad one would not.
     assert out["settings"]["inputs"] is None
     assert out["settings"]["publishing"] is None
+    assert out["settings"]["subscriptions"] is None
     assert "not a boolean" in out["settings"]["bad_inputs"]
 
 

@@ -57,7 +57,7 @@ _NETWORK_ERROR_MARKERS = (
     "timed out",
 )
 
-_UNSUBSCRIBE_ALL = {
+SUBSCRIBE_TO_NOTHING = {
     "base": {"camera": "unsubscribed", "microphone": "unsubscribed", "screenVideo": "unsubscribed"}
 }
 
@@ -306,7 +306,7 @@ class DailyTransport:
         handler = _handler_class(lib.EventHandler)(self._from_daily)
         self._client = client = lib.CallClient(event_handler=handler)
         client.set_user_name(self.display_name)
-        client.update_subscription_profiles(_UNSUBSCRIBE_ALL)
+        client.update_subscription_profiles(SUBSCRIBE_TO_NOTHING)
         settings = self.client_settings(self._video_track.id, self._audio_track.id)
         for attempt in range(1, self._join_attempts + 1):
             fut: asyncio.Future[Any] = loop.create_future()

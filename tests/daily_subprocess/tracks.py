@@ -5,7 +5,12 @@ import threading
 
 import numpy as np
 
-from agenthuman_local.transports.daily import DailyTransport, ensure_initialized, load_daily
+from agenthuman_local.transports.daily import (
+    SUBSCRIBE_TO_NOTHING,
+    DailyTransport,
+    ensure_initialized,
+    load_daily,
+)
 
 W, H = 96, 64
 lib = load_daily()
@@ -37,6 +42,7 @@ def settle(key: str, call, value) -> None:
 
 settle("inputs", client.update_inputs, settings["inputs"])
 settle("publishing", client.update_publishing, settings["publishing"])
+settle("subscriptions", client.update_subscription_profiles, SUBSCRIBE_TO_NOTHING)
 settle("bad_inputs", client.update_inputs, {"camera": {"isEnabled": "yes"}})
 out["settings"] = results
 client.release()

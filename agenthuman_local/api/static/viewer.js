@@ -242,6 +242,8 @@
     stats: () => ({
       clockPts: currentPts(),
       audio: Boolean(audioRunning()),
+      audioState: audio ? audio.ctx.state : null,
+      audioRateHz: audio ? audio.ctx.sampleRate : null,
       shown,
       framesWaiting: frames.length,
       bufferedMs: audioClock ? audioClock.bufferedMs : null,

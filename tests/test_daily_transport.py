@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 from collections.abc import Callable
 
@@ -14,6 +15,7 @@ from agenthuman_local.transports.daily import (
     DailyJoinError,
     DailyTransport,
     is_network_error,
+    load_daily,
 )
 from agenthuman_local.transports.sinks import DailySink
 from tests.fakes_daily import HANG, FakeDaily, SinkFrame
@@ -366,3 +368,28 @@ async def test_as_a_sink_frames_reach_the_room_and_close_closes_the_transport() 
     await sink.aclose()
     await sink.aclose()
     assert not t.joined and daily.calls.count("release") == 1
+
+
+async def test_a_cancelled_start_still_closes_cleanly() -> None:
+    daily = FakeDaily(join_delay_s=0.3)
+    t = make(daily)
+    start = asyncio.create_task(t.start(), name="test:start")
+    await until(lambda: "join" in daily.calls)
+    start.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await start
+    await t.aclose()
+    assert daily.calls[-3:] == ["leave", "release:start", "release"]
+
+
+async def test_without_daily_python_start_is_a_join_error(monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "daily", None)  # what an absent package looks like
+    load_daily.cache_clear()
+    try:
+        t = DailyTransport("https://example.daily.co/x", None, "AI", W, H, SR)
+        with pytest.raises(DailyJoinError, match="not installed") as info:
+            await t.start()
+        assert info.value.network is False
+        await t.aclose()
+    finally:
+        load_daily.cache_clear()

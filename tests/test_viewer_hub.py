@@ -243,6 +243,14 @@ async def test_the_socket_streams_state_and_media_then_lets_go(app_client) -> No
     assert not hub.has_viewers("sess_1")
 
 
+async def test_a_socket_opened_after_shutdown_is_turned_away(app_client) -> None:
+    hub, client = app_client
+    await hub.aclose()
+    ws = await client.ws_connect("/v1/sessions/sess_1/viewer/ws?token=tok-1")
+    msg = await ws.receive(timeout=5)
+    assert msg.type == aiohttp.WSMsgType.CLOSE and msg.data == aiohttp.WSCloseCode.GOING_AWAY
+
+
 async def test_closing_the_hub_closes_open_sockets(app_client) -> None:
     hub, client = app_client
     ws = await client.ws_connect("/v1/sessions/sess_1/viewer/ws?token=tok-1")

@@ -25,7 +25,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from agenthuman_local.transports.viewer import Viewer, ViewerHub
 
@@ -98,7 +98,11 @@ async def viewer_socket(request: web.Request) -> web.StreamResponse:
     hub = request.app[viewer_hub_key]
     ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=64 * 1024)
     await ws.prepare(request)
-    viewer = hub.connect(session_id)
+    try:
+        viewer = hub.connect(session_id)
+    except RuntimeError:  # the server is shutting down
+        await ws.close(code=WSCloseCode.GOING_AWAY)
+        return ws
     writer = asyncio.create_task(_write(ws, viewer), name=f"viewer:{session_id}:send")
     try:
         async for msg in ws:  # the page sends nothing we need; reading notices the close

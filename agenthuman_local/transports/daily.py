@@ -297,7 +297,13 @@ class DailyTransport:
             raise RuntimeError(f"DailyTransport.start() called in state {self._state.value}")
         loop = self._loop = asyncio.get_running_loop()
         self._state = _State.JOINING
-        lib = self._lib or load_daily()
+        try:
+            lib = self._lib or load_daily()
+        except ImportError as exc:
+            self._fail()
+            raise DailyJoinError(
+                f"daily-python is not installed: {exc}", attempts=0, network=False
+            ) from exc
         ensure_initialized(lib)
         self._video_source = lib.CustomVideoSource(self.width, self.height, "RGB")
         self._video_track = lib.CustomVideoTrack(self._video_source)

@@ -4,6 +4,7 @@ App-wide resources are cleanup contexts, opened in this order and closed in reve
 
 1. `store_ctx`    open + migrate the database, write the shipped avatars, make the first key;
 2. `devices_ctx`  list the devices (CUDA probing runs on a thread after the server listens);
+   then `api.ws.live_ctx`: the render workers and the manager's runner factory;
 3. the `contexts` passed to `create_app`, e.g. the engine's: they may set
    `app[keys.runner_factory_key]` and flip `app[keys.engine_status_key].ready`;
 4. `sessions_ctx` the SessionManager: ends sessions a dead process left started
@@ -27,6 +28,7 @@ from agenthuman_local import ids, keys
 from agenthuman_local.api.auth import RateLimiter, auth_middleware
 from agenthuman_local.api.middleware import error_middleware
 from agenthuman_local.api.routes import setup_routes
+from agenthuman_local.api.ws import live_ctx
 from agenthuman_local.avatars import SHIPPED_AVATARS, default_aliases
 from agenthuman_local.config import DevicesSettings, Settings
 from agenthuman_local.devices import DevicePool, probe_devices
@@ -149,6 +151,7 @@ def create_app(
     app[keys.avatar_aliases_key] = default_aliases(environ)
     app.cleanup_ctx.append(functools.partial(store_ctx, env_key=environ.get(API_KEY_ENV)))
     app.cleanup_ctx.append(devices_ctx)
+    app.cleanup_ctx.append(live_ctx)
     app.cleanup_ctx.extend(contexts)
     app.cleanup_ctx.append(sessions_ctx)
     setup_routes(app)

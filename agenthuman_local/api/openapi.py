@@ -257,6 +257,13 @@ OPERATIONS: list[Operation] = [
     ),
     Operation(
         "GET",
+        "/v1/sessions/{session_id}/timeline",
+        "The session's published frames and events, one JSON object per line (SPEC §10)",
+        STRING,
+        content_type="application/x-ndjson",
+    ),
+    Operation(
+        "GET",
         "/v1/avatars",
         "Avatars this account can use: public ones, then its own",
         _success(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from agenthuman_local.api import avatars, misc, sessions
+from agenthuman_local.api import avatars, misc, sessions, ws
 
 
 def setup_routes(app: web.Application) -> None:
@@ -19,8 +19,9 @@ def setup_routes(app: web.Application) -> None:
             web.post("/v1/sessions/{session_id}/start", sessions.start_session),
             web.put("/v1/sessions/{session_id}/end", sessions.end_session),
             web.post("/v1/sessions/{session_id}/end", sessions.end_session),
-            web.get("/v1/sessions/{session_id}/ws", misc.websocket_not_ready),
-            web.get("/v1/ws", misc.websocket_not_ready),
+            web.get("/v1/sessions/{session_id}/ws", ws.session_ws),
+            web.get("/v1/ws", ws.session_ws),
+            web.get("/v1/sessions/{session_id}/timeline", ws.get_timeline),
             web.get("/v1/avatars", avatars.list_avatars),
             # Before /v1/avatars/{avatar_id}: the router tries routes in order.
             web.get("/v1/avatars/public", avatars.list_public_avatars),

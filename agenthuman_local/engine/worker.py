@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import torch
 
 log = logging.getLogger(__name__)
 
@@ -168,6 +167,10 @@ class RenderWorker:
                 continue
             t0 = time.perf_counter()
             try:
+                # Imported here, on the worker thread: importing torch takes seconds and the
+                # server must answer /healthz before that (SPEC §12).
+                import torch
+
                 params = torch.from_numpy(np.stack([j.params for j in group]))
                 with torch.inference_mode():
                     out = group[0].renderer.render(params)

@@ -1,0 +1,297 @@
+"""The session WebSocket (SPEC §8) and the timeline route (SPEC §10).
+
+The handler task is the only reader of its socket; one writer task per socket drains a bounded
+send queue (events first, then media), so nothing else ever writes to the socket directly.
+`session.init` is checked in SPEC's order — 4002 protocol, 4004 unknown session, 4001 bad
+token, 4003 not started, 4009 ended — so a wrong token learns nothing about the session.
+
+`live_ctx` is the cleanup context that owns the render workers and gives the session manager its
+runner factory; tests swap the renderer, driver or clock through the AppKeys below.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections import deque
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import WSMsgType, web
+
+from agenthuman_local import ids, keys, protocol
+from agenthuman_local.api.auth import public
+from agenthuman_local.engine.worker import RenderPool
+from agenthuman_local.errors import NotFound
+from agenthuman_local.sessions.clock import Clock
+from agenthuman_local.sessions.live import (
+    DriverFactory,
+    LiveSession,
+    MediaHook,
+    RendererFactory,
+    SessionClosed,
+    SocketMediaSink,
+    default_driver_factory,
+    default_renderer_factory,
+)
+from agenthuman_local.sessions.state import EndReason, SessionState
+from agenthuman_local.sessions.timeline import timeline_path
+
+if TYPE_CHECKING:
+    from agenthuman_local.sessions.runner import SessionRunner
+
+log = logging.getLogger(__name__)
+
+render_pool_key: web.AppKey[RenderPool] = web.AppKey("render_pool")
+# Optional overrides, read when a session starts (tests set them from a cleanup context).
+renderer_factory_key: web.AppKey[RendererFactory] = web.AppKey("renderer_factory")
+driver_factory_key: web.AppKey[DriverFactory] = web.AppKey("driver_factory")
+clock_key: web.AppKey[Clock] = web.AppKey("session_clock")
+# Outputs (recorder, viewer, Daily) attach to a session's runner through these.
+media_hooks_key: web.AppKey[list[MediaHook]] = web.AppKey("media_hooks")
+
+
+class WsLink:
+    """One socket's send side: a bounded event queue (never dropped: overflow closes the
+    socket so the events wait in the session's outbox) and a media queue that drops oldest."""
+
+    def __init__(
+        self, ws: web.WebSocketResponse, session_id: str, *, max_events: int = 4096
+    ) -> None:
+        self.ws = ws
+        self._events: deque[dict[str, Any]] = deque()
+        self._media: deque[bytes] = deque()
+        self._max_events = max_events
+        self._max_media = 16
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._closing = False
+        self._writer = asyncio.create_task(self._write(), name=f"ws:{session_id}:writer")
+
+    def send_event(self, event: dict[str, Any]) -> bool:
+        if self._closing or self.ws.closed or len(self._events) >= self._max_events:
+            return False
+        self._events.append(event)
+        self._kick()
+        return True
+
+    def send_media(self, data: bytes) -> None:
+        if self._closing or self.ws.closed:
+            return
+        if len(self._media) >= self._max_media:
+            self._media.popleft()
+        self._media.append(data)
+        self._kick()
+
+    def _kick(self) -> None:
+        self._idle.clear()
+        self._wake.set()
+
+    def take_unsent(self) -> list[dict[str, Any]]:
+        unsent = list(self._events)
+        self._events.clear()
+        return unsent
+
+    async def _write(self) -> None:
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                while self._events or self._media:
+                    if self._events:
+                        await self.ws.send_str(json.dumps(self._events[0]))
+                        # Popped only once sent, so a dead socket leaves it for the next one.
+                        self._events.popleft()
+                    else:
+                        await self.ws.send_bytes(self._media.popleft())
+                self._idle.set()
+        except (ConnectionError, RuntimeError):
+            self._closing = True
+            self._idle.set()
+
+    async def close(self, code: int, reason: str) -> None:
+        """Send what is queued (briefly), then close with `code`."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), 2.0)
+        self._closing = True
+        await self.ws.close(code=code, message=reason.encode())
+
+    async def aclose(self) -> None:
+        self._closing = True
+        self._writer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._writer
+
+
+async def _reject(ws: web.WebSocketResponse, close_code: int, code: str, message: str) -> None:
+    await ws.send_json(protocol.error_event(code, message))
+    await ws.close(code=close_code, message=message.encode()[:120])
+
+
+async def _authenticate(
+    request: web.Request, ws: web.WebSocketResponse, init: protocol.SessionInit
+) -> LiveSession | None:
+    """SPEC §8's order of checks; None after the socket was rejected and closed."""
+    manager = request.app[keys.manager_key]
+    url_session_id = request.match_info.get("session_id")
+    session = None
+    if url_session_id is None or url_session_id == init.session_id:
+        session = await manager.lookup(init.session_id)
+    if session is None:
+        await _reject(
+            ws, protocol.CLOSE_UNKNOWN_SESSION, protocol.E_SESSION_NOT_FOUND, "Session not found"
+        )
+        return None
+    if not ids.secret_matches(init.token, session.token_hash):
+        await _reject(ws, protocol.CLOSE_BAD_TOKEN, protocol.E_UNAUTHORIZED, "Invalid token")
+        return None
+    if session.status is SessionState.CREATED:
+        await _reject(
+            ws,
+            protocol.CLOSE_NOT_STARTED,
+            protocol.E_NOT_STARTED,
+            "Session not started: call start first",
+        )
+        return None
+    live = manager.runner(init.session_id)
+    if session.status is SessionState.ENDED or not isinstance(live, LiveSession):
+        await _reject(ws, protocol.CLOSE_ENDED, protocol.E_SESSION_ENDED, "Session has ended")
+        return None
+    return live
+
+
+def _dispatch(runner: SessionRunner, cmd: protocol.Command) -> None:
+    match cmd:
+        case protocol.Speak(pcm=pcm, sample_rate_hz=rate):
+            runner.speak(pcm, rate)
+        case protocol.SpeakEnd():
+            runner.speak_end()
+        case protocol.Interrupt():
+            runner.interrupt()
+        case protocol.Listening(active=active):
+            runner.set_listening(active)
+        case protocol.KeepAlive():
+            runner.keep_alive()
+        case protocol.SessionInit():
+            runner.emit_error(protocol.E_PROTOCOL, "session.init was already received")
+
+
+@public
+async def session_ws(request: web.Request) -> web.WebSocketResponse:
+    settings = request.app[keys.settings_key]
+    ws = web.WebSocketResponse(max_msg_size=int(settings.ws.max_message_mb * 1024 * 1024))
+    await ws.prepare(request)
+    try:
+        first = await ws.receive(timeout=settings.ws.connect_timeout_s)
+    except TimeoutError:
+        await _reject(
+            ws, protocol.CLOSE_PROTOCOL, protocol.E_PROTOCOL, protocol.FIRST_MESSAGE_MUST_BE_INIT
+        )
+        return ws
+    if first.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+        return ws
+    try:
+        if first.type is not WSMsgType.TEXT:
+            raise protocol.ProtocolError(protocol.E_PROTOCOL, protocol.FIRST_MESSAGE_MUST_BE_INIT)
+        init = protocol.parse_init(first.data)
+    except protocol.ProtocolError as exc:
+        await _reject(ws, protocol.CLOSE_PROTOCOL, exc.code, exc.message)
+        return ws
+    live = await _authenticate(request, ws, init)
+    if live is None:
+        return ws
+    manager = request.app[keys.manager_key]
+    manager.mark_connected(init.session_id)
+    link = WsLink(ws, init.session_id)
+    sink: SocketMediaSink | None = None
+    try:
+        try:
+            runner, _ = await live.connect(link, init)
+        except SessionClosed:
+            await _reject(ws, protocol.CLOSE_ENDED, protocol.E_SESSION_ENDED, "Session has ended")
+            return ws
+        if init.output.video_jpeg or init.output.audio:
+            sink = SocketMediaSink(
+                init.session_id,
+                link.send_media,
+                video_jpeg=init.output.video_jpeg,
+                audio=init.output.audio,
+                sample_rate_hz=init.sample_rate_hz,
+            )
+            runner.add_sink(sink)
+        await _read(ws, runner, init.sample_rate_hz)
+    finally:
+        if sink is not None:
+            if live.runner is not None:
+                live.runner.remove_sink(sink)
+            await sink.aclose()
+        live.disconnect(link)
+        await link.aclose()
+    return ws
+
+
+async def _read(ws: web.WebSocketResponse, runner: SessionRunner, sample_rate_hz: int) -> None:
+    async for msg in ws:
+        try:
+            if msg.type is WSMsgType.TEXT:
+                _dispatch(runner, protocol.parse_text(msg.data))
+            elif msg.type is WSMsgType.BINARY:
+                _dispatch(runner, protocol.parse_binary(msg.data, sample_rate_hz))
+            elif msg.type is WSMsgType.ERROR:
+                return
+        except protocol.ProtocolError as exc:
+            runner.emit_error(exc.code, exc.message)
+
+
+async def get_timeline(request: web.Request) -> web.Response:
+    """JSON Lines of the session's published frames and events (SPEC §10)."""
+    manager = request.app[keys.manager_key]
+    session_id = request.match_info["session_id"]
+    await manager.get(request[keys.account_key], session_id)
+    live = manager.runner(session_id)
+    if isinstance(live, LiveSession) and live.runner is not None:
+        text: str | None = live.runner.timeline.jsonl()
+    else:
+        path = timeline_path(request.app[keys.settings_key].data_dir, session_id)
+        text = await asyncio.to_thread(_read_text, path)
+    if text is None:
+        raise NotFound("This session has no timeline yet", suggestion="Send session.init first.")
+    return web.Response(text=text, content_type="application/x-ndjson")
+
+
+def _read_text(path: Any) -> str | None:
+    try:
+        return str(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+
+
+async def live_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Render workers for the process, and the session manager's runner factory."""
+    settings = app[keys.settings_key]
+    pool = RenderPool()
+    app[render_pool_key] = pool
+    app.setdefault(media_hooks_key, [])
+
+    async def runner_factory(session: Any) -> LiveSession:
+        manager = app[keys.manager_key]
+        store = app[keys.store_key]
+        return LiveSession(
+            session,
+            settings=settings,
+            pool=pool,
+            make_renderer=app.get(renderer_factory_key)
+            or default_renderer_factory(settings.data_dir),
+            make_driver=app.get(driver_factory_key) or default_driver_factory(settings),
+            end_soon=lambda sid, reason: manager.end_soon(sid, EndReason(reason)),
+            save_stats=store.set_session_stats,
+            clock=app.get(clock_key),
+            hooks=app[media_hooks_key],
+        )
+
+    app[keys.runner_factory_key] = runner_factory
+    yield
+    await pool.aclose()

@@ -1,0 +1,291 @@
+"""LiveSession: what the SessionManager holds for a started session, socket to media.
+
+The manager makes one when a session starts (`runner_factory`) and closes it when the session
+ends. The media runner itself is made on the first valid `session.init`, because that message
+fixes the frame size, fps and sample rate; later inits resume it (queue and clock intact). The
+live session also owns "which socket is current": a new one replaces the old (closed 4000
+"replaced"), and the end of the session closes the current one with `session.state {ended}` and
+4009.
+
+No aiohttp here: a socket is anything with the `SocketLink` shape (api/ws.py has the real one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from agenthuman_local import protocol
+from agenthuman_local.engine.base import SAMPLE_RATE_HZ, FrameSize
+from agenthuman_local.engine.worker import RenderPool
+from agenthuman_local.sessions.clock import Clock, WallClock
+from agenthuman_local.sessions.sinks import PublishedFrame, QueuedSink
+from agenthuman_local.sessions.timeline import Timeline, timeline_path
+
+if TYPE_CHECKING:
+    from agenthuman_local.sessions.runner import SessionRunner
+log = logging.getLogger(__name__)
+
+
+class SocketLink(Protocol):
+    def send_event(self, event: dict[str, Any]) -> bool: ...
+
+    def take_unsent(self) -> list[dict[str, Any]]: ...
+
+    async def close(self, code: int, reason: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class MediaSpec:
+    """The media shape of a session, fixed by its first `session.init`."""
+
+    avatar_id: str
+    device: str
+    width: int
+    height: int
+    fps: int
+    sample_rate_hz: int
+
+
+RendererFactory = Callable[[MediaSpec], Awaitable[Any]]
+DriverFactory = Callable[[MediaSpec], Any]
+# Called once the media runner exists (outputs attach here: recorder, viewer, Daily).
+MediaHook = Callable[["LiveSession", "SessionRunner"], Awaitable[None]]
+
+
+class SessionClosed(Exception):
+    """The session ended while a socket was connecting."""
+
+
+class LiveSession:
+    def __init__(
+        self,
+        session: Any,
+        *,
+        settings: Any,
+        pool: RenderPool,
+        make_renderer: RendererFactory,
+        make_driver: DriverFactory,
+        end_soon: Callable[[str, str], None],
+        save_stats: Callable[[str, dict[str, Any]], Awaitable[None]] | None = None,
+        clock: Clock | None = None,
+        hooks: list[MediaHook] | None = None,
+    ) -> None:
+        self.session = session
+        self.session_id: str = session.session_id
+        self.settings = settings
+        self.runner: SessionRunner | None = None
+        self.spec: MediaSpec | None = None
+        self.link: SocketLink | None = None
+        self._pool = pool
+        self._make_renderer = make_renderer
+        self._make_driver = make_driver
+        self._end_soon = end_soon
+        self._save_stats = save_stats
+        self._clock = clock or WallClock()
+        self._hooks = hooks or []
+        self._lock = asyncio.Lock()
+        self._closed = False
+
+    def _spec(self, init: protocol.SessionInit) -> MediaSpec:
+        s = self.session
+        return MediaSpec(
+            avatar_id=s.avatar_id,
+            device=s.device or "cpu",
+            width=init.video_width or s.video_width,
+            height=init.video_height or s.video_height,
+            fps=init.fps or s.fps,
+            sample_rate_hz=init.sample_rate_hz,
+        )
+
+    async def _start_media(self, spec: MediaSpec) -> SessionRunner:
+        # The media modules pull in torch, seconds to import: never on the loop (SPEC §12).
+        runner_mod = await asyncio.to_thread(
+            importlib.import_module, "agenthuman_local.sessions.runner"
+        )
+        renderer = await self._make_renderer(spec)
+        settings = self.settings
+        options = runner_mod.RunnerOptions(
+            session_id=self.session_id,
+            fps=spec.fps,
+            sample_rate_hz=spec.sample_rate_hz,
+            max_buffer_s=settings.speech.max_buffer_s,
+            silence_gap_ms=settings.speech.silence_gap_ms,
+            idle_timeout_s=settings.session.idle_timeout_s,
+            reconnect_grace_s=settings.ws.reconnect_grace_s,
+        )
+        timeline = await asyncio.to_thread(
+            Timeline, timeline_path(settings.data_dir, self.session_id)
+        )
+        runner: SessionRunner = runner_mod.SessionRunner(
+            options,
+            renderer=renderer,
+            worker=self._pool.get(spec.device),
+            driver=self._make_driver(spec),
+            clock=self._clock,
+            timeline=timeline,
+            on_end=lambda reason: self._end_soon(self.session_id, reason),
+        )
+        for hook in self._hooks:
+            await hook(self, runner)
+        runner.start()
+        return runner
+
+    async def connect(
+        self, link: SocketLink, init: protocol.SessionInit
+    ) -> tuple[SessionRunner, bool]:
+        """A socket sent a valid session.init: make or resume the media, make it current.
+
+        Sends `connection.established` on `link`, then every event the session could not send
+        while no socket was current. Returns (runner, resumed).
+        """
+        async with self._lock:
+            if self._closed:
+                raise SessionClosed(self.session_id)
+            resumed = self.runner is not None
+            if self.runner is None:
+                self.spec = self._spec(init)
+                self.runner = await self._start_media(self.spec)
+            runner, spec = self.runner, self.spec
+            assert spec is not None
+            old, self.link = self.link, link
+            if old is not None:
+                runner.detach(old, old.take_unsent())
+                await old.close(protocol.CLOSE_REPLACED, "replaced")
+            link.send_event(
+                protocol.connection_established(
+                    self.session_id,
+                    resumed=resumed,
+                    width=spec.width,
+                    height=spec.height,
+                    fps=spec.fps,
+                )
+            )
+            runner.attach(link)
+            return runner, resumed
+
+    def disconnect(self, link: SocketLink) -> None:
+        """The socket closed: its unsent events wait for the next one; the grace starts."""
+        if self.link is not link:
+            return
+        self.link = None
+        if self.runner is not None:
+            self.runner.detach(link, link.take_unsent())
+
+    async def aclose(self, reason: str) -> None:
+        """The manager ends the session: stop media, store stats, tell and close the socket."""
+        async with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        stats = None
+        if self.runner is not None:
+            stats = await self.runner.aclose(str(reason))
+        if stats is not None and self._save_stats is not None:
+            try:
+                await self._save_stats(self.session_id, _int_stats(stats))
+            except Exception:
+                log.exception("session %s: could not store its stats", self.session_id)
+        link, self.link = self.link, None
+        if link is not None:
+            link.send_event(protocol.session_state("ended", str(reason)))
+            await link.close(protocol.CLOSE_ENDED, "session ended")
+
+
+def _int_stats(stats: dict[str, Any]) -> dict[str, Any]:
+    return {k: (None if v is None else int(round(v))) for k, v in stats.items()}
+
+
+def frame_size(spec: MediaSpec) -> FrameSize:
+    return FrameSize(spec.width, spec.height)
+
+
+class SocketMediaSink(QueuedSink):
+    """`output` of session.init: frames (JPEG) and audio back over the socket (SPEC §8).
+
+    A client that reads slowly loses its own oldest frames; JPEG encoding runs on a worker
+    thread, never on the loop. Audio goes out at the session's `sample_rate`, resampled from
+    16 kHz with exact cumulative counts.
+    """
+
+    def __init__(
+        self,
+        session_id: str,
+        send_media: Callable[[bytes], None],
+        *,
+        video_jpeg: bool,
+        audio: bool,
+        sample_rate_hz: int,
+        jpeg_quality: int = 85,
+        max_frames: int = 8,
+    ) -> None:
+        from agenthuman_local.engine.audio import StreamResampler  # loaded with the runner
+
+        super().__init__(f"{session_id}:socket", max_frames)
+        self._send = send_media
+        self._video = video_jpeg
+        self._audio = audio
+        self._quality = jpeg_quality
+        self._resampler = (
+            StreamResampler(SAMPLE_RATE_HZ, sample_rate_hz)
+            if sample_rate_hz != SAMPLE_RATE_HZ
+            else None
+        )
+
+    async def _write(self, frame: PublishedFrame) -> None:
+        if self._video:
+            jpeg = await asyncio.to_thread(_encode_jpeg, frame.rgb, self._quality)
+            self._send(
+                protocol.pack_media(protocol.KIND_VIDEO_JPEG, frame.pts_ms, frame.frame_index, jpeg)
+            )
+        if self._audio:
+            pcm = frame.pcm
+            if self._resampler is not None:
+                from agenthuman_local.engine.audio import float_to_pcm16
+
+                pcm = float_to_pcm16(self._resampler.process(frame.samples / 32768.0))
+            self._send(
+                protocol.pack_media(protocol.KIND_AUDIO_PCM, frame.pts_ms, frame.frame_index, pcm)
+            )
+
+
+def _encode_jpeg(rgb: Any, quality: int) -> bytes:
+    import cv2  # on the encoding thread, like the work itself
+
+    ok, buf = cv2.imencode(".jpg", rgb[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise ValueError("JPEG encoding failed")
+    return bytes(buf)
+
+
+def default_renderer_factory(data_dir: Any) -> RendererFactory:
+    """Shipped avatars draw procedurally; uploaded ones from their photo and rig."""
+
+    async def make(spec: MediaSpec) -> Any:
+        from agenthuman_local.engine.procedural import ProceduralRenderer
+        from agenthuman_local.engine.procedural_styles import STYLES
+
+        size = frame_size(spec)
+        if spec.avatar_id in STYLES:
+            return await asyncio.to_thread(ProceduralRenderer, spec.avatar_id, size, spec.device)
+        from agenthuman_local.engine.photo import PhotoRenderer
+
+        avatar_dir = data_dir / "avatars" / spec.avatar_id
+        return await asyncio.to_thread(PhotoRenderer, avatar_dir, size, spec.device)
+
+    return make
+
+
+def default_driver_factory(settings: Any) -> DriverFactory:
+    def make(spec: MediaSpec) -> Any:
+        from agenthuman_local.engine.driver import Driver
+
+        return Driver(
+            spec.fps, seed=settings.engine.seed, deterministic=settings.engine.deterministic
+        )
+
+    return make

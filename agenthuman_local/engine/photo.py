@@ -110,6 +110,9 @@ class PhotoRenderer:
         self._face = (fields.face * to_norm).reshape(fields.face.shape[0], -1).to(dev)
         self._head = (fields.head * to_norm).reshape(fields.head.shape[0], -1).to(dev)
         self._to_norm = to_norm.to(dev)
+        self._head_at_mouth = fields.head_at_mouth.to(dev)
+        # A shifted face field stays inside the border window's zero margin.
+        self._max_shift_px = max(0, int(0.1 * min(crop_w, crop_h)) - 2)
         ys = (torch.arange(crop_h, dtype=torch.float32) * 2 + 1) / crop_h - 1
         xs = (torch.arange(crop_w, dtype=torch.float32) * 2 + 1) / crop_w - 1
         gy, gx = torch.meshgrid(ys, xs, indexing="ij")
@@ -117,6 +120,10 @@ class PhotoRenderer:
         self._feather = border_window(geo).to(dev).view(1, 1, crop_h, crop_w)
         self._lids = EyeLids(geo, self._src)
         self._mouth = InnerMouth(geo)
+        my = torch.arange(crop_h, dtype=torch.float32)[self._mouth.rows]
+        mx = torch.arange(crop_w, dtype=torch.float32)[self._mouth.cols]
+        gy, gx = torch.meshgrid(my, mx, indexing="ij")
+        self._mouth_px = torch.stack([gx, gy], dim=-1).unsqueeze(0).to(dev)
 
     @property
     def background(self) -> torch.Tensor:
@@ -168,20 +175,19 @@ class PhotoRenderer:
         face_c, head_c = self._coefficients(params)
         blink = params[:, P.BLINK].to(self._face.device, torch.float32)
 
-        face_grid = self._identity - (face_c @ self._face).view(n, crop_h, crop_w, 2)
-        if bool((head_c != 0).any()):
-            head_grid = self._identity - (head_c @ self._head).view(n, crop_h, crop_w, 2)
-            # Compose: the head moves the already-deformed face, so sample the face grid there.
-            grid = F.grid_sample(
-                face_grid.permute(0, 3, 1, 2),
-                head_grid,
-                mode="bilinear",
-                padding_mode="border",
-                align_corners=False,
-            ).permute(0, 2, 3, 1)
-        else:
-            head_grid = self._identity.expand(n, -1, -1, -1)
-            grid = face_grid
+        d_face = (face_c @ self._face).view(n, crop_h, crop_w, 2)
+        d_head = (head_c @ self._head).view(n, crop_h, crop_w, 2)
+        # The head carries the deformed face along: the face field is evaluated where the head
+        # moved the mouth to. Shifting it by whole pixels (the head field is nearly a translation
+        # around the mouth) costs a copy instead of a second grid_sample, and keeps the lip step
+        # within half a pixel of the lip it cuts.
+        shift = (
+            (head_c @ self._head_at_mouth).round().clamp(-self._max_shift_px, self._max_shift_px)
+        )
+        shifts = [(int(dy), int(dx)) for dx, dy in shift.tolist()]
+        if any(shifts_b != (0, 0) for shifts_b in shifts):
+            d_face = torch.stack([torch.roll(d_face[b], shifts[b], dims=(0, 1)) for b in range(n)])
+        grid = self._identity - d_head - d_face
         crop = F.grid_sample(
             self._src.expand(n, -1, -1, -1),
             grid,
@@ -189,14 +195,16 @@ class PhotoRenderer:
             padding_mode="border",
             align_corners=False,
         )
+        # The inner mouth is found in the face's own frame, from the face field alone, so it
+        # matches the lip step exactly and the head motion cannot open a sliver elsewhere.
         rows, cols = self._mouth.rows, self._mouth.cols
-        self._mouth.composite(
-            crop,
-            self._to_pixels(head_grid[:, rows, cols]),
-            self._to_pixels(grid[:, rows, cols]),
-        )
+        q = self._mouth_px - shift.view(n, 1, 1, 2)
+        self._mouth.composite(crop, q, q - d_face[:, rows, cols] / self._to_norm)
         if bool((blink > 0).any()):
-            qs = [self._to_pixels(head_grid[:, r, c]) for r, c in self._lids.patches()]
+            qs = [
+                self._to_pixels(self._identity[:, r, c] - d_head[:, r, c])
+                for r, c in self._lids.patches()
+            ]
             self._lids.composite(crop, qs, blink)
         crop = self._src + (crop - self._src) * self._feather
         frames = self._background.unsqueeze(0).repeat(n, 1, 1, 1)

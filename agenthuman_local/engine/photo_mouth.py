@@ -52,7 +52,8 @@ class InnerMouth:
         """Paint the inner mouth into `crop` [B, 3, H, W] (0–255) in place.
 
         `q` [B, h, w, 2]: where each mouth-box pixel sits in the face's own frame (before head
-        motion); `s` [B, h, w, 2]: the photo pixel it samples. Both in crop pixel indices.
+        motion); `s` [B, h, w, 2]: the photo pixel the face field maps it to. Both in crop
+        pixel indices.
         """
         geo = self.geo
         dev = crop.device

@@ -188,3 +188,16 @@ def test_blink_covers_the_eyes(renderer: PhotoRenderer) -> None:
 def test_missing_avatar_files_are_reported(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="image.jpg"):
         PhotoRenderer(tmp_path, FrameSize(960, 720))
+
+
+@pytest.mark.parametrize("roll", [-1.5, 1.5])
+def test_head_motion_alone_never_opens_the_mouth(renderer: PhotoRenderer, roll: float) -> None:
+    still = renderer.render(params())[0].numpy()
+    moved = renderer.render(params(tx=0.5, ty=-0.5, yaw=1.0, pitch=1.0, roll=roll))[0].numpy()
+    rows, cols = mouth_box(renderer)
+    wide = slice(cols.start - 20, cols.stop + 20)
+    dark_still = (luminance(still[rows, wide]) < 0.2).sum()
+    dark_moved = (luminance(moved[rows, wide]) < 0.2).sum()
+    assert dark_moved <= dark_still + 3
+    # The head did move: the mouth region is not the same picture.
+    assert np.abs(still[rows, wide].astype(int) - moved[rows, wide].astype(int)).mean() > 2

@@ -101,7 +101,7 @@ class Driver:
         else:
             rate = _RELEASE_SILENT if db < _SILENCE_DB else _RELEASE
         self._jaw += rate * (target - self._jaw)
-        if self._jaw < 0.02 and target == 0.0:
+        if self._jaw < 0.05 and target == 0.0:
             self._jaw = 0.0
 
         spread, rnd = self._vowel(current, db)

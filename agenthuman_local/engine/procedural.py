@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -19,11 +20,16 @@ from agenthuman_local.engine.base import N_PARAMS, FrameSize, P
 from agenthuman_local.engine.procedural_features import (
     FEATURE_SHIFT_X,
     FEATURE_SHIFT_Y,
-    MOUTH_BOX,
     EyesLayer,
     MouthLayer,
 )
-from agenthuman_local.engine.procedural_paint import CROP_X, CROP_Y, paint_background, paint_head
+from agenthuman_local.engine.procedural_paint import (
+    CROP_X,
+    CROP_Y,
+    MOUTH_Y,
+    paint_background,
+    paint_head,
+)
 from agenthuman_local.engine.procedural_styles import STYLES, Style
 
 MIN_SIDE = 128
@@ -32,6 +38,9 @@ MAX_CROP_PX = 384
 SWAY_X = 0.045  # head units of paste shift per unit of TX
 SWAY_Y = 0.03  # per unit of TY
 BREATH_LIFT = 0.012  # shoulder rise at full inhale, head units
+# Half-width, top and bottom of everything dark the mouth can show, head units.
+MOUTH_REACH = (0.145, MOUTH_Y - 0.055, MOUTH_Y + 0.135)
+Region = tuple[int, int, int, int]
 
 
 @dataclass(frozen=True)
@@ -143,7 +152,7 @@ class ProceduralRenderer:
     def scaled(self) -> bool:
         return self.layout.render_unit_px < self.layout.unit_px
 
-    def paste_origin(self, params_row: list[float]) -> tuple[int, int]:
+    def paste_origin(self, params_row: Sequence[float]) -> tuple[int, int]:
         """Top-left of the head crop in the frame for one frame's parameters."""
         lay = self.layout
         dx = SWAY_X * params_row[P.TX] * lay.unit_px
@@ -156,16 +165,28 @@ class ProceduralRenderer:
             round(lay.centre_y + CROP_Y[0] * lay.unit_px + dy),
         )
 
-    def mouth_region(self) -> tuple[int, int, int, int]:
-        """(x0, y0, x1, y1) in frame pixels that holds the mouth in any pose (lip-sync check)."""
-        lay = self.layout
-        mx = (SWAY_X + FEATURE_SHIFT_X) * lay.unit_px + 1
-        my = (SWAY_Y + 0.3 * BREATH_LIFT + FEATURE_SHIFT_Y) * lay.unit_px + 1
+    def mouth_region(self, params_row: Sequence[float] | None = None) -> Region:
+        """(x0, y0, x1, y1) frame pixels around the lips for the lip-sync check.
+
+        With a frame's parameters, where that frame's mouth is; without, a box that holds the
+        mouth in any pose (so it also takes in more of the face around it).
+        """
+        lay, u = self.layout, self.layout.unit_px
+        if params_row is None:
+            cx, cy = lay.centre_x, lay.centre_y
+            mx = (SWAY_X + FEATURE_SHIFT_X) * u + 1
+            my = (SWAY_Y + 0.3 * BREATH_LIFT + FEATURE_SHIFT_Y) * u + 1
+        else:
+            x0, y0 = self.paste_origin(params_row)
+            scale = u / lay.render_unit_px
+            cx = x0 - CROP_X[0] * u + round(self._shift_px[0] * params_row[P.YAW]) * scale
+            cy = y0 - CROP_Y[0] * u + round(self._shift_px[1] * params_row[P.PITCH]) * scale
+            mx = my = 1.0
         return (
-            max(0, math.floor(lay.centre_x + MOUTH_BOX[0] * lay.unit_px - mx)),
-            max(0, math.floor(lay.centre_y + MOUTH_BOX[2] * lay.unit_px - my)),
-            min(self.size.width, math.ceil(lay.centre_x + MOUTH_BOX[1] * lay.unit_px + mx)),
-            min(self.size.height, math.ceil(lay.centre_y + MOUTH_BOX[3] * lay.unit_px + my)),
+            max(0, math.floor(cx - MOUTH_REACH[0] * u - mx)),
+            max(0, math.floor(cy + MOUTH_REACH[1] * u - my)),
+            min(self.size.width, math.ceil(cx + MOUTH_REACH[0] * u + mx)),
+            min(self.size.height, math.ceil(cy + MOUTH_REACH[2] * u + my)),
         )
 
     @torch.inference_mode()

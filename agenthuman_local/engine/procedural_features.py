@@ -164,7 +164,7 @@ class MouthLayer:
         self.tongue = color(TONGUE, dev)
         self.lip_upper = color(style.lip_upper, dev)
         self.lip_lower = color(style.lip_lower, dev)
-        self.seam_col = self.lip_upper * 0.5
+        self.seam_col = self.lip_upper * 0.62
 
     def draw(self, base: Tensor, params: Tensor) -> Tensor:
         st, px, x, y = self.style, self.px, self.x, self.y
@@ -222,7 +222,7 @@ class MouthLayer:
         rgb = over(rgb, self.lip_lower * (1.0 + 0.22 * hi).unsqueeze(-1), cover(lower, px))
         # Where the lips meet: a darker line, fading as the mouth opens.
         closed = 1.0 - torch.clamp(o / 0.01, 0.0, 1.0)
-        seam = torch.maximum(torch.abs(y - midline) - 0.0028, beyond)
+        seam = torch.maximum(torch.abs(y - midline) - 0.0022, beyond)
         rgb = over(rgb, self.seam_col, 0.85 * cover(seam, px) * closed)
         return rgb.clamp(0.0, 1.0)
 

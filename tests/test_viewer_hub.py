@@ -16,6 +16,8 @@ import pytest
 from aiohttp import web
 
 from agenthuman_local.api import viewer as viewer_api
+from agenthuman_local.api.auth import auth_middleware
+from agenthuman_local.api.middleware import error_middleware
 from agenthuman_local.protocol import KIND_AUDIO_PCM, KIND_VIDEO_JPEG, unpack_media
 from agenthuman_local.transports.sinks import ViewerSink
 from agenthuman_local.transports.viewer import ViewerHub, encode_jpeg
@@ -179,7 +181,8 @@ async def app_client(aiohttp_client):
         yield
         await hub.aclose()
 
-    app = web.Application()
+    # The server's own middlewares: the viewer routes must pass without an API key.
+    app = web.Application(middlewares=[error_middleware, auth_middleware])
     app[viewer_api.viewer_hub_key] = hub
     app[viewer_api.viewer_tokens_key] = lookup
     app.cleanup_ctx.append(close_hub)
@@ -216,7 +219,8 @@ async def test_every_script_the_page_loads_is_served_and_none_is_remote(app_clie
         assert resp.status == 200 and resp.headers["Content-Type"].startswith("text/javascript")
         assert not re.search(r"https?://", await resp.text())  # no CDN
     assert (await client.get("/viewer/..%2Fviewer.py")).status == 404
-    assert (await client.get("/viewer/nothing.js")).status == 404
+    missing = await client.get("/viewer/nothing.js")
+    assert missing.status == 404 and (await missing.json())["error"]["code"] == "NOT_FOUND"
 
 
 async def test_the_socket_streams_state_and_media_then_lets_go(app_client) -> None:

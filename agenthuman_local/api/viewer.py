@@ -20,13 +20,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from agenthuman_local.api.auth import public
+from agenthuman_local.errors import NotFound, SessionNotFound
 from agenthuman_local.transports.viewer import Viewer, ViewerHub
 
 log = logging.getLogger(__name__)
@@ -48,27 +49,16 @@ viewer_hub_key: web.AppKey[ViewerHub] = web.AppKey("viewer_hub", ViewerHub)
 viewer_tokens_key: web.AppKey[ViewerTokenLookup] = web.AppKey("viewer_tokens")
 
 
-def _not_found() -> web.HTTPNotFound:
-    body = {
-        "success": False,
-        "error": {
-            "code": "SESSION_NOT_FOUND",
-            "message": "Session not found",
-            "suggestion": "Open the viewer_url exactly as the session object gives it.",
-        },
-    }
-    return web.HTTPNotFound(text=json.dumps(body), content_type="application/json")
-
-
 async def _authorize(request: web.Request) -> str:
     session_id = request.match_info["session_id"]
     token = request.query.get("token", "")
     expected = await request.app[viewer_tokens_key](session_id)
     if not token or expected is None or not hmac.compare_digest(expected, token):
-        raise _not_found()
+        raise SessionNotFound()
     return session_id
 
 
+@public
 async def viewer_page(request: web.Request) -> web.StreamResponse:
     await _authorize(request)
     return web.FileResponse(
@@ -86,13 +76,14 @@ async def viewer_asset(request: web.Request) -> web.StreamResponse:
     name = request.match_info["name"]
     content_type = _ASSETS.get(name)
     if content_type is None:
-        raise web.HTTPNotFound()
+        raise NotFound()
     return web.FileResponse(
         STATIC_DIR / name,
         headers={"Content-Type": f"{content_type}; charset=utf-8", "Cache-Control": "no-cache"},
     )
 
 
+@public
 async def viewer_socket(request: web.Request) -> web.StreamResponse:
     session_id = await _authorize(request)
     hub = request.app[viewer_hub_key]

@@ -6,6 +6,7 @@ take 19–49 s to fail without a network.
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import signal
@@ -69,3 +70,32 @@ def test_an_invalid_url_fails_fast_without_retries_and_closes_cleanly() -> None:
     assert out["events"] == []
     # Generous bounds: the point is "not the 19 s network path", not a speed figure.
     assert out["join_s"] < 10 and out["close_s"] < 10
+
+
+def test_only_the_transport_imports_daily_and_only_when_it_starts() -> None:
+    package = ROOT / "agenthuman_local"
+    importers = []
+    for path in package.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module or ""]
+            if any(name == "daily" or name.startswith("daily.") for name in names):
+                importers.append(path.relative_to(ROOT).as_posix())
+    assert set(importers) == {"agenthuman_local/transports/daily.py"}
+    code = (
+        "import sys, agenthuman_local.transports.daily, agenthuman_local.transports.sinks;"
+        "print('daily' in sys.modules)"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "False"

@@ -18,6 +18,7 @@ while plenty is still queued does not split its own sentence).
 from __future__ import annotations
 
 import itertools
+import secrets
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -78,8 +79,10 @@ class PushResult:
 
 
 def _default_ids() -> Callable[[], str]:
+    # Unique across sessions (a per-queue random part), ordered within one (the counter).
+    prefix = secrets.token_hex(4)
     counter = itertools.count(1)
-    return lambda: f"utt_{next(counter):06d}"
+    return lambda: f"utt_{prefix}{next(counter):06d}"
 
 
 class SpeechQueue:

@@ -19,7 +19,8 @@ package works without it. It follows the library's measured rules
   completion is pending deadlocks), `leave()` with a timeout, `release()` on a worker thread
   (it blocks while a join is pending, up to ~49 s offline).
 
-Use from a session runner (the Sink adapter is three lines)::
+What the room means (callbacks, join errors, settings, presence) is in `daily_room`; the Sink
+adapter is `sinks.DailySink`. Use::
 
     transport = DailyTransport(url, token, "AI Avatar (AH)", 960, 720, 16000, callbacks)
     await transport.start()               # raises DailyJoinError; call aclose() either way
@@ -44,41 +45,23 @@ from typing import Any
 
 import numpy as np
 
-log = logging.getLogger(__name__)
-
-# Substrings of daily's join errors that mean "the network failed", worth another attempt. A
-# parse error (`InvalidUrl`), a bad token or a missing room fails the same way every time.
-_NETWORK_ERROR_MARKERS = (
-    "Error(Connect",
-    "Elapsed",
-    "failed to lookup address",
-    "Connection refused",
-    "Connection reset",
-    "timed out",
+from agenthuman_local.transports.daily_room import (
+    SUBSCRIBE_TO_NOTHING,
+    DailyCallbacks,
+    DailyJoinError,
+    RoomPresence,
+    client_settings,
+    invoke,
+    is_network_error,
 )
 
-SUBSCRIBE_TO_NOTHING = {
-    "base": {"camera": "unsubscribed", "microphone": "unsubscribed", "screenVideo": "unsubscribed"}
-}
+log = logging.getLogger(__name__)
 
 # Audio sources whose last completion never came: freeing one would deadlock the process, so
 # they are kept for its lifetime (a few KB each, and only after a stuck shutdown).
 _UNFREEABLE: list[Any] = []
 # Releases that outlived aclose()'s wait: owned here until daily lets them finish.
 _RELEASING: set[asyncio.Task[None]] = set()
-
-
-def is_network_error(message: str) -> bool:
-    return any(marker in message for marker in _NETWORK_ERROR_MARKERS)
-
-
-class DailyJoinError(Exception):
-    """The join failed: `network` says whether it was a network error (those were retried)."""
-
-    def __init__(self, message: str, *, attempts: int, network: bool) -> None:
-        super().__init__(message)
-        self.attempts = attempts
-        self.network = network
 
 
 @dataclass(frozen=True)
@@ -125,24 +108,6 @@ def load_daily() -> DailyLib:
     )
 
 
-def _ignore(*_args: Any) -> None:
-    return None
-
-
-@dataclass(frozen=True)
-class DailyCallbacks:
-    """What the room tells the session, always called on the event loop; keep them quick.
-
-    Nothing is reported before the join completes: a failed join is `start()`'s exception.
-    """
-
-    on_participant_joined: Callable[[str, str], None] = _ignore  # (participant_id, user_name)
-    on_participant_left: Callable[[str, str], None] = _ignore  # (participant_id, reason)
-    on_error: Callable[[str], None] = _ignore
-    on_call_state: Callable[[str], None] = _ignore  # daily's states: "left" when thrown out
-    on_room_empty: Callable[[], None] = _ignore  # no one else for empty_room_timeout_s
-
-
 class _State(enum.Enum):
     NEW = "new"
     JOINING = "joining"
@@ -184,11 +149,6 @@ def _resolve(fut: asyncio.Future[Any], value: Any) -> None:
         fut.set_result(value)
 
 
-def _participant_id(participant: Any) -> tuple[str, bool]:
-    info = participant.get("info") or {}
-    return str(participant.get("id", "")), bool(info.get("isLocal", False))
-
-
 class DailyTransport:
     def __init__(
         self,
@@ -223,7 +183,6 @@ class DailyTransport:
         self.frames_dropped = 0
         self._token = token
         self._callbacks = callbacks or DailyCallbacks()
-        self._empty_room_timeout_s = empty_room_timeout_s
         self._join_timeout_s = join_timeout_s
         self._join_attempts = max(1, join_attempts)
         self._join_backoff_s = join_backoff_s
@@ -239,8 +198,7 @@ class DailyTransport:
         self._video_track: Any = None
         self._audio_source: Any = None
         self._audio_track: Any = None
-        self._participants: set[str] = set()
-        self._empty_timer: asyncio.TimerHandle | None = None
+        self._presence = RoomPresence(self._callbacks, empty_room_timeout_s)
         self._audio_lock = asyncio.Lock()
         self._audio_fut: asyncio.Future[Any] | None = None
         self._queue: collections.deque[tuple[np.ndarray, bytes]] = collections.deque(
@@ -257,39 +215,12 @@ class DailyTransport:
     @property
     def participant_ids(self) -> frozenset[str]:
         """The other participants in the room (never the avatar itself)."""
-        return frozenset(self._participants)
+        return frozenset(self._presence.ids)
 
     def client_settings(self, video_track_id: str, audio_track_id: str) -> dict[str, Any]:
-        """The join settings: our two custom tracks as camera and microphone, one video layer."""
-        return {
-            "inputs": {
-                "camera": {"isEnabled": True, "settings": {"customTrack": {"id": video_track_id}}},
-                "microphone": {
-                    "isEnabled": True,
-                    "settings": {"customTrack": {"id": audio_track_id}},
-                },
-            },
-            "publishing": {
-                "camera": {
-                    "isPublishing": True,
-                    "sendSettings": {
-                        "maxQuality": "low",
-                        # A lone "high" layer is rejected; one full-size "low" layer is not.
-                        "encodings": {
-                            "low": {
-                                "maxBitrate": self._video_bitrate_bps,
-                                "maxFramerate": float(self.fps),
-                                "scaleResolutionDownBy": 1.0,
-                            }
-                        },
-                    },
-                },
-                "microphone": {
-                    "isPublishing": True,
-                    "sendSettings": {"channelConfig": "mono", "bitrate": 64_000},
-                },
-            },
-        }
+        return client_settings(
+            video_track_id, audio_track_id, fps=self.fps, video_bitrate_bps=self._video_bitrate_bps
+        )
 
     async def start(self) -> None:
         """Join the room. Raises `DailyJoinError`; the caller calls `aclose()` either way."""
@@ -342,11 +273,7 @@ class DailyTransport:
             if self._state is _State.CLOSED:
                 raise DailyJoinError("closed while joining", attempts=attempt, network=False)
         self._state = _State.JOINED
-        for key, participant in (client.participants() or {}).items():
-            pid, is_local = _participant_id(participant)
-            if key != "local" and not is_local and pid:
-                self._participants.add(pid)
-        self._update_empty_timer()
+        self._presence.activate(client.participants() or {})
         self._pump_task = loop.create_task(self._pump(), name=f"daily:{self.room_url}:pump")
 
     def _fail(self) -> None:
@@ -429,59 +356,20 @@ class DailyTransport:
     def _on_event(self, name: str, args: tuple[Any, ...]) -> None:
         if self._state is _State.CLOSED:
             return
-        joined = self._state is _State.JOINED
-        # Participants are tracked from the start: those already in the room may be announced
-        # before the join completes.
         if name == "participant_joined":
-            pid, is_local = _participant_id(args[0])
-            if is_local or not pid:
-                return
-            self._participants.add(pid)
-            if joined:
-                self._update_empty_timer()
-                user_name = str((args[0].get("info") or {}).get("userName", ""))
-                self._call(self._callbacks.on_participant_joined, pid, user_name)
+            self._presence.joined(args[0])
         elif name == "participant_left":
-            pid, _ = _participant_id(args[0])
-            self._participants.discard(pid)
-            if joined:
-                self._update_empty_timer()
-                self._call(self._callbacks.on_participant_left, pid, str(args[1]))
+            self._presence.left(args[0], str(args[1]))
+        elif self._state is not _State.JOINED:
+            log.debug("daily %s while not joined (part of the join result): %s", name, args)
         elif name == "error":
-            if joined:
-                self._call(self._callbacks.on_error, str(args[0]))
-            else:
-                log.debug("daily error while not joined (part of the join result): %s", args[0])
-        elif name == "call_state" and joined:
+            invoke(self._callbacks.on_error, str(args[0]))
+        elif name == "call_state":
             state = str(args[0])
-            if state == "left":
+            if state == "left":  # thrown out, or the room closed
                 self._state = _State.LEFT
-                self._cancel_empty_timer()
-            self._call(self._callbacks.on_call_state, state)
-
-    def _call(self, callback: Callable[..., None], *args: Any) -> None:
-        try:
-            callback(*args)
-        except Exception:
-            log.exception("daily callback %r failed", callback)
-
-    def _update_empty_timer(self) -> None:
-        if self._state is not _State.JOINED or self._participants:
-            self._cancel_empty_timer()
-        elif self._empty_timer is None and self._loop is not None:
-            self._empty_timer = self._loop.call_later(
-                self._empty_room_timeout_s, self._on_empty_timeout
-            )
-
-    def _cancel_empty_timer(self) -> None:
-        if self._empty_timer is not None:
-            self._empty_timer.cancel()
-            self._empty_timer = None
-
-    def _on_empty_timeout(self) -> None:
-        self._empty_timer = None
-        if self._state is _State.JOINED and not self._participants:
-            self._call(self._callbacks.on_room_empty)
+                self._presence.deactivate()
+            invoke(self._callbacks.on_call_state, state)
 
     async def aclose(self) -> None:
         """Leave the room and release the client. Idempotent; concurrent calls wait together."""
@@ -497,7 +385,7 @@ class DailyTransport:
     async def _shutdown(self) -> None:
         was = self._state
         self._state = _State.CLOSED
-        self._cancel_empty_timer()
+        self._presence.deactivate()
         self._queue.clear()
         if self._pump_task is not None:
             self._pump_task.cancel()

@@ -27,7 +27,7 @@ from agenthuman_local.engine.procedural_paint import (
     CROP_X,
     CROP_Y,
     MOUTH_Y,
-    paint_background,
+    paint_backgrounds,
     paint_head,
 )
 from agenthuman_local.engine.procedural_styles import STYLES, Style
@@ -38,6 +38,7 @@ MAX_CROP_PX = 384
 SWAY_X = 0.045  # head units of paste shift per unit of TX
 SWAY_Y = 0.03  # per unit of TY
 BREATH_LIFT = 0.012  # shoulder rise at full inhale, head units
+BREATH_STEPS = 4  # pre-painted backgrounds between exhale and inhale
 # Half-width, top and bottom of everything dark the mouth can show, head units.
 MOUTH_REACH = (0.145, MOUTH_Y - 0.055, MOUTH_Y + 0.135)
 Region = tuple[int, int, int, int]
@@ -56,11 +57,11 @@ class Layout:
 def layout_for(size: FrameSize) -> Layout:
     """Head and shoulders, face centred, a little headroom, whatever the aspect ratio."""
     w, h = size.width, size.height
-    unit = min(0.4 * h, 0.45 * w)
+    unit = min(0.43 * h, 0.47 * w)
     budget = MAX_CROP_PX / max(CROP_X[1] - CROP_X[0], CROP_Y[1] - CROP_Y[0])
     if unit <= budget * 1.1:
         unit = min(unit, budget)
-    centre_y = 0.12 * h + -CROP_Y[0] * unit
+    centre_y = 0.1 * h + -CROP_Y[0] * unit
     return Layout(unit, min(unit, budget), w / 2.0, centre_y)
 
 
@@ -93,14 +94,13 @@ class _Assets:
 @functools.lru_cache(maxsize=16)
 def _assets(style: Style, width: int, height: int, device: str) -> _Assets:
     lay = layout_for(FrameSize(width, height))
-    lifts = max(1, round(BREATH_LIFT * lay.unit_px) + 1)
-    bgs = [
-        paint_background(
-            style, width, height, (lay.centre_x, lay.centre_y), lay.unit_px, float(k), device
-        )
-        for k in range(lifts)
-    ]
-    backgrounds = (torch.stack(bgs) * 255.0 + 0.5).to(torch.uint8).cpu()
+    # At most a few backgrounds: big frames breathe in steps of more than a pixel.
+    top = round(BREATH_LIFT * lay.unit_px)
+    lifts = sorted({round(top * k / (BREATH_STEPS - 1)) for k in range(BREATH_STEPS)})
+    bgs = paint_backgrounds(
+        style, width, height, (lay.centre_x, lay.centre_y), lay.unit_px, lifts, device
+    )
+    backgrounds = (bgs * 255.0 + 0.5).to(torch.uint8).cpu()
     rgb, alpha = paint_head(style, lay.render_unit_px, device)
     big_rgb, big_alpha = rgb, alpha
     if lay.render_unit_px < lay.unit_px:
@@ -165,6 +165,11 @@ class ProceduralRenderer:
             round(lay.centre_y + CROP_Y[0] * lay.unit_px + dy),
         )
 
+    def background_index(self, params_row: Sequence[float]) -> int:
+        """Which pre-painted background (shoulders raised by that many pixels) a frame uses."""
+        top = self._assets.backgrounds.shape[0] - 1
+        return min(top, max(0, math.floor((params_row[P.BREATH] + 1.0) / 2.0 * top + 0.5)))
+
     def mouth_region(self, params_row: Sequence[float] | None = None) -> Region:
         """(x0, y0, x1, y1) frame pixels around the lips for the lip-sync check.
 
@@ -218,11 +223,9 @@ class ProceduralRenderer:
             heads, invs = _fixed_point(big[..., :3], big[..., 3:])
         else:
             tiles = [(spots, torch.floor(t * 255.0).to(torch.int16).cpu()) for spots, t in tiles]
-        lifts = a.backgrounds.shape[0]
         out = torch.empty(batch, self.size.height, self.size.width, 3, dtype=torch.uint8)
         for b, row in enumerate(rows):
-            lift = min(lifts - 1, max(0, round((row[P.BREATH] + 1.0) / 2.0 * (lifts - 1))))
-            out[b].copy_(a.backgrounds[lift])
+            out[b].copy_(a.backgrounds[self.background_index(row)])
             if self.scaled:
                 head, inv = heads[b], invs[b]
             else:

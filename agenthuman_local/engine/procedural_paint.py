@@ -89,19 +89,36 @@ def _grid(width: int, height: int, x0: float, y0: float, px: float, device: str)
     return xs[None, :].expand(height, width), ys[:, None].expand(height, width)
 
 
-def paint_background(
+def paint_backgrounds(
     style: Style,
     width: int,
     height: int,
     centre: tuple[float, float],
     unit_px: float,
-    lift_px: float,
+    lifts_px: list[int],
     device: str,
 ) -> Tensor:
-    """Backdrop, neck and shoulders, [H, W, 3] float in [0, 1]; `lift_px` raises the torso."""
+    """Backdrop with neck and shoulders raised by each of `lifts_px`, [K, H, W, 3] in [0, 1].
+
+    The torso is painted once and shifted up by whole rows for each lift.
+    """
     px = 1.0 / unit_px
     cx, cy = centre
     x, y = _grid(width, height, -cx * px, -cy * px, px, device)
+    backdrop = _backdrop(style, x, y, device)
+    torso_rgb, torso_a = _torso(style, x, y, px, device)
+    out = []
+    for lift in lifts_px:
+        rgb, a = torso_rgb, torso_a
+        if lift > 0:
+            # Rows move up; the bottom rows repeat, the torso runs off the frame there anyway.
+            rgb = torch.cat([rgb[lift:], rgb[-1:].expand(lift, -1, -1)])
+            a = torch.cat([a[lift:], a[-1:].expand(lift, -1)])
+        out.append((backdrop * (1.0 - a).unsqueeze(-1) + rgb).clamp(0.0, 1.0))
+    return torch.stack(out)
+
+
+def _backdrop(style: Style, x: Tensor, y: Tensor, device: str) -> Tensor:
     sky = smoothstep(-1.2, 1.6, y)
     rgb = color(style.backdrop_top, device) + (
         color(style.backdrop_bottom, device) - color(style.backdrop_top, device)
@@ -110,9 +127,12 @@ def paint_background(
     glow = torch.exp(-((x / 0.9) ** 2 + ((y + 0.1) / 0.8) ** 2))
     rgb = rgb * (0.9 + 0.16 * glow).unsqueeze(-1)
     vignette = 1.0 - 0.18 * torch.clamp((x / 2.2) ** 2 + (y / 1.8) ** 2, 0.0, 1.0)
-    rgb = rgb * vignette.unsqueeze(-1)
+    return rgb * vignette.unsqueeze(-1)
 
-    y = y + lift_px * px
+
+def _torso(style: Style, x: Tensor, y: Tensor, px: float, device: str) -> tuple[Tensor, Tensor]:
+    """Neck, shoulders and clothes → (premultiplied rgb [H, W, 3], alpha [H, W])."""
+    rgb = torch.zeros(*x.shape, 3, device=device)
     skin, shade = color(style.skin, device), color(style.skin_shade, device)
     # Neck: a cylinder, shaded at its sides and under the chin.
     nw = style.neck_width
@@ -151,7 +171,8 @@ def paint_background(
         chest = over(chest, color(style.accent, device) * 0.92, cover(collar, px))
         lapel = cover(torch.abs(ax - 0.14 - 0.33 * (y - 0.74)) - 0.006, px) * (y > 0.78).float()
         chest = over(chest, color(style.clothes_shade, device) * 0.8, lapel)
-    return over(rgb, chest, body).clamp(0.0, 1.0)
+    alpha = neck + (1.0 - neck) * body
+    return over(rgb, chest, body), alpha
 
 
 def paint_head(style: Style, unit_px: float, device: str) -> tuple[Tensor, Tensor]:

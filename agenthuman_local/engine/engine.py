@@ -1,0 +1,132 @@
+"""The engine the app and the session runner hold: renderers, drivers and previews by avatar id.
+
+`load()` warms the shipped avatars off the event loop at start-up, so the first session does
+not pay for painting backgrounds; until then `ready` is False and the API answers try-again.
+Photo avatars come from `engine/photo.py`, imported only when one is asked for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from agenthuman_local.config import Settings
+from agenthuman_local.engine.base import N_PARAMS, FrameSize, Renderer
+from agenthuman_local.engine.driver import Driver
+from agenthuman_local.engine.procedural import ProceduralRenderer
+from agenthuman_local.engine.procedural_styles import STYLES
+
+SHIPPED_AVATARS: dict[str, str] = {s.avatar_id: s.name for s in STYLES.values()}
+DEFAULT_AVATAR_ID = "avat_local_ada"
+PREVIEW_SIZE = FrameSize(500, 500)
+# Sizes most sessions use (SPEC §3 defaults of both API eras), warmed at start-up.
+WARM_SIZES = (FrameSize(1280, 720), FrameSize(960, 720))
+
+
+class UnknownAvatarError(LookupError):
+    """No shipped avatar has this id (and it is not a photo avatar)."""
+
+
+class Engine:
+    def __init__(
+        self,
+        *,
+        fps: int = 25,
+        deterministic: bool = False,
+        seed: int = 0,
+        torch_threads: int | None = 1,
+        warm_sizes: tuple[FrameSize, ...] = WARM_SIZES,
+    ) -> None:
+        self.fps = fps
+        self.deterministic = deterministic
+        self.seed = seed
+        self.ready = False
+        self._torch_threads = torch_threads
+        self._warm_sizes = warm_sizes
+        self._load_lock = asyncio.Lock()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Engine:
+        """From the `engine` and `video` sections of the config."""
+        return cls(
+            fps=settings.video.fps,
+            deterministic=settings.engine.deterministic,
+            seed=settings.engine.seed,
+        )
+
+    async def load(self) -> None:
+        """Warm the shipped renderers on a worker thread; sets `ready`. Safe to await twice."""
+        async with self._load_lock:
+            if not self.ready:
+                await asyncio.to_thread(self._warm)
+                self.ready = True
+
+    def _warm(self) -> None:
+        if self._torch_threads is not None:
+            # Per-frame work is many small tensor ops: extra intra-op threads only add
+            # hand-off cost and fight the other sessions' render threads for the cores.
+            torch.set_num_threads(self._torch_threads)
+        rest = torch.zeros(1, N_PARAMS)
+        for avatar_id in SHIPPED_AVATARS:
+            for size in self._warm_sizes:
+                ProceduralRenderer(avatar_id, size).render(rest)
+
+    def make_driver(self, fps: int | None = None) -> Driver:
+        return Driver(fps or self.fps, seed=self.seed, deterministic=self.deterministic)
+
+    def make_renderer(
+        self,
+        avatar_id: str,
+        size: FrameSize,
+        device: str,
+        avatar_kind: str = "procedural",
+        avatar_dir: Path | None = None,
+    ) -> Renderer:
+        """A renderer for one session. Blocking (it may paint): call it off the event loop."""
+        if avatar_kind == "photo":
+            if avatar_dir is None:
+                raise ValueError(f"photo avatar {avatar_id!r} needs its avatar_dir")
+            from agenthuman_local.engine.photo import PhotoRenderer
+
+            return PhotoRenderer(avatar_dir, size, device)  # type: ignore[no-any-return]
+        if avatar_kind != "procedural":
+            raise ValueError(f"unknown avatar kind {avatar_kind!r}")
+        if avatar_id not in STYLES:
+            raise UnknownAvatarError(avatar_id)
+        return ProceduralRenderer(avatar_id, size, device)
+
+    def render_preview(self, avatar_id: str) -> bytes:
+        """A 500×500 PNG of a shipped avatar at rest (for its preview URL). Blocking."""
+        if avatar_id not in STYLES:
+            raise UnknownAvatarError(avatar_id)
+        return _preview_png(avatar_id)
+
+
+@functools.lru_cache(maxsize=8)
+def _preview_png(avatar_id: str) -> bytes:
+    frame = ProceduralRenderer(avatar_id, PREVIEW_SIZE).render(torch.zeros(1, N_PARAMS))[0]
+    return png_bytes(frame.numpy())
+
+
+def png_bytes(rgb: np.ndarray) -> bytes:
+    """uint8 [H, W, 3] → PNG file bytes (stdlib only)."""
+    height, width, _ = rgb.shape
+    rows = np.concatenate([np.zeros((height, 1), np.uint8), rgb.reshape(height, -1)], axis=1)
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(np.ascontiguousarray(rows).tobytes(), 6))
+        + chunk(b"IEND", b"")
+    )

@@ -1,0 +1,161 @@
+"""The procedural renderer and the engine that hands it out, judged from the pixels."""
+
+from __future__ import annotations
+
+import asyncio
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from agenthuman_local.engine.base import N_PARAMS, FrameSize, P
+from agenthuman_local.engine.engine import Engine, UnknownAvatarError, png_bytes
+from agenthuman_local.engine.lipsync_check import mouth_fraction
+from agenthuman_local.engine.procedural import MAX_CROP_PX, ProceduralRenderer, layout_for
+from agenthuman_local.engine.procedural_paint import CROP_X, CROP_Y
+
+torch.set_num_threads(1)
+
+SPEC_SIZES = [(960, 720), (720, 960), (720, 720), (1280, 720), (720, 1280)]
+ODD_SIZES = [(128, 128), (1920, 1080), (1920, 1920), (130, 1000), (1000, 130)]
+SMALL = FrameSize(256, 256)
+
+
+def pose(**values: float) -> torch.Tensor:
+    row = torch.zeros(1, N_PARAMS)
+    for name, v in values.items():
+        row[0, P[name.upper()]] = v
+    return row
+
+
+def luma(frame: np.ndarray) -> np.ndarray:
+    return frame.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32) / 255.0
+
+
+@pytest.fixture(scope="module", params=["avat_local_ada", "avat_local_ben"])
+def small(request: pytest.FixtureRequest) -> ProceduralRenderer:
+    return ProceduralRenderer(request.param, SMALL)
+
+
+@pytest.mark.parametrize("width,height", SPEC_SIZES + ODD_SIZES)
+def test_every_size_frames_head_and_shoulders(width: int, height: int) -> None:
+    r = ProceduralRenderer("avat_local_ada", FrameSize(width, height))
+    frames = r.render(torch.cat([pose(), pose(tx=1.0, ty=1.0, breath=1.0, jaw=1.0)]))
+    assert frames.shape == (2, height, width, 3) and frames.dtype == torch.uint8
+    # The per-frame crop stays within budget; big frames scale it up instead.
+    head = r._assets.head_rgb
+    assert max(head.shape[:2]) <= MAX_CROP_PX
+    lay = layout_for(FrameSize(width, height))
+    head_h = (CROP_Y[1] - CROP_Y[0]) * lay.unit_px
+    assert head_h >= 0.25 * height or head_h >= 0.5 * width  # not tiny
+    # Not cut: the head crop lies inside the frame in any pose, and shoulders reach the bottom.
+    for tx, ty in ((-1, -1), (1, 1), (-1, 1), (1, -1)):
+        x0, y0 = r.paste_origin(pose(tx=tx, ty=ty, breath=tx)[0].tolist())
+        assert x0 >= 0 and y0 >= 0
+        assert x0 + (CROP_X[1] - CROP_X[0]) * lay.unit_px <= width + 1
+        assert y0 + head_h <= height
+    bottom_centre = frames[0, -2, width // 2].numpy().astype(int)
+    backdrop = frames[0, -2, 1].numpy().astype(int)
+    assert np.abs(bottom_centre - backdrop).sum() > 40  # clothes, not backdrop
+
+
+@pytest.mark.parametrize("size", [(127, 128), (128, 2000), (100, 100)])
+def test_bad_sizes_are_refused(size: tuple[int, int]) -> None:
+    with pytest.raises(ValueError, match="even"):
+        ProceduralRenderer("avat_local_ada", FrameSize(*size))
+    with pytest.raises(ValueError, match="unknown procedural avatar"):
+        ProceduralRenderer("avat_nobody", SMALL)
+
+
+def test_batches_equal_single_frames(small: ProceduralRenderer) -> None:
+    batch = torch.cat([pose(), pose(jaw=0.8, yaw=0.7), pose(blink=1.0, brow=1.0, tx=-0.5)])
+    together = small.render(batch)
+    for i in range(3):
+        assert torch.equal(together[i], small.render(batch[i : i + 1])[0])
+
+
+def test_jaw_opens_a_dark_mouth_with_teeth_and_closure_shuts_it(small: ProceduralRenderer) -> None:
+    rows = [pose(jaw=j) for j in (0.0, 0.3, 0.6, 1.0)] + [pose(jaw=1.0, closure=1.0)]
+    frames = small.render(torch.cat(rows)).numpy()
+    regions = [small.mouth_region(r[0].tolist()) for r in rows]
+    dark = mouth_fraction(frames, regions)
+    assert dark[0] == 0.0 and dark[-1] < 0.02
+    assert dark[1] < dark[2] < dark[3] and dark[3] > 0.1
+    x0, y0, x1, y1 = regions[3]
+    open_luma, shut_luma = luma(frames[3, y0:y1, x0:x1]), luma(frames[0, y0:y1, x0:x1])
+    # Teeth: near-white pixels appear only when the mouth is open, inside the mouth.
+    assert (open_luma > 0.85).sum() > 5 and (shut_luma > 0.85).sum() == 0
+
+
+def test_blink_covers_the_eyes_with_lids(small: ProceduralRenderer) -> None:
+    frames = small.render(torch.cat([pose(), pose(blink=1.0)])).numpy()
+    lay = small.layout
+    y = int(lay.centre_y - 0.05 * lay.unit_px)
+    band = slice(y - 6, y + 6)
+
+    # Sclera is bright and grey; when the lids are down it is gone.
+    def white(frame: np.ndarray) -> int:
+        px = frame[band].astype(int)
+        return int(((px.min(-1) > 200) & (px.max(-1) - px.min(-1) < 25)).sum())
+
+    assert white(frames[0]) > 10 and white(frames[1]) == 0
+
+
+def test_sway_moves_only_the_head_and_leaves_no_seam(small: ProceduralRenderer) -> None:
+    rest, moved = small.render(torch.cat([pose(), pose(tx=1.0, ty=-1.0)])).numpy().astype(int)
+    row = pose(tx=1.0, ty=-1.0)[0].tolist()
+    background = small._assets.backgrounds[small.background_index(row)].numpy()
+    x0, y0 = small.paste_origin(row)
+    alpha = small._assets.head_alpha.numpy()
+    h, w = alpha.shape
+    outside = np.ones(moved.shape[:2], bool)
+    outside[y0 : y0 + h, x0 : x0 + w] = alpha < 1e-6  # transparent parts of the crop too
+    # Everything but the head is exactly the cached background: no crop rectangle, no tear.
+    assert np.array_equal(moved[outside], background[outside])
+    assert np.abs(rest - moved).max() > 100  # and the head did move
+
+
+def test_listening_and_brows_change_the_face(small: ProceduralRenderer) -> None:
+    rest, listen, brows = small.render(
+        torch.cat([pose(), pose(listen=1.0), pose(brow=1.0)])
+    ).numpy()
+    assert np.abs(rest.astype(int) - listen).sum() > 0
+    assert np.abs(rest.astype(int) - brows).sum() > 0
+
+
+def test_ada_and_ben_are_clearly_different() -> None:
+    ada = ProceduralRenderer("avat_local_ada", SMALL).render(pose())[0].numpy().astype(int)
+    ben = ProceduralRenderer("avat_local_ben", SMALL).render(pose())[0].numpy().astype(int)
+    assert np.abs(ada - ben).mean() > 25
+
+
+async def test_engine_loads_off_the_loop_and_makes_renderers() -> None:
+    engine = Engine(fps=25, deterministic=True, warm_sizes=(SMALL,))
+    assert not engine.ready
+    await asyncio.gather(engine.load(), engine.load())
+    assert engine.ready
+    await engine.load()
+    r = engine.make_renderer("avat_local_ben", SMALL, "cpu")
+    assert r.render(pose()).shape == (1, 256, 256, 3)
+    with pytest.raises(UnknownAvatarError):
+        engine.make_renderer("avat_nobody", SMALL, "cpu")
+    with pytest.raises(ValueError, match="avatar_dir"):
+        engine.make_renderer("avat_x", SMALL, "cpu", avatar_kind="photo")
+    driver = engine.make_driver()
+    assert driver.fps == 25 and driver.step(None).shape == (N_PARAMS,)
+
+
+def test_preview_is_a_500px_png_of_the_avatar() -> None:
+    data = Engine().render_preview("avat_local_ada")
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and img.shape == (500, 500, 3)
+    assert img.std() > 20  # a picture, not a flat fill
+    with pytest.raises(UnknownAvatarError):
+        Engine().render_preview("avat_nobody")
+
+
+def test_png_bytes_round_trip() -> None:
+    rgb = np.random.default_rng(0).integers(0, 256, (7, 5, 3), dtype=np.uint8)
+    back = cv2.imdecode(np.frombuffer(png_bytes(rgb), np.uint8), cv2.IMREAD_COLOR)
+    assert np.array_equal(back[..., ::-1], rgb)

@@ -9,6 +9,7 @@ inner mouth, so head motion carries it along.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from agenthuman_local.engine.photo_fields import CropGeometry
 
@@ -18,27 +19,20 @@ _LASH = (48.0, 34.0, 30.0)
 class EyeLids:
     def __init__(self, geo: CropGeometry, src: torch.Tensor) -> None:
         """`src` is the photo's crop [1, 3, H, W] (0–255) the lid colour is measured from."""
-        self._eyes: list[tuple[slice, slice, float, float, float, float, torch.Tensor]] = []
+        self._eyes: list[tuple[slice, slice, float, float, float, float]] = []
+        self._src = src
+        self._size = (geo.width, geo.height)
         pad = 0.2 * geo.ed  # head motion moves an eye by at most this much
         for ex, ey, box_w in geo.eyes:
-            half_w, half_h = 0.31 * box_w, 0.11 * box_w
+            half_w, half_h = 0.34 * box_w, 0.135 * box_w
             ey = ey + 0.02 * box_w
             x0 = max(0, int(ex - half_w - pad))
             x1 = min(geo.width, int(ex + half_w + pad) + 2)
             y0 = max(0, int(ey - 2.0 * half_h - pad))
             y1 = min(geo.height, int(ey + 1.2 * half_h + pad) + 2)
-            sy0 = max(0, int(ey - 2.5 * half_h))
-            sy1 = max(sy0 + 1, int(ey - 1.75 * half_h))
             if x1 - x0 < 3 or y1 - y0 < 3:
                 continue
-            # The lid takes, column by column, the colour of the skin just above the eye, so it
-            # carries the photo's own light and tone across.
-            band = src[0, :, sy0:sy1, :].median(dim=1).values  # [3, W]
-            band = torch.nn.functional.avg_pool1d(
-                band.unsqueeze(0), 5, 1, 2, count_include_pad=False
-            )
-            skin = 0.97 * band[0]
-            self._eyes.append((slice(y0, y1), slice(x0, x1), ex, ey, half_w, half_h, skin))
+            self._eyes.append((slice(y0, y1), slice(x0, x1), ex, ey, half_w, half_h))
 
     def patches(self) -> list[tuple[slice, slice]]:
         return [(rows, cols) for rows, cols, *_ in self._eyes]
@@ -50,24 +44,45 @@ class EyeLids:
         """
         b = blink.clamp(0.0, 1.0).view(-1, 1, 1, 1)
         lash = torch.tensor(_LASH, device=crop.device).view(1, 3, 1, 1)
-        for (rows, cols, ex, ey, half_w, half_h, skin), q in zip(self._eyes, qs, strict=True):
+        for (rows, cols, ex, ey, half_w, half_h), q in zip(self._eyes, qs, strict=True):
             qx, qy = q[..., 0].unsqueeze(1), q[..., 1].unsqueeze(1)
             prof = (1.0 - ((qx - ex) / half_w) ** 2).clamp(min=0.0).sqrt()
             upper = ey - half_h * prof
             lower = ey + 0.7 * half_h * prof
             edge = upper + b * (lower - upper)
-            # Starts at the photo's own lash line and fades in over it, so it has no top edge.
-            top = ((qy - (upper - 0.25 * half_h)) / (0.25 * half_h)).clamp(0.0, 1.0)
+            # Fades in above the photo's own upper lashes and covers them: left showing, they
+            # would outline the closed lid like a pair of goggles.
+            top = ((qy - (upper - 1.0 * half_h)) / (0.7 * half_h)).clamp(0.0, 1.0)
             alpha = top * (edge - qy + 0.5).clamp(0.0, 1.0)
             alpha = (
                 alpha
                 * ((edge - upper) / (0.4 * half_h)).clamp(0.0, 1.0)
                 * (prof * 3).clamp(max=1.0)
             )
-            depth = ((qy - upper) / (lower - upper).clamp(min=1.0)).clamp(0.0, 1.0)
-            col = qx.round().long().clamp(0, skin.shape[1] - 1).squeeze(1)  # [B, h, w]
-            colour = skin[:, col].permute(1, 0, 2, 3) * (1.0 - 0.12 * depth)
+            depth = ((qy - upper) / (edge - upper).clamp(min=1.0)).clamp(0.0, 1.0)
+            # A convex lid: darker towards its edge and its corners.
+            shade = 0.93 - 0.18 * depth - 0.12 * (1.0 - prof)
+            colour = self._lid_skin(qx, qy, upper - half_h, edge, ey - 3.2 * half_h, half_h)
+            colour = colour * shade
             lash_w = (1.0 - (edge - qy - 0.3).abs() / 1.6).clamp(min=0.0) * prof.clamp(max=1.0)
             colour = colour + (lash - colour) * (0.9 * lash_w)
             region = crop[:, :, rows, cols]
             region += (colour - region) * alpha
+
+    def _lid_skin(
+        self,
+        qx: torch.Tensor,
+        qy: torch.Tensor,
+        top: torch.Tensor,
+        edge: torch.Tensor,
+        band_y: float,
+        band_h: float,
+    ) -> torch.Tensor:
+        """The photo's own skin from the band under the brow, stretched over the lid: real
+        tone and texture, which a flat colour never matches."""
+        rel = ((qy - top) / (edge - top).clamp(min=1.0)).clamp(0.0, 1.0)
+        sy = band_y + rel * band_h
+        w, h = self._size
+        grid = torch.cat([(2 * qx + 1) / w - 1, (2 * sy + 1) / h - 1], dim=1).permute(0, 2, 3, 1)
+        src = self._src.expand(qx.shape[0], -1, -1, -1)
+        return F.grid_sample(src, grid, mode="bilinear", padding_mode="border", align_corners=False)

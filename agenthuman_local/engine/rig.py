@@ -19,6 +19,7 @@ RIG_VERSION = 1
 # coins, the moon and a retina (measured while writing this module).
 _FACE_CASCADE = "haarcascade_frontalface_alt2.xml"
 _EYE_CASCADE = "haarcascade_eye.xml"
+_EYE_FACE_PX = 160  # eyes are searched in a face at least this wide
 
 
 @dataclass(frozen=True)
@@ -124,15 +125,23 @@ def detect_faces(gray: np.ndarray, min_size_px: int = 20) -> list[Box]:
 def _find_eyes(gray: np.ndarray, face: Box) -> tuple[Box, Box] | None:
     x0, y0 = int(face.x), int(face.y)
     roi = gray[y0 : int(face.y + face.h * 0.6), x0 : int(face.x + face.w)]
-    min_px = max(5, int(face.w * 0.12))
+    # The eye cascade's window is 20 px: a small face's eyes are below it, so enlarge first.
+    zoom = max(1.0, _EYE_FACE_PX / face.w)
+    if zoom > 1.0:
+        roi = cv2.resize(roi, None, fx=zoom, fy=zoom, interpolation=cv2.INTER_CUBIC)
+    min_px = max(5, int(face.w * zoom * 0.12))
     found = _cascade(_EYE_CASCADE).detectMultiScale(
         roi,
         scaleFactor=1.1,
         minNeighbors=3,
         minSize=(min_px, min_px),
-        maxSize=(int(face.w * 0.45),) * 2,
+        maxSize=(int(face.w * zoom * 0.45),) * 2,
     )
-    eyes = [Box(float(x + x0), float(y + y0), float(w), float(h)) for x, y, w, h in found]
+    eyes = (
+        [Box(x / zoom + x0, y / zoom + y0, w / zoom, h / zoom) for x, y, w, h in found.tolist()]
+        if len(found)
+        else []
+    )
     left = [e for e in eyes if e.cx < face.cx and e.cy < face.y + face.h * 0.55]
     right = [e for e in eyes if e.cx >= face.cx and e.cy < face.y + face.h * 0.55]
     best: tuple[float, tuple[Box, Box]] | None = None
@@ -162,9 +171,12 @@ def _teeth(rgb: np.ndarray) -> np.ndarray | None:
     """The largest blob of teeth-like pixels in a mouth patch, or None when there is none."""
     hsv = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV).astype(np.float32) / 255.0
     value, sat = hsv[..., 2], hsv[..., 1]
-    # Teeth are brighter and much less saturated than the skin around them, whatever the tone.
-    mask = (value > np.median(value)) & (sat < 0.65 * np.median(sat)) & (sat < 0.3)
-    mask = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8))
+    # Teeth are among the brightest pixels around the mouth and clearly less saturated than
+    # the skin, whatever the skin tone and exposure (percentiles, not fixed levels).
+    bright = value >= np.percentile(value, 60)
+    mask = bright & (sat <= 0.75 * np.median(sat) + 0.02) & (sat < 0.3)
+    # Close gaps between teeth sideways only, so the blob does not bridge to a lip highlight.
+    mask = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_CLOSE, np.ones((1, 3), np.uint8))
     count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
     if count < 2:
         return None
@@ -193,7 +205,11 @@ def _lip_line(
     if teeth is not None and teeth_visible:
         # The mouth opens under the upper teeth, so they stay with the upper lip.
         for j in np.nonzero(inner & teeth_cols)[0]:
-            ys.append(float(np.nonzero(teeth[:, j])[0].max() + 1 + y0))
+            rows = np.nonzero(teeth[:, j])[0]
+            # The end of the first run from the top: the upper teeth's edge, not a lip highlight.
+            breaks = np.nonzero(np.diff(rows) > 1)[0]
+            bottom = rows[breaks[0]] if breaks.size else rows[-1]
+            ys.append(float(bottom + 1 + y0))
             us.append(float((cols[j] - cx) / half_w))
         tx = cols[teeth_cols]
         # Side teeth fall in shadow and escape the blob, so the blob underestimates the width.

@@ -33,36 +33,40 @@ from agenthuman_local.store import Store
 EXIT_CONFIG = 2
 
 
-def _config_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", type=Path, help="a YAML config file (over config/default.yaml)")
-    parser.add_argument("--data-dir", help="where the database, key and recordings live")
-    parser.add_argument(
+def _config_flags() -> argparse.ArgumentParser:
+    flags = argparse.ArgumentParser(add_help=False)
+    flags.add_argument("--config", type=Path, help="a YAML config file (over config/default.yaml)")
+    flags.add_argument("--data-dir", help="where the database, key and recordings live")
+    flags.add_argument(
         "--set",
         action="append",
         default=[],
         metavar="SECTION.KEY=VALUE",
         help="override one config key (repeatable)",
     )
+    return flags
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="run.py", description="AgentHuman Local: a real-time talking-avatar server."
+        prog="run.py",
+        description="AgentHuman Local: a real-time talking-avatar server."
+        " `run.py keys --help` manages API keys.",
+        parents=[_config_flags()],
     )
     parser.add_argument("--host", help="address to listen on")
     parser.add_argument("--port", help="port to listen on (0: any free port)")
-    _config_flags(parser)
     return parser
 
 
 def _keys_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="run.py keys", description="Manage API keys.")
-    _config_flags(parser)
     sub = parser.add_subparsers(dest="action", required=True)
-    create = sub.add_parser("create", help="create a key for an account (made if new)")
-    create.add_argument("--account", required=True, help="account name")
-    sub.add_parser("list", help="list keys by prefix")
-    revoke = sub.add_parser("revoke", help="revoke the keys starting with PREFIX")
+    flags = _config_flags()
+    create = sub.add_parser("create", parents=[flags], help="a new key for an account")
+    create.add_argument("--account", required=True, help="account name (made if new)")
+    sub.add_parser("list", parents=[flags], help="list keys by prefix")
+    revoke = sub.add_parser("revoke", parents=[flags], help="revoke the keys starting with PREFIX")
     revoke.add_argument("prefix")
     return parser
 

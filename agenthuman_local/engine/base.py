@@ -40,10 +40,10 @@ class P(enum.IntEnum):
 N_PARAMS = len(P)
 
 
-def frame_sample_range(frame_index: int, fps: int, sample_rate_hz: int = SAMPLE_RATE_HZ) -> tuple[
-    int, int
-]:
-    """The samples frame n shows (SPEC §9): [floor(n·sr/fps), floor((n+1)·sr/fps)). Exact, no drift."""
+def frame_sample_range(
+    frame_index: int, fps: int, sample_rate_hz: int = SAMPLE_RATE_HZ
+) -> tuple[int, int]:
+    """The samples frame n shows (SPEC §9): [floor(n·sr/fps), floor((n+1)·sr/fps)), no drift."""
     return (frame_index * sample_rate_hz) // fps, ((frame_index + 1) * sample_rate_hz) // fps
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -39,6 +40,7 @@ SWAY_X = 0.045  # head units of paste shift per unit of TX
 SWAY_Y = 0.03  # per unit of TY
 BREATH_LIFT = 0.012  # shoulder rise at full inhale, head units
 BREATH_STEPS = 4  # pre-painted backgrounds between exhale and inhale
+TILE_CACHE = 96  # drawn feature tiles kept per layer (a few MB)
 # Half-width, top and bottom of everything dark the mouth can show, head units.
 MOUTH_REACH = (0.145, MOUTH_Y - 0.055, MOUTH_Y + 0.135)
 Region = tuple[int, int, int, int]
@@ -147,6 +149,9 @@ class ProceduralRenderer:
         u = self.layout.render_unit_px
         self._layers = (EyesLayer(style, u, device), MouthLayer(style, u, device))
         self._shift_px = (FEATURE_SHIFT_X * u, FEATURE_SHIFT_Y * u)
+        self._caches: list[OrderedDict[tuple, tuple[int, int, torch.Tensor]]] = [
+            OrderedDict() for _ in self._layers
+        ]
 
     @property
     def scaled(self) -> bool:
@@ -200,41 +205,61 @@ class ProceduralRenderer:
         batch = params.shape[0]
         rows = params.cpu().tolist()
         a = self._assets
-        # Head turns slide the features across the face by whole crop pixels.
-        shifts = [
-            (round(self._shift_px[0] * r[P.YAW]), round(self._shift_px[1] * r[P.PITCH]))
-            for r in rows
-        ]
-        tiles = []
-        for layer in self._layers:
-            box = layer.box
-            spots = [(box.col + dx, box.row + dy) for dx, dy in shifts]
-            h, w = box.height, box.width
-            base = torch.stack([a.head_straight[r : r + h, c : c + w] for c, r in spots])
-            alpha = torch.stack([a.head_alpha[r : r + h, c : c + w, None] for c, r in spots])
-            tiles.append((spots, layer.draw(base, params) * alpha))
-        if self.scaled:
-            crop = torch.cat([a.head_rgb, a.head_alpha[..., None]], -1).repeat(batch, 1, 1, 1)
-            for spots, premul in tiles:
-                h, w = premul.shape[1:3]
-                for b, (c, r) in enumerate(spots):
-                    crop[b, r : r + h, c : c + w, :3] = premul[b]
-            big = _upscale(crop, self.layout)
-            heads, invs = _fixed_point(big[..., :3], big[..., 3:])
-        else:
-            tiles = [(spots, torch.floor(t * 255.0).to(torch.int16).cpu()) for spots, t in tiles]
+        tiles = [self._tiles(i, rows) for i in range(len(self._layers))]
         out = torch.empty(batch, self.size.height, self.size.width, 3, dtype=torch.uint8)
         for b, row in enumerate(rows):
             out[b].copy_(a.backgrounds[self.background_index(row)])
             if self.scaled:
-                head, inv = heads[b], invs[b]
+                head = torch.cat([a.head_rgb, a.head_alpha[..., None]], -1)
+                for per_frame in tiles:
+                    c, r, tile = per_frame[b]
+                    head[r : r + tile.shape[0], c : c + tile.shape[1], :3] = tile
+                big = _upscale(head[None], self.layout)[0]
+                rgb, inv = _fixed_point(big[..., :3], big[..., 3:])
             else:
-                head, inv = a.head_i16.clone(), a.inv_alpha
-                for spots, tile in tiles:
-                    c, r = spots[b]
-                    head[r : r + tile.shape[1], c : c + tile.shape[2]] = tile[b]
-            self._blend(out[b], head, inv, *self.paste_origin(row))
+                rgb, inv = a.head_i16.clone(), a.inv_alpha
+                for per_frame in tiles:
+                    c, r, tile = per_frame[b]
+                    rgb[r : r + tile.shape[0], c : c + tile.shape[1]] = tile
+            self._blend(out[b], rgb, inv, *self.paste_origin(row))
         return out
+
+    def _tiles(self, index: int, rows: list[list[float]]) -> list[tuple[int, int, torch.Tensor]]:
+        """One layer's drawn tile for each frame: (crop col, crop row, tile).
+
+        Tiles are keyed by the layer's rounded parameters and the feature shift; frames that
+        round alike share a tile, so a frame's pixels depend on its parameters alone.
+        """
+        layer, cache = self._layers[index], self._caches[index]
+        keys = []
+        for row in rows:
+            q = tuple(round(row[p] / step) for p, step in layer.steps.items())
+            dx = round(self._shift_px[0] * row[P.YAW])
+            dy = round(self._shift_px[1] * row[P.PITCH])
+            keys.append((q, dx, dy))
+        missing = [k for k in dict.fromkeys(keys) if k not in cache]
+        if missing:
+            a, box = self._assets, layer.box
+            h, w = box.height, box.width
+            spots = [(box.col + dx, box.row + dy) for _, dx, dy in missing]
+            base = torch.stack([a.head_straight[r : r + h, c : c + w] for c, r in spots])
+            alpha = torch.stack([a.head_alpha[r : r + h, c : c + w, None] for c, r in spots])
+            qparams = torch.zeros(len(missing), N_PARAMS)
+            for j, (q, _, _) in enumerate(missing):
+                for (p, step), v in zip(layer.steps.items(), q, strict=True):
+                    qparams[j, p] = v * step
+            premul = layer.draw(base, qparams.to(self.device)) * alpha
+            if not self.scaled:
+                premul = torch.floor(premul * 255.0).to(torch.int16)
+            for key, spot, tile in zip(missing, spots, premul.cpu(), strict=True):
+                cache[key] = (spot[0], spot[1], tile)
+        result = []
+        for key in keys:
+            cache.move_to_end(key)
+            result.append(cache[key])
+        while len(cache) > TILE_CACHE:
+            cache.popitem(last=False)
+        return result
 
     @staticmethod
     def _clip(frame: torch.Tensor, h: int, w: int, x0: int, y0: int):

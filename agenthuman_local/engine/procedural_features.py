@@ -67,6 +67,9 @@ class EyesLayer:
 
     def __init__(self, style: Style, unit_px: float, device: str) -> None:
         self.box = _Box(*EYES_BOX, unit_px, device)
+        # The parameters this layer reads and the steps they are rounded to, so that equal
+        # rounded values can share one drawn tile (blinks repeat the same few lid positions).
+        self.steps = {P.BLINK: 1 / 32, P.BROW: 1 / max(1, round(BROW_RAISE * unit_px))}
         self.px = px = 1.0 / unit_px
         x, y = self.box.x, self.box.y
         dev = device
@@ -153,6 +156,9 @@ class MouthLayer:
 
     def __init__(self, style: Style, unit_px: float, device: str) -> None:
         self.box = _Box(*MOUTH_BOX, unit_px, device)
+        # A 1/64 step of the jaw is under a pixel of opening at any crop size.
+        self.steps = {P.JAW: 1 / 64, P.SPREAD: 1 / 32, P.ROUND: 1 / 32, P.CLOSURE: 1 / 32}
+        self.steps[P.LISTEN] = 1 / 16
         self.style = style
         self.px = 1.0 / unit_px
         self.x = self.box.x

@@ -1,0 +1,147 @@
+"""The engine alone: render cost per renderer and size, start-up, first audio → first frame, RSS.
+
+Frames are driven by real speech (tests/data/speech.wav) so mouth, blinks and sway all move.
+Renderers run with one torch thread, as the engine sets them up, so ms/frame is per core.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import resource
+import statistics
+import tempfile
+import time
+import wave
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from agenthuman_local.engine.audio import FrameSlicer, StreamResampler, pcm16_to_float
+from agenthuman_local.engine.base import FrameSize, Renderer, frame_sample_range
+from agenthuman_local.engine.driver import Driver
+from agenthuman_local.engine.engine import Engine
+from agenthuman_local.engine.procedural import ProceduralRenderer
+from bench import Figure
+
+SPEECH_WAV = Path(__file__).resolve().parent.parent / "tests" / "data" / "speech.wav"
+SIZES = [FrameSize(1280, 720), FrameSize(512, 512), FrameSize(960, 720)]
+GOAL_SIZE = FrameSize(960, 720)
+GOAL_FPS = 100.0
+FRAMES = 150
+FPS = 25
+_tmp = tempfile.TemporaryDirectory(prefix="bench-engine-")
+
+
+def _photo(size: FrameSize) -> Renderer:
+    import cv2
+    import skimage.data
+
+    from agenthuman_local.engine.faces import prepare_face, save_avatar
+    from agenthuman_local.engine.photo import PhotoRenderer
+
+    avatar_dir = Path(_tmp.name) / "photo"
+    if not avatar_dir.exists():
+        ok, jpg = cv2.imencode(".jpg", cv2.cvtColor(skimage.data.astronaut(), cv2.COLOR_RGB2BGR))
+        save_avatar(prepare_face(jpg.tobytes()), avatar_dir)
+    return PhotoRenderer(avatar_dir, size, "cpu")
+
+
+# Every renderer to measure: name → factory(size). Adding one is one line.
+RENDERERS: dict[str, Callable[[FrameSize], Renderer]] = {
+    "procedural ada": lambda size: ProceduralRenderer("avat_local_ada", size),
+    "procedural ben": lambda size: ProceduralRenderer("avat_local_ben", size),
+    "photo astronaut": _photo,
+}
+
+
+def _speech() -> np.ndarray:
+    with wave.open(str(SPEECH_WAV)) as w:
+        return pcm16_to_float(w.readframes(w.getnframes()))
+
+
+def _speech_params(samples: np.ndarray) -> torch.Tensor:
+    driver = Driver(FPS, seed=0, deterministic=True)
+    windows = [samples[slice(*frame_sample_range(n, FPS))] for n in range(FRAMES + 1)]
+    rows = [driver.step(windows[n], windows[n + 1 : n + 2]) for n in range(FRAMES)]
+    return torch.from_numpy(np.stack(rows))
+
+
+def _render_figures(name: str, make: Callable[[FrameSize], Renderer], params: torch.Tensor):
+    figures = []
+    for size in SIZES:
+        try:
+            renderer = make(size)
+        except ImportError as exc:
+            print(f"  skipping {name}: {exc}")
+            return figures
+        for i in range(5):
+            renderer.render(params[i : i + 1])
+        times = []
+        for i in range(FRAMES):
+            start = time.perf_counter()
+            renderer.render(params[i : i + 1])
+            times.append((time.perf_counter() - start) * 1000.0)
+        median = statistics.median(times)
+        p95 = float(np.percentile(times, 95))
+        where = f"{name} {size.width}x{size.height}"
+        cond = "batch 1, 1 torch thread, speech-driven params"
+        figures.append(Figure("engine", f"{where} ms/frame median", median, "ms", conditions=cond))
+        figures.append(Figure("engine", f"{where} ms/frame p95", p95, "ms", conditions=cond))
+        goal = f">= {GOAL_FPS:g}" if size == GOAL_SIZE else None
+        figures.append(
+            Figure("engine", f"{where} fps per core", 1000.0 / median, "fps", goal, cond)
+        )
+    return figures
+
+
+def _first_frame_ms(samples: np.ndarray) -> float:
+    """First 200 ms chunk of 24 kHz PCM in → first rendered frame out, engine warm."""
+    pcm24 = StreamResampler(16000, 24000).process(samples[3200:6400])  # speech, not silence
+    chunk = (np.clip(pcm24, -1, 1) * 32767).astype("<i2").tobytes()
+    renderer = ProceduralRenderer("avat_local_ada", GOAL_SIZE)
+    runs = []
+    for _ in range(20):
+        driver, resampler, slicer = (
+            Driver(FPS, deterministic=True),
+            StreamResampler(24000),
+            FrameSlicer(FPS),
+        )
+        start = time.perf_counter()
+        slicer.push(resampler.process(pcm16_to_float(chunk)))
+        ahead = slicer.peek(1)
+        _, current = slicer.pop()  # type: ignore[misc]
+        params = driver.step(current, [ahead] if ahead is not None else [])
+        renderer.render(torch.from_numpy(params)[None])
+        runs.append((time.perf_counter() - start) * 1000.0)
+    return statistics.median(runs)
+
+
+def run() -> list[Figure]:
+    torch.set_num_threads(1)
+    figures = []
+    start = time.perf_counter()
+    asyncio.run(Engine().load())
+    figures.append(
+        Figure(
+            "engine", "engine load (warm shipped avatars)", time.perf_counter() - start, "s", "<= 5"
+        )
+    )
+    samples = _speech()
+    params = _speech_params(samples)
+    for name, make in RENDERERS.items():
+        print(f"  {name} ...", flush=True)
+        figures.extend(_render_figures(name, make, params))
+    figures.append(
+        Figure(
+            "engine",
+            "first audio chunk -> first frame (engine alone)",
+            _first_frame_ms(samples),
+            "ms",
+            conditions="200 ms chunk of 24 kHz PCM, 960x720, warm renderer",
+        )
+    )
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    figures.append(Figure("engine", "peak RSS", peak_mb, "MB"))
+    return figures

@@ -102,6 +102,9 @@ class Conn:
             self.events.append(json.loads(msg.data))
         elif msg.type is WSMsgType.BINARY:
             self.media.append(msg.data)
+        elif msg.type is WSMsgType.CLOSE:
+            self.close_code = msg.data  # the code the server sent
+            return False
         else:
             self.close_code = self.ws.close_code
             return False

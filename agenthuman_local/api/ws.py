@@ -69,6 +69,9 @@ class WsLink:
         self._idle = asyncio.Event()
         self._idle.set()
         self._closing = False
+        self.close_request: asyncio.Future[tuple[int, str]] = (
+            asyncio.get_running_loop().create_future()
+        )
         self._writer = asyncio.create_task(self._write(), name=f"ws:{session_id}:writer")
 
     def send_event(self, event: dict[str, Any]) -> bool:
@@ -113,11 +116,26 @@ class WsLink:
             self._idle.set()
 
     async def close(self, code: int, reason: str) -> None:
-        """Send what is queued (briefly), then close with `code`."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._idle.wait(), 2.0)
-        self._closing = True
-        await self.ws.close(code=code, message=reason.encode())
+        """Ask the socket's handler to close it with `code` once what is queued is sent.
+
+        Callable from any task; returns at once, so ending a session never waits on a client.
+        The handler itself closes, because aiohttp drops the connection without a clean close
+        handshake when a task other than the reader closes the socket.
+        """
+        if not self.close_request.done():
+            self.close_request.set_result((code, reason))
+
+    async def finish(self) -> None:
+        """The handler's last step: honour a close request, stop the writer."""
+        try:
+            if self.close_request.done() and not self.ws.closed:
+                code, reason = self.close_request.result()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._idle.wait(), 2.0)
+                self._closing = True
+                await self.ws.close(code=code, message=reason.encode())
+        finally:
+            await self.aclose()
 
     async def aclose(self) -> None:
         self._closing = True
@@ -222,25 +240,36 @@ async def session_ws(request: web.Request) -> web.WebSocketResponse:
                 sample_rate_hz=init.sample_rate_hz,
             )
             runner.add_sink(sink)
-        await _read(ws, runner, init.sample_rate_hz)
+        await _read(ws, runner, init.sample_rate_hz, link)
     finally:
         if sink is not None:
             if live.runner is not None:
                 live.runner.remove_sink(sink)
             await sink.aclose()
         live.disconnect(link)
-        await link.aclose()
+        await link.finish()
     return ws
 
 
-async def _read(ws: web.WebSocketResponse, runner: SessionRunner, sample_rate_hz: int) -> None:
-    async for msg in ws:
+async def _read(
+    ws: web.WebSocketResponse, runner: SessionRunner, sample_rate_hz: int, link: WsLink
+) -> None:
+    """Until the client goes or someone asks `link` to close the socket."""
+    while True:
+        receive = asyncio.ensure_future(ws.receive())
+        await asyncio.wait({receive, link.close_request}, return_when=asyncio.FIRST_COMPLETED)
+        if not receive.done():
+            receive.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await receive
+            return
+        msg = receive.result()
         try:
             if msg.type is WSMsgType.TEXT:
                 _dispatch(runner, protocol.parse_text(msg.data))
             elif msg.type is WSMsgType.BINARY:
                 _dispatch(runner, protocol.parse_binary(msg.data, sample_rate_hz))
-            elif msg.type is WSMsgType.ERROR:
+            else:
                 return
         except protocol.ProtocolError as exc:
             runner.emit_error(exc.code, exc.message)

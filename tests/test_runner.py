@@ -318,3 +318,17 @@ async def test_aclose_is_idempotent_and_ends_live_utterances(worker):
     assert h.sink.closed
     names = {t.get_name() for t in asyncio.all_tasks()}
     assert not any(n.startswith("session:") for n in names)
+
+
+async def test_listening_pose_reaches_the_frames(worker):
+    h = Harness(worker)
+    await h.start()
+    await h.step(3)
+    assert int(h.frames[-1].rgb[0, 5, 1]) < 30
+    h.runner.set_listening(True)
+    await h.step(30)
+    assert int(h.frames[-1].rgb[0, 5, 1]) > 128
+    h.runner.set_listening(False)
+    await h.step(40)
+    assert int(h.frames[-1].rgb[0, 5, 1]) < 30
+    await h.runner.aclose("client_request")

@@ -256,8 +256,9 @@ async def _read(
 ) -> None:
     """Until the client goes or someone asks `link` to close the socket."""
     while True:
-        receive = asyncio.ensure_future(ws.receive())
-        await asyncio.wait({receive, link.close_request}, return_when=asyncio.FIRST_COMPLETED)
+        receive: asyncio.Future[Any] = asyncio.ensure_future(ws.receive())
+        waiting: set[asyncio.Future[Any]] = {receive, link.close_request}
+        await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
         if not receive.done():
             receive.cancel()
             with contextlib.suppress(asyncio.CancelledError):

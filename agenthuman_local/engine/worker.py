@@ -171,7 +171,9 @@ class RenderWorker:
                 # server must answer /healthz before that (SPEC §12).
                 import torch
 
-                params = torch.from_numpy(np.stack([j.params for j in group]))
+                params = torch.from_numpy(
+                    np.stack([j.params for j in group if j.params is not None])
+                )
                 with torch.inference_mode():
                     out = group[0].renderer.render(params)
                 images = out.numpy() if isinstance(out, torch.Tensor) else np.asarray(out)

@@ -9,6 +9,8 @@ eyes, and a paste into a copy of the cached background. Batched over frames; run
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
@@ -17,7 +19,12 @@ import torch
 import torch.nn.functional as F
 
 from agenthuman_local.engine.base import N_PARAMS, FrameSize, P
-from agenthuman_local.engine.photo_fields import CropGeometry, border_window, build_fields
+from agenthuman_local.engine.photo_fields import (
+    JAW_DROP_ED,
+    CropGeometry,
+    border_window,
+    build_fields,
+)
 from agenthuman_local.engine.photo_lids import EyeLids
 from agenthuman_local.engine.photo_mouth import InnerMouth
 from agenthuman_local.engine.rig import Rig
@@ -27,6 +34,7 @@ MAX_CROP_PX = 384
 _CROP_W_ED = 3.6
 _CROP_H_ED = 3.9
 _CROP_TOP_ED = 1.2  # crop top above the eyes
+_LIP_SEAL = 0.08  # JAW below this keeps the lips together
 _EYES_AT = 0.36  # where the eyes sit, as a fraction of the frame height, when the photo allows
 
 
@@ -132,7 +140,12 @@ class PhotoRenderer:
 
     def _coefficients(self, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         p = params.to(self._face.device, torch.float32)
-        jaw = p[:, P.JAW].clamp(0, 1)
+        # Soft lips stay sealed over the first few millimetres of jaw travel; without this
+        # the smallest jaw motion (the driver's anticipation, the tail of a release) would
+        # already show a dark line.
+        # Past that they peel apart progressively, so the opening grows a little slower than
+        # the jaw at first.
+        jaw = ((p[:, P.JAW] - _LIP_SEAL) / (1.0 - _LIP_SEAL)).clamp(0, 1) ** 1.35
         rnd = p[:, P.ROUND].clamp(0, 1)
         # A bilabial closure holds the lips together whatever the jaw is doing.
         jaw = jaw * (1.0 - 0.9 * p[:, P.CLOSURE].clamp(0, 1))
@@ -160,6 +173,30 @@ class PhotoRenderer:
             dim=1,
         ).clamp(-1.5, 1.5)
         return face, head
+
+    def mouth_region(self, params_row: Sequence[float] | None = None) -> tuple[int, int, int, int]:
+        """(x0, y0, x1, y1) frame pixels around the mouth, for the lip-sync check.
+
+        With a frame's parameters, where that frame's mouth is (head motion included); without,
+        a box that holds the mouth in any pose.
+        """
+        rig, ed = self.rig, self.rig.eye_distance
+        half_w = rig.mouth_width / 2
+        top, bottom = rig.lip_y - 0.05 * ed, rig.lip_y + (JAW_DROP_ED + 0.1) * ed
+        if params_row is None:
+            pad_x = pad_y = float(self._head_at_mouth.abs().sum(dim=0).max()) + 1
+            dx = dy = 0.0
+        else:
+            row = torch.tensor([list(params_row)], dtype=torch.float32)
+            _, head = self._coefficients(row)
+            dx, dy = (head.to(self._head_at_mouth.device) @ self._head_at_mouth)[0].tolist()
+            pad_x = pad_y = 1.0
+        return (
+            max(0, math.floor(rig.mouth_x - half_w + dx - pad_x)),
+            max(0, math.floor(top + dy - pad_y)),
+            min(self.size.width, math.ceil(rig.mouth_x + half_w + dx + pad_x)),
+            min(self.size.height, math.ceil(bottom + dy + pad_y)),
+        )
 
     def _to_pixels(self, grid: torch.Tensor) -> torch.Tensor:
         """grid_sample's normalised coordinates → crop pixel indices."""

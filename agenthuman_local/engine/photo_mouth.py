@@ -40,9 +40,11 @@ class InnerMouth:
         self.rows = slice(y0, y1)
         self.cols = slice(x0, x1)
         self._drop = drop
-        # Upper teeth show under the upper lip unless the photo already shows its own.
+        # Upper teeth show under the upper lip unless the photo already shows its own. The
+        # lower incisors' edges show above the lower lip in every photo: the lip line is set
+        # under the photo's upper teeth, so its lower teeth (if any) are hidden by the lip.
         self._upper_teeth_px = 0.0 if geo.teeth_visible else 0.2 * geo.half_w
-        self._lower_teeth_px = 0.0 if geo.teeth_visible else 0.1 * geo.half_w
+        self._lower_teeth_px = 0.14 * geo.half_w
         self._tooth_w = 0.28 * geo.half_w
 
     def _line(self, x: torch.Tensor) -> torch.Tensor:
@@ -97,7 +99,7 @@ class InnerMouth:
             across_lo = (1.0 - (u / 0.55) ** 2).clamp(min=0.0)
             lower = (self._lower_teeth_px * across_lo.sqrt() - to_bottom + 0.5).clamp(0.0, 1.0)
             lower = lower * openness.sqrt()
-            shade = (0.5 + 0.25 * across_lo) * gaps
+            shade = (0.62 + 0.25 * across_lo) * gaps
             colour = colour + (_rgb(_TEETH, dev) * shade - colour) * lower
         region = crop[:, :, self.rows, self.cols]
         region += (colour - region) * alpha

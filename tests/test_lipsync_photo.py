@@ -1,0 +1,97 @@
+"""Lip sync of the photo avatar, measured from its rendered pixels (research/models.md §3.1).
+
+The same check and bounds as tests/test_lipsync.py, on the astronaut photo through the real
+upload-face pipeline, the real driver and the photo renderer; the mouth region comes from the
+rig (and follows the head, frame by frame).
+"""
+
+from __future__ import annotations
+
+import wave
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import skimage.data
+import torch
+
+from agenthuman_local.engine.audio import pcm16_to_float
+from agenthuman_local.engine.base import FrameSize
+from agenthuman_local.engine.faces import prepare_face, save_avatar
+from agenthuman_local.engine.lipsync_check import (
+    drive,
+    envelope_db,
+    measure_sync,
+    mouth_fraction,
+    silent_mask,
+)
+from agenthuman_local.engine.photo import PhotoRenderer
+
+SPEECH_WAV = Path(__file__).parent / "data" / "speech.wav"
+FPS = 25
+
+
+def _speech() -> np.ndarray:
+    with wave.open(str(SPEECH_WAV)) as w:
+        return pcm16_to_float(w.readframes(w.getnframes()))
+
+
+@pytest.fixture(scope="module")
+def measured(tmp_path_factory: pytest.TempPathFactory) -> tuple[np.ndarray, np.ndarray]:
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(skimage.data.astronaut(), cv2.COLOR_RGB2BGR))
+    assert ok
+    avatar_dir = tmp_path_factory.mktemp("avatars") / "avat_astronaut"
+    save_avatar(prepare_face(buf.tobytes()), avatar_dir)
+    renderer = PhotoRenderer(avatar_dir, FrameSize(640, 480))
+    samples = _speech()
+    mouth = []
+    for frames, params in drive(renderer, samples, FPS):
+        regions = [renderer.mouth_region(row) for row in params.tolist()]
+        mouth.append(mouth_fraction(frames, regions))
+    return envelope_db(samples, FPS), np.concatenate(mouth)
+
+
+def test_mouth_follows_the_speech_envelope(measured: tuple[np.ndarray, np.ndarray]) -> None:
+    envelope, mouth = measured
+    report = measure_sync(envelope, mouth)
+    assert report.r_best >= 0.6, report
+    assert abs(report.best_lag) <= 1, report
+
+
+def test_unrelated_audio_does_not_correlate(measured: tuple[np.ndarray, np.ndarray]) -> None:
+    envelope, mouth = measured
+    unrelated = np.roll(envelope, 2 * FPS)  # the same speech, 2 s off
+    assert measure_sync(unrelated, mouth).r_at_zero < 0.2
+
+
+def test_a_late_video_is_measured_late(measured: tuple[np.ndarray, np.ndarray]) -> None:
+    envelope, mouth = measured
+    late = np.concatenate([np.full(3, mouth[0]), mouth[:-3]])
+    report = measure_sync(envelope, late)
+    assert abs(report.best_lag - 3) <= 1, report
+    assert report.r_at_zero < report.r_best - 0.1
+
+
+def test_mouth_is_closed_in_silence(measured: tuple[np.ndarray, np.ndarray]) -> None:
+    envelope, mouth = measured
+    silent = silent_mask(envelope)
+    assert 20 <= silent.sum() <= len(envelope) - 100
+    speaking = mouth[~silent].mean()
+    assert speaking > 0.02
+    assert mouth[silent].mean() < 0.1 * speaking
+    assert (mouth[silent] > 0.2 * speaking).sum() <= 0.1 * silent.sum()
+
+
+def test_the_region_follows_the_head(tmp_path: Path) -> None:
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(skimage.data.astronaut(), cv2.COLOR_RGB2BGR))
+    assert ok
+    save_avatar(prepare_face(buf.tobytes()), tmp_path / "a")
+    renderer = PhotoRenderer(tmp_path / "a", FrameSize(640, 480))
+    still = renderer.mouth_region([0.0] * 13)
+    moved = renderer.mouth_region([0.0] * 6 + [0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0])  # TX = 1
+    assert moved[0] > still[0] and moved[2] > still[2]
+    assert moved[1] == still[1]
+    anywhere = renderer.mouth_region()
+    assert anywhere[0] <= moved[0] and anywhere[2] >= moved[2]
+    assert torch.tensor(anywhere).min() >= 0

@@ -5,9 +5,9 @@ that runs. Frames are scheduled ahead of the clock — up to `ahead_frames` whil
 `idle_ahead_frames` while idle, so new audio is never stuck behind a long run of pre-rendered
 silence — and each tick publishes exactly one frame with exactly its audio. If a frame's image is
 not ready at its tick the previous image is shown with the frame's own audio (late), so audio and
-video never drift. An interrupt throws away every scheduled frame, rewinds the driver to the
-last published frame and continues from there with silence, so the face closes its mouth from
-where it was rather than jumping.
+video never drift. An interrupt silences the next frame, throws away the ones after it, rewinds
+the driver to that frame and continues from there with silence, so no queued speech is heard
+after the next tick and the face closes its mouth from where it was rather than jumping.
 
 Events (replies and server events alike) leave through one ordered path: the timeline, then the
 attached socket link, or an outbox that a reconnecting socket drains in order.
@@ -274,9 +274,17 @@ class SessionRunner:
         self._emit_all(self._speech.take_events())
 
     def interrupt(self) -> None:
-        """Within one frame: no queued speech is heard after the next tick."""
+        """No queued speech is heard from the next tick on; the mouth closes from there."""
         self._last_activity = self.clock.now()
-        self._rewind(0)
+        # The next frame keeps its image (rendering a new one now would make it late) but
+        # loses its audio: from the next tick on, nothing queued is heard.
+        self._rewind(1)
+        if self._pending:
+            head = self._pending[0]
+            a = head.audio
+            head.audio = FrameAudio(
+                a.frame_index, a.audio_start, a.audio_end, np.zeros_like(a.samples), ()
+            )
         confirmed = self._speech.interrupt()
         self._resampler = None
         self._emit_all(self._speech.take_events())

@@ -44,8 +44,7 @@ def test_every_size_frames_head_and_shoulders(width: int, height: int) -> None:
     frames = r.render(torch.cat([pose(), pose(tx=1.0, ty=1.0, breath=1.0, jaw=1.0)]))
     assert frames.shape == (2, height, width, 3) and frames.dtype == torch.uint8
     # The per-frame crop stays within budget; big frames scale it up instead.
-    head = r._assets.head_rgb
-    assert max(head.shape[:2]) <= MAX_CROP_PX
+    assert max(r._assets.head_alpha.shape[1:3]) <= MAX_CROP_PX
     lay = layout_for(FrameSize(width, height))
     head_h = (CROP_Y[1] - CROP_Y[0]) * lay.unit_px
     assert head_h >= 0.25 * height or head_h >= 0.5 * width  # not tiny
@@ -107,21 +106,34 @@ def test_sway_moves_only_the_head_and_leaves_no_seam(small: ProceduralRenderer) 
     row = pose(tx=1.0, ty=-1.0)[0].tolist()
     background = small._assets.backgrounds[small.background_index(row)].numpy()
     x0, y0 = small.paste_origin(row)
-    alpha = small._assets.head_alpha.numpy()
-    h, w = alpha.shape
+    clear = small._assets.inv_alpha[small.roll_index(row), ..., 0].numpy() == 128
+    h, w = clear.shape
     outside = np.ones(moved.shape[:2], bool)
-    outside[y0 : y0 + h, x0 : x0 + w] = alpha < 1e-6  # transparent parts of the crop too
+    outside[y0 : y0 + h, x0 : x0 + w] = clear  # transparent parts of the crop too
     # Everything but the head is exactly the cached background: no crop rectangle, no tear.
     assert np.array_equal(moved[outside], background[outside])
     assert np.abs(rest - moved).max() > 100  # and the head did move
 
 
-def test_listening_and_brows_change_the_face(small: ProceduralRenderer) -> None:
-    rest, listen, brows = small.render(
-        torch.cat([pose(), pose(listen=1.0), pose(brow=1.0)])
-    ).numpy()
-    assert np.abs(rest.astype(int) - listen).sum() > 0
-    assert np.abs(rest.astype(int) - brows).sum() > 0
+def test_listening_brows_and_roll_change_the_face(small: ProceduralRenderer) -> None:
+    rest, listen, brows, left, right = (
+        small.render(
+            torch.cat([pose(), pose(listen=1.0), pose(brow=1.0), pose(roll=-1.0), pose(roll=1.0)])
+        )
+        .numpy()
+        .astype(int)
+    )
+    assert np.abs(rest - listen).sum() > 0
+    assert np.abs(rest - brows).sum() > 0
+    # A tilt moves the top of the head sideways, opposite ways for opposite rolls.
+    lay = small.layout
+    top = int(lay.centre_y - 0.55 * lay.unit_px)
+
+    def hair_centre(frame: np.ndarray) -> float:
+        dark = np.flatnonzero(luma(frame[top].astype(np.uint8)) < 0.4)
+        return float(dark.mean())
+
+    assert hair_centre(left) + 2 < hair_centre(rest) < hair_centre(right) - 2
 
 
 def test_ada_and_ben_are_clearly_different() -> None:

@@ -11,6 +11,7 @@ import asyncio
 import functools
 import struct
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -72,10 +73,10 @@ class Engine:
             # Per-frame work is many small tensor ops: extra intra-op threads only add
             # hand-off cost and fight the other sessions' render threads for the cores.
             torch.set_num_threads(self._torch_threads)
-        rest = torch.zeros(1, N_PARAMS)
-        for avatar_id in SHIPPED_AVATARS:
-            for size in self._warm_sizes:
-                ProceduralRenderer(avatar_id, size).render(rest)
+        jobs = [(a, size) for a in SHIPPED_AVATARS for size in self._warm_sizes]
+        # Two painters: torch releases the GIL, and start-up has the cores to itself.
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="engine-warm") as pool:
+            list(pool.map(lambda job: _warm_one(*job), jobs))
 
     def make_driver(self, fps: int | None = None) -> Driver:
         return Driver(fps or self.fps, seed=self.seed, deterministic=self.deterministic)
@@ -106,6 +107,10 @@ class Engine:
         if avatar_id not in STYLES:
             raise UnknownAvatarError(avatar_id)
         return _preview_png(avatar_id)
+
+
+def _warm_one(avatar_id: str, size: FrameSize) -> None:
+    ProceduralRenderer(avatar_id, size).render(torch.zeros(1, N_PARAMS))
 
 
 @functools.lru_cache(maxsize=8)

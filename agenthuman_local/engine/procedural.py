@@ -41,6 +41,10 @@ SWAY_Y = 0.03  # per unit of TY
 BREATH_LIFT = 0.012  # shoulder rise at full inhale, head units
 BREATH_STEPS = 4  # pre-painted backgrounds between exhale and inhale
 TILE_CACHE = 96  # drawn feature tiles kept per layer (a few MB)
+# Head tilt: pre-rotated heads in whole steps, so a frame only picks one.
+ROLL_STEPS = 9
+ROLL_STEP_DEG = 1.0
+ROLL_PIVOT_Y = 0.45  # head units: the top of the neck
 # Half-width, top and bottom of everything dark the mouth can show, head units.
 MOUTH_REACH = (0.145, MOUTH_Y - 0.055, MOUTH_Y + 0.135)
 Region = tuple[int, int, int, int]
@@ -73,24 +77,17 @@ def check_size(size: FrameSize) -> None:
             raise ValueError(f"frame {name} must be even and {MIN_SIDE}..{MAX_SIDE}, got {v}")
 
 
-def _box_px(box: tuple[float, float, float, float], unit: float) -> tuple[int, int, int, int]:
-    """A feature box in crop pixels: (col0, col1, row0, row1)."""
-    return (
-        math.floor((box[0] - CROP_X[0]) * unit),
-        math.ceil((box[1] - CROP_X[0]) * unit),
-        math.floor((box[2] - CROP_Y[0]) * unit),
-        math.ceil((box[3] - CROP_Y[0]) * unit),
-    )
-
-
 @dataclass(frozen=True)
 class _Assets:
-    backgrounds: torch.Tensor  # uint8 [K, H, W, 3], shoulders lifted 0..K-1 px
-    head_rgb: torch.Tensor  # float [h, w, 3] premultiplied, crop pixels
-    head_alpha: torch.Tensor  # float [h, w]
-    head_straight: torch.Tensor  # float [h, w, 3] un-premultiplied, what features draw over
-    head_i16: torch.Tensor  # int16 [h2, w2, 3] premultiplied, output pixels
-    inv_alpha: torch.Tensor  # int16 [h2, w2, 1], (1 - alpha) · 128
+    """Everything still, per style and size. Heads come in ROLL_STEPS tilts, index 0 = leftmost."""
+
+    backgrounds: torch.Tensor  # uint8 [lifts, H, W, 3], shoulders raised by breath
+    head_alpha: torch.Tensor  # float16 [tilts, h, w], crop pixels
+    head_straight: (
+        torch.Tensor
+    )  # float16 [tilts, h, w, 3] un-premultiplied: what features draw over
+    head_i16: torch.Tensor  # int16 [tilts, h2, w2, 3] premultiplied, output pixels
+    inv_alpha: torch.Tensor  # int16 [tilts, h2, w2, 1], (1 - alpha) · 128
 
 
 @functools.lru_cache(maxsize=16)
@@ -104,13 +101,43 @@ def _assets(style: Style, width: int, height: int, device: str) -> _Assets:
     )
     backgrounds = (bgs * 255.0 + 0.5).to(torch.uint8).cpu()
     rgb, alpha = paint_head(style, lay.render_unit_px, device)
-    big_rgb, big_alpha = rgb, alpha
-    if lay.render_unit_px < lay.unit_px:
-        big = _upscale(torch.cat([rgb, alpha[..., None]], -1)[None], lay)[0]
-        big_rgb, big_alpha = big[..., :3], big[..., 3]
-    straight = rgb / alpha[..., None].clamp(min=1e-3)
-    head_i16, inv_alpha = _fixed_point(big_rgb, big_alpha[..., None])
-    return _Assets(backgrounds, rgb, alpha, straight, head_i16, inv_alpha)
+    tilts = _tilted(torch.cat([rgb, alpha[..., None]], -1), lay.render_unit_px)
+    alphas = tilts[..., 3]
+    straight = tilts[..., :3] / alphas[..., None].clamp(min=1e-3)
+    big = _upscale(tilts, lay) if lay.render_unit_px < lay.unit_px else tilts
+    head_i16, inv_alpha = _fixed_point(big[..., :3], big[..., 3:])
+    return _Assets(backgrounds, alphas.half(), straight.half(), head_i16, inv_alpha)
+
+
+def roll_pivot(unit: float) -> tuple[float, float]:
+    """Where the head tilts about (the top of the neck), in crop pixels."""
+    return (-CROP_X[0] * unit, (ROLL_PIVOT_Y - CROP_Y[0]) * unit)
+
+
+def _tilted(rgba: torch.Tensor, unit: float) -> torch.Tensor:
+    """Premultiplied [h, w, 4] → [ROLL_STEPS, h, w, 4], rotated about the neck."""
+    h, w = rgba.shape[:2]
+    px, py = roll_pivot(unit)
+    ys, xs = torch.meshgrid(
+        torch.arange(h, dtype=torch.float32, device=rgba.device),
+        torch.arange(w, dtype=torch.float32, device=rgba.device),
+        indexing="ij",
+    )
+    grids = []
+    for k in range(ROLL_STEPS):
+        theta = math.radians(roll_degrees(k))
+        cos, sin = math.cos(theta), math.sin(theta)
+        # Sample the upright head where each output pixel came from (inverse rotation).
+        sx = px + cos * (xs - px) + sin * (ys - py)
+        sy = py - sin * (xs - px) + cos * (ys - py)
+        grids.append(torch.stack([(2 * sx + 1) / w - 1, (2 * sy + 1) / h - 1], -1))
+    src = rgba.permute(2, 0, 1)[None].expand(ROLL_STEPS, -1, -1, -1)
+    out = F.grid_sample(src, torch.stack(grids), align_corners=False, padding_mode="zeros")
+    return out.permute(0, 2, 3, 1).contiguous()
+
+
+def roll_degrees(index: int) -> float:
+    return (index - ROLL_STEPS // 2) * ROLL_STEP_DEG
 
 
 def _fixed_point(premul: torch.Tensor, alpha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -152,6 +179,18 @@ class ProceduralRenderer:
         self._caches: list[OrderedDict[tuple, tuple[int, int, torch.Tensor]]] = [
             OrderedDict() for _ in self._layers
         ]
+        px, py = roll_pivot(u)
+        self._tilt_offsets = []
+        for layer in self._layers:
+            bx = layer.box.col + layer.box.width / 2 - px
+            by = layer.box.row + layer.box.height / 2 - py
+            offsets = []
+            for k in range(ROLL_STEPS):
+                theta = math.radians(roll_degrees(k))
+                rx = math.cos(theta) * bx - math.sin(theta) * by
+                ry = math.sin(theta) * bx + math.cos(theta) * by
+                offsets.append((round(rx - bx), round(ry - by)))
+            self._tilt_offsets.append(offsets)
 
     @property
     def scaled(self) -> bool:
@@ -169,6 +208,12 @@ class ProceduralRenderer:
             round(lay.centre_x + CROP_X[0] * lay.unit_px + dx),
             round(lay.centre_y + CROP_Y[0] * lay.unit_px + dy),
         )
+
+    def roll_index(self, params_row: Sequence[float]) -> int:
+        """Which pre-tilted head a frame uses: ROLL ±1 is ±4 degrees."""
+        steps = params_row[P.ROLL] * 4.0 / ROLL_STEP_DEG
+        half = ROLL_STEPS // 2
+        return half + min(half, max(-half, math.floor(steps + 0.5)))
 
     def background_index(self, params_row: Sequence[float]) -> int:
         """Which pre-painted background (shoulders raised by that many pixels) a frame uses."""
@@ -209,15 +254,17 @@ class ProceduralRenderer:
         out = torch.empty(batch, self.size.height, self.size.width, 3, dtype=torch.uint8)
         for b, row in enumerate(rows):
             out[b].copy_(a.backgrounds[self.background_index(row)])
+            k = self.roll_index(row)
             if self.scaled:
-                head = torch.cat([a.head_rgb, a.head_alpha[..., None]], -1)
+                alpha = a.head_alpha[k].float()[..., None]
+                head = torch.cat([a.head_straight[k].float() * alpha, alpha], -1)
                 for per_frame in tiles:
                     c, r, tile = per_frame[b]
                     head[r : r + tile.shape[0], c : c + tile.shape[1], :3] = tile
                 big = _upscale(head[None], self.layout)[0]
                 rgb, inv = _fixed_point(big[..., :3], big[..., 3:])
             else:
-                rgb, inv = a.head_i16.clone(), a.inv_alpha
+                rgb, inv = a.head_i16[k].clone(), a.inv_alpha[k]
                 for per_frame in tiles:
                     c, r, tile = per_frame[b]
                     rgb[r : r + tile.shape[0], c : c + tile.shape[1]] = tile
@@ -234,18 +281,22 @@ class ProceduralRenderer:
         keys = []
         for row in rows:
             q = tuple(round(row[p] / step) for p, step in layer.steps.items())
-            dx = round(self._shift_px[0] * row[P.YAW])
-            dy = round(self._shift_px[1] * row[P.PITCH])
-            keys.append((q, dx, dy))
-        missing = [k for k in dict.fromkeys(keys) if k not in cache]
+            k = self.roll_index(row)
+            # The box rides on the tilted head; its contents stay upright (a few degrees).
+            tx, ty = self._tilt_offsets[index][k]
+            dx = round(self._shift_px[0] * row[P.YAW]) + tx
+            dy = round(self._shift_px[1] * row[P.PITCH]) + ty
+            keys.append((q, dx, dy, k))
+        missing = [key for key in dict.fromkeys(keys) if key not in cache]
         if missing:
             a, box = self._assets, layer.box
             h, w = box.height, box.width
-            spots = [(box.col + dx, box.row + dy) for _, dx, dy in missing]
-            base = torch.stack([a.head_straight[r : r + h, c : c + w] for c, r in spots])
-            alpha = torch.stack([a.head_alpha[r : r + h, c : c + w, None] for c, r in spots])
+            spots = [(box.col + dx, box.row + dy, k) for _, dx, dy, k in missing]
+            base = torch.stack([a.head_straight[k, r : r + h, c : c + w] for c, r, k in spots])
+            alpha = torch.stack([a.head_alpha[k, r : r + h, c : c + w, None] for c, r, k in spots])
+            base, alpha = base.float(), alpha.float()
             qparams = torch.zeros(len(missing), N_PARAMS)
-            for j, (q, _, _) in enumerate(missing):
+            for j, (q, _, _, _) in enumerate(missing):
                 for (p, step), v in zip(layer.steps.items(), q, strict=True):
                     qparams[j, p] = v * step
             premul = layer.draw(base, qparams.to(self.device)) * alpha

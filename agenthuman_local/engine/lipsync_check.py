@@ -49,10 +49,13 @@ def mouth_fraction(frames: np.ndarray, regions: Region | Sequence[Region]) -> np
     `regions` is one region for every frame, or one per frame (a renderer that sways can say
     where each frame's mouth is).
     """
+    per_frame: list[Region]
     if len(regions) == 4 and all(isinstance(v, int | np.integer) for v in regions):
-        regions = [regions] * len(frames)  # type: ignore[list-item]
+        per_frame = [regions] * len(frames)  # type: ignore[list-item]
+    else:
+        per_frame = list(regions)  # type: ignore[arg-type]
     out = np.empty(len(frames))
-    for i, (frame, (x0, y0, x1, y1)) in enumerate(zip(frames, regions, strict=True)):
+    for i, (frame, (x0, y0, x1, y1)) in enumerate(zip(frames, per_frame, strict=True)):
         crop = frame[y0:y1, x0:x1].astype(np.float32) / 255.0
         r, g, b = crop[..., 0], crop[..., 1], crop[..., 2]
         luma = 0.299 * r + 0.587 * g + 0.114 * b

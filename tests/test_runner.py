@@ -226,10 +226,11 @@ async def test_grace_ends_a_detached_session_unless_it_reattaches(worker):
     await h.start()
     h.runner.detach(h.link)
     await h.step(20)  # 0.8 s
-    h.runner.attach(ListLink())
+    second = ListLink()
+    h.runner.attach(second)
     await h.step(30)
     assert h.ended == []
-    h.runner.detach(h.runner._link)
+    h.runner.detach(second)
     await h.step(30)
     assert h.ended == ["websocket_closed"]
     await h.runner.aclose("websocket_closed")

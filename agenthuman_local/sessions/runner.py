@@ -22,7 +22,7 @@ import logging
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
@@ -31,6 +31,7 @@ from agenthuman_local.engine.audio import StreamResampler
 from agenthuman_local.engine.base import SAMPLE_RATE_HZ, frame_sample_range
 from agenthuman_local.engine.worker import RenderJob, RenderWorker, WorkerClosed, WorkerFull
 from agenthuman_local.sessions.clock import Clock, Pacer
+from agenthuman_local.sessions.outbox import EventLink, Outbox
 from agenthuman_local.sessions.sinks import PublishedFrame, Sink
 from agenthuman_local.sessions.speech import BufferFull, FrameAudio, SpeechQueue, samples_to_ms
 from agenthuman_local.sessions.timeline import Timeline
@@ -38,12 +39,6 @@ from agenthuman_local.sessions.timeline import Timeline
 log = logging.getLogger(__name__)
 
 E_RENDER_FAILED = "RENDER_FAILED"
-
-
-class EventLink(Protocol):
-    """The socket side: takes one event for sending; False when it can no longer send."""
-
-    def send_event(self, event: dict[str, Any]) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -111,8 +106,7 @@ class SessionRunner:
         self._resampler: StreamResampler | None = None
         self._last_rgb: np.ndarray | None = None
         self._pts_ms = 0
-        self._link: EventLink | None = None
-        self._outbox: deque[dict[str, Any]] = deque()
+        self._outbox = Outbox(options.max_outbox_events)
         self._detached_at: float | None = None
         self._last_activity = clock.now()
         self._expires_at = (
@@ -126,7 +120,6 @@ class SessionRunner:
         self.frames_published = 0
         self.frames_late = 0
         self.frames_repeated = 0
-        self.events_dropped = 0
         self.first_frame_latency_ms: float | None = None
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -196,37 +189,21 @@ class SessionRunner:
 
     def attach(self, link: EventLink) -> None:
         """A socket with a valid session.init: events missed while detached go first, in order."""
-        self._link = link
-        self._detached_at = None
-        while self._outbox:
-            event = self._outbox.popleft()
-            if not link.send_event(event):
-                self._outbox.appendleft(event)
-                self.detach(link)
-                return
+        self._detached_at = None if self._outbox.attach(link) else self.clock.now()
 
     def detach(self, link: EventLink, unsent: list[dict[str, Any]] | None = None) -> None:
         """The socket closed; `unsent` are events it took but never sent (they go first)."""
-        if unsent:
-            self._outbox.extendleft(reversed(unsent))
-        if self._link is link:
-            self._link = None
+        if self._outbox.detach(link, unsent):
             self._detached_at = self.clock.now()
 
     @property
     def attached(self) -> bool:
-        return self._link is not None
+        return self._outbox.link is not None
 
     def _emit(self, event: dict[str, Any]) -> None:
         self.timeline.event(self._pts_ms, event)
-        if self._link is not None and self._link.send_event(event):
-            return
-        if self._link is not None:
-            self.detach(self._link)
-        if len(self._outbox) >= self.options.max_outbox_events:
-            self._outbox.popleft()
-            self.events_dropped += 1
-        self._outbox.append(event)
+        if not self._outbox.send(event):
+            self._detached_at = self.clock.now()
 
     def _emit_all(self, events: list[dict[str, Any]]) -> None:
         for event in events:

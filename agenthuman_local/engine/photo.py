@@ -22,7 +22,6 @@ from agenthuman_local.engine.base import N_PARAMS, FrameSize, P
 from agenthuman_local.engine.photo_fields import (
     JAW_DROP_ED,
     CropGeometry,
-    border_window,
     build_fields,
 )
 from agenthuman_local.engine.photo_lids import EyeLids
@@ -83,6 +82,12 @@ def _background(
     return (frame * alpha + fill * (1 - alpha)).round().clip(0, 255).astype(np.uint8)
 
 
+def _shifted(span: slice, by: int, size: int) -> tuple[slice, slice]:
+    """(destination, source-relative) slices that move `span` by `by` within [0, size)."""
+    start, stop = max(0, span.start + by), min(size, span.stop + by)
+    return slice(start, stop), slice(start - by - span.start, stop - by - span.start)
+
+
 class PhotoRenderer:
     """Renders frames of the photo avatar stored in `avatar_dir` (image.jpg + rig.json)."""
 
@@ -115,7 +120,16 @@ class PhotoRenderer:
         self._src = src.unsqueeze(0).contiguous()
         # Fields go from pixels to grid_sample's normalised units (align_corners=False).
         to_norm = torch.tensor([2.0 / crop_w, 2.0 / crop_h])
-        self._face = (fields.face * to_norm).reshape(fields.face.shape[0], -1).to(dev)
+        # The face fields are zero outside the lower face and brows: keep only their box.
+        live = (fields.face.abs() > 1e-3).any(dim=0).any(dim=-1)
+        ys_live, xs_live = live.any(dim=1).nonzero(), live.any(dim=0).nonzero()
+        self._face_box = (
+            slice(int(ys_live.min()), int(ys_live.max()) + 1),
+            slice(int(xs_live.min()), int(xs_live.max()) + 1),
+        )
+        face = fields.face[:, self._face_box[0], self._face_box[1]] * to_norm
+        self._face_hw = (face.shape[1], face.shape[2])
+        self._face = face.reshape(face.shape[0], -1).to(dev)
         self._head = (fields.head * to_norm).reshape(fields.head.shape[0], -1).to(dev)
         self._to_norm = to_norm.to(dev)
         self._head_at_mouth = fields.head_at_mouth.to(dev)
@@ -125,7 +139,7 @@ class PhotoRenderer:
         xs = (torch.arange(crop_w, dtype=torch.float32) * 2 + 1) / crop_w - 1
         gy, gx = torch.meshgrid(ys, xs, indexing="ij")
         self._identity = torch.stack([gx, gy], dim=-1).unsqueeze(0).to(dev)  # [1, h, w, 2]
-        self._feather = border_window(geo).to(dev).view(1, 1, crop_h, crop_w)
+        self._identity_flat = self._identity.reshape(1, -1)
         self._lids = EyeLids(geo, self._src)
         self._mouth = InnerMouth(geo)
         my = torch.arange(crop_h, dtype=torch.float32)[self._mouth.rows]
@@ -198,9 +212,12 @@ class PhotoRenderer:
             min(self.size.height, math.ceil(bottom + dy + pad_y)),
         )
 
-    def _to_pixels(self, grid: torch.Tensor) -> torch.Tensor:
-        """grid_sample's normalised coordinates → crop pixel indices."""
-        return (grid + 1) / self._to_norm - 0.5
+    def _face_frame(self, d_head_px: torch.Tensor, rows: slice, cols: slice) -> torch.Tensor:
+        """Face-frame pixel positions of a patch: where the head motion brought each pixel from."""
+        ys = torch.arange(rows.start, rows.stop, dtype=torch.float32, device=d_head_px.device)
+        xs = torch.arange(cols.start, cols.stop, dtype=torch.float32, device=d_head_px.device)
+        gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+        return torch.stack([gx, gy], dim=-1).unsqueeze(0) - d_head_px[:, rows, cols]
 
     @torch.inference_mode()
     def render(self, params: torch.Tensor) -> torch.Tensor:
@@ -212,8 +229,6 @@ class PhotoRenderer:
         face_c, head_c = self._coefficients(params)
         blink = params[:, P.BLINK].to(self._face.device, torch.float32)
 
-        d_face = (face_c @ self._face).view(n, crop_h, crop_w, 2)
-        d_head = (head_c @ self._head).view(n, crop_h, crop_w, 2)
         # The head carries the deformed face along: the face field is evaluated where the head
         # moved the mouth to. Shifting it by whole pixels (the head field is nearly a translation
         # around the mouth) costs a copy instead of a second grid_sample, and keeps the lip step
@@ -221,10 +236,20 @@ class PhotoRenderer:
         shift = (
             (head_c @ self._head_at_mouth).round().clamp(-self._max_shift_px, self._max_shift_px)
         )
-        shifts = [(int(dy), int(dx)) for dx, dy in shift.tolist()]
-        if any(shifts_b != (0, 0) for shifts_b in shifts):
-            d_face = torch.stack([torch.roll(d_face[b], shifts[b], dims=(0, 1)) for b in range(n)])
-        grid = self._identity - d_head - d_face
+        grid = torch.addmm(self._identity_flat, head_c, self._head, alpha=-1.0)
+        grid = grid.view(n, crop_h, crop_w, 2)
+        d_head_px = None
+        if bool((blink > 0).any()):
+            d_head_px = (self._identity - grid) / self._to_norm
+        fh, fw = self._face_hw
+        d_face_box = (face_c @ self._face).view(n, fh, fw, 2)
+        d_face = torch.zeros_like(grid)
+        rows, cols = self._face_box
+        for b, (dx, dy) in enumerate(shift.tolist()):
+            dst_r, src_r = _shifted(rows, int(dy), crop_h)
+            dst_c, src_c = _shifted(cols, int(dx), crop_w)
+            d_face[b, dst_r, dst_c] = d_face_box[b, src_r, src_c]
+        grid -= d_face
         crop = F.grid_sample(
             self._src.expand(n, -1, -1, -1),
             grid,
@@ -237,13 +262,9 @@ class PhotoRenderer:
         rows, cols = self._mouth.rows, self._mouth.cols
         q = self._mouth_px - shift.view(n, 1, 1, 2)
         self._mouth.composite(crop, q, q - d_face[:, rows, cols] / self._to_norm)
-        if bool((blink > 0).any()):
-            qs = [
-                self._to_pixels(self._identity[:, r, c] - d_head[:, r, c])
-                for r, c in self._lids.patches()
-            ]
+        if d_head_px is not None:
+            qs = [self._face_frame(d_head_px, r, c) for r, c in self._lids.patches()]
             self._lids.composite(crop, qs, blink)
-        crop = self._src + (crop - self._src) * self._feather
         frames = self._background.unsqueeze(0).repeat(n, 1, 1, 1)
         frames[:, self._rows, self._cols] = (
             crop.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)

@@ -13,7 +13,6 @@ Pure: no aiohttp, so the store, the manager and the tests can raise and catch th
     ├── Conflict (409 INVALID_STATE): SessionEnded (and sessions.state.InvalidTransition)
     ├── PayloadTooLarge (413)
     ├── RateLimited (429)
-    ├── NotImplementedYet (501)
     └── Unavailable (503): NoCapacity, EngineLoading, StorageUnavailable
 """
 
@@ -169,13 +168,6 @@ class RateLimited(AppError):
     code = "RATE_LIMITED"
     default_message = "Too many requests"
     default_suggestion = "Wait for the number of seconds in the Retry-After header."
-
-
-class NotImplementedYet(AppError):
-    status = 501
-    code = "NOT_IMPLEMENTED"
-    default_message = "Not implemented yet"
-    default_suggestion = "This route exists but this server version does not serve it yet."
 
 
 class Unavailable(AppError):

@@ -3,8 +3,9 @@ client that sends the key and checks every response against the OpenAPI document
 
 from __future__ import annotations
 
+import asyncio
 import re
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -121,6 +122,19 @@ class ApiClient:
 
 
 MakeClient = Callable[..., Awaitable[ApiClient]]
+
+
+@pytest.fixture(autouse=True)
+async def fail_on_leaked_tasks() -> AsyncIterator[None]:
+    """Every task a test starts must be finished by the time its fixtures are torn down."""
+    before = asyncio.all_tasks()
+    yield
+    await asyncio.sleep(0)
+    current = asyncio.current_task()
+    leaked = [t for t in asyncio.all_tasks() - before if t is not current and not t.done()]
+    for task in leaked:
+        task.cancel()
+    assert not leaked, f"leaked tasks: {[t.get_name() for t in leaked]}"
 
 
 @pytest.fixture

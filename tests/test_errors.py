@@ -201,7 +201,7 @@ async def test_unsupported_platform(api: ApiClient) -> None:
     )
 
 
-# -- 409, 429, 501, 503 -------------------------------------------------------------------------
+# -- 409, 429, 503 -------------------------------------------------------------------------
 
 
 async def test_start_after_end(api: ApiClient) -> None:
@@ -218,11 +218,6 @@ async def test_rate_limited(make_client: MakeClient) -> None:
     await assert_error(response, 429, "RATE_LIMITED")
     assert 1 <= int(response.headers["Retry-After"]) <= 60
     assert response.headers["X-RateLimit-Remaining"] == "0"
-
-
-async def test_websocket_routes_are_not_served_yet(api: ApiClient) -> None:
-    await assert_error(await api.get("/v1/ws", key=None), 501, "NOT_IMPLEMENTED")
-    await assert_error(await api.get("/v1/sessions/x/ws", key=None), 501, "NOT_IMPLEMENTED")
 
 
 async def test_capacity_full(make_client: MakeClient) -> None:

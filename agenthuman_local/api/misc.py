@@ -1,4 +1,4 @@
-"""Health, usage, the OpenAPI document, and the WebSocket routes that are not served yet."""
+"""Health, usage and the OpenAPI document."""
 
 from __future__ import annotations
 
@@ -7,10 +7,8 @@ import time
 from aiohttp import web
 
 from agenthuman_local import keys
-from agenthuman_local.api.auth import public
 from agenthuman_local.api.objects import session_json
 from agenthuman_local.api.openapi import build_document
-from agenthuman_local.errors import NotImplementedYet
 from agenthuman_local.sessions.state import SessionState
 
 
@@ -47,8 +45,3 @@ async def usage(request: web.Request) -> web.Response:
 
 async def openapi_json(request: web.Request) -> web.Response:
     return web.json_response(build_document(request.app[keys.settings_key].base_url))
-
-
-@public
-async def websocket_not_ready(request: web.Request) -> web.Response:
-    raise NotImplementedYet("The session WebSocket is not served by this build yet")

@@ -80,6 +80,8 @@ class LiveSession:
         self.settings = settings
         self.runner: SessionRunner | None = None
         self.spec: MediaSpec | None = None
+        # The first valid session.init (its `room` is for the Daily output's hook).
+        self.init: protocol.SessionInit | None = None
         self.link: SocketLink | None = None
         self._pool = pool
         self._make_renderer = make_renderer
@@ -148,6 +150,7 @@ class LiveSession:
                 raise SessionClosed(self.session_id)
             resumed = self.runner is not None
             if self.runner is None:
+                self.init = init
                 self.spec = self._spec(init)
                 self.runner = await self._start_media(self.spec)
             runner, spec = self.runner, self.spec

@@ -218,6 +218,10 @@ class SessionRunner:
     def emit_error(self, code: str, message: str) -> None:
         self._emit(protocol.error_event(code, message))
 
+    def emit_state(self, state: str, reason: str | None = None) -> None:
+        """`session.state` for outputs that change the session's state (e.g. `joined_room`)."""
+        self._emit(protocol.session_state(state, reason))
+
     # --- commands --------------------------------------------------------------------------
 
     def speak(self, pcm: bytes, sample_rate_hz: int | None = None) -> None:

@@ -67,8 +67,17 @@ class InnerMouth:
         # Anti-aliased top and bottom edges, and a sub-pixel opening only partly drawn.
         alpha = (from_top + 0.5).clamp(0.0, 1.0) * (to_bottom + 0.5).clamp(0.0, 1.0)
         alpha = alpha * gap.clamp(0.0, 1.0)
-        if not bool((alpha > 0).any()):
+        # Shade only the box the opening covers in this batch: usually far smaller than the
+        # mouth box, and empty whenever the lips are together.
+        inside = (alpha > 0).any(dim=0)[0]
+        if not bool(inside.any()):
             return
+        rows_on, cols_on = inside.any(dim=1).nonzero(), inside.any(dim=0).nonzero()
+        r0, r1 = int(rows_on.min()), int(rows_on.max()) + 1
+        c0, c1 = int(cols_on.min()), int(cols_on.max()) + 1
+        qx, from_top, to_bottom, gap, alpha = (
+            v[..., r0:r1, c0:c1] for v in (qx, from_top, to_bottom, gap, alpha)
+        )
         gap = gap.clamp(min=1.0)
         t = (from_top / gap).clamp(0.0, 1.0)  # 0 at the upper lip, 1 at the lower
         u = ((qx - geo.mouth_x) / geo.half_w).clamp(-1.5, 1.5)
@@ -101,5 +110,6 @@ class InnerMouth:
             lower = lower * openness.sqrt()
             shade = (0.62 + 0.25 * across_lo) * gaps
             colour = colour + (_rgb(_TEETH, dev) * shade - colour) * lower
-        region = crop[:, :, self.rows, self.cols]
+        rows, cols = self.rows, self.cols
+        region = crop[:, :, rows.start + r0 : rows.start + r1, cols.start + c0 : cols.start + c1]
         region += (colour - region) * alpha

@@ -89,6 +89,16 @@ def measure_sync(envelope: np.ndarray, mouth: np.ndarray, max_lag: int = 12) -> 
     return SyncReport(by_lag[0], best, by_lag[best], by_lag)
 
 
+def refined_lag_frames(report: SyncReport) -> float:
+    """The best lag to a fraction of a frame: the peak of a parabola through its neighbours."""
+    lag = report.best_lag
+    if lag - 1 not in report.by_lag or lag + 1 not in report.by_lag:
+        return float(lag)
+    a, b, c = report.by_lag[lag - 1], report.by_lag[lag], report.by_lag[lag + 1]
+    curve = a - 2.0 * b + c
+    return float(lag) if curve >= 0 else lag + 0.5 * (a - c) / curve
+
+
 def silent_mask(envelope: np.ndarray, threshold_db: float = SILENCE_DB) -> np.ndarray:
     return envelope < threshold_db
 

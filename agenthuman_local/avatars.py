@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from agenthuman_local.store import Avatar
+from agenthuman_local.records import Avatar
 
 DEFAULT_AVATAR_ID = "avat_local_ada"
 # Defaults of the LiveKit plugin and of the Pipecat service (research/agenthuman-api.md §4).

@@ -1,4 +1,4 @@
-"""The SQLite store: schema and migrations, row types, and every SQL statement the server runs.
+"""The SQLite store: the schema and its migrations, and every SQL statement the server runs.
 
 One aiosqlite connection (one worker thread) in WAL mode. aiosqlite serialises single calls but
 not the statements of a transaction that spans several awaits, so one `asyncio.Lock` guards every
@@ -6,18 +6,18 @@ use of the connection; each write runs in its own `BEGIN IMMEDIATE … COMMIT`. 
 failure other than a bug of ours (locked, busy, disk full, I/O error, closed) surfaces as
 `StorageUnavailable` (503) and leaves no half-written row. The only module that imports aiosqlite.
 
-Times are stored as float unix seconds; JSON columns (`metadata`, `stats`, `tags`, …) as text.
+Rows are the dataclasses of `records.py`; times are float unix seconds; JSON columns as text.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,20 +25,10 @@ import aiosqlite
 
 from agenthuman_local import ids
 from agenthuman_local.errors import StorageUnavailable
-from agenthuman_local.sessions.state import SessionState, derive_state
+from agenthuman_local.records import STAT_KEYS, ApiKey, Avatar, Session
+from agenthuman_local.sessions.state import SessionState
 
 BUSY_TIMEOUT_MS = 5000
-STAT_KEYS = (
-    "frames_published",
-    "frames_late",
-    "frames_dropped",
-    "audio_ms_received",
-    "audio_ms_played",
-    "first_frame_latency_ms",
-)
-# Counters start at 0; the latency stays null until a first frame exists to measure.
-EMPTY_STATS: dict[str, int | None] = {k: 0 for k in STAT_KEYS} | {"first_frame_latency_ms": None}
-
 # Migration n (1-based) brings `PRAGMA user_version` from n-1 to n. Append; never edit one.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
@@ -89,103 +79,40 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
 )
 
 
-@dataclass(frozen=True)
-class ApiKey:
-    prefix: str
-    account_id: str
-    account_name: str
-    created_at: float
-    revoked_at: float | None
-
-
-@dataclass(frozen=True)
-class Avatar:
-    avatar_id: str
-    account_id: str | None  # None for the shipped public avatars
-    kind: str  # 'procedural' (drawn, no assets) or 'photo' (from upload-face)
-    name: str
-    tags: tuple[str, ...]
-    is_public: bool
-    created_at: float
-    image_path: str | None
-    preview_path: str | None
-    rig: dict[str, Any] | None
-
-
-@dataclass(frozen=True)
-class Session:
-    session_id: str
-    account_id: str
-    avatar_id: str
-    avatar_name: str  # kept so a session outlives the deletion of its avatar
-    token_hash: str
-    viewer_token: str
-    aspect_ratio: str
-    video_width: int
-    video_height: int
-    fps: int
-    metadata: dict[str, Any]
-    daily_room: dict[str, Any] | None
-    created_at: float
-    started_at: float | None = None
-    ended_at: float | None = None
-    expiration: float | None = None
-    end_reason: str | None = None
-    device: str | None = None
-    stats: Mapping[str, int | None] = field(default_factory=lambda: dict(EMPTY_STATS))
-
-    @property
-    def status(self) -> SessionState:
-        return derive_state(self.started_at, self.ended_at)
-
-    def duration_s(self, now: float) -> int:
-        """Whole seconds from start to end, live while started, 0 before start."""
-        if self.started_at is None:
-            return 0
-        end = self.ended_at if self.ended_at is not None else now
-        return max(0, int(end - self.started_at))
-
-
 def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), allow_nan=False)
 
 
+# Columns that hold JSON text.
+_SESSION_JSON = ("metadata", "daily_room", "stats")
+_AVATAR_JSON = ("tags", "rig")
+
+
+def _columns(record: Any, json_columns: tuple[str, ...]) -> dict[str, Any]:
+    """A record as {column: value}, JSON columns encoded."""
+    values = {f.name: getattr(record, f.name) for f in dataclasses.fields(record)}
+    for column in json_columns:
+        if values[column] is not None:
+            values[column] = _dumps(values[column])
+    return values
+
+
+def _decoded(row: sqlite3.Row, json_columns: tuple[str, ...]) -> dict[str, Any]:
+    values = dict(row)
+    for column in json_columns:
+        if values[column] is not None:
+            values[column] = json.loads(values[column])
+    return values
+
+
 def _session_from_row(row: sqlite3.Row) -> Session:
-    return Session(
-        session_id=row["session_id"],
-        account_id=row["account_id"],
-        avatar_id=row["avatar_id"],
-        avatar_name=row["avatar_name"],
-        token_hash=row["token_hash"],
-        viewer_token=row["viewer_token"],
-        aspect_ratio=row["aspect_ratio"],
-        video_width=row["video_width"],
-        video_height=row["video_height"],
-        fps=row["fps"],
-        metadata=json.loads(row["metadata"]),
-        daily_room=json.loads(row["daily_room"]) if row["daily_room"] else None,
-        created_at=row["created_at"],
-        started_at=row["started_at"],
-        ended_at=row["ended_at"],
-        expiration=row["expiration"],
-        end_reason=row["end_reason"],
-        device=row["device"],
-        stats=json.loads(row["stats"]),
-    )
+    return Session(**_decoded(row, _SESSION_JSON))
 
 
 def _avatar_from_row(row: sqlite3.Row) -> Avatar:
+    values = _decoded(row, _AVATAR_JSON)
     return Avatar(
-        avatar_id=row["avatar_id"],
-        account_id=row["account_id"],
-        kind=row["kind"],
-        name=row["name"],
-        tags=tuple(json.loads(row["tags"])),
-        is_public=bool(row["is_public"]),
-        created_at=row["created_at"],
-        image_path=row["image_path"],
-        preview_path=row["preview_path"],
-        rig=json.loads(row["rig"]) if row["rig"] else None,
+        **values | {"tags": tuple(values["tags"]), "is_public": bool(values["is_public"])}
     )
 
 
@@ -351,25 +278,14 @@ class Store:
     async def sync_shipped_avatars(self, avatars: Iterable[Avatar]) -> None:
         """Insert or refresh the public avatars that ship with the server (keeps created_at)."""
         async with self._write() as tx:
-            for a in avatars:
-                await tx.run(
-                    "INSERT INTO avatars (avatar_id, account_id, kind, name, tags, is_public,"
-                    " created_at, image_path, preview_path, rig)"
-                    " VALUES (?, NULL, ?, ?, ?, 1, ?, ?, ?, ?)"
-                    " ON CONFLICT (avatar_id) DO UPDATE SET kind = excluded.kind,"
-                    " name = excluded.name, tags = excluded.tags, is_public = 1,"
-                    " image_path = excluded.image_path, preview_path = excluded.preview_path,"
-                    " rig = excluded.rig",
-                    (
-                        a.avatar_id,
-                        a.kind,
-                        a.name,
-                        _dumps(list(a.tags)),
-                        a.created_at,
-                        a.image_path,
-                        a.preview_path,
-                        _dumps(a.rig) if a.rig is not None else None,
-                    ),
+            for avatar in avatars:
+                values = _columns(avatar, _AVATAR_JSON)
+                refreshed = [c for c in values if c not in ("avatar_id", "created_at")]
+                await tx.insert(
+                    "avatars",
+                    values,
+                    on_conflict="(avatar_id) DO UPDATE SET "
+                    + ", ".join(f"{c} = excluded.{c}" for c in refreshed),
                 )
 
     async def create_avatar(
@@ -398,21 +314,7 @@ class Store:
             rig=dict(rig) if rig is not None else None,
         )
         async with self._write() as tx:
-            await tx.run(
-                "INSERT INTO avatars (avatar_id, account_id, kind, name, tags, is_public,"
-                " created_at, image_path, preview_path, rig) VALUES (?, ?, ?, ?, ?, 0, ?, ?, ?, ?)",
-                (
-                    avatar.avatar_id,
-                    account_id,
-                    kind,
-                    name,
-                    _dumps(list(avatar.tags)),
-                    avatar.created_at,
-                    image_path,
-                    preview_path,
-                    _dumps(avatar.rig) if avatar.rig is not None else None,
-                ),
-            )
+            await tx.insert("avatars", _columns(avatar, _AVATAR_JSON))
         return avatar
 
     async def get_avatar(self, avatar_id: str, account_id: str | None = None) -> Avatar | None:
@@ -444,36 +346,9 @@ class Store:
 
     # -- sessions -------------------------------------------------------------------------------
 
-    async def insert_session(self, s: Session) -> None:
+    async def insert_session(self, session: Session) -> None:
         async with self._write() as tx:
-            await tx.run(
-                "INSERT INTO sessions (session_id, account_id, avatar_id, avatar_name,"
-                " token_hash, viewer_token, aspect_ratio, video_width, video_height, fps,"
-                " metadata, daily_room, created_at, started_at, ended_at, expiration,"
-                " end_reason, device, stats)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    s.session_id,
-                    s.account_id,
-                    s.avatar_id,
-                    s.avatar_name,
-                    s.token_hash,
-                    s.viewer_token,
-                    s.aspect_ratio,
-                    s.video_width,
-                    s.video_height,
-                    s.fps,
-                    _dumps(s.metadata),
-                    _dumps(s.daily_room) if s.daily_room is not None else None,
-                    s.created_at,
-                    s.started_at,
-                    s.ended_at,
-                    s.expiration,
-                    s.end_reason,
-                    s.device,
-                    _dumps(dict(s.stats)),
-                ),
-            )
+            await tx.insert("sessions", _columns(session, _SESSION_JSON))
 
     async def get_session(self, session_id: str, account_id: str | None = None) -> Session | None:
         """The session, or None; with `account_id`, None also when another account owns it."""
@@ -585,6 +460,14 @@ class _Tx:
         """Execute one statement; returns the number of rows it changed."""
         async with self._conn.execute(sql, params) as cursor:
             return int(cursor.rowcount)
+
+    async def insert(self, table: str, values: Mapping[str, Any], on_conflict: str = "") -> None:
+        columns = ", ".join(values)
+        marks = ", ".join("?" * len(values))
+        conflict = f" ON CONFLICT {on_conflict}" if on_conflict else ""
+        await self.run(
+            f"INSERT INTO {table} ({columns}) VALUES ({marks}){conflict}", tuple(values.values())
+        )
 
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         return list(await self._conn.execute_fetchall(sql, params))

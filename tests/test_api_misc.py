@@ -10,9 +10,10 @@ from aiohttp import web
 
 from agenthuman_local import keys
 from agenthuman_local.app import DB_FILE
+from agenthuman_local.records import Session
 from agenthuman_local.sessions.manager import SessionManager
 from agenthuman_local.sessions.state import EndReason
-from agenthuman_local.store import Session, Store
+from agenthuman_local.store import Store
 from tests.conftest import ApiClient, MakeClient
 from tests.test_errors import assert_error
 

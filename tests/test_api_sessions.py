@@ -6,7 +6,7 @@ import asyncio
 import re
 from typing import Any
 
-from agenthuman_local import keys
+from agenthuman_local import ids, keys
 from tests.conftest import ApiClient, MakeClient
 
 SESSION_FIELDS = {
@@ -432,3 +432,13 @@ async def test_list_default_limit_is_50(api: ApiClient) -> None:
     page = await api.json("GET", "/v1/sessions")
     assert len(page["sessions"]) == 50
     assert page["next_cursor"] is not None
+
+
+async def test_the_session_token_is_stored_only_as_a_hash(api: ApiClient) -> None:
+    created = await api.create_session()
+    store = api.app[keys.store_key]
+    row = await store.get_session(created["session_id"])
+    assert row is not None
+    assert row.token_hash == ids.secret_hash(created["access_token"])
+    await api.client.close()  # checkpoint the WAL so the main file holds every byte
+    assert created["access_token"].encode() not in store.path.read_bytes()

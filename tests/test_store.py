@@ -13,8 +13,9 @@ import pytest
 from agenthuman_local import ids
 from agenthuman_local.avatars import SHIPPED_AVATARS
 from agenthuman_local.errors import StorageUnavailable
+from agenthuman_local.records import EMPTY_STATS, Session
 from agenthuman_local.sessions.state import SessionState
-from agenthuman_local.store import EMPTY_STATS, MIGRATIONS, Session, Store
+from agenthuman_local.store import MIGRATIONS, Store
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from agenthuman_local import keys
 from agenthuman_local.api.objects import avatar_json
 from agenthuman_local.avatars import resolve_alias
 from agenthuman_local.errors import AvatarNotFound
-from agenthuman_local.store import Avatar
+from agenthuman_local.records import Avatar
 
 
 async def find_avatar(app: web.Application, account_id: str, avatar_id: str | None) -> Avatar:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from agenthuman_local.store import Avatar, Session
+from agenthuman_local.records import Avatar, Session
 
 
 def iso(ts: float | None) -> str | None:

@@ -22,9 +22,9 @@ from agenthuman_local.api.parsing import (
     required_str,
 )
 from agenthuman_local.errors import UnsupportedPlatform, ValidationError
+from agenthuman_local.records import Session
 from agenthuman_local.sessions.manager import VIDEO_SIZES
 from agenthuman_local.sessions.state import EndReason, SessionState
-from agenthuman_local.store import Session
 
 DEFAULT_LIST_LIMIT = 50
 MAX_LIST_LIMIT = 500

@@ -41,8 +41,9 @@ from agenthuman_local.errors import (
     SessionNotFound,
     StorageUnavailable,
 )
+from agenthuman_local.records import Avatar, Session
 from agenthuman_local.sessions.state import EndReason, SessionState, transition
-from agenthuman_local.store import Avatar, Session, Store
+from agenthuman_local.store import Store
 
 log = logging.getLogger(__name__)
 

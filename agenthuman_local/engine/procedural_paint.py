@@ -80,7 +80,7 @@ def hairline(style: Style, x: Tensor) -> Tensor:
         return fringe + (0.02 - fringe) * temples
     # A short cut: a slightly receding crown line, squared-off temples, short sideburns.
     crown = -0.33 - 0.035 * (x / 0.25) ** 2 + 0.012 * torch.cos(40.0 * x)
-    return crown + (-0.14 - crown) * smoothstep(0.25, 0.34, torch.abs(x))
+    return crown + (-0.09 - crown) * smoothstep(0.26, 0.36, torch.abs(x))
 
 
 def _grid(width: int, height: int, x0: float, y0: float, px: float, device: str):
@@ -143,34 +143,36 @@ def _torso(style: Style, x: Tensor, y: Tensor, px: float, device: str) -> tuple[
     neck_col = neck_col * (1.0 - 0.35 * chin_shadow).unsqueeze(-1)
     rgb = over(rgb, neck_col, neck)
 
-    # Shoulders: the slope of the trapezius from the neck, rounded shoulder caps, the chest.
+    # Shoulders: the trapezius sloping from the neck into rounded shoulders, then the arms.
     ax = torch.abs(x)
-    slope = torch.maximum(0.74 + 0.2 * smoothstep(0.1, 0.62, ax) - y, ax - 0.64)
-    caps = ellipse(ax, y, 0.56, 1.16, 0.31, 0.25)
-    chest_d = torch.maximum(1.16 - y, ax - 0.87 - 0.1 * torch.clamp(y - 1.16, min=0.0))
-    body = cover(smooth_min(smooth_min(slope, caps, 0.06), chest_d, 0.04), px)
+    top = 0.66 + 0.24 * smoothstep(0.1, 0.72, ax)
+    side = ax - 0.8 - 0.08 * torch.clamp(y - 1.0, min=0.0)
+    body = cover(-smooth_min(y - top, -side, 0.1), px)
     light = 0.82 + 0.18 * torch.exp(-(((x + 0.15) / 0.55) ** 2))
     cloth = color(style.clothes_shade, device) + (
         color(style.clothes, device) - color(style.clothes_shade, device)
-    ) * (light * (1.0 - 0.35 * smoothstep(0.55, 0.9, ax))).unsqueeze(-1)
+    ) * (light * (1.0 - 0.35 * smoothstep(0.5, 0.85, ax))).unsqueeze(-1)
+    accent = color(style.accent, device)
     if style.clothes_kind == "scoop":
         # A scoop neckline shows the collarbones; a trim edges it.
-        scoop = ellipse(x, y, 0.0, 0.76, 0.27, 0.2)
+        scoop = ellipse(x, y, 0.0, 0.68, 0.27, 0.19)
         chest = over(cloth, neck_col * 0.97, cover(scoop, px))
-        trim = cover(torch.abs(scoop) - 0.012, px) * (y > 0.7).float()
-        chest = over(chest, color(style.accent, device) * 0.9, trim)
-        collarbone = torch.exp(-(((y - (0.84 - 0.25 * (ax - 0.18) ** 2)) / 0.012) ** 2))
+        trim = cover(torch.abs(scoop) - 0.012, px) * (y > 0.62).float()
+        chest = over(chest, accent * 0.9, trim)
+        collarbone = torch.exp(-(((y - (0.76 - 0.25 * (ax - 0.18) ** 2)) / 0.012) ** 2))
         chest = chest * (1.0 - 0.12 * collarbone * (ax < 0.24).float()).unsqueeze(-1)
     else:
-        # A jacket over a light shirt: the shirt's V and collar points, lapels beside them.
-        shirt_d = torch.maximum(ax - 0.04 - 0.2 * (y - 0.72), y - 1.2)
-        chest = over(cloth, color(style.accent, device), cover(shirt_d, px))
+        # A jacket over an open-collared shirt: skin at the throat, shirt, collar points.
+        jacket_v = ax - 0.17 + 0.45 * (y - 0.66)  # < 0 inside the jacket's opening
+        chest = over(cloth, accent, cover(torch.maximum(jacket_v, 0.6 - y), px))
+        throat = torch.maximum(ax - 0.1 + 0.55 * (y - 0.66), 0.6 - y)
+        chest = over(chest, neck_col * 0.92, cover(throat, px))
         collar = torch.maximum(
-            torch.abs(ax - 0.08 - 0.25 * (y - 0.74)) - 0.045, torch.abs(y - 0.83) - 0.09
+            torch.abs(ax - 0.11 + 0.55 * (y - 0.66)) - 0.035, torch.abs(y - 0.72) - 0.07
         )
-        chest = over(chest, color(style.accent, device) * 0.92, cover(collar, px))
-        lapel = cover(torch.abs(ax - 0.14 - 0.33 * (y - 0.74)) - 0.006, px) * (y > 0.78).float()
-        chest = over(chest, color(style.clothes_shade, device) * 0.8, lapel)
+        chest = over(chest, accent * 0.9, cover(collar, px))
+        lapel = cover(torch.abs(jacket_v) - 0.005, px) * (y > 0.68).float()
+        chest = over(chest, color(style.clothes_shade, device) * 0.75, lapel)
     alpha = neck + (1.0 - neck) * body
     return over(rgb, chest, body), alpha
 
@@ -264,12 +266,5 @@ def paint_head(style: Style, unit_px: float, device: str) -> tuple[Tensor, Tenso
     cap_col = hair_col + (hair_light - hair_col) * (0.45 * sheen).unsqueeze(-1)
     edge_dark = torch.exp(-torch.clamp(line - y, min=0.0) / 0.02)
     cap_col = cap_col * (1.0 - 0.3 * edge_dark).unsqueeze(-1)
-    if style.hair_kind == "short":
-        # Sideburns down in front of the ears.
-        for side in (-1.0, 1.0):
-            burn = torch.maximum(
-                torch.abs(x - side * (rx - 0.012)) - 0.016, torch.abs(y + 0.1) - 0.07
-            )
-            cap_d = torch.minimum(cap_d, torch.maximum(burn, face_d - 0.002))
     layer(cap_col, cover(cap_d, px))
     return rgb.clamp(0.0, 1.0), alpha.clamp(0.0, 1.0)

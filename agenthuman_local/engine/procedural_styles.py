@@ -84,7 +84,7 @@ ADA = Style(
     brow_thickness=0.017,
     mouth_width=0.098,
     lip_fullness=1.15,
-    neck_width=0.115,
+    neck_width=0.125,
     blush_strength=0.3,
 )
 
@@ -108,8 +108,8 @@ BEN = Style(
     hair_kind="short",
     clothes_kind="blazer",
     face_rx=0.37,
-    chin_taper=0.26,
-    jaw_power=2.6,
+    chin_taper=0.22,
+    jaw_power=2.8,
     eye_width=0.066,
     eye_height=0.036,
     eye_tilt=-0.004,
@@ -117,7 +117,7 @@ BEN = Style(
     brow_thickness=0.027,
     mouth_width=0.106,
     lip_fullness=0.85,
-    neck_width=0.145,
+    neck_width=0.16,
     blush_strength=0.12,
     stubble=0.1,
 )

@@ -228,7 +228,7 @@ OPERATIONS: list[Operation] = [
         ),
         query={
             "status": {"enum": ["all", "created", "started", "ended"]},
-            "limit": {"type": "integer", "minimum": 1, "maximum": 500},
+            "limit": {"type": "integer", "minimum": 1, "description": "default 50; above 500: 500"},
             "cursor": STRING,
         },
     ),

@@ -60,7 +60,7 @@ def _background(
 ) -> np.ndarray:
     """The photo scaled and placed; where it does not reach, a blurred, dimmed enlargement of it."""
     h, w = image.shape[:2]
-    m = np.float32([[scale, 0, dx], [0, scale, dy]])
+    m = np.array([[scale, 0, dx], [0, scale, dy]], np.float32)
     interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
     frame = cv2.warpAffine(
         image, m, (size.width, size.height), flags=interp, borderMode=cv2.BORDER_REPLICATE
@@ -74,7 +74,9 @@ def _background(
     # centre, blurred beyond recognition and dimmed so the real photo stands out.
     big = max(size.width / w, size.height / h)
     cx, cy = (size.width / 2 - dx) / scale, (size.height / 2 - dy) / scale
-    m_big = np.float32([[big, 0, size.width / 2 - cx * big], [0, big, size.height / 2 - cy * big]])
+    m_big = np.array(
+        [[big, 0, size.width / 2 - cx * big], [0, big, size.height / 2 - cy * big]], np.float32
+    )
     fill = cv2.warpAffine(image, m_big, (size.width, size.height), borderMode=cv2.BORDER_REFLECT)
     fill = cv2.GaussianBlur(fill, (0, 0), sigmaX=0.04 * max(size.width, size.height)) * 0.7
     edge = cv2.GaussianBlur(cv2.erode(cover, np.ones((9, 9), np.uint8)), (0, 0), sigmaX=4.0)

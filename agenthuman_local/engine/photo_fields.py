@@ -101,7 +101,8 @@ class FaceFields:
 def _grid(geo: CropGeometry) -> tuple[torch.Tensor, torch.Tensor]:
     ys = torch.arange(geo.height, dtype=torch.float32)
     xs = torch.arange(geo.width, dtype=torch.float32)
-    return torch.meshgrid(ys, xs, indexing="ij")[::-1]  # x, y, each [H, W]
+    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+    return gx, gy  # each [H, W]
 
 
 def border_window(geo: CropGeometry) -> torch.Tensor:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -98,12 +99,12 @@ class Rig:
         raw = json.loads(text)
         if raw.get("version") != RIG_VERSION:
             raise ValueError(f"rig.json version {raw.get('version')!r}, expected {RIG_VERSION}")
-        boxes = {k: Box(**raw.pop(k)) for k in ("face", "left_eye", "right_eye")}
+        boxes: dict[str, Any] = {k: Box(**raw.pop(k)) for k in ("face", "left_eye", "right_eye")}
         return cls(**boxes, **raw)
 
 
 def _cascade(name: str) -> cv2.CascadeClassifier:
-    classifier = cv2.CascadeClassifier(cv2.data.haarcascades + name)
+    classifier = cv2.CascadeClassifier(cv2.data.haarcascades + name)  # type: ignore[attr-defined]
     if classifier.empty():
         raise RuntimeError(f"OpenCV Haar cascade {name} is missing (need opencv-python-headless<5)")
     return classifier
@@ -138,7 +139,7 @@ def _find_eyes(gray: np.ndarray, face: Box) -> tuple[Box, Box] | None:
         maxSize=(int(face.w * zoom * 0.45),) * 2,
     )
     eyes = (
-        [Box(x / zoom + x0, y / zoom + y0, w / zoom, h / zoom) for x, y, w, h in found.tolist()]
+        [Box(x / zoom + x0, y / zoom + y0, w / zoom, h / zoom) for x, y, w, h in np.asarray(found)]
         if len(found)
         else []
     )
@@ -198,7 +199,7 @@ def _lip_line(
     cols = np.arange(x0, x1)
     inner = np.abs(cols - cx) < half_w * 0.85
     teeth = _teeth(rgb[y0:y1, x0:x1])
-    teeth_cols = teeth.any(axis=0) if teeth is not None else np.zeros(cols.shape, bool)
+    teeth_cols = np.zeros(cols.shape, bool) if teeth is None else np.asarray(teeth.any(axis=0))
     teeth_visible = bool(teeth_cols[inner].mean() > 0.5)
     ys: list[float] = []
     us: list[float] = []

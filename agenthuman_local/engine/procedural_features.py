@@ -34,8 +34,8 @@ FEATURE_SHIFT_Y = 0.018  # per unit of pitch
 BROW_RAISE = 0.03  # head units at full brow raise
 MAX_OPEN = 0.13  # mouth opening at full jaw, head units
 # The boxes the layers redraw, (x0, x1, y0, y1) in head units.
-EYES_BOX = (-0.3, 0.3, -0.255 + BROW_RAISE, 0.015)
-MOUTH_BOX = (-0.17, 0.17, MOUTH_Y - 0.1, MOUTH_Y + 0.165)
+EYES_BOX = (-0.3, 0.3, -0.27 + BROW_RAISE, 0.015)
+MOUTH_BOX = (-0.17, 0.17, MOUTH_Y - 0.1, MOUTH_Y + 0.19)
 
 SCLERA = (0.96, 0.95, 0.93)
 CAVITY = (0.3, 0.07, 0.09)
@@ -122,7 +122,9 @@ class EyesLayer:
         bx = (xm - (EYE_X + 0.005)) / 0.088
         arch = 0.022 * torch.clamp(1.0 - (bx - 0.2) ** 2, min=0.0)
         by = BROW_Y - BROW_RAISE - arch + 0.004 * bx
-        thick = style.brow_thickness * (1.05 - 0.45 * (bx + 1.0) / 2.0)
+        # Thick at the inner end, thinning to a point at the tail; both ends rounded off.
+        ends = torch.sqrt(torch.clamp((1.0 - bx * bx) * 5.0, 0.0, 1.0))
+        thick = style.brow_thickness * (1.05 - 0.5 * (bx + 1.0) / 2.0) * ends
         brow_d = torch.maximum(torch.abs(ey - by) - thick / 2.0, (torch.abs(bx) - 1.0) * 0.088)
         self.brow_alpha = 0.95 * cover(brow_d, px)  # [1, raise + h, w]
         self.brow_col = color(style.brow, dev)
@@ -207,7 +209,9 @@ class MouthLayer:
             depth = torch.clamp((y - y_up) / (y_lo - y_up + 1e-4), 0.0, 1.0)
             cav = self.throat + (self.cavity - self.throat) * depth.unsqueeze(-1)
             grow = torch.clamp(o / 0.03, 0.0, 1.0)
-            teeth_d = torch.maximum(y - (y_up + 0.026 * grow), torch.abs(x) - 0.78 * w)
+            # The upper teeth: a band under the upper lip that narrows towards the corners.
+            arc = torch.sqrt(torch.clamp(1.0 - (x / (0.8 * w)) ** 2, 0.0, 1.0))
+            teeth_d = y - (y_up + 0.026 * grow * arc)
             fade = torch.clamp((y - y_up) / 0.03, 0.0, 1.0)
             cav = over(cav, self.teeth * (1.0 - 0.25 * fade).unsqueeze(-1), cover(teeth_d, px))
             tongue_ry = 0.02 + 0.22 * o

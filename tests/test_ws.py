@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 from agenthuman_local import protocol
+from agenthuman_local.api.ws import media_hooks_key
 from agenthuman_local.engine.base import frame_sample_range
+from agenthuman_local.sessions.sinks import MemorySink
 from tests.fakes import jaw_level
 from tests.test_ws_helpers import FPS, Live, counting_pcm
 
@@ -229,7 +231,10 @@ async def test_output_stream_decodes_to_the_timeline_frames_with_their_audio(liv
     await conn.speak(tone.tobytes())
     await conn.ws.send_json({"type": "agent.speak_end"})
     await conn.barrier()
-    await live.tick(30)
+    for i in range(30):
+        # Virtual time outruns the JPEG thread; pacing the ticks keeps the sink from dropping.
+        await live.tick(1)
+        await conn.media_count(2 * (i + 2))
     await conn.barrier()
     frames = [x for x in await timeline(live, sid) if x["t"] == "frame"]
     await conn.media_count(2 * len(frames))
@@ -275,3 +280,25 @@ async def test_two_sessions_never_hear_each_other(live):
     assert heard_b == {0, -2222}
     ids_a = {e["utterance_id"] for e in a.of("agent.speak_started")}
     assert ids_a and not ids_a & {e.get("utterance_id") for e in b.events}
+
+
+async def test_outputs_attach_through_the_media_hooks(make_client):
+    sinks = {}
+
+    async def hook(live_session, runner):
+        sinks[live_session.session_id] = MemorySink()
+        runner.add_sink(sinks[live_session.session_id])
+        rooms.append(live_session.init.room)
+
+    async def ctx(app):
+        app[media_hooks_key].append(hook)
+        yield
+
+    rooms = []
+    live = await Live.make(make_client, contexts=[ctx])
+    sid, token = await live.started_session()
+    await live.connect(sid, token, video_width=128, video_height=128, room={"platform": "local"})
+    await live.settle()
+    await live.tick(3)
+    assert [f.frame_index for f in sinks[sid].frames] == [0, 1, 2, 3]
+    assert rooms == [{"platform": "local"}]

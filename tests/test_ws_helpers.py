@@ -40,9 +40,11 @@ class Live:
         self.clock = clock
 
     @classmethod
-    async def make(cls, make_client: Any, *, virtual: bool = True, **overrides: Any) -> Live:
+    async def make(
+        cls, make_client: Any, *, virtual: bool = True, contexts: Any = (), **overrides: Any
+    ) -> Live:
         clock = VirtualClock() if virtual else None
-        api = await make_client(contexts=[fake_renderer_ctx(clock)], **overrides)
+        api = await make_client(contexts=[fake_renderer_ctx(clock), *contexts], **overrides)
         return cls(api, clock)
 
     async def started_session(self) -> tuple[str, str]:

@@ -34,6 +34,10 @@ class WallClock:
         await asyncio.sleep(max(0.0, delay))
 
 
+# Steps of 1/fps summed in floats drift by an ulp; a deadline that close counts as reached.
+_EPSILON_S = 1e-9
+
+
 class VirtualClock:
     """Time moves only when a test calls `advance`; `settled(n)` waits until n tasks sleep."""
 
@@ -52,7 +56,7 @@ class VirtualClock:
         return self._changed
 
     async def sleep_until(self, t: float) -> None:
-        if t <= self._now:
+        if t <= self._now + _EPSILON_S:
             await asyncio.sleep(0)
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -62,7 +66,7 @@ class VirtualClock:
 
     def advance(self, seconds: float) -> None:
         self._now += seconds
-        while self._sleepers and self._sleepers[0][0] <= self._now:
+        while self._sleepers and self._sleepers[0][0] <= self._now + _EPSILON_S:
             _, _, fut = heapq.heappop(self._sleepers)
             if not fut.done():
                 fut.set_result(None)

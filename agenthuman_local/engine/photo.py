@@ -251,6 +251,9 @@ class PhotoRenderer:
             dst_r, src_r = _shifted(rows, int(dy), crop_h)
             dst_c, src_c = _shifted(cols, int(dx), crop_w)
             d_face[b, dst_r, dst_c] = d_face_box[b, src_r, src_c]
+        # A shift can carry the window's faint outer ramp onto the border; pin it back to zero.
+        d_face[:, [0, -1]] = 0.0
+        d_face[:, :, [0, -1]] = 0.0
         grid -= d_face
         crop = F.grid_sample(
             self._src.expand(n, -1, -1, -1),

@@ -9,7 +9,7 @@ CONSTRAINTS ?= constraints.txt
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint bench clean
+.PHONY: help install browser run test lint bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -29,7 +29,16 @@ install: $(STAMP) ## create .venv and install the server with its test tools
 run: $(STAMP) ## install, then start the server (ARGS="--port 9000" to pass flags)
 	$(BIN)/python run.py $(ARGS)
 
-test: $(STAMP) ## install, then run the whole test suite
+# The viewer's browser test needs Debian's Chromium; as root we install it, elsewhere the test
+# skips itself and says why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing Debian's chromium for the viewer's browser test"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	else echo "chromium not found and not root: the browser test will be skipped"; fi
+
+test: $(STAMP) browser ## install, then run the whole test suite
 	$(BIN)/python -m pytest -q $(ARGS)
 
 lint: $(STAMP) ## ruff and mypy

@@ -81,7 +81,7 @@ class CropGeometry:
         inside the lips, never a box cut into the cheeks.
         """
         u = (x - self.mouth_x) / (0.92 * self.half_w * (1.0 - narrowing))
-        return (1.0 - u * u).clamp(min=0.0) ** 0.8
+        return (1.0 - u * u).clamp(min=0.0) ** 0.7
 
     def jaw_lateral(self, x: torch.Tensor) -> torch.Tensor:
         """The jaw drops most at the chin, less towards the jaw angles: the mandible hinges."""

@@ -2,8 +2,9 @@
 
 Per frame the only full-frame work is a copy of the cached background (SPEC §9): the still head
 crop is blended over it where head sway puts it, and only the eye and mouth boxes are drawn
-fresh. Breathing picks one of a few pre-painted backgrounds with the shoulders raised by whole
-pixels. Frames larger than the crop budget draw the crop at ≤ 384 px and scale it up.
+fresh (and cached by their rounded parameters). Head tilt picks one of a few pre-rotated heads;
+breathing picks one of a few pre-painted backgrounds with the shoulders raised by whole pixels.
+Frames larger than the crop budget draw the crop at ≤ 384 px and scale it up.
 """
 
 from __future__ import annotations
@@ -227,15 +228,20 @@ class ProceduralRenderer:
         mouth in any pose (so it also takes in more of the face around it).
         """
         lay, u = self.layout, self.layout.unit_px
+        scale = u / lay.render_unit_px
+        tilts = self._tilt_offsets[1]  # the mouth layer's
         if params_row is None:
             cx, cy = lay.centre_x, lay.centre_y
-            mx = (SWAY_X + FEATURE_SHIFT_X) * u + 1
+            mx = (SWAY_X + FEATURE_SHIFT_X) * u + max(abs(t[0]) for t in tilts) * scale + 1
             my = (SWAY_Y + 0.3 * BREATH_LIFT + FEATURE_SHIFT_Y) * u + 1
+            my += max(abs(t[1]) for t in tilts) * scale
         else:
             x0, y0 = self.paste_origin(params_row)
-            scale = u / lay.render_unit_px
-            cx = x0 - CROP_X[0] * u + round(self._shift_px[0] * params_row[P.YAW]) * scale
-            cy = y0 - CROP_Y[0] * u + round(self._shift_px[1] * params_row[P.PITCH]) * scale
+            tx, ty = tilts[self.roll_index(params_row)]
+            dx = round(self._shift_px[0] * params_row[P.YAW]) + tx
+            dy = round(self._shift_px[1] * params_row[P.PITCH]) + ty
+            cx = x0 - CROP_X[0] * u + dx * scale
+            cy = y0 - CROP_Y[0] * u + dy * scale
             mx = my = 1.0
         return (
             max(0, math.floor(cx - MOUTH_REACH[0] * u - mx)),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -171,3 +172,17 @@ def test_png_bytes_round_trip() -> None:
     rgb = np.random.default_rng(0).integers(0, 256, (7, 5, 3), dtype=np.uint8)
     back = cv2.imdecode(np.frombuffer(png_bytes(rgb), np.uint8), cv2.IMREAD_COLOR)
     assert np.array_equal(back[..., ::-1], rgb)
+
+
+def test_gallery_writes_a_contact_sheet(tmp_path: Path) -> None:
+    from agenthuman_local.gallery import CELL, LABEL_PX, main, poses
+
+    out = tmp_path / "sheet.png"
+    assert main([str(out), "--avatar", "avat_local_ben"]) == 0
+    sheet = cv2.imread(str(out))
+    assert sheet.shape == (2 * LABEL_PX + CELL.height, len(poses()) * CELL.width, 3)
+    cells = [sheet[2 * LABEL_PX :, i * CELL.width : (i + 1) * CELL.width] for i in range(6)]
+    # Every pose shows something different from rest.
+    assert all(np.abs(c.astype(int) - cells[0]).sum() > 0 for c in cells[1:])
+    with pytest.raises(SystemExit):
+        main([str(out), "--avatar", "avat_nobody"])

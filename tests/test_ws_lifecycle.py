@@ -257,3 +257,29 @@ async def test_started_and_ended_exactly_once_over_random_sequences(make_client)
 
     await asyncio.to_thread(check)
     assert not failures
+
+
+async def test_a_renderer_that_cannot_load_ends_the_session_with_error(make_client):
+    from agenthuman_local.api.ws import renderer_factory_key
+
+    async def broken(app):
+        async def make(spec):
+            raise FileNotFoundError("avatar files are gone")
+
+        app[renderer_factory_key] = make
+        yield
+
+    live = await Live.make(make_client, contexts=[broken])
+    sid, token = await live.started_session()
+    conn = await live.raw(f"/v1/sessions/{sid}/ws")
+    await conn.ws.send_json(
+        {"type": "session.init", "config": {"session_id": sid, "access_token": token}}
+    )
+    assert (await conn.next_event())["code"] == "MEDIA_FAILED"
+    assert await conn.closed() == 1011
+    for _ in range(100):
+        body = await session_body(live, sid)
+        if body["status"] == "ended":
+            break
+        await asyncio.sleep(0.02)
+    assert body["end_reason"] == "error"

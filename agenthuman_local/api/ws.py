@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from agenthuman_local import ids, keys, protocol
 from agenthuman_local.api.auth import public
@@ -43,6 +43,8 @@ if TYPE_CHECKING:
     from agenthuman_local.sessions.runner import SessionRunner
 
 log = logging.getLogger(__name__)
+
+E_MEDIA_FAILED = "MEDIA_FAILED"
 
 render_pool_key: web.AppKey[RenderPool] = web.AppKey("render_pool")
 # Optional overrides, read when a session starts (tests set them from a cleanup context).
@@ -230,6 +232,14 @@ async def session_ws(request: web.Request) -> web.WebSocketResponse:
             runner, _ = await live.connect(link, init)
         except SessionClosed:
             await _reject(ws, protocol.CLOSE_ENDED, protocol.E_SESSION_ENDED, "Session has ended")
+            return ws
+        except Exception:
+            # The renderer could not be made (e.g. an avatar's files are gone): SPEC §11.
+            log.exception("session %s: media failed to start", init.session_id)
+            manager.end_soon(init.session_id, EndReason.ERROR)
+            await _reject(
+                ws, WSCloseCode.INTERNAL_ERROR, E_MEDIA_FAILED, "The avatar could not be loaded"
+            )
             return ws
         if init.output.video_jpeg or init.output.audio:
             sink = SocketMediaSink(

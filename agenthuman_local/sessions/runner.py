@@ -229,6 +229,12 @@ class SessionRunner:
         rate = sample_rate_hz or self.options.sample_rate_hz
         self._last_activity = self.clock.now()
         raw = np.frombuffer(pcm, dtype="<i2")
+        # Refused before resampling, so a huge chunk never costs the loop any work.
+        if self._speech.buffered_samples + len(raw) * SAMPLE_RATE_HZ // rate > (
+            self._speech.max_buffer_samples
+        ):
+            self.emit_error(protocol.E_BUFFER_FULL, "Too much audio queued; the chunk was dropped")
+            return
         if rate == SAMPLE_RATE_HZ:
             samples = raw.astype(np.int16)
         else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import struct
 
 import cv2
 import numpy as np
@@ -12,10 +13,12 @@ import skimage.data
 from agenthuman_local.engine.faces import (
     FaceError,
     FaceTooSmall,
+    ImageTooLarge,
     MultipleFaces,
     NoFace,
     NotAnImage,
     decode_data_uri,
+    image_dimensions,
     prepare_face,
     save_avatar,
 )
@@ -207,3 +210,34 @@ def test_rig_json_round_trip_and_version_check(astronaut: np.ndarray) -> None:
     assert Rig.from_json(rig.to_json()) == rig
     with pytest.raises(ValueError, match="version"):
         Rig.from_json(rig.to_json().replace('"version": 1', '"version": 99'))
+
+
+@pytest.mark.parametrize("ext", [".jpg", ".png", ".webp"])
+def test_header_dimensions_match_the_decoded_image(astronaut: np.ndarray, ext: str) -> None:
+    data = encode(astronaut[:300, :450], ext)
+    fmt, width, height = image_dimensions(data)
+    assert (width, height) == (450, 300)
+    assert fmt == {".jpg": "jpeg", ".png": "png", ".webp": "webp"}[ext]
+
+
+def test_lossless_webp_header() -> None:
+    ok, buf = cv2.imencode(
+        ".webp", np.zeros((37, 61, 3), np.uint8), [cv2.IMWRITE_WEBP_QUALITY, 101]
+    )
+    assert ok
+    assert image_dimensions(buf.tobytes())[1:] == (61, 37)
+
+
+def test_a_huge_canvas_is_refused_before_decoding() -> None:
+    # A valid PNG header claiming 20000×20000 pixels: a few bytes that would decode to 1.2 GB.
+    ihdr = struct.pack(">IIBBBBB", 20_000, 20_000, 8, 2, 0, 0, 0)
+    data = b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + ihdr + b"\x00" * 4
+    with pytest.raises(ImageTooLarge) as info:
+        prepare_face(data)
+    assert info.value.code == "VALIDATION_ERROR"
+    assert "20000×20000" in info.value.message
+
+
+def test_other_image_formats_are_not_accepted(astronaut: np.ndarray) -> None:
+    with pytest.raises(NotAnImage, match="JPEG, PNG or WebP"):
+        prepare_face(encode(astronaut, ".bmp"))

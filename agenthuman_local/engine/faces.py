@@ -1,8 +1,9 @@
 """The upload-face pipeline (SPEC §5 `POST /avatars/upload-face`) as a pure library.
 
-Bytes in → a decoded, checked, resized photo with its 500×500 preview and its rig, or one of the
-four typed refusals whose `code` is the SPEC §4 error code. No aiohttp here: the route maps the
-exceptions to 400s. CPU-bound (a Haar pass takes ~0.1–1 s), so callers run it off the event loop.
+Bytes in → a decoded, checked, resized photo with its 500×500 preview and its rig, or a typed
+refusal whose `code` is the SPEC §4 error code (NOT_AN_IMAGE, NO_FACE, MULTIPLE_FACES,
+FACE_TOO_SMALL; VALIDATION_ERROR for a canvas over 50 megapixels). No aiohttp here: the route
+maps the exceptions to 400s. CPU-bound (a Haar pass takes ~0.1–1 s): run it off the event loop.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +21,7 @@ import numpy as np
 from agenthuman_local.engine.rig import Box, Rig, detect_faces, equalised_gray, find_rig
 
 MAX_IMAGE_WIDTH_PX = 1200
+MAX_IMAGE_PIXELS = 50_000_000
 PREVIEW_SIZE_PX = 500
 MIN_FACE_FRACTION = 0.15  # of the image width
 SECOND_FACE_FRACTION = 0.4  # of the largest face's width
@@ -37,6 +40,12 @@ class FaceError(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+
+
+class ImageTooLarge(FaceError):
+    """Too many pixels to decode safely (a small file can claim a huge canvas)."""
+
+    suggestion = "Resize the photo to at most 50 megapixels."
 
 
 class NotAnImage(FaceError):
@@ -76,7 +85,56 @@ def decode_data_uri(text: str) -> bytes:
         raise NotAnImage("image_base64 is not valid base64") from exc
 
 
+def image_dimensions(data: bytes) -> tuple[str, int, int] | None:
+    """(format, width, height) read from a JPEG, PNG or WebP header, or None for anything else.
+
+    Read before decoding so that a few kilobytes claiming a gigapixel canvas are refused
+    instead of exhausting memory.
+    """
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24:
+        w, h = struct.unpack(">II", data[16:24])
+        return "png", w, h
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP" and len(data) >= 30:
+        chunk = data[12:16]
+        if chunk == b"VP8 ":
+            w, h = struct.unpack("<HH", data[26:30])
+            return "webp", w & 0x3FFF, h & 0x3FFF
+        if chunk == b"VP8L":
+            bits = int.from_bytes(data[21:25], "little")
+            return "webp", (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+        if chunk == b"VP8X":
+            w = int.from_bytes(data[24:27], "little") + 1
+            return "webp", w, int.from_bytes(data[27:30], "little") + 1
+        return None
+    if data[:2] == b"\xff\xd8":
+        pos = 2
+        while pos + 9 < len(data):
+            if data[pos] != 0xFF:
+                return None
+            marker = data[pos + 1]
+            if marker == 0xFF:  # fill byte
+                pos += 1
+                continue
+            if 0xD0 <= marker <= 0xD9 or marker == 0x01:  # markers without a length
+                pos += 2
+                continue
+            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+                h, w = struct.unpack(">HH", data[pos + 5 : pos + 9])
+                return "jpeg", w, h
+            pos += 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
+    return None
+
+
 def _decode(data: bytes) -> np.ndarray:
+    header = image_dimensions(data)
+    if header is None:
+        raise NotAnImage("The file is not a JPEG, PNG or WebP image")
+    fmt, width, height = header
+    if width * height > MAX_IMAGE_PIXELS:
+        raise ImageTooLarge(
+            f"The {fmt} image is {width}×{height} pixels; the limit is "
+            f"{MAX_IMAGE_PIXELS // 1_000_000} megapixels"
+        )
     buf = np.frombuffer(data, dtype=np.uint8)
     bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR) if buf.size else None
     if bgr is None or bgr.ndim != 3 or min(bgr.shape[:2]) < 16:

@@ -44,7 +44,7 @@ class InnerMouth:
         # lower incisors' edges show above the lower lip in every photo: the lip line is set
         # under the photo's upper teeth, so its lower teeth (if any) are hidden by the lip.
         self._upper_teeth_px = 0.0 if geo.teeth_visible else 0.2 * geo.half_w
-        self._lower_teeth_px = 0.14 * geo.half_w
+        self._lower_teeth_px = 0.12 * geo.half_w
         self._tooth_w = 0.28 * geo.half_w
 
     def _line(self, x: torch.Tensor) -> torch.Tensor:
@@ -108,7 +108,7 @@ class InnerMouth:
             across_lo = (1.0 - (u / 0.55) ** 2).clamp(min=0.0)
             lower = (self._lower_teeth_px * across_lo.sqrt() - to_bottom + 0.5).clamp(0.0, 1.0)
             lower = lower * openness.sqrt()
-            shade = (0.62 + 0.25 * across_lo) * gaps
+            shade = (0.78 + 0.17 * across_lo) * gaps
             colour = colour + (_rgb(_TEETH, dev) * shade - colour) * lower
         rows, cols = self.rows, self.cols
         region = crop[:, :, rows.start + r0 : rows.start + r1, cols.start + c0 : cols.start + c1]

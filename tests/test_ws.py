@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from agenthuman_local import protocol
-from agenthuman_local.api.ws import media_hooks_key
+from agenthuman_local.api.ws import media_hooks_key, renderers_key
 from agenthuman_local.engine.base import frame_sample_range
 from agenthuman_local.sessions.sinks import MemorySink
 from tests.fakes import jaw_level
@@ -302,3 +302,20 @@ async def test_outputs_attach_through_the_media_hooks(make_client):
     await live.tick(3)
     assert [f.frame_index for f in sinks[sid].frames] == [0, 1, 2, 3]
     assert rooms == [{"platform": "local"}]
+
+
+async def test_sessions_of_one_avatar_and_size_share_a_renderer(live):
+    renderers = live.api.app[renderers_key]
+    a_sid, a_tok = await live.started_session()
+    b_sid, b_tok = await live.started_session()
+    c_sid, c_tok = await live.started_session()
+    await live.connect(a_sid, a_tok, video_width=128, video_height=128)
+    await live.connect(b_sid, b_tok, video_width=128, video_height=128)
+    assert len(renderers) == 1
+    await live.connect(c_sid, c_tok, video_width=256, video_height=128)
+    assert len(renderers) == 2
+    await live.api.json("PUT", f"/v1/sessions/{a_sid}/end")
+    assert len(renderers) == 2
+    await live.api.json("PUT", f"/v1/sessions/{b_sid}/end")
+    await live.api.json("PUT", f"/v1/sessions/{c_sid}/end")
+    assert len(renderers) == 0

@@ -30,8 +30,10 @@ from agenthuman_local.sessions.live import (
     DriverFactory,
     LiveSession,
     MediaHook,
+    MediaSpec,
     RendererFactory,
     SessionClosed,
+    SharedRenderers,
     SocketMediaSink,
     default_driver_factory,
     default_renderer_factory,
@@ -47,6 +49,7 @@ log = logging.getLogger(__name__)
 E_MEDIA_FAILED = "MEDIA_FAILED"
 
 render_pool_key: web.AppKey[RenderPool] = web.AppKey("render_pool")
+renderers_key: web.AppKey[SharedRenderers] = web.AppKey("shared_renderers")
 # Optional overrides, read when a session starts (tests set them from a cleanup context).
 renderer_factory_key: web.AppKey[RendererFactory] = web.AppKey("renderer_factory")
 driver_factory_key: web.AppKey[DriverFactory] = web.AppKey("driver_factory")
@@ -316,6 +319,13 @@ async def live_ctx(app: web.Application) -> AsyncIterator[None]:
     app[render_pool_key] = pool
     app.setdefault(media_hooks_key, [])
 
+    async def make_renderer(spec: MediaSpec) -> Any:
+        override = app.get(renderer_factory_key)
+        return await (override or default_renderer_factory(settings.data_dir))(spec)
+
+    renderers = SharedRenderers(make_renderer)
+    app[renderers_key] = renderers
+
     async def runner_factory(session: Any) -> LiveSession:
         manager = app[keys.manager_key]
         store = app[keys.store_key]
@@ -323,8 +333,7 @@ async def live_ctx(app: web.Application) -> AsyncIterator[None]:
             session,
             settings=settings,
             pool=pool,
-            make_renderer=app.get(renderer_factory_key)
-            or default_renderer_factory(settings.data_dir),
+            renderers=renderers,
             make_driver=app.get(driver_factory_key) or default_driver_factory(settings),
             end_soon=lambda sid, reason: manager.end_soon(sid, EndReason(reason)),
             save_stats=store.set_session_stats,

@@ -57,6 +57,46 @@ DriverFactory = Callable[[MediaSpec], Any]
 MediaHook = Callable[["LiveSession", "SessionRunner"], Awaitable[None]]
 
 
+class SharedRenderers:
+    """One renderer per (avatar, size, device), shared by the sessions that use it.
+
+    A renderer is a pure function of its parameters, so sessions can share one; the render
+    worker then batches their frames into one call. Counted: the last session to let go drops
+    it, so memory follows the live sessions and not every size ever asked for.
+    """
+
+    def __init__(self, make: RendererFactory) -> None:
+        self._make = make
+        self._entries: dict[tuple[str, int, int, str], tuple[Any, int]] = {}
+        self._locks: dict[tuple[str, int, int, str], asyncio.Lock] = {}
+
+    @staticmethod
+    def _key(spec: MediaSpec) -> tuple[str, int, int, str]:
+        return (spec.avatar_id, spec.width, spec.height, spec.device)
+
+    async def acquire(self, spec: MediaSpec) -> Any:
+        key = self._key(spec)
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            renderer, users = self._entries.get(key, (None, 0))
+            if renderer is None:
+                renderer = await self._make(spec)
+            self._entries[key] = (renderer, users + 1)
+            return renderer
+
+    def release(self, spec: MediaSpec) -> None:
+        key = self._key(spec)
+        renderer, users = self._entries.get(key, (None, 0))
+        if users <= 1:
+            self._entries.pop(key, None)
+            self._locks.pop(key, None)
+        else:
+            self._entries[key] = (renderer, users - 1)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
 class SessionClosed(Exception):
     """The session ended while a socket was connecting."""
 
@@ -68,7 +108,7 @@ class LiveSession:
         *,
         settings: Any,
         pool: RenderPool,
-        make_renderer: RendererFactory,
+        renderers: SharedRenderers,
         make_driver: DriverFactory,
         end_soon: Callable[[str, str], None],
         save_stats: Callable[[str, dict[str, Any]], Awaitable[None]] | None = None,
@@ -84,7 +124,7 @@ class LiveSession:
         self.init: protocol.SessionInit | None = None
         self.link: SocketLink | None = None
         self._pool = pool
-        self._make_renderer = make_renderer
+        self._renderers = renderers
         self._make_driver = make_driver
         self._end_soon = end_soon
         self._save_stats = save_stats
@@ -109,7 +149,14 @@ class LiveSession:
         runner_mod = await asyncio.to_thread(
             importlib.import_module, "agenthuman_local.sessions.runner"
         )
-        renderer = await self._make_renderer(spec)
+        renderer = await self._renderers.acquire(spec)
+        try:
+            return await self._wire_media(spec, renderer, runner_mod)
+        except BaseException:
+            self._renderers.release(spec)
+            raise
+
+    async def _wire_media(self, spec: MediaSpec, renderer: Any, runner_mod: Any) -> SessionRunner:
         settings = self.settings
         options = runner_mod.RunnerOptions(
             session_id=self.session_id,
@@ -188,6 +235,8 @@ class LiveSession:
         stats = None
         if self.runner is not None:
             stats = await self.runner.aclose(str(reason))
+            assert self.spec is not None
+            self._renderers.release(self.spec)
         if stats is not None and self._save_stats is not None:
             try:
                 await self._save_stats(self.session_id, _int_stats(stats))

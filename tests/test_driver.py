@@ -115,3 +115,14 @@ def test_seeds_give_repeatable_or_different_idle() -> None:
     free1 = _run(Driver(seed=7), [None] * 10)
     free2 = _run(Driver(seed=7), [None] * 10)
     assert not np.array_equal(free1, free2)  # the seed only binds in deterministic mode
+
+
+def test_eyes_glance_around_and_hold_the_camera_when_listening() -> None:
+    idle = _run(Driver(seed=9, deterministic=True), [None] * 750)
+    listen = _run(Driver(seed=9, deterministic=True), [None] * 750, listening=True)
+    gaze = idle[:, [P.GAZE_X, P.GAZE_Y]]
+    assert (np.abs(gaze) <= 1.0).all()
+    moves = np.abs(np.diff(gaze[:, 0])) > 0.05  # saccades: quick jumps, then holds
+    assert 5 <= np.sum(moves[1:] & ~moves[:-1]) <= 40
+    spread = np.abs(listen[100:, P.GAZE_X]).mean()
+    assert spread < np.abs(idle[100:, P.GAZE_X]).mean()

@@ -102,6 +102,22 @@ def test_blink_covers_the_eyes_with_lids(small: ProceduralRenderer) -> None:
     assert white(frames[0]) > 10 and white(frames[1]) == 0
 
 
+def test_gaze_moves_the_irises_together(small: ProceduralRenderer) -> None:
+    frames = small.render(torch.cat([pose(gaze_x=-1.0), pose(gaze_x=1.0)])).numpy()
+    lay = small.layout
+    y = int(lay.centre_y - 0.05 * lay.unit_px)
+    band = slice(y - 3, y + 4)
+
+    def iris_x(frame: np.ndarray, side: int) -> float:
+        centre = lay.centre_x + side * 0.145 * lay.unit_px
+        x0, x1 = int(centre - 0.09 * lay.unit_px), int(centre + 0.09 * lay.unit_px)
+        _, cols = np.nonzero(luma(frame[band, x0:x1]) < 0.3)  # iris, pupil, lash ends
+        return float(cols.mean()) + x0
+
+    for side in (-1, 1):
+        assert iris_x(frames[1], side) > iris_x(frames[0], side) + 1.0
+
+
 def test_sway_moves_only_the_head_and_leaves_no_seam(small: ProceduralRenderer) -> None:
     rest, moved = small.render(torch.cat([pose(), pose(tx=1.0, ty=-1.0)])).numpy().astype(int)
     row = pose(tx=1.0, ty=-1.0)[0].tolist()

@@ -18,8 +18,9 @@ class P(enum.IntEnum):
     """Index of each face parameter in a `[B, N_PARAMS]` float32 tensor.
 
     Ranges: JAW, SPREAD, ROUND, CLOSURE, BLINK, LISTEN in [0, 1]; BROW, YAW, PITCH, ROLL, TX, TY,
-    BREATH in [-1, 1] (0 = neutral). Head pose values are normalised; a renderer maps them to
-    its own angles and pixel offsets (small: a few degrees, a few % of the frame).
+    BREATH, GAZE_X, GAZE_Y in [-1, 1] (0 = neutral, gaze 0 = at the camera). Head pose values are
+    normalised; a renderer maps them to its own angles and pixel offsets (small: a few degrees, a
+    few % of the frame).
     """
 
     JAW = 0  # jaw / mouth opening
@@ -35,6 +36,8 @@ class P(enum.IntEnum):
     TY = 10  # sway, vertical
     BREATH = 11  # shoulders / chest rise
     LISTEN = 12  # attentive listening pose weight
+    GAZE_X = 13  # eyes glance right (+) / left (-), in the picture
+    GAZE_Y = 14  # eyes glance down (+) / up (-)
 
 
 N_PARAMS = len(P)

@@ -4,7 +4,7 @@ Causal with a declared look-ahead of one frame (SPEC §9): the jaw follows the f
 through an attack/release filter, and peeks at the next frame so the mouth starts to open as the
 sound starts, which cancels the filter's own delay. Vowel shape comes from the spectral centroid,
 lip closures from short dips between loud frames. On top runs the idle layer that never stops:
-blinks every 2–6 s, breathing, a slow sway, and the listening pose.
+blinks every 2–6 s, glances, breathing, a slow sway, and the listening pose.
 """
 
 from __future__ import annotations
@@ -49,6 +49,11 @@ class Driver:
         self._breath_period_s = float(self._rng.uniform(3.6, 4.6))
         self._next_blink_s = float(self._rng.uniform(0.8, 3.0))
         self._blink_start_s = -10.0
+        self._gaze = np.zeros(2)
+        self._gaze_target = np.zeros(2)
+        self._next_glance_s = float(self._rng.uniform(0.5, 2.0))
+        # Per-frame approach rate for an eye movement: a saccade lands in ~60 ms at any fps.
+        self._saccade_rate = 1.0 - 0.35 ** (25.0 / fps)
         self._listen = 0.0
         # Speech emphasis drives nods and brows; it decays on its own so reset() never jumps pose.
         self._emphasis = 0.0
@@ -162,3 +167,17 @@ class Driver:
         out[P.BREATH] = math.sin(2 * math.pi * t / self._breath_period_s)
         out[P.BROW] = min(1.0, 0.35 * listen + 0.5 * talk)
         out[P.LISTEN] = listen
+        self._glance(t, listen, out)
+
+    def _glance(self, t: float, listen: float, out: np.ndarray) -> None:
+        """Eyes: small glances every 0.6–2.8 s, mostly back at the camera while listening."""
+        if t >= self._next_glance_s:
+            if self._rng.uniform() < 0.45 + 0.4 * listen:
+                self._gaze_target = np.zeros(2)
+            else:
+                self._gaze_target = self._rng.uniform((-0.6, -0.35), (0.6, 0.35))
+            self._next_glance_s = t + float(self._rng.uniform(0.6, 2.8))
+        self._gaze += self._saccade_rate * (self._gaze_target - self._gaze)
+        # The eyes hold the camera while the head turns, so they counter the yaw a little.
+        out[P.GAZE_X] = np.clip(self._gaze[0] - 0.6 * out[P.YAW], -1.0, 1.0)
+        out[P.GAZE_Y] = np.clip(self._gaze[1] + 0.4 * out[P.PITCH], -1.0, 1.0)

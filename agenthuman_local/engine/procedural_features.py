@@ -70,6 +70,7 @@ class EyesLayer:
         # The parameters this layer reads and the steps they are rounded to, so that equal
         # rounded values can share one drawn tile (blinks repeat the same few lid positions).
         self.steps = {P.BLINK: 1 / 32, P.BROW: 1 / max(1, round(BROW_RAISE * unit_px))}
+        self.steps[P.GAZE_X] = self.steps[P.GAZE_Y] = 1 / 8
         self.px = px = 1.0 / unit_px
         x, y = self.box.x, self.box.y
         dev = device
@@ -86,22 +87,13 @@ class EyesLayer:
         self.lash_bound = (torch.abs(t) - 1.06) * style.eye_width
         self.lash_col = color(style.brow, dev) * 0.55
 
-        r_iris = 0.62 * style.eye_height + 0.004
-        icx, icy = EYE_X, EYE_Y + 0.002
-        r = torch.sqrt((xm - icx) ** 2 + (y - icy) ** 2)
+        self.r_iris = 0.62 * style.eye_height + 0.004
+        self.iris_col = color(style.iris, dev)
+        self.xm, self.side = xm, side
+        # How far the iris travels at full gaze, head units: it stays inside the eye opening.
+        self.gaze_reach = (0.45 * style.eye_width, 0.25 * style.eye_height)
         corner = torch.clamp(torch.abs(t) - 0.55, min=0.0) * 0.9
-        sclera = color(SCLERA, dev) * (1.0 - corner).unsqueeze(-1)
-        shade = torch.clamp(1.15 - 0.55 * (r / r_iris) ** 2, 0.4, 1.2)
-        iris = color(style.iris, dev) * shade.unsqueeze(-1)
-        iris = over(
-            iris, color(style.iris, dev) * 0.35, 0.8 * cover(torch.abs(r - r_iris) - 0.003, px)
-        )
-        iris = over(iris, torch.zeros(3, device=dev), cover(r - 0.42 * r_iris, px))
-        eyeball = over(sclera, iris, cover(r - r_iris, px))
-        # The catch-light, from the upper left for both eyes.
-        gx, gy = icx - 0.32 * r_iris * side, icy - 0.38 * r_iris
-        glint = torch.sqrt((xm - gx) ** 2 + (y - gy) ** 2)
-        self.eyeball = over(eyeball, torch.ones(3, device=dev), cover(glint - 0.26 * r_iris, px))
+        self.sclera = color(SCLERA, dev) * (1.0 - corner).unsqueeze(-1)
 
         crease_y = self.top - 0.018 - 0.006 * span
         crease = torch.maximum(
@@ -136,7 +128,7 @@ class EyesLayer:
         y = self.y
         eye_a = cover(torch.maximum(lid - y, self.below), self.px)
         shadow = torch.exp(torch.clamp(lid - y, max=0.0) / 0.012)
-        eye_col = self.eyeball * (1.0 - 0.3 * shadow).unsqueeze(-1)
+        eye_col = self._eyeball(params) * (1.0 - 0.3 * shadow).unsqueeze(-1)
         rgb = base * self.darken
         lid_skin = cover(torch.maximum(self.above_fold, y - lid), self.px)
         rgb = rgb * (1.0 - 0.06 * lid_skin).unsqueeze(-1)
@@ -151,6 +143,25 @@ class EyesLayer:
         rows = [round(v * self.raise_px) for v in lift]
         brows = torch.stack([self.brow_alpha[0, r : r + h] for r in rows])
         return over(rgb, self.brow_col, brows)
+
+    def _eyeball(self, params: Tensor) -> Tensor:
+        """Sclera, iris with a darker rim, pupil and catch-light, looking where the gaze says."""
+        px, r_iris, xm, y = self.px, self.r_iris, self.xm, self.y
+        gaze_x = torch.clamp(_param(params, P.GAZE_X), -1.0, 1.0) * self.gaze_reach[0]
+        gaze_y = torch.clamp(_param(params, P.GAZE_Y), -1.0, 1.0) * self.gaze_reach[1]
+        # x is mirrored for the two eyes, so a glance to one side is ± by eye.
+        icx = EYE_X + gaze_x * self.side
+        icy = EYE_Y + 0.002 + gaze_y
+        r = torch.sqrt((xm - icx) ** 2 + (y - icy) ** 2)
+        shade = torch.clamp(1.15 - 0.55 * (r / r_iris) ** 2, 0.4, 1.2)
+        iris = self.iris_col * shade.unsqueeze(-1)
+        iris = over(iris, self.iris_col * 0.35, 0.8 * cover(torch.abs(r - r_iris) - 0.003, px))
+        iris = over(iris, torch.zeros_like(self.iris_col), cover(r - 0.42 * r_iris, px))
+        eyeball = over(self.sclera, iris, cover(r - r_iris, px))
+        # The catch-light, from the upper left for both eyes.
+        gx, gy = icx - 0.32 * r_iris * self.side, icy - 0.38 * r_iris
+        glint = torch.sqrt((xm - gx) ** 2 + (y - gy) ** 2)
+        return over(eyeball, torch.ones_like(self.iris_col), cover(glint - 0.26 * r_iris, px))
 
 
 class MouthLayer:

@@ -4,9 +4,11 @@ App-wide resources are cleanup contexts, opened in this order and closed in reve
 
 1. `store_ctx`    open + migrate the database, write the shipped avatars, make the first key;
 2. `devices_ctx`  list the devices (CUDA probing runs on a thread after the server listens);
+   `outputs_ctx`  the viewer hub and the metrics (with the viewer-token lookup);
    then `api.ws.live_ctx`: the render workers and the manager's runner factory;
-3. the `contexts` passed to `create_app`, e.g. the engine's: they may set
-   `app[keys.runner_factory_key]` and flip `app[keys.engine_status_key].ready`;
+3. `engine_ctx.engine_ctx`: the one Engine, loaded in the background (flips
+   `app[keys.engine_status_key].ready`); then the `contexts` passed to `create_app` (tests),
+   which may set `app[keys.runner_factory_key]` or flip `ready` themselves;
 4. `sessions_ctx` the SessionManager: ends sessions a dead process left started
    (`server_restart`) on the way in, and every live session (`server_shutdown`) on the way out,
    so sessions stop before the engine and the store close.
@@ -26,14 +28,19 @@ from aiohttp import web
 
 from agenthuman_local import ids, keys
 from agenthuman_local.api.auth import RateLimiter, auth_middleware
+from agenthuman_local.api.metrics import metrics_key
 from agenthuman_local.api.middleware import error_middleware
 from agenthuman_local.api.routes import setup_routes
+from agenthuman_local.api.viewer import viewer_hub_key, viewer_tokens_key
 from agenthuman_local.api.ws import live_ctx
 from agenthuman_local.avatars import SHIPPED_AVATARS, default_aliases
 from agenthuman_local.config import DevicesSettings, Settings
 from agenthuman_local.devices import DevicePool, probe_devices
+from agenthuman_local.engine_ctx import engine_ctx
+from agenthuman_local.metrics import Metrics
 from agenthuman_local.sessions.manager import EngineStatus, SessionManager
 from agenthuman_local.store import Store
+from agenthuman_local.transports.viewer import ViewerHub
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +124,33 @@ async def devices_ctx(app: web.Application) -> AsyncIterator[None]:
         await task
 
 
+async def outputs_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The viewer hub the runners publish into, and the metrics `/metrics` serves."""
+    pool = app[keys.devices_key]
+    metrics = Metrics()
+
+    def device_load() -> None:
+        for device in pool.devices:
+            metrics.set_device_load(
+                device.name, sessions=len(device.sessions), capacity=device.capacity
+            )
+
+    metrics.add_refresher(device_load)
+    app[metrics_key] = metrics
+
+    async def viewer_token(session_id: str) -> str | None:
+        session = await app[keys.manager_key].lookup(session_id)
+        return session.viewer_token if session is not None else None
+
+    app[viewer_tokens_key] = viewer_token
+    hub = ViewerHub()
+    app[viewer_hub_key] = hub
+    try:
+        yield
+    finally:
+        await hub.aclose()
+
+
 async def sessions_ctx(app: web.Application) -> AsyncIterator[None]:
     manager = SessionManager(
         app[keys.settings_key],
@@ -138,8 +172,8 @@ def create_app(
     contexts: Iterable[CleanupContext] = (),
 ) -> web.Application:
     """The app for `settings`. `environ` supplies the reserved AGENTHUMAN_API_KEY and
-    AGENTHUMAN_AVATAR (default: the process environment); `contexts` run after the devices and
-    before the session manager (the engine's hook, see the module docstring)."""
+    AGENTHUMAN_AVATAR (default: the process environment); `contexts` run after the engine's and
+    before the session manager's (see the module docstring)."""
     environ = os.environ if environ is None else environ
     app = web.Application(
         client_max_size=int(settings.max_request_mb * 1024 * 1024),
@@ -151,7 +185,9 @@ def create_app(
     app[keys.avatar_aliases_key] = default_aliases(environ)
     app.cleanup_ctx.append(functools.partial(store_ctx, env_key=environ.get(API_KEY_ENV)))
     app.cleanup_ctx.append(devices_ctx)
+    app.cleanup_ctx.append(outputs_ctx)
     app.cleanup_ctx.append(live_ctx)
+    app.cleanup_ctx.append(engine_ctx)
     app.cleanup_ctx.extend(contexts)
     app.cleanup_ctx.append(sessions_ctx)
     setup_routes(app)

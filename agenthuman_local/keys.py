@@ -40,6 +40,8 @@ avatar_aliases_key: web.AppKey[frozenset[str]] = web.AppKey("avatar_aliases")
 first_key_key: web.AppKey[FirstKey] = web.AppKey("first_key")
 # Set by a cleanup context that runs before the session manager's (see app.create_app).
 runner_factory_key: web.AppKey[RunnerFactory] = web.AppKey("runner_factory")
+# The shipped avatars' preview PNGs by id, rendered once (the engine is in engine_ctx).
+preview_cache_key: web.AppKey[dict[str, bytes]] = web.AppKey("preview_cache")
 
 # The account of the request's API key, set by the auth middleware on /v1 routes that need one.
 account_key: web.RequestKey[str] = web.RequestKey("account")

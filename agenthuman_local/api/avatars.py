@@ -1,14 +1,53 @@
-"""Avatar routes: the catalogue an account can use (public avatars, then its own)."""
+"""Avatar routes: the catalogue an account can use (public avatars, then its own), uploads,
+their images, and deletion (SPEC §3, §5).
+
+An upload becomes `data_dir/avatars/<avatar_id>/` (image.jpg, preview.jpg, rig.json) plus one
+row, or nothing at all: the files are written under a temporary name and renamed, and removed
+again if the row cannot be written. The photo work (`engine/faces.py`, OpenCV) runs on a worker
+thread and is imported there, so this module stays free of heavy imports.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
 from aiohttp import web
 
-from agenthuman_local import keys
-from agenthuman_local.api.objects import avatar_json
+from agenthuman_local import errors, ids, keys
+from agenthuman_local.api.auth import public
+from agenthuman_local.api.objects import avatar_image_url, avatar_json, avatar_preview_url
+from agenthuman_local.api.parsing import json_object, optional_str
 from agenthuman_local.avatars import resolve_alias
-from agenthuman_local.errors import AvatarNotFound
+from agenthuman_local.engine_ctx import running_engine
+from agenthuman_local.errors import (
+    AvatarNotFound,
+    BadRequest,
+    Conflict,
+    NotAnImage,
+    PayloadTooLarge,
+    StorageUnavailable,
+    ValidationError,
+)
 from agenthuman_local.records import Avatar
+
+MAX_UPLOAD_BYTES = 10 * 1024 * 1024
+FETCH_TIMEOUT_S = 20.0
+DEFAULT_UPLOAD_NAME = "My avatar"
+AVATARS_DIR = "avatars"
+INPUTS = ("file", "image_base64", "image_url")
+_CHUNK_BYTES = 64 * 1024
+_FACE_ERRORS: dict[str, type[errors.BadRequest]] = {
+    cls.code: cls
+    for cls in (errors.NotAnImage, errors.NoFace, errors.MultipleFaces, errors.FaceTooSmall)
+}
 
 
 async def find_avatar(app: web.Application, account_id: str, avatar_id: str | None) -> Avatar:
@@ -47,3 +86,283 @@ async def get_avatar(request: web.Request) -> web.Response:
     )
     base = request.app[keys.settings_key].base_url
     return web.json_response({"success": True, "avatar": avatar_json(avatar, base)})
+
+
+async def delete_avatar(request: web.Request) -> web.Response:
+    """Delete an own avatar: the row, then its files. Sessions keep their recordings."""
+    app = request.app
+    avatar = await find_avatar(app, request[keys.account_key], request.match_info["avatar_id"])
+    if avatar.is_public:
+        raise Conflict(
+            "Public avatars cannot be deleted",
+            suggestion="Only avatars you uploaded with POST /v1/avatars/upload-face can be.",
+        )
+    await app[keys.store_key].delete_avatar(avatar.avatar_id)
+    await asyncio.to_thread(shutil.rmtree, _avatar_dir(app, avatar.avatar_id), True)
+    return web.json_response(
+        {"success": True, "avatar_id": avatar.avatar_id, "message": "Avatar deleted successfully"}
+    )
+
+
+# -- images ------------------------------------------------------------------------------------
+
+
+@public
+async def avatar_preview(request: web.Request) -> web.Response:
+    return await _avatar_picture(request, preview=True)
+
+
+@public
+async def avatar_image(request: web.Request) -> web.Response:
+    return await _avatar_picture(request, preview=False)
+
+
+async def _avatar_picture(request: web.Request, *, preview: bool) -> web.Response:
+    """An uploaded avatar's own files; a shipped one's rendered preview (for both URLs). No key:
+    the ids are unguessable, and any account's avatar is served by its id."""
+    app = request.app
+    avatar_id = resolve_alias(request.match_info["avatar_id"], app[keys.avatar_aliases_key])
+    avatar = await app[keys.store_key].get_avatar(avatar_id)
+    if avatar is None:
+        raise AvatarNotFound()
+    headers = {"Cache-Control": "max-age=3600"}
+    if avatar.kind == "photo":
+        relative = avatar.preview_path if preview else avatar.image_path
+        if relative is None:
+            raise AvatarNotFound()
+        try:
+            data = await asyncio.to_thread(
+                Path.read_bytes, app[keys.settings_key].data_dir / relative
+            )
+        except FileNotFoundError as exc:
+            raise AvatarNotFound() from exc
+        return web.Response(body=data, content_type="image/jpeg", headers=headers)
+    cache = app[keys.preview_cache_key]
+    png = cache.get(avatar.avatar_id)
+    if png is None:
+        try:
+            engine = await running_engine(app)
+            png = await asyncio.to_thread(engine.render_preview, avatar.avatar_id)
+        except LookupError as exc:  # a public avatar the engine cannot draw
+            raise AvatarNotFound() from exc
+        cache[avatar.avatar_id] = png
+    return web.Response(body=png, content_type="image/png", headers=headers)
+
+
+# -- upload ------------------------------------------------------------------------------------
+
+
+async def upload_face(request: web.Request) -> web.Response:
+    inputs, name = await _upload_inputs(request)
+    if len(inputs) != 1:
+        given = ", ".join(field for field, _ in inputs) or "none"
+        raise BadRequest(
+            f"Send exactly one of file (multipart), image_base64 or image_url (got: {given})",
+            details={"fields": [field for field, _ in inputs]},
+        )
+    field, value = inputs[0]
+    data = value if isinstance(value, bytes) else await image_bytes(field, value)
+    avatar = await create_photo_avatar(request.app, request[keys.account_key], data, name)
+    base = request.app[keys.settings_key].base_url
+    return web.json_response(
+        {
+            "success": True,
+            "avatar_id": avatar.avatar_id,
+            "preview_url": avatar_preview_url(base, avatar.avatar_id),
+            "image_url": avatar_image_url(base, avatar.avatar_id),
+        }
+    )
+
+
+def is_image_value(value: str | None) -> bool:
+    """An `avatar` given as an image (data URI or http(s) URL) rather than an id."""
+    return value is not None and value.startswith(("data:", "http://", "https://"))
+
+
+@contextlib.asynccontextmanager
+async def session_avatar(
+    request: web.Request, account_id: str, field: str, value: str | None
+) -> AsyncIterator[Avatar]:
+    """The avatar a session create names: by id, or uploaded from an image (data URI or URL).
+
+    An avatar uploaded here is deleted again if the body fails, so a refused create leaves no
+    avatar behind that its caller never learnt the id of.
+    """
+    if value is None or not is_image_value(value):
+        yield await find_avatar(request.app, account_id, value)
+        return
+    kind = "image_base64" if value.startswith("data:") else "image_url"
+    data = await image_bytes(kind, value, label=field)
+    avatar = await create_photo_avatar(request.app, account_id, data, DEFAULT_UPLOAD_NAME)
+    try:
+        yield avatar
+    except BaseException:
+        await request.app[keys.store_key].delete_avatar(avatar.avatar_id)
+        await asyncio.to_thread(shutil.rmtree, _avatar_dir(request.app, avatar.avatar_id), True)
+        raise
+
+
+async def image_bytes(kind: str, value: str, *, label: str | None = None) -> bytes:
+    """The image an `image_base64` or `image_url` value stands for."""
+    if kind == "image_base64":
+        return await asyncio.to_thread(_decode_base64, value)
+    return await fetch_image(value, label or kind)
+
+
+async def create_photo_avatar(
+    app: web.Application, account_id: str, data: bytes, name: str
+) -> Avatar:
+    """Check, rig and store one photo as the account's private avatar (SPEC §5 upload-face)."""
+    _check_image(data)
+    avatar_id = ids.new_id("avat")
+    rig = await asyncio.to_thread(_prepare_and_save, data, _avatar_dir(app, avatar_id))
+    try:
+        return await app[keys.store_key].create_avatar(
+            avatar_id=avatar_id,
+            account_id=account_id,
+            name=name,
+            kind="photo",
+            image_path=f"{AVATARS_DIR}/{avatar_id}/image.jpg",
+            preview_path=f"{AVATARS_DIR}/{avatar_id}/preview.jpg",
+            rig=rig,
+        )
+    except BaseException:
+        await asyncio.to_thread(shutil.rmtree, _avatar_dir(app, avatar_id), True)
+        raise
+
+
+async def fetch_image(url: str, field: str) -> bytes:
+    """GET an http(s) image with a timeout and the upload size cap."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValidationError(field, "must be an http(s) URL")
+    timeout = aiohttp.ClientTimeout(total=FETCH_TIMEOUT_S)
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as http,
+            http.get(url) as response,
+        ):
+            if response.status != 200:
+                raise ValidationError(
+                    field, f"could not be fetched: the server answered HTTP {response.status}"
+                )
+            if (response.content_length or 0) > MAX_UPLOAD_BYTES:
+                raise _too_large()
+            data = bytearray()
+            async for chunk in response.content.iter_chunked(_CHUNK_BYTES):
+                data += chunk
+                if len(data) > MAX_UPLOAD_BYTES:
+                    raise _too_large()
+            return bytes(data)
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        reason = "timed out" if isinstance(exc, TimeoutError) else str(exc) or type(exc).__name__
+        raise ValidationError(
+            field,
+            f"is unreachable ({reason})",
+            suggestion="Check that the URL is public and reachable from the server, or upload "
+            "the file itself.",
+        ) from exc
+
+
+def _avatar_dir(app: web.Application, avatar_id: str) -> Path:
+    return app[keys.settings_key].data_dir / AVATARS_DIR / avatar_id
+
+
+def _too_large() -> PayloadTooLarge:
+    return PayloadTooLarge(
+        f"The image is larger than {MAX_UPLOAD_BYTES // (1024 * 1024)} MB",
+        suggestion="Send a smaller JPEG, PNG or WebP image.",
+    )
+
+
+def _check_image(data: bytes) -> None:
+    if len(data) > MAX_UPLOAD_BYTES:
+        raise _too_large()
+    is_jpeg = data.startswith(b"\xff\xd8\xff")
+    is_png = data.startswith(b"\x89PNG\r\n\x1a\n")
+    is_webp = data[:4] == b"RIFF" and data[8:12] == b"WEBP"
+    if not (is_jpeg or is_png or is_webp):
+        raise NotAnImage("The upload is not a JPEG, PNG or WebP image")
+
+
+def _decode_base64(text: str) -> bytes:
+    from agenthuman_local.engine import faces
+
+    try:
+        return faces.decode_data_uri(text)
+    except faces.FaceError as exc:
+        raise NotAnImage(exc.message) from exc
+
+
+def _prepare_and_save(data: bytes, avatar_dir: Path) -> dict[str, Any]:
+    """On a worker thread: detect and rig the face, write the files; returns the rig."""
+    from agenthuman_local.engine import faces
+
+    try:
+        prepared = faces.prepare_face(data)
+    except faces.FaceError as exc:
+        raise _FACE_ERRORS.get(exc.code, BadRequest)(
+            exc.message, suggestion=exc.suggestion
+        ) from exc
+    staging = avatar_dir.with_name(f".{avatar_dir.name}.tmp")
+    try:
+        faces.save_avatar(prepared, staging)
+        staging.rename(avatar_dir)
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise StorageUnavailable(f"Could not write the avatar's files: {exc.strerror}") from exc
+    rig: dict[str, Any] = json.loads(prepared.rig.to_json())
+    return rig
+
+
+async def _upload_inputs(request: web.Request) -> tuple[list[tuple[str, bytes | str]], str]:
+    """The image inputs the request gives (field, value), in INPUTS order, and the name."""
+    found: dict[str, bytes | str] = {}
+    name: str | None = None
+    if request.content_type == "multipart/form-data":
+        limit = int(request.app[keys.settings_key].max_request_mb * 1024 * 1024)
+        reader = await request.multipart()
+        while (part := await reader.next()) is not None:
+            if not isinstance(part, aiohttp.BodyPartReader):
+                raise ValidationError("body", "must not nest multipart bodies")
+            if part.name == "file":
+                found["file"] = await _read_part(part, MAX_UPLOAD_BYTES)
+                if part.filename:
+                    name = name or Path(part.filename).stem
+            elif part.name in ("image_base64", "image_url", "name"):
+                text = (await _read_part(part, limit)).decode("utf-8", "replace").strip()
+                if part.name == "name":
+                    name = text or name
+                elif text:
+                    found[part.name] = text
+            else:
+                await part.release()
+    elif request.content_type == "application/x-www-form-urlencoded":
+        form = await request.post()
+        for field in ("image_base64", "image_url"):
+            value = form.get(field)
+            if isinstance(value, str) and value.strip():
+                found[field] = value.strip()
+        given = form.get("name")
+        name = given.strip() if isinstance(given, str) else None
+    else:
+        body = await json_object(request)
+        for field in ("image_base64", "image_url"):
+            value = optional_str(body, field)
+            if value and value.strip():
+                found[field] = value.strip()
+        name = optional_str(body, "name")
+    return [(f, found[f]) for f in INPUTS if f in found], (
+        name or ""
+    ).strip() or DEFAULT_UPLOAD_NAME
+
+
+async def _read_part(part: aiohttp.BodyPartReader, limit: int) -> bytes:
+    """A multipart part's bytes, refusing (413) more than `limit`: aiohttp's body limit does
+    not apply to streamed multipart parts."""
+    data = bytearray()
+    while chunk := await part.read_chunk(_CHUNK_BYTES):
+        data += chunk
+        if len(data) > limit:
+            raise _too_large() if part.name == "file" else PayloadTooLarge()
+    return bytes(data)

@@ -14,13 +14,15 @@ from agenthuman_local.sessions.state import SessionState
 
 async def healthz(request: web.Request) -> web.Response:
     manager = request.app[keys.manager_key]
-    return web.json_response(
-        {
-            "status": "ok",
-            "engine": "ready" if manager.ready else "loading",
-            "devices": [d.snapshot() for d in request.app[keys.devices_key].devices],
-        }
-    )
+    body = {
+        "status": "ok",
+        "engine": "ready" if manager.ready else "loading",
+        "devices": [d.snapshot() for d in request.app[keys.devices_key].devices],
+    }
+    error = request.app[keys.engine_status_key].error
+    if error is not None:
+        body["engine_error"] = error
+    return web.json_response(body)
 
 
 async def usage(request: web.Request) -> web.Response:

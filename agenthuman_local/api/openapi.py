@@ -144,11 +144,24 @@ SCHEMAS: dict[str, JsonSchema] = {
             "devices": {"type": "array", "items": ref("Device")},
         }
     ),
+    "UploadFaceRequest": {
+        "type": "object",
+        "description": "Exactly one of file (multipart only), image_base64, image_url.",
+        "properties": {
+            "file": {"type": "string", "format": "binary"},
+            "image_base64": {"type": "string", "description": "data-URI prefix optional"},
+            "image_url": {"type": "string", "description": "http(s)"},
+            "name": STRING,
+        },
+    },
     "CreateSessionRequest": {
         "type": "object",
         "description": "A `room` field means era [C] (created and started); else era [B].",
         "properties": {
-            "avatar": STRING,
+            "avatar": {
+                "type": "string",
+                "description": "an avatar id, or an image (data:image/…;base64, or http(s) URL)",
+            },
             "avatar_id": STRING,
             "aspect_ratio": {"enum": ASPECT_RATIOS},
             "metadata": {"type": "object"},
@@ -186,12 +199,15 @@ class Operation:
     auth: bool = True
     query: dict[str, JsonSchema] = field(default_factory=dict)
     content_type: str = "application/json"
+    request_types: tuple[str, ...] = ("application/json",)
 
 
 _CREATED = _success({"session": ref("CreatedSession"), "usage": ref("Usage"), "message": STRING})
 _STARTED = _success({"ws_uri": STRING, "expiration": nullable(TIME), "message": STRING})
 _ENDED = _success({"session": ref("Session"), "message": STRING})
 _AVATAR_LIST = {"type": "array", "items": ref("Avatar")}
+_BINARY: JsonSchema = {"type": "string", "format": "binary"}
+_VIEWER_TOKEN = {"token": {"type": "string", "description": "the session's viewer token"}}
 
 OPERATIONS: list[Operation] = [
     Operation(
@@ -202,12 +218,23 @@ OPERATIONS: list[Operation] = [
             {
                 "status": {"const": "ok"},
                 "engine": {"enum": ["loading", "ready"]},
+                # (ext) why the engine stays loading: its start-up failed (see the log).
+                "engine_error": STRING,
                 "devices": {"type": "array", "items": ref("Device")},
-            }
+            },
+            optional=("engine_error",),
         ),
         auth=False,
     ),
     Operation("GET", "/openapi.json", "This document", {"type": "object"}, auth=False),
+    Operation(
+        "GET",
+        "/metrics",
+        "Prometheus metrics in the text exposition format (SPEC §10)",
+        STRING,
+        auth=False,
+        content_type="text/plain",
+    ),
     Operation(
         "POST",
         "/v1/sessions",
@@ -264,6 +291,32 @@ OPERATIONS: list[Operation] = [
     ),
     Operation(
         "GET",
+        "/v1/sessions/{session_id}/viewer",
+        "The page that plays the session (viewer_url; the token is in the URL)",
+        STRING,
+        auth=False,
+        query=_VIEWER_TOKEN,
+        content_type="text/html",
+    ),
+    Operation(
+        "GET",
+        "/v1/sessions/{session_id}/viewer/ws",
+        "The viewer page's media socket",
+        None,
+        status=101,
+        auth=False,
+        query=_VIEWER_TOKEN,
+    ),
+    Operation(
+        "GET",
+        "/viewer/{name}",
+        "The viewer page's scripts",
+        STRING,
+        auth=False,
+        content_type="text/javascript",
+    ),
+    Operation(
+        "GET",
         "/v1/avatars",
         "Avatars this account can use: public ones, then its own",
         _success(
@@ -276,7 +329,42 @@ OPERATIONS: list[Operation] = [
         query={"parent_id": STRING, "characters_only": STRING},
     ),
     Operation("GET", "/v1/avatars/public", "Public avatars", _success({"avatars": _AVATAR_LIST})),
+    # Before /v1/avatars/{avatar_id}, whose pattern also matches this path.
+    Operation(
+        "POST",
+        "/v1/avatars/upload-face",
+        "One photo with one face → a private avatar, usable at once",
+        _success({"avatar_id": STRING, "preview_url": STRING, "image_url": STRING}),
+        request=ref("UploadFaceRequest"),
+        request_types=(
+            "multipart/form-data",
+            "application/json",
+            "application/x-www-form-urlencoded",
+        ),
+    ),
     Operation("GET", "/v1/avatars/{avatar_id}", "One avatar", _success({"avatar": ref("Avatar")})),
+    Operation(
+        "DELETE",
+        "/v1/avatars/{avatar_id}",
+        "Delete an own avatar (public ones: 409)",
+        _success({"avatar_id": STRING, "message": STRING}),
+    ),
+    Operation(
+        "GET",
+        "/v1/avatars/{avatar_id}/preview",
+        "The avatar's 500×500 preview (no key: ids are unguessable)",
+        _BINARY,
+        auth=False,
+        content_type="image/*",
+    ),
+    Operation(
+        "GET",
+        "/v1/avatars/{avatar_id}/image",
+        "The avatar's image, at most 1200 px wide (no key)",
+        _BINARY,
+        auth=False,
+        content_type="image/*",
+    ),
     Operation(
         "GET",
         "/v1/usage",
@@ -313,7 +401,7 @@ def _operation_doc(op: Operation) -> dict[str, Any]:
     if op.request is not None:
         doc["requestBody"] = {
             "required": False,
-            "content": {"application/json": {"schema": op.request}},
+            "content": {kind: {"schema": op.request} for kind in op.request_types},
         }
     if not op.auth:
         doc["security"] = []

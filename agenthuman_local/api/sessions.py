@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from agenthuman_local import ids, keys
-from agenthuman_local.api.avatars import find_avatar
+from agenthuman_local.api.avatars import is_image_value, session_avatar
 from agenthuman_local.api.objects import iso, session_json
 from agenthuman_local.api.parsing import (
     json_object,
@@ -21,6 +21,7 @@ from agenthuman_local.api.parsing import (
     optional_str,
     required_str,
 )
+from agenthuman_local.engine_ctx import loading_error
 from agenthuman_local.errors import UnsupportedPlatform, ValidationError
 from agenthuman_local.records import Session
 from agenthuman_local.sessions.manager import VIDEO_SIZES
@@ -63,16 +64,17 @@ def _byo_daily_room(body: dict[str, Any]) -> dict[str, Any] | None:
     return _daily_room(url, token, "daily_room")
 
 
-def _avatar_id(body: dict[str, Any]) -> str | None:
+def _avatar_field(body: dict[str, Any], *, era_c: bool) -> tuple[str, str | None]:
+    """(the field used, its value): an avatar id, or in era [C] an image to upload first."""
     field = "avatar" if body.get("avatar") is not None else "avatar_id"
     value = optional_str(body, field)
-    if value is not None and value.startswith(("data:", "http://", "https://")):
+    if not era_c and is_image_value(value):
         raise ValidationError(
             field,
-            "as an image is not supported yet",
+            "as an image is accepted only in a create with a room (era [C])",
             suggestion="Upload it with POST /v1/avatars/upload-face and pass its avatar_id.",
         )
-    return value
+    return field, value
 
 
 def _aspect_ratio(body: dict[str, Any], default: str) -> str:
@@ -98,16 +100,19 @@ async def create_session(request: web.Request) -> web.Response:
     metadata = body.get("metadata", {})
     if not isinstance(metadata, dict):
         raise ValidationError("metadata", "must be a JSON object")
-    avatar = await find_avatar(request.app, account_id, _avatar_id(body))
     manager = request.app[keys.manager_key]
-    session, token = await manager.create(
-        account_id,
-        avatar=avatar,
-        aspect_ratio=aspect_ratio,
-        metadata=metadata,
-        daily_room=daily_room,
-        start=era_c,
-    )
+    if era_c and not manager.ready:  # before any upload work the create could not use
+        raise loading_error(request.app[keys.engine_status_key])
+    field, avatar_ref = _avatar_field(body, era_c=era_c)
+    async with session_avatar(request, account_id, field, avatar_ref) as avatar:
+        session, token = await manager.create(
+            account_id,
+            avatar=avatar,
+            aspect_ratio=aspect_ratio,
+            metadata=metadata,
+            daily_room=daily_room,
+            start=era_c,
+        )
     out = _session_out(request, session)
     out["access_token"] = token
     out["session_token"] = token

@@ -1,0 +1,139 @@
+"""The engine's start-up wiring (SPEC §1): the server answers while the engine loads, says so in
+/healthz and in start/create, and reports a load that failed instead of dying."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+
+from agenthuman_local import keys
+from agenthuman_local.app import create_app
+from agenthuman_local.config import Settings
+from agenthuman_local.engine.engine import Engine
+from agenthuman_local.engine_ctx import engine_factory_key, engine_future_key
+from tests.conftest import ApiClient, make_settings
+from tests.test_errors import assert_error
+
+C_BODY = {"room": {"platform": "local"}}
+
+
+class GatedEngine(Engine):
+    """An engine whose warm-up waits for the test to open the gate (no painting)."""
+
+    def __init__(self, gate: asyncio.Event) -> None:
+        super().__init__()
+        self.gate = gate
+
+    async def load(self) -> None:
+        await self.gate.wait()
+        self.ready = True
+
+
+class BrokenEngine(Engine):
+    async def load(self) -> None:
+        raise RuntimeError("weights are missing")
+
+
+async def start_client(
+    aiohttp_client: Any, tmp_path: Any, factory: Callable[[Settings], Engine] | None, **kw: Any
+) -> ApiClient:
+    app = create_app(make_settings(tmp_path, **kw), environ={})
+    if factory is not None:
+        app[engine_factory_key] = factory
+    client = await aiohttp_client(app)
+    return ApiClient(client, app[keys.first_key_key].key)
+
+
+async def load_finished() -> None:
+    """Wait for the app's engine:load task to end (ready, or the error recorded)."""
+    for task in [t for t in asyncio.all_tasks() if t.get_name() == "engine:load"]:
+        await asyncio.shield(task)
+
+
+async def engine_of(app: web.Application) -> Engine:
+    return await asyncio.shield(app[engine_future_key])
+
+
+async def test_loading_then_ready(aiohttp_client: Any, tmp_path: Any) -> None:
+    gate = asyncio.Event()
+    api = await start_client(
+        aiohttp_client, tmp_path, lambda s: GatedEngine(gate), engine__preload=True
+    )
+    health = await api.json("GET", "/healthz", key=None)
+    assert health["engine"] == "loading"
+    assert "engine_error" not in health
+    session = await api.create_session()
+    started = await api.start_session(session["session_id"])
+    assert started["ws_uri"] == "try_again" and started["expiration"] is None
+    assert (await api.json("GET", f"/v1/sessions/{session['session_id']}"))["session"][
+        "status"
+    ] == "created"
+    await assert_error(await api.post("/v1/sessions", json=C_BODY), 503, "ENGINE_LOADING")
+
+    gate.set()
+    await load_finished()
+    assert (await api.json("GET", "/healthz", key=None))["engine"] == "ready"
+    started = await api.start_session(session["session_id"])
+    assert started["ws_uri"].endswith(f"/v1/sessions/{session['session_id']}/ws")
+    assert (await engine_of(api.app)).ready
+
+
+async def test_a_failed_load_is_reported_and_the_server_stays_up(
+    aiohttp_client: Any, tmp_path: Any
+) -> None:
+    api = await start_client(
+        aiohttp_client, tmp_path, lambda s: BrokenEngine(), engine__preload=True
+    )
+    await load_finished()
+    health = await api.json("GET", "/healthz", key=None)
+    assert health["engine"] == "loading"
+    assert "weights are missing" in health["engine_error"]
+    session = await api.create_session()
+    assert (await api.start_session(session["session_id"]))["ws_uri"] == "try_again"
+    error = await assert_error(await api.post("/v1/sessions", json=C_BODY), 503, "ENGINE_LOADING")
+    assert "failed to load" in error["message"] and "weights are missing" in error["message"]
+    assert (await api.json("GET", "/v1/avatars"))["success"] is True
+
+
+async def test_an_engine_that_cannot_be_built_is_reported(
+    aiohttp_client: Any, tmp_path: Any
+) -> None:
+    def cannot_build(settings: Settings) -> Engine:
+        raise ImportError("no torch here")
+
+    api = await start_client(aiohttp_client, tmp_path, cannot_build, engine__preload=False)
+    await load_finished()
+    assert "no torch here" in (await api.json("GET", "/healthz", key=None))["engine_error"]
+    # The shipped avatars' previews need the engine: they say why they cannot be drawn.
+    response = await api.get("/v1/avatars/avat_local_ada/preview", key=None)
+    await assert_error(response, 503, "ENGINE_LOADING")
+
+
+async def test_the_real_engine_loads_in_the_background(aiohttp_client: Any, tmp_path: Any) -> None:
+    api = await start_client(aiohttp_client, tmp_path, None, engine__preload=True)
+    assert (await api.json("GET", "/healthz", key=None))["engine"] in ("loading", "ready")
+    await load_finished()
+    assert (await api.json("GET", "/healthz", key=None))["engine"] == "ready"
+    engine = await engine_of(api.app)
+    assert isinstance(engine, Engine) and engine.ready
+
+
+async def test_preload_off_is_ready_at_once_with_one_engine(api: ApiClient) -> None:
+    assert api.app[keys.engine_status_key].ready
+    assert (await api.json("GET", "/healthz", key=None))["engine"] == "ready"
+    first = await engine_of(api.app)
+    assert not first.ready  # no warm-up was run
+    assert await engine_of(api.app) is first
+
+
+async def test_shutdown_while_loading_leaves_no_task(aiohttp_client: Any, tmp_path: Any) -> None:
+    gate = asyncio.Event()  # never opened: the load is still waiting at shutdown
+    api = await start_client(
+        aiohttp_client, tmp_path, lambda s: GatedEngine(gate), engine__preload=True
+    )
+    assert (await api.json("GET", "/healthz", key=None))["engine"] == "loading"
+    await api.client.close()
+    assert not [t for t in asyncio.all_tasks() if t.get_name() == "engine:load"]

@@ -28,6 +28,7 @@ class FakeRenderer:
         self.delay_s = delay_s
         self.fail = False
         self.batch_sizes: list[int] = []
+        self.jaws: list[list[float]] = []  # the JAW of each frame, per call
         self.thread_names: set[str] = set()
         self._lock = threading.Lock()
 
@@ -35,6 +36,7 @@ class FakeRenderer:
         assert params.ndim == 2 and params.shape[1] == N_PARAMS
         with self._lock:
             self.batch_sizes.append(params.shape[0])
+            self.jaws.append([round(float(j), 3) for j in params[:, P.JAW]])
             self.thread_names.add(threading.current_thread().name)
         if self.delay_s:
             time.sleep(self.delay_s)

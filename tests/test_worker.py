@@ -55,6 +55,33 @@ async def test_different_renderers_run_back_to_back_in_one_pass():
     await worker.aclose()
 
 
+async def test_the_frame_due_first_goes_first_with_its_tick_mates():
+    worker = RenderWorker("cpu", batch_window_s=0.010)
+    gate = FakeRenderer(delay_s=0.05)
+    r = FakeRenderer()
+    worker.submit(gate, _params(0))
+    await asyncio.sleep(0.01)  # the thread is busy with the gate
+    worker.submit(r, _params(0.3), due=1.160)  # rendered ahead, due later
+    worker.submit(r, _params(0.2), due=1.120)
+    worker.submit(r, _params(0.1), due=1.040)  # session A's next frame
+    worker.submit(r, _params(0.15), due=1.045)  # session B's frame of the same tick
+    await worker.drain()
+    assert r.jaws == [[0.1, 0.15], [0.2], [0.3]]
+    await worker.aclose()
+
+
+async def test_drain_waits_for_cancelled_and_failed_jobs_too():
+    worker = RenderWorker("cpu")
+    await worker.drain()  # nothing submitted: at once
+    bad = FakeRenderer(delay_s=0.02)
+    bad.fail = True
+    jobs = [worker.submit(bad, _params(0)) for _ in range(3)]
+    jobs[2].cancel()
+    await worker.drain()
+    assert all(j.future.done() for j in jobs)
+    await worker.aclose()
+
+
 async def test_a_failing_renderer_fails_only_its_jobs():
     worker = RenderWorker("cpu")
     gate = FakeRenderer(delay_s=0.05)

@@ -1,16 +1,19 @@
 """One render thread per device, shared by every session on it (SPEC §6).
 
-Sessions submit one frame job at a time (face parameters → image); the thread takes whatever
-is queued, concatenates the parameters of jobs that share a renderer into one batch, runs the
-other renderers back to back, and resolves each job's asyncio future through
-`loop.call_soon_threadsafe`. The event loop never waits on torch: it only awaits futures.
+Sessions submit one frame job at a time (face parameters → image), each with the time it is due
+on screen. The thread always takes the job due first, together with every other job due within
+`batch_window_s` of it — in practice the same tick's frame of each session — so a burst of
+frames rendered ahead never delays the frame due next. Jobs that share a renderer are
+concatenated into one batch; other renderers run back to back. Each job's asyncio future is
+resolved through `loop.call_soon_threadsafe`: the event loop never waits on torch.
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import logging
-import queue
 import threading
 import time
 from dataclasses import dataclass, field
@@ -38,24 +41,11 @@ class RenderResult:
 
 @dataclass
 class _Job:
-    renderer: Any  # None for a barrier
-    params: np.ndarray | None
+    renderer: Any
+    params: np.ndarray
     future: asyncio.Future[Any]
     loop: asyncio.AbstractEventLoop
     cancelled: bool = field(default=False)
-
-
-def _resolve(fut: asyncio.Future[Any], value: Any) -> None:
-    if not fut.done():
-        fut.set_result(value)
-
-
-def _fail(fut: asyncio.Future[Any], exc: BaseException) -> None:
-    if not fut.done():
-        fut.set_exception(exc)
-
-
-_STOP = object()
 
 
 class RenderJob:
@@ -71,39 +61,72 @@ class RenderJob:
 
 
 class RenderWorker:
-    def __init__(self, device: str, *, max_pending: int = 256, max_batch: int = 16) -> None:
+    def __init__(
+        self,
+        device: str,
+        *,
+        max_pending: int = 256,
+        max_batch: int = 16,
+        batch_window_s: float = 0.010,
+    ) -> None:
         self.device = device
         self.max_batch = max_batch
+        self.batch_window_s = batch_window_s
+        self.max_pending = max_pending
         self.batches = 0
         self.frames = 0
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=max_pending)
+        self._heap: list[tuple[float, int, _Job]] = []
+        self._seq = itertools.count()
+        self._cond = threading.Condition()
         self._thread = threading.Thread(
             target=self._run, name=f"render-worker:{device}", daemon=True
         )
         self._started = False
         self._closed = False
+        self._stopping = False
+        # Loop side: jobs not yet resolved, and drain() callers waiting for none.
+        self._outstanding = 0
+        self._drained: list[asyncio.Future[None]] = []
 
-    def submit(self, renderer: Any, params: np.ndarray) -> RenderJob:
-        """Queue one frame (`params`: float32 [N_PARAMS]). Raises WorkerFull / WorkerClosed."""
-        return self._put(renderer, np.asarray(params, dtype=np.float32))
-
-    async def drain(self) -> None:
-        """Until every job submitted before this call has resolved."""
-        await self._put(None, None).future
-
-    def _put(self, renderer: Any, params: np.ndarray | None) -> RenderJob:
+    def submit(self, renderer: Any, params: np.ndarray, due: float = 0.0) -> RenderJob:
+        """Queue one frame (`params`: float32 [N_PARAMS]) due at `due` (any monotonic clock the
+        caller's sessions share; earlier first). Raises WorkerFull / WorkerClosed."""
         if self._closed:
             raise WorkerClosed(f"render worker for {self.device} is closed")
         if not self._started:
             self._started = True
             self._thread.start()
         loop = asyncio.get_running_loop()
-        job = _Job(renderer, params, loop.create_future(), loop)
-        try:
-            self._queue.put_nowait(job)
-        except queue.Full:
-            raise WorkerFull(f"render queue for {self.device} is full") from None
+        job = _Job(renderer, np.asarray(params, dtype=np.float32), loop.create_future(), loop)
+        with self._cond:
+            if len(self._heap) >= self.max_pending:
+                raise WorkerFull(f"render queue for {self.device} is full")
+            heapq.heappush(self._heap, (due, next(self._seq), job))
+            self._cond.notify()
+        self._outstanding += 1
         return RenderJob(job)
+
+    async def drain(self) -> None:
+        """Until every job submitted so far has resolved (rendered, failed or skipped)."""
+        if self._outstanding == 0:
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._drained.append(fut)
+        await fut
+
+    def _done(self, job: _Job, value: Any = None, exc: BaseException | None = None) -> None:
+        """On the loop: settle one job's future and the drain waiters."""
+        if not job.future.done():
+            if exc is not None:
+                job.future.set_exception(exc)
+            elif not job.cancelled:
+                job.future.set_result(value)
+        self._outstanding -= 1
+        if self._outstanding == 0:
+            waiters, self._drained = self._drained, []
+            for fut in waiters:
+                if not fut.done():
+                    fut.set_result(None)
 
     async def aclose(self) -> None:
         if self._closed:
@@ -111,84 +134,68 @@ class RenderWorker:
         self._closed = True
         if not self._started:
             return
-        # The queue may be full; a blocking put off the loop always gets the stop marker in.
-        await asyncio.to_thread(self._queue.put, _STOP)
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
         await asyncio.to_thread(self._thread.join)
+
+    def _take(self) -> list[_Job] | None:
+        """The job due first and those due within the window after it; None when stopping."""
+        with self._cond:
+            while not self._heap and not self._stopping:
+                self._cond.wait()
+            if self._stopping:
+                rest = [job for _, _, job in self._heap]
+                self._heap.clear()
+                for job in rest:
+                    job.loop.call_soon_threadsafe(self._done, job, None, WorkerClosed("closed"))
+                return None
+            first_due = self._heap[0][0]
+            batch: list[_Job] = []
+            while (
+                self._heap
+                and len(batch) < self.max_batch
+                and self._heap[0][0] <= first_due + self.batch_window_s
+            ):
+                batch.append(heapq.heappop(self._heap)[2])
+            return batch
 
     def _run(self) -> None:
         while True:
-            item = self._queue.get()
-            if item is _STOP:
+            batch = self._take()
+            if batch is None:
                 return
-            batch = [item]
-            stop = False
-            while len(batch) < self.max_batch:
-                try:
-                    nxt = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is _STOP:
-                    stop = True
-                    break
-                batch.append(nxt)
             self._render(batch)
-            if stop:
-                self._fail_rest()
-                return
-
-    def _fail_rest(self) -> None:
-        while True:
-            try:
-                job = self._queue.get_nowait()
-            except queue.Empty:
-                return
-            if job is not _STOP:
-                job.loop.call_soon_threadsafe(_fail, job.future, WorkerClosed("closed"))
 
     def _render(self, batch: list[_Job]) -> None:
-        # Group by renderer in first-seen order; a barrier resolves after everything before it.
-        groups: list[list[_Job]] = []
-        index: dict[int, list[_Job]] = {}
+        groups: dict[int, list[_Job]] = {}
         for job in batch:
             if job.cancelled:
+                job.loop.call_soon_threadsafe(self._done, job)
                 continue
-            if job.renderer is None:
-                groups.append([job])
-                index.clear()  # nothing after a barrier may be rendered before it
-                continue
-            key = id(job.renderer)
-            if key not in index:
-                index[key] = []
-                groups.append(index[key])
-            index[key].append(job)
-        for group in groups:
-            if group[0].renderer is None:
-                group[0].loop.call_soon_threadsafe(_resolve, group[0].future, None)
-                continue
+            groups.setdefault(id(job.renderer), []).append(job)
+        for group in groups.values():
             t0 = time.perf_counter()
             try:
                 # Imported here, on the worker thread: importing torch takes seconds and the
                 # server must answer /healthz before that (SPEC §12).
                 import torch
 
-                params = torch.from_numpy(
-                    np.stack([j.params for j in group if j.params is not None])
-                )
+                params = torch.from_numpy(np.stack([j.params for j in group]))
                 with torch.inference_mode():
                     out = group[0].renderer.render(params)
                 images = out.numpy() if isinstance(out, torch.Tensor) else np.asarray(out)
             except Exception as exc:  # a renderer failure ends only its sessions (SPEC §11)
                 log.exception("renderer failed on %s", self.device)
                 for j in group:
-                    j.loop.call_soon_threadsafe(_fail, j.future, exc)
+                    j.loop.call_soon_threadsafe(self._done, j, None, exc)
                 continue
             render_ms = (time.perf_counter() - t0) * 1000.0
             self.batches += 1
             self.frames += len(group)
             for i, j in enumerate(group):
-                j.loop.call_soon_threadsafe(
-                    _resolve, j.future, RenderResult(images[i], render_ms, len(group))
-                )
+                result = RenderResult(images[i], render_ms, len(group))
+                j.loop.call_soon_threadsafe(self._done, j, result)
 
 
 class RenderPool:

@@ -111,6 +111,12 @@ class Pacer:
             self._t0 = self.clock.now()
         return self._t0 + frame_index / self.fps
 
+    def expected(self, frame_index: int) -> float:
+        """When frame n should show, without anchoring the clock (for ordering render jobs)."""
+        if self._t0 is None:
+            return self.clock.now() + (frame_index - self.next_index) / self.fps
+        return self._t0 + frame_index / self.fps
+
     async def next_tick(self) -> Tick:
         """Sleep until the next frame is due; report how late the wake-up was."""
         n = self.next_index

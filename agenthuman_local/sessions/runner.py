@@ -306,9 +306,9 @@ class SessionRunner:
         if len(self._pending) > 1 and not any(p.audio.speaking for p in list(self._pending)[1:]):
             self._rewind(1)
 
-    def _submit(self, params: np.ndarray) -> RenderJob | None:
+    def _submit(self, frame_index: int, params: np.ndarray) -> RenderJob | None:
         try:
-            return self.worker.submit(self.renderer, params)
+            return self.worker.submit(self.renderer, params, self._pacer.expected(frame_index))
         except (WorkerFull, WorkerClosed):
             return None
 
@@ -333,7 +333,7 @@ class SessionRunner:
             return
         for p in self._pending:
             if p.job is None:
-                p.job = self._submit(p.params)
+                p.job = self._submit(p.audio.frame_index, p.params)
         while len(self._pending) < self.options.ahead_frames:
             if (
                 len(self._pending) >= self.options.idle_ahead_frames
@@ -346,7 +346,7 @@ class SessionRunner:
             self._emit_all(self._speech.take_events())
             current = audio.samples.astype(np.float32) / 32768.0
             params = self._driver.step(current, self._lookahead(n), listening=self._listening)
-            self._pending.append(_Pending(audio, params, self._submit(params), before))
+            self._pending.append(_Pending(audio, params, self._submit(n, params), before))
             self._next_schedule = n + 1
 
     async def _pace(self) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from agenthuman_local.engine.base import P
@@ -169,12 +170,14 @@ class MouthLayer:
 
     def __init__(self, style: Style, unit_px: float, device: str) -> None:
         self.box = _Box(*MOUTH_BOX, unit_px, device)
-        # A 1/64 step of the jaw is under a pixel of opening at any crop size.
-        self.steps = {P.JAW: 1 / 64, P.SPREAD: 1 / 32, P.ROUND: 1 / 32, P.CLOSURE: 1 / 32}
-        self.steps[P.LISTEN] = 1 / 16
+        # Coarse enough that speech reuses tiles, fine enough not to show: a jaw step is
+        # about a pixel of opening at the largest crop, shape steps are a few % of the width.
+        self.steps = {P.JAW: 1 / 40, P.SPREAD: 1 / 12, P.ROUND: 1 / 12, P.CLOSURE: 1 / 8}
+        self.steps[P.LISTEN] = 1 / 8
         self.style = style
         self.px = 1.0 / unit_px
         self.x = self.box.x
+        self.x_np = self.box.x.cpu().numpy().astype(np.float64)
         self.y = self.box.y - MOUTH_Y
         dev = device
         self.cavity = color(CAVITY, dev)
@@ -185,66 +188,85 @@ class MouthLayer:
         self.lip_lower = color(style.lip_lower, dev)
         self.seam_col = self.lip_upper * 0.62
 
-    def draw(self, base: Tensor, params: Tensor) -> Tensor:
-        st, px, x, y = self.style, self.px, self.x, self.y
-        spread = torch.clamp(_param(params, P.SPREAD), 0.0, 1.0)
-        rnd = torch.clamp(_param(params, P.ROUND), 0.0, 1.0)
-        listen = torch.clamp(_param(params, P.LISTEN), 0.0, 1.0)
-        o = mouth_opening(params)
+    def _curves(self, params: Tensor) -> dict[str, Tensor]:
+        """The lip and opening curves along x, [B, 1, w], and per-frame scalars [B, 1, 1].
 
-        # Curves along x, [B, 1, w]: cheap, whatever the box size.
+        Small 1-D work, done in numpy: torch's per-op cost would dominate at this size.
+        """
+        st = self.style
+        p = params.detach().cpu().numpy().astype(np.float64)[:, :, None, None]
+        spread = np.clip(p[:, P.SPREAD], 0.0, 1.0)
+        rnd = np.clip(p[:, P.ROUND], 0.0, 1.0)
+        listen = np.clip(p[:, P.LISTEN], 0.0, 1.0)
+        o = mouth_opening(params).detach().cpu().numpy().astype(np.float64)
+        x = self.x_np
         smile = 0.35 + 0.4 * listen
         w = st.mouth_width * (1.0 + 0.2 * spread - 0.3 * rnd + 0.04 * smile)
         wo = w + 0.014
         t = x / w
-        s = torch.sqrt(torch.clamp(1.0 - t * t, 0.0, 1.0))
-        so = torch.sqrt(torch.clamp(1.0 - (x / wo) ** 2, 0.0, 1.0))
+        s = np.sqrt(np.clip(1.0 - t * t, 0.0, 1.0))
+        so = np.sqrt(np.clip(1.0 - (x / wo) ** 2, 0.0, 1.0))
         midline = -0.011 * smile * t * t
-        shape = s + (torch.sqrt(s) - s) * rnd
+        shape = s + (np.sqrt(s) - s) * rnd
         y_up = midline - 0.24 * o * shape
         y_lo = midline + 0.76 * o * shape
-        bow = 1.0 - 0.35 * torch.exp(-((x / 0.016) ** 2))
-        thick_u = 0.026 * st.lip_fullness * torch.sqrt(so) * bow * (1.0 - 0.25 * spread)
-        thick_l = 0.034 * st.lip_fullness * torch.sqrt(so) * (1.0 - 0.2 * spread + 0.15 * rnd)
-        beyond = torch.abs(x) - wo
-        y_lo_o = y_lo + thick_l
+        bow = 1.0 - 0.35 * np.exp(-((x / 0.016) ** 2))
+        thick_u = 0.026 * st.lip_fullness * np.sqrt(so) * bow * (1.0 - 0.25 * spread)
+        thick_l = 0.034 * st.lip_fullness * np.sqrt(so) * (1.0 - 0.2 * spread + 0.15 * rnd)
+        grow = np.clip(o / 0.03, 0.0, 1.0)
+        # The upper teeth: a band under the upper lip that narrows towards the corners.
+        arc = np.sqrt(np.clip(1.0 - (x / (0.8 * w)) ** 2, 0.0, 1.0))
+        curves = {
+            "so": so,
+            "y_up": y_up,
+            "y_lo": y_lo,
+            "y_lo_o": y_lo + thick_l,
+            "lip_top": y_up - thick_u,
+            "beyond": np.abs(x) - wo,
+            "side": np.abs(x) - w,
+            "midline": midline,
+            "hi_y": y_lo + 0.45 * thick_l,
+            "teeth_y": y_up + 0.026 * grow * arc,
+            "gap": 1.0 / (y_lo - y_up + 1e-4),
+            "tongue_x": (x / (0.62 * w)) ** 2,
+            "tongue_ry": 1.0 / (0.02 + 0.22 * o),
+            "open": (o > 0.0015).astype(np.float64),
+            "tongue_on": (o > 0.02).astype(np.float64),
+            "closed": 1.0 - np.clip(o / 0.01, 0.0, 1.0),
+        }
+        dev = self.x.device
+        return {k: torch.from_numpy(v.astype(np.float32)).to(dev) for k, v in curves.items()}
 
+    def draw(self, base: Tensor, params: Tensor) -> Tensor:
+        px, y = self.px, self.y
+        c = self._curves(params)
         rgb = base
         # Soft shadow under the lower lip, so the lips sit in the face.
-        under = torch.clamp(1.0 - torch.abs(y - y_lo_o - 0.012) / 0.014, min=0.0) * so
+        under = torch.clamp(1.0 - torch.abs(y - c["y_lo_o"] - 0.012) / 0.014, min=0.0) * c["so"]
         rgb = rgb * (1.0 - 0.1 * under).unsqueeze(-1)
 
-        if bool((o > 0.0015).any()):
-            inner = torch.maximum(torch.maximum(y_up - y, y - y_lo), torch.abs(x) - w)
-            open_a = cover(inner, px) * (o > 0.0015).float()
-            depth = torch.clamp((y - y_up) / (y_lo - y_up + 1e-4), 0.0, 1.0)
-            cav = self.throat + (self.cavity - self.throat) * depth.unsqueeze(-1)
-            grow = torch.clamp(o / 0.03, 0.0, 1.0)
-            # The upper teeth: a band under the upper lip that narrows towards the corners.
-            arc = torch.sqrt(torch.clamp(1.0 - (x / (0.8 * w)) ** 2, 0.0, 1.0))
-            teeth_d = y - (y_up + 0.026 * grow * arc)
-            fade = torch.clamp((y - y_up) / 0.03, 0.0, 1.0)
-            cav = over(cav, self.teeth * (1.0 - 0.25 * fade).unsqueeze(-1), cover(teeth_d, px))
-            tongue_ry = 0.02 + 0.22 * o
-            tongue_d = (
-                torch.sqrt((x / (0.62 * w)) ** 2 + ((y - y_lo + 0.006) / tongue_ry) ** 2) - 1.0
-            ) * 0.02
-            cav = over(
-                cav,
-                self.tongue * (0.75 + 0.25 * depth).unsqueeze(-1),
-                cover(tongue_d, px) * (o > 0.02).float(),
-            )
+        if bool(c["open"].any()):
+            inner = torch.maximum(torch.maximum(c["y_up"] - y, y - c["y_lo"]), c["side"])
+            open_a = cover(inner, px) * c["open"]
+            depth = torch.clamp((y - c["y_up"]) * c["gap"], 0.0, 1.0)
+            cav = over(self.throat, self.cavity, depth)
+            fade = torch.clamp((y - c["y_up"]) * (1 / 0.03), 0.0, 1.0)
+            teeth = self.teeth * (1.0 - 0.25 * fade).unsqueeze(-1)
+            cav = over(cav, teeth, cover(y - c["teeth_y"], px))
+            ty = (y - c["y_lo"] + 0.006) * c["tongue_ry"]
+            tongue_d = (torch.sqrt(c["tongue_x"] + ty * ty) - 1.0) * 0.02
+            tongue = self.tongue * (0.75 + 0.25 * depth).unsqueeze(-1)
+            cav = over(cav, tongue, cover(tongue_d, px) * c["tongue_on"])
             rgb = over(rgb, cav, open_a)
 
-        upper = torch.maximum(torch.maximum(y_up - thick_u - y, y - y_up - 0.002), beyond)
-        lower = torch.maximum(torch.maximum(y_lo - 0.002 - y, y - y_lo_o), beyond)
-        hi = torch.clamp(1.0 - torch.abs(y - (y_lo + 0.45 * thick_l)) / 0.009, min=0.0) * so
+        upper = torch.maximum(torch.maximum(c["lip_top"] - y, y - c["y_up"] - 0.002), c["beyond"])
+        lower = torch.maximum(torch.maximum(c["y_lo"] - 0.002 - y, y - c["y_lo_o"]), c["beyond"])
+        hi = torch.clamp(1.0 - torch.abs(y - c["hi_y"]) * (1 / 0.009), min=0.0) * c["so"]
         rgb = over(rgb, self.lip_upper, cover(upper, px))
         rgb = over(rgb, self.lip_lower * (1.0 + 0.22 * hi).unsqueeze(-1), cover(lower, px))
         # Where the lips meet: a darker line, fading as the mouth opens.
-        closed = 1.0 - torch.clamp(o / 0.01, 0.0, 1.0)
-        seam = torch.maximum(torch.abs(y - midline) - 0.0022, beyond)
-        rgb = over(rgb, self.seam_col, 0.85 * cover(seam, px) * closed)
+        seam = torch.maximum(torch.abs(y - c["midline"]) - 0.0022, c["beyond"])
+        rgb = over(rgb, self.seam_col, cover(seam, px) * (0.85 * c["closed"]))
         return rgb.clamp(0.0, 1.0)
 
 

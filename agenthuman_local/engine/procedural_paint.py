@@ -30,7 +30,7 @@ Tensor = torch.Tensor
 
 def cover(d: Tensor, px: float) -> Tensor:
     """Signed distance (negative inside) → coverage, anti-aliased over one pixel of size px."""
-    return torch.clamp(0.5 - d / px, 0.0, 1.0)
+    return (d * (-1.0 / px)).add_(0.5).clamp_(0.0, 1.0)
 
 
 def smoothstep(e0: float, e1: float, x: Tensor) -> Tensor:
@@ -57,8 +57,7 @@ def color(c: RGB, device: str) -> Tensor:
 
 def over(canvas: Tensor, paint: Tensor, alpha: Tensor) -> Tensor:
     """Paint `paint` ([..., 3] or [3]) over `canvas` [..., 3] with `alpha` [...]."""
-    a = alpha.unsqueeze(-1)
-    return canvas + (paint - canvas) * a
+    return torch.lerp(canvas, paint, alpha.unsqueeze(-1))
 
 
 def face_distance(style: Style, x: Tensor, y: Tensor) -> Tensor:

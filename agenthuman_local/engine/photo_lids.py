@@ -16,10 +16,22 @@ from agenthuman_local.engine.photo_fields import CropGeometry
 _LASH = (48.0, 34.0, 30.0)
 
 
+def _rows(top: float, height: float, limit: int) -> slice:
+    start = min(max(0, int(top)), limit - 1)
+    return slice(start, min(limit, max(start + 1, int(top + height))))
+
+
+def _mean_rgb(pixels: torch.Tensor) -> torch.Tensor:
+    """[3, ...] → [1, 3, 1, 1]; a patch off the crop's edge counts as mid-grey."""
+    flat = pixels.reshape(3, -1)
+    mean = flat.mean(dim=1) if flat.shape[1] else torch.full((3,), 128.0, device=pixels.device)
+    return mean.view(1, 3, 1, 1)
+
+
 class EyeLids:
     def __init__(self, geo: CropGeometry, src: torch.Tensor) -> None:
         """`src` is the photo's crop [1, 3, H, W] (0–255) the lid colour is measured from."""
-        self._eyes: list[tuple[slice, slice, float, float, float, float]] = []
+        self._eyes: list[tuple[slice, slice, float, float, float, float, torch.Tensor]] = []
         self._src = src
         self._size = (geo.width, geo.height)
         pad = 0.2 * geo.ed  # head motion moves an eye by at most this much
@@ -32,7 +44,24 @@ class EyeLids:
             y1 = min(geo.height, int(ey + 1.2 * half_h + pad) + 2)
             if x1 - x0 < 3 or y1 - y0 < 3:
                 continue
-            self._eyes.append((slice(y0, y1), slice(x0, x1), ex, ey, half_w, half_h))
+            # The band under the brow is the brightest skin near the eye; a real lid sits in
+            # the tone of the skin around the eye, so the band is toned to match that ring.
+            cx0, cx1 = max(0, int(ex - half_w)), min(geo.width, int(ex + half_w) + 1)
+            band = src[0, :, _rows(ey - 3.2 * half_h, half_h, geo.height), cx0:cx1]
+            beside = _rows(ey - 0.5 * half_h, half_h, geo.height)
+            left = slice(max(0, int(ex - 1.6 * half_w)), max(1, int(ex - 1.2 * half_w)))
+            right = slice(min(geo.width - 1, int(ex + 1.2 * half_w)), int(ex + 1.6 * half_w))
+            below = _rows(ey + 1.6 * half_h, half_h, geo.height)
+            ring = torch.cat(
+                [
+                    src[0, :, below, cx0:cx1].reshape(3, -1),
+                    src[0, :, beside, left].reshape(3, -1),
+                    src[0, :, beside, right].reshape(3, -1),
+                ],
+                dim=1,
+            )
+            gain = (_mean_rgb(ring) / _mean_rgb(band).clamp(min=1.0)).clamp(0.75, 1.1)
+            self._eyes.append((slice(y0, y1), slice(x0, x1), ex, ey, half_w, half_h, gain))
 
     def patches(self) -> list[tuple[slice, slice]]:
         return [(rows, cols) for rows, cols, *_ in self._eyes]
@@ -44,7 +73,7 @@ class EyeLids:
         """
         b = blink.clamp(0.0, 1.0).view(-1, 1, 1, 1)
         lash = torch.tensor(_LASH, device=crop.device).view(1, 3, 1, 1)
-        for (rows, cols, ex, ey, half_w, half_h), q in zip(self._eyes, qs, strict=True):
+        for (rows, cols, ex, ey, half_w, half_h, gain), q in zip(self._eyes, qs, strict=True):
             qx, qy = q[..., 0].unsqueeze(1), q[..., 1].unsqueeze(1)
             prof = (1.0 - ((qx - ex) / half_w) ** 2).clamp(min=0.0).sqrt()
             upper = ey - half_h * prof
@@ -61,7 +90,7 @@ class EyeLids:
             )
             depth = ((qy - upper) / (edge - upper).clamp(min=1.0)).clamp(0.0, 1.0)
             # A convex lid: darker towards its edge and its corners.
-            shade = 0.93 - 0.18 * depth - 0.12 * (1.0 - prof)
+            shade = gain * (1.0 - 0.18 * depth - 0.12 * (1.0 - prof))
             colour = self._lid_skin(qx, qy, upper - half_h, edge, ey - 3.2 * half_h, half_h)
             colour = colour * shade
             lash_w = (1.0 - (edge - qy - 0.3).abs() / 1.6).clamp(min=0.0) * prof.clamp(max=1.0)

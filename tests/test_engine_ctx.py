@@ -7,13 +7,13 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from aiohttp import web
+import pytest
 
 from agenthuman_local import keys
 from agenthuman_local.app import create_app
 from agenthuman_local.config import Settings
 from agenthuman_local.engine.engine import Engine
-from agenthuman_local.engine_ctx import engine_factory_key, engine_future_key
+from agenthuman_local.engine_ctx import engine_factory_key
 from tests.conftest import ApiClient, make_settings
 from tests.test_errors import assert_error
 
@@ -53,10 +53,6 @@ async def load_finished() -> None:
         await asyncio.shield(task)
 
 
-async def engine_of(app: web.Application) -> Engine:
-    return await asyncio.shield(app[engine_future_key])
-
-
 async def test_loading_then_ready(aiohttp_client: Any, tmp_path: Any) -> None:
     gate = asyncio.Event()
     api = await start_client(
@@ -78,7 +74,7 @@ async def test_loading_then_ready(aiohttp_client: Any, tmp_path: Any) -> None:
     assert (await api.json("GET", "/healthz", key=None))["engine"] == "ready"
     started = await api.start_session(session["session_id"])
     assert started["ws_uri"].endswith(f"/v1/sessions/{session['session_id']}/ws")
-    assert (await engine_of(api.app)).ready
+    assert api.app[keys.engine_key].ready
 
 
 async def test_a_failed_load_is_reported_and_the_server_stays_up(
@@ -98,18 +94,14 @@ async def test_a_failed_load_is_reported_and_the_server_stays_up(
     assert (await api.json("GET", "/v1/avatars"))["success"] is True
 
 
-async def test_an_engine_that_cannot_be_built_is_reported(
+async def test_an_engine_that_cannot_be_built_stops_start_up(
     aiohttp_client: Any, tmp_path: Any
 ) -> None:
     def cannot_build(settings: Settings) -> Engine:
         raise ImportError("no torch here")
 
-    api = await start_client(aiohttp_client, tmp_path, cannot_build, engine__preload=False)
-    await load_finished()
-    assert "no torch here" in (await api.json("GET", "/healthz", key=None))["engine_error"]
-    # The shipped avatars' previews need the engine: they say why they cannot be drawn.
-    response = await api.get("/v1/avatars/avat_local_ada/preview", key=None)
-    await assert_error(response, 503, "ENGINE_LOADING")
+    with pytest.raises(ImportError, match="no torch here"):
+        await start_client(aiohttp_client, tmp_path, cannot_build, engine__preload=False)
 
 
 async def test_the_real_engine_loads_in_the_background(aiohttp_client: Any, tmp_path: Any) -> None:
@@ -117,16 +109,35 @@ async def test_the_real_engine_loads_in_the_background(aiohttp_client: Any, tmp_
     assert (await api.json("GET", "/healthz", key=None))["engine"] in ("loading", "ready")
     await load_finished()
     assert (await api.json("GET", "/healthz", key=None))["engine"] == "ready"
-    engine = await engine_of(api.app)
+    engine = api.app[keys.engine_key]
     assert isinstance(engine, Engine) and engine.ready
 
 
-async def test_preload_off_is_ready_at_once_with_one_engine(api: ApiClient) -> None:
+class CountingEngine(Engine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.previews: list[str] = []
+
+    def render_preview(self, avatar_id: str) -> bytes:
+        self.previews.append(avatar_id)
+        return super().render_preview(avatar_id)
+
+
+async def test_preload_off_is_ready_at_once_and_previews_come_from_the_engine(
+    aiohttp_client: Any, tmp_path: Any
+) -> None:
+    api = await start_client(aiohttp_client, tmp_path, lambda s: CountingEngine())
     assert api.app[keys.engine_status_key].ready
     assert (await api.json("GET", "/healthz", key=None))["engine"] == "ready"
-    first = await engine_of(api.app)
-    assert not first.ready  # no warm-up was run
-    assert await engine_of(api.app) is first
+    engine = api.app[keys.engine_key]
+    assert isinstance(engine, CountingEngine) and not engine.ready  # no warm-up was run
+    bodies = set()
+    for path in ("preview", "image", "preview"):
+        response = await api.get(f"/v1/avatars/avat_local_ada/{path}", key=None)
+        assert response.status == 200
+        bodies.add(await response.read())
+    assert len(bodies) == 1
+    assert engine.previews == ["avat_local_ada"]  # drawn once, then cached
 
 
 async def test_shutdown_while_loading_leaves_no_task(aiohttp_client: Any, tmp_path: Any) -> None:

@@ -26,7 +26,6 @@ from agenthuman_local.api.auth import public
 from agenthuman_local.api.objects import avatar_image_url, avatar_json, avatar_preview_url
 from agenthuman_local.api.parsing import json_object, optional_str
 from agenthuman_local.avatars import resolve_alias
-from agenthuman_local.engine_ctx import running_engine
 from agenthuman_local.errors import (
     AvatarNotFound,
     BadRequest,
@@ -141,8 +140,7 @@ async def _avatar_picture(request: web.Request, *, preview: bool) -> web.Respons
     png = cache.get(avatar.avatar_id)
     if png is None:
         try:
-            engine = await running_engine(app)
-            png = await asyncio.to_thread(engine.render_preview, avatar.avatar_id)
+            png = await asyncio.to_thread(app[keys.engine_key].render_preview, avatar.avatar_id)
         except LookupError as exc:  # a public avatar the engine cannot draw
             raise AvatarNotFound() from exc
         cache[avatar.avatar_id] = png

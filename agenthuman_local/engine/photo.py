@@ -143,7 +143,7 @@ class PhotoRenderer:
         self._identity = torch.stack([gx, gy], dim=-1).unsqueeze(0).to(dev)  # [1, h, w, 2]
         self._identity_flat = self._identity.reshape(1, -1)
         self._lids = EyeLids(geo, self._src)
-        self._mouth = InnerMouth(geo)
+        self._mouth = InnerMouth(geo, device)
         my = torch.arange(crop_h, dtype=torch.float32)[self._mouth.rows]
         mx = torch.arange(crop_w, dtype=torch.float32)[self._mouth.cols]
         gy, gx = torch.meshgrid(my, mx, indexing="ij")

@@ -33,6 +33,7 @@ class EyeLids:
         """`src` is the photo's crop [1, 3, H, W] (0–255) the lid colour is measured from."""
         self._eyes: list[tuple[slice, slice, float, float, float, float, torch.Tensor]] = []
         self._src = src
+        self._lash = torch.tensor(_LASH, device=src.device).view(1, 3, 1, 1)
         self._size = (geo.width, geo.height)
         pad = 0.2 * geo.ed  # head motion moves an eye by at most this much
         for ex, ey, box_w in geo.eyes:
@@ -72,7 +73,7 @@ class EyeLids:
         `qs[i]` [B, h, w, 2]: face-frame pixel positions of eye patch i; `blink` [B] in [0, 1].
         """
         b = blink.clamp(0.0, 1.0).view(-1, 1, 1, 1)
-        lash = torch.tensor(_LASH, device=crop.device).view(1, 3, 1, 1)
+        lash = self._lash
         for (rows, cols, ex, ey, half_w, half_h, gain), q in zip(self._eyes, qs, strict=True):
             qx, qy = q[..., 0].unsqueeze(1), q[..., 1].unsqueeze(1)
             prof = (1.0 - ((qx - ex) / half_w) ** 2).clamp(min=0.0).sqrt()

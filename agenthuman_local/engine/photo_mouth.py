@@ -21,15 +21,17 @@ _TONGUE = (128.0, 52.0, 58.0)
 _TEETH = (238.0, 230.0, 212.0)
 
 
-def _rgb(c: tuple[float, float, float], device: torch.device) -> torch.Tensor:
+def _rgb(c: tuple[float, float, float], device: str) -> torch.Tensor:
     return torch.tensor(c, dtype=torch.float32, device=device).view(1, 3, 1, 1)
 
 
 class InnerMouth:
     """Draws into the mouth box of warped crops."""
 
-    def __init__(self, geo: CropGeometry) -> None:
+    def __init__(self, geo: CropGeometry, device: str = "cpu") -> None:
         self.geo = geo
+        self._deep, self._lit = _rgb(_CAVITY_DEEP, device), _rgb(_CAVITY_LIT, device)
+        self._tongue, self._teeth = _rgb(_TONGUE, device), _rgb(_TEETH, device)
         drop = JAW_DROP_ED * geo.ed
         x0 = max(0, int(geo.mouth_x - 1.35 * geo.half_w))
         x1 = min(geo.width, int(geo.mouth_x + 1.35 * geo.half_w) + 2)
@@ -58,7 +60,6 @@ class InnerMouth:
         pixel indices.
         """
         geo = self.geo
-        dev = crop.device
         qx, qy = q[..., 0].unsqueeze(1), q[..., 1].unsqueeze(1)
         sx, sy = s[..., 0].unsqueeze(1), s[..., 1].unsqueeze(1)
         from_top = qy - self._line(qx)  # ≥ 0 below the upper lip
@@ -85,12 +86,12 @@ class InnerMouth:
 
         # Light falls in past the upper lip and dies towards the throat and the cheeks.
         lit = torch.exp(-3.0 * t) * (1.0 - 0.6 * u * u).clamp(min=0.0)
-        colour = _rgb(_CAVITY_DEEP, dev) + (_rgb(_CAVITY_LIT, dev) - _rgb(_CAVITY_DEEP, dev)) * lit
+        colour = self._deep + (self._lit - self._deep) * lit
         # The tongue: a soft mound in the lower half, seen once the mouth is well open.
         mound = 1.0 - ((1.0 - t) / 0.5) ** 2 - (u / 0.7) ** 2
         tongue = (mound * 1.5).clamp(0.0, 1.0) * (openness * 1.6 - 0.4).clamp(0.0, 0.85)
         tongue_shade = (0.3 + 0.5 * (1.0 - u * u).clamp(min=0.0)) * (0.6 + 0.4 * t)
-        colour = colour + (_rgb(_TONGUE, dev) * tongue_shade - colour) * tongue
+        colour = colour + (self._tongue * tongue_shade - colour) * tongue
         # Teeth: bands under the upper lip and above the lower one, in shadow towards the
         # corners, with faint gaps between teeth so they read as teeth and not as a white bar.
         across = (1.0 - (u / 0.8) ** 2).clamp(min=0.0)
@@ -102,14 +103,14 @@ class InnerMouth:
                 * gaps
                 * (1.0 - 0.25 * (from_top / self._upper_teeth_px).clamp(0, 1))
             )
-            colour = colour + (_rgb(_TEETH, dev) * shade - colour) * upper
+            colour = colour + (self._teeth * shade - colour) * upper
         if self._lower_teeth_px > 0:
             # Only the middle few lower teeth peek over the lower lip, in its shadow.
             across_lo = (1.0 - (u / 0.55) ** 2).clamp(min=0.0)
             lower = (self._lower_teeth_px * across_lo.sqrt() - to_bottom + 0.5).clamp(0.0, 1.0)
             lower = lower * openness.sqrt()
             shade = (0.78 + 0.17 * across_lo) * gaps
-            colour = colour + (_rgb(_TEETH, dev) * shade - colour) * lower
+            colour = colour + (self._teeth * shade - colour) * lower
         rows, cols = self.rows, self.cols
         region = crop[:, :, rows.start + r0 : rows.start + r1, cols.start + c0 : cols.start + c1]
         region += (colour - region) * alpha

@@ -352,3 +352,24 @@ async def test_a_refused_create_removes_the_avatar_it_uploaded(
     await assert_error(await api.post("/v1/sessions", json=body), 503, "NO_CAPACITY")
     assert avatar_dirs(api) == []
     assert (await api.json("GET", "/v1/avatars"))["my_avatars"] == []
+
+
+async def test_a_broken_multipart_body_is_400(api: ApiClient) -> None:
+    for content_type, raw in (
+        ("multipart/form-data", b"file=x"),  # no boundary
+        ("multipart/form-data; boundary=b", b"not the boundary at all"),
+    ):
+        response = await api.post(UPLOAD, data=raw, headers={"Content-Type": content_type})
+        error = await assert_error(response, 400, "VALIDATION_ERROR")
+        assert error["message"] == "body is not a valid multipart form"
+
+
+async def test_the_file_name_names_the_avatar_unless_name_is_given(
+    api: ApiClient, face_jpeg: bytes
+) -> None:
+    named_by_file = await upload_ok(api, data=file_form(face_jpeg, filename="Grace Hopper.jpg"))
+    named = await upload_ok(api, data=file_form(face_jpeg, filename="x.jpg", name="Astro"))
+    names = {
+        a["avatar_id"]: a["name"] for a in (await api.json("GET", "/v1/avatars"))["my_avatars"]
+    }
+    assert names == {named_by_file["avatar_id"]: "Grace Hopper", named["avatar_id"]: "Astro"}

@@ -16,7 +16,7 @@ import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import aiohttp
 from aiohttp import web
@@ -315,44 +315,49 @@ def _prepare_and_save(data: bytes, avatar_dir: Path) -> dict[str, Any]:
 
 async def _upload_inputs(request: web.Request) -> tuple[list[tuple[str, bytes | str]], str]:
     """The image inputs the request gives (field, value), in INPUTS order, and the name."""
-    found: dict[str, bytes | str] = {}
-    name: str | None = None
+    fields: dict[str, bytes | str]
     if request.content_type == "multipart/form-data":
-        limit = int(request.app[keys.settings_key].max_request_mb * 1024 * 1024)
-        reader = await request.multipart()
-        while (part := await reader.next()) is not None:
-            if not isinstance(part, aiohttp.BodyPartReader):
-                raise ValidationError("body", "must not nest multipart bodies")
-            if part.name == "file":
-                found["file"] = await _read_part(part, MAX_UPLOAD_BYTES)
-                if part.filename:
-                    name = name or Path(part.filename).stem
-            elif part.name in ("image_base64", "image_url", "name"):
-                text = (await _read_part(part, limit)).decode("utf-8", "replace").strip()
-                if part.name == "name":
-                    name = text or name
-                elif text:
-                    found[part.name] = text
-            else:
-                await part.release()
+        try:
+            fields = await _multipart_fields(request)
+        except ValueError as exc:  # aiohttp: no boundary, or a body that does not follow it
+            raise ValidationError("body", "is not a valid multipart form") from exc
     elif request.content_type == "application/x-www-form-urlencoded":
         form = await request.post()
-        for field in ("image_base64", "image_url"):
-            value = form.get(field)
-            if isinstance(value, str) and value.strip():
-                found[field] = value.strip()
-        given = form.get("name")
-        name = given.strip() if isinstance(given, str) else None
+        fields = {k: v for k, v in form.items() if isinstance(v, str)}
     else:
         body = await json_object(request)
-        for field in ("image_base64", "image_url"):
-            value = optional_str(body, field)
-            if value and value.strip():
-                found[field] = value.strip()
-        name = optional_str(body, "name")
-    return [(f, found[f]) for f in INPUTS if f in found], (
-        name or ""
-    ).strip() or DEFAULT_UPLOAD_NAME
+        fields = {
+            k: text for k in (*INPUTS[1:], "name") if (text := optional_str(body, k)) is not None
+        }
+    found: list[tuple[str, bytes | str]] = []
+    for field in INPUTS:
+        value = fields.get(field)
+        if isinstance(value, str):
+            value = value.strip()
+        if value is not None and (isinstance(value, bytes) or value):
+            found.append((field, value))
+    name = fields.get("name")
+    return found, (name.strip() if isinstance(name, str) else "") or DEFAULT_UPLOAD_NAME
+
+
+async def _multipart_fields(request: web.Request) -> dict[str, bytes | str]:
+    """`file` as bytes, the text fields as str (a file's name is the default `name`)."""
+    limit = int(request.app[keys.settings_key].max_request_mb * 1024 * 1024)
+    fields: dict[str, bytes | str] = {}
+    reader = await request.multipart()
+    while (part := await reader.next()) is not None:
+        if not isinstance(part, aiohttp.BodyPartReader):
+            raise ValidationError("body", "must not nest multipart bodies")
+        if part.name == "file":
+            fields["file"] = await _read_part(part, MAX_UPLOAD_BYTES)
+            if part.filename:
+                # Clients percent-encode what a quoted header value cannot hold (HTML spec).
+                fields.setdefault("name", Path(unquote(part.filename)).stem)
+        elif part.name in (*INPUTS[1:], "name"):
+            fields[part.name] = (await _read_part(part, limit)).decode("utf-8", "replace")
+        else:
+            await part.release()
+    return fields
 
 
 async def _read_part(part: aiohttp.BodyPartReader, limit: int) -> bytes:

@@ -202,3 +202,13 @@ def test_gallery_writes_a_contact_sheet(tmp_path: Path) -> None:
     assert all(np.abs(c.astype(int) - cells[0]).sum() > 0 for c in cells[1:])
     with pytest.raises(SystemExit):
         main([str(out), "--avatar", "avat_nobody"])
+
+
+def test_a_shared_renderer_is_safe_across_threads(small: ProceduralRenderer) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    rows = [pose(jaw=j / 20, blink=(j % 3) / 2, gaze_x=(j % 5) / 4 - 0.5) for j in range(20)]
+    alone = [small.render(r)[0] for r in rows]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        shared = list(pool.map(lambda r: small.render(r)[0], rows * 3))
+    assert all(torch.equal(shared[i], alone[i % 20]) for i in range(60))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import math
+import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -177,6 +178,8 @@ class ProceduralRenderer:
         u = self.layout.render_unit_px
         self._layers = (EyesLayer(style, u, device), MouthLayer(style, u, device))
         self._shift_px = (FEATURE_SHIFT_X * u, FEATURE_SHIFT_Y * u)
+        # Sessions may share a renderer; the tile caches are not safe to touch from two threads.
+        self._lock = threading.Lock()
         self._caches: list[OrderedDict[tuple, tuple[int, int, torch.Tensor]]] = [
             OrderedDict() for _ in self._layers
         ]
@@ -256,7 +259,8 @@ class ProceduralRenderer:
         batch = params.shape[0]
         rows = params.cpu().tolist()
         a = self._assets
-        tiles = [self._tiles(i, rows) for i in range(len(self._layers))]
+        with self._lock:
+            tiles = [self._tiles(i, rows) for i in range(len(self._layers))]
         out = torch.empty(batch, self.size.height, self.size.width, 3, dtype=torch.uint8)
         for b, row in enumerate(rows):
             out[b].copy_(a.backgrounds[self.background_index(row)])

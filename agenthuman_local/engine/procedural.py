@@ -92,7 +92,7 @@ class _Assets:
     inv_alpha: torch.Tensor  # int16 [tilts, h2, w2, 1], (1 - alpha) · 128
 
 
-@functools.lru_cache(maxsize=16)
+@functools.lru_cache(maxsize=8)  # ~30 MB each at 960x720: sizes in use, both avatars
 def _assets(style: Style, width: int, height: int, device: str) -> _Assets:
     lay = layout_for(FrameSize(width, height))
     # At most a few backgrounds: big frames breathe in steps of more than a pixel.

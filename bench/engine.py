@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import resource
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 import wave
@@ -142,6 +144,36 @@ def _lag_figures(samples: np.ndarray) -> list[Figure]:
     return figures
 
 
+_RSS_PROBE = """
+import resource, sys, torch
+from bench.engine import FRAMES, GOAL_SIZE, _speech, _speech_params
+from agenthuman_local.engine.procedural import ProceduralRenderer
+torch.set_num_threads(1)
+params = _speech_params(_speech())
+def rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+def session():
+    r = ProceduralRenderer("avat_local_ada", GOAL_SIZE)
+    for i in range(FRAMES):
+        r.render(params[i : i + 1])
+    return r
+keep = [session()]
+before = rss()
+keep += [session() for _ in range(4)]
+print((rss() - before) / 4)
+"""
+
+
+def _rss_per_session_mb() -> float:
+    """Memory each extra 960x720 session adds (renderer, filled tile caches), fresh process."""
+    root = Path(__file__).resolve().parent.parent
+    out = subprocess.run(
+        [sys.executable, "-c", _RSS_PROBE], cwd=root, capture_output=True, text=True, check=True
+    )
+    return float(out.stdout.strip().splitlines()[-1])
+
+
 def run() -> list[Figure]:
     torch.set_num_threads(1)
     figures = []
@@ -167,6 +199,10 @@ def run() -> list[Figure]:
         )
     )
     figures.extend(_lag_figures(samples))
+    if Path("/proc/self/statm").exists():
+        per_session = _rss_per_session_mb()
+        cond = "procedural 960x720 renderer after 150 speech frames; assets shared"
+        figures.append(Figure("engine", "RSS per extra session", per_session, "MB", "<= 150", cond))
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     figures.append(Figure("engine", "peak RSS", peak_mb, "MB"))
     return figures

@@ -118,6 +118,23 @@ def test_gaze_moves_the_irises_together(small: ProceduralRenderer) -> None:
         assert iris_x(frames[1], side) > iris_x(frames[0], side) + 1.0
 
 
+def test_features_tilt_with_the_head() -> None:
+    r = ProceduralRenderer("avat_local_ada", FrameSize(512, 512))
+    lay = r.layout
+    frames = r.render(torch.cat([pose(roll=-1.0), pose(roll=1.0)])).numpy()
+
+    def eye_row(frame: np.ndarray, side: int) -> float:
+        cx = lay.centre_x + side * 0.145 * lay.unit_px
+        x0, x1 = int(cx - 0.04 * lay.unit_px), int(cx + 0.04 * lay.unit_px)
+        y0, y1 = int(lay.centre_y - 0.12 * lay.unit_px), int(lay.centre_y + 0.03 * lay.unit_px)
+        rows, _ = np.nonzero(luma(frame[y0:y1, x0:x1]) < 0.3)  # pupil and iris rim
+        return float(rows.mean())
+
+    # Tilted one way the right eye sits lower than the left, the other way higher.
+    assert eye_row(frames[1], 1) > eye_row(frames[1], -1) + 2
+    assert eye_row(frames[0], 1) < eye_row(frames[0], -1) - 2
+
+
 def test_sway_moves_only_the_head_and_leaves_no_seam(small: ProceduralRenderer) -> None:
     rest, moved = small.render(torch.cat([pose(), pose(tx=1.0, ty=-1.0)])).numpy().astype(int)
     row = pose(tx=1.0, ty=-1.0)[0].tolist()

@@ -118,24 +118,29 @@ def roll_pivot(unit: float) -> tuple[float, float]:
 
 def _tilted(rgba: torch.Tensor, unit: float) -> torch.Tensor:
     """Premultiplied [h, w, 4] → [ROLL_STEPS, h, w, 4], rotated about the neck."""
-    h, w = rgba.shape[:2]
-    px, py = roll_pivot(unit)
+    src = rgba.permute(2, 0, 1)[None].expand(ROLL_STEPS, -1, -1, -1)
+    angles = [roll_degrees(k) for k in range(ROLL_STEPS)]
+    return _rotate(src, roll_pivot(unit), angles).permute(0, 2, 3, 1).contiguous()
+
+
+def _rotate(images: torch.Tensor, pivot: tuple[float, float], degrees: list[float]) -> torch.Tensor:
+    """[N, C, h, w] → each rotated by its angle about `pivot` (pixel units); zeros outside."""
+    n, _, h, w = images.shape
+    px, py = pivot
     ys, xs = torch.meshgrid(
-        torch.arange(h, dtype=torch.float32, device=rgba.device),
-        torch.arange(w, dtype=torch.float32, device=rgba.device),
+        torch.arange(h, dtype=torch.float32, device=images.device),
+        torch.arange(w, dtype=torch.float32, device=images.device),
         indexing="ij",
     )
     grids = []
-    for k in range(ROLL_STEPS):
-        theta = math.radians(roll_degrees(k))
+    for deg in degrees:
+        theta = math.radians(deg)
         cos, sin = math.cos(theta), math.sin(theta)
-        # Sample the upright head where each output pixel came from (inverse rotation).
+        # Sample the upright image where each output pixel came from (inverse rotation).
         sx = px + cos * (xs - px) + sin * (ys - py)
         sy = py - sin * (xs - px) + cos * (ys - py)
         grids.append(torch.stack([(2 * sx + 1) / w - 1, (2 * sy + 1) / h - 1], -1))
-    src = rgba.permute(2, 0, 1)[None].expand(ROLL_STEPS, -1, -1, -1)
-    out = F.grid_sample(src, torch.stack(grids), align_corners=False, padding_mode="zeros")
-    return out.permute(0, 2, 3, 1).contiguous()
+    return F.grid_sample(images, torch.stack(grids), align_corners=False, padding_mode="zeros")
 
 
 def roll_degrees(index: int) -> float:
@@ -282,38 +287,21 @@ class ProceduralRenderer:
         return out
 
     def _tiles(self, index: int, rows: list[list[float]]) -> list[tuple[int, int, torch.Tensor]]:
-        """One layer's drawn tile for each frame: (crop col, crop row, tile).
+        """One layer's drawn tile for each frame: (crop col, crop row, premultiplied tile).
 
-        Tiles are keyed by the layer's rounded parameters and the feature shift; frames that
-        round alike share a tile, so a frame's pixels depend on its parameters alone.
+        Tiles are keyed by the layer's rounded parameters, the feature shift and the tilt;
+        frames that round alike share a tile, so a frame's pixels depend on its parameters alone.
         """
         layer, cache = self._layers[index], self._caches[index]
         keys = []
         for row in rows:
             q = tuple(round(row[p] / step) for p, step in layer.steps.items())
-            k = self.roll_index(row)
-            # The box rides on the tilted head; its contents stay upright (a few degrees).
-            tx, ty = self._tilt_offsets[index][k]
-            dx = round(self._shift_px[0] * row[P.YAW]) + tx
-            dy = round(self._shift_px[1] * row[P.PITCH]) + ty
-            keys.append((q, dx, dy, k))
+            sx = round(self._shift_px[0] * row[P.YAW])
+            sy = round(self._shift_px[1] * row[P.PITCH])
+            keys.append((q, sx, sy, self.roll_index(row)))
         missing = [key for key in dict.fromkeys(keys) if key not in cache]
         if missing:
-            a, box = self._assets, layer.box
-            h, w = box.height, box.width
-            spots = [(box.col + dx, box.row + dy, k) for _, dx, dy, k in missing]
-            base = torch.stack([a.head_straight[k, r : r + h, c : c + w] for c, r, k in spots])
-            alpha = torch.stack([a.head_alpha[k, r : r + h, c : c + w, None] for c, r, k in spots])
-            base, alpha = base.float(), alpha.float()
-            qparams = torch.zeros(len(missing), N_PARAMS)
-            for j, (q, _, _, _) in enumerate(missing):
-                for (p, step), v in zip(layer.steps.items(), q, strict=True):
-                    qparams[j, p] = v * step
-            premul = layer.draw(base, qparams.to(self.device)) * alpha
-            if not self.scaled:
-                premul = torch.floor(premul * 255.0).to(torch.int16)
-            for key, spot, tile in zip(missing, spots, premul.cpu(), strict=True):
-                cache[key] = (spot[0], spot[1], tile)
+            self._draw_missing(index, missing)
         result = []
         for key in keys:
             cache.move_to_end(key)
@@ -321,6 +309,46 @@ class ProceduralRenderer:
         while len(cache) > TILE_CACHE:
             cache.popitem(last=False)
         return result
+
+    def _draw_missing(self, index: int, missing: list[tuple]) -> None:
+        """Draw tiles upright over the upright head, then tilt them with the head.
+
+        A tilted tile sits where the tilted head has the box; its corners, which the rotation
+        leaves empty, take the tilted head's own skin, so the edges do not show.
+        """
+        layer, a, box = self._layers[index], self._assets, self._layers[index].box
+        h, w, upright = box.height, box.width, ROLL_STEPS // 2
+        qparams = torch.zeros(len(missing), N_PARAMS)
+        for j, (q, _, _, _) in enumerate(missing):
+            for (p, step), v in zip(layer.steps.items(), q, strict=True):
+                qparams[j, p] = v * step
+        spots = [(box.col + sx, box.row + sy) for _, sx, sy, _ in missing]
+        base = torch.stack([a.head_straight[upright, r : r + h, c : c + w] for c, r in spots])
+        rgb = layer.draw(base.float(), qparams.to(self.device))
+        tilted = [j for j, key in enumerate(missing) if key[3] != upright]
+        if tilted:
+            src = torch.cat([rgb[tilted], torch.ones_like(rgb[tilted][..., :1])], -1)
+            angles = [roll_degrees(missing[j][3]) for j in tilted]
+            turned = _rotate(src.permute(0, 3, 1, 2), (w / 2, h / 2), angles)
+            turned = turned.permute(0, 2, 3, 1)
+            for i, j in enumerate(tilted):
+                c, r = spots[j]
+                tx, ty = self._tilt_offsets[index][missing[j][3]]
+                spots[j] = (c + tx, r + ty)
+                skin = a.head_straight[missing[j][3], r + ty : r + ty + h, c + tx : c + tx + w]
+                rgb[j] = turned[i, ..., :3] + skin.float() * (1.0 - turned[i, ..., 3:])
+        alpha = torch.stack(
+            [
+                a.head_alpha[key[3], r : r + h, c : c + w, None]
+                for key, (c, r) in zip(missing, spots, strict=True)
+            ]
+        )
+        premul = rgb * alpha.float()
+        if not self.scaled:
+            premul = torch.floor(premul * 255.0).to(torch.int16)
+        cache = self._caches[index]
+        for key, (c, r), tile in zip(missing, spots, premul.cpu(), strict=True):
+            cache[key] = (c, r, tile)
 
     @staticmethod
     def _clip(frame: torch.Tensor, h: int, w: int, x0: int, y0: int):

@@ -44,8 +44,9 @@ BREATH_LIFT = 0.012  # shoulder rise at full inhale, head units
 BREATH_STEPS = 4  # pre-painted backgrounds between exhale and inhale
 TILE_CACHE = 96  # drawn feature tiles kept per layer (a few MB)
 # Head tilt: pre-rotated heads in whole steps, so a frame only picks one.
-ROLL_STEPS = 9
-ROLL_STEP_DEG = 1.0
+ROLL_STEPS = 13
+ROLL_STEP_DEG = 0.5  # a step moves the crown under 2 px at 960x720
+MAX_ROLL_DEG = 3.0
 ROLL_PIVOT_Y = 0.45  # head units: the top of the neck
 # Half-width, top and bottom of everything dark the mouth can show, head units.
 MOUTH_REACH = (0.145, MOUTH_Y - 0.055, MOUTH_Y + 0.135)
@@ -219,8 +220,8 @@ class ProceduralRenderer:
         )
 
     def roll_index(self, params_row: Sequence[float]) -> int:
-        """Which pre-tilted head a frame uses: ROLL ±1 is ±4 degrees."""
-        steps = params_row[P.ROLL] * 4.0 / ROLL_STEP_DEG
+        """Which pre-tilted head a frame uses: ROLL ±1 is ±MAX_ROLL_DEG."""
+        steps = params_row[P.ROLL] * MAX_ROLL_DEG / ROLL_STEP_DEG
         half = ROLL_STEPS // 2
         return half + min(half, max(-half, math.floor(steps + 0.5)))
 

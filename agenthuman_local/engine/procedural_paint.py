@@ -261,8 +261,13 @@ def paint_head(style: Style, unit_px: float, device: str) -> tuple[Tensor, Tenso
     else:
         cap = ellipse(x, y, 0.0, -0.13, rx + 0.06, 0.55)
     cap_d = torch.maximum(cap, y - line)
-    sheen = torch.exp(-(((y + 0.45 + 0.25 * x**2) / 0.05) ** 2)) * (x < 0.15).float()
+    sheen = torch.exp(-(((y + 0.45 + 0.25 * x**2) / 0.05) ** 2)) * smoothstep(0.35, -0.1, x)
     cap_col = hair_col + (hair_light - hair_col) * (0.45 * sheen).unsqueeze(-1)
+    if style.hair_kind == "bob":
+        # The side parting the fringe sweeps away from.
+        part_x = 0.17 + 0.12 * (y + 0.62)
+        part = torch.exp(-(((x - part_x) / 0.008) ** 2)) * smoothstep(-0.3, -0.45, y)
+        cap_col = cap_col * (1.0 - 0.35 * part).unsqueeze(-1)
     edge_dark = torch.exp(-torch.clamp(line - y, min=0.0) / 0.02)
     cap_col = cap_col * (1.0 - 0.3 * edge_dark).unsqueeze(-1)
     layer(cap_col, cover(cap_d, px))

@@ -23,6 +23,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from agenthuman_local import ids, keys, protocol
 from agenthuman_local.api.auth import public
+from agenthuman_local.api.avatars import AVATARS_DIR
 from agenthuman_local.engine.worker import RenderPool
 from agenthuman_local.errors import NotFound
 from agenthuman_local.sessions.clock import Clock
@@ -35,8 +36,7 @@ from agenthuman_local.sessions.live import (
     SessionClosed,
     SharedRenderers,
     SocketMediaSink,
-    default_driver_factory,
-    default_renderer_factory,
+    frame_size,
 )
 from agenthuman_local.sessions.state import EndReason, SessionState
 from agenthuman_local.sessions.timeline import timeline_path
@@ -321,7 +321,23 @@ async def live_ctx(app: web.Application) -> AsyncIterator[None]:
 
     async def make_renderer(spec: MediaSpec) -> Any:
         override = app.get(renderer_factory_key)
-        return await (override or default_renderer_factory(settings.data_dir))(spec)
+        if override is not None:
+            return await override(spec)
+        avatar = await app[keys.store_key].get_avatar(spec.avatar_id)
+        return await asyncio.to_thread(
+            app[keys.engine_key].make_renderer,
+            spec.avatar_id,
+            frame_size(spec),
+            spec.device,
+            avatar.kind if avatar is not None else "procedural",
+            settings.data_dir / AVATARS_DIR / spec.avatar_id,
+        )
+
+    def make_driver(spec: MediaSpec) -> Any:
+        override = app.get(driver_factory_key)
+        return (
+            override(spec) if override is not None else app[keys.engine_key].make_driver(spec.fps)
+        )
 
     renderers = SharedRenderers(make_renderer)
     app[renderers_key] = renderers
@@ -334,7 +350,7 @@ async def live_ctx(app: web.Application) -> AsyncIterator[None]:
             settings=settings,
             pool=pool,
             renderers=renderers,
-            make_driver=app.get(driver_factory_key) or default_driver_factory(settings),
+            make_driver=make_driver,
             end_soon=lambda sid, reason: manager.end_soon(sid, EndReason(reason)),
             save_stats=store.set_session_stats,
             clock=app.get(clock_key),

@@ -312,32 +312,3 @@ def _encode_jpeg(rgb: Any, quality: int) -> bytes:
     if not ok:
         raise ValueError("JPEG encoding failed")
     return bytes(buf)
-
-
-def default_renderer_factory(data_dir: Any) -> RendererFactory:
-    """Shipped avatars draw procedurally; uploaded ones from their photo and rig."""
-
-    async def make(spec: MediaSpec) -> Any:
-        from agenthuman_local.engine.procedural import ProceduralRenderer
-        from agenthuman_local.engine.procedural_styles import STYLES
-
-        size = frame_size(spec)
-        if spec.avatar_id in STYLES:
-            return await asyncio.to_thread(ProceduralRenderer, spec.avatar_id, size, spec.device)
-        from agenthuman_local.engine.photo import PhotoRenderer
-
-        avatar_dir = data_dir / "avatars" / spec.avatar_id
-        return await asyncio.to_thread(PhotoRenderer, avatar_dir, size, spec.device)
-
-    return make
-
-
-def default_driver_factory(settings: Any) -> DriverFactory:
-    def make(spec: MediaSpec) -> Any:
-        from agenthuman_local.engine.driver import Driver
-
-        return Driver(
-            spec.fps, seed=settings.engine.seed, deterministic=settings.engine.deterministic
-        )
-
-    return make

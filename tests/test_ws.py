@@ -319,3 +319,18 @@ async def test_sessions_of_one_avatar_and_size_share_a_renderer(live):
     await live.api.json("PUT", f"/v1/sessions/{b_sid}/end")
     await live.api.json("PUT", f"/v1/sessions/{c_sid}/end")
     assert len(renderers) == 0
+
+
+async def test_the_real_engine_draws_the_session(api):
+    session = await api.create_session()
+    sid = session["session_id"]
+    await api.start_session(sid)
+    live = Live(api, None)
+    conn = await live.connect(
+        sid, session["access_token"], video_width=160, video_height=128, output={"video": "jpeg"}
+    )
+    await conn.media_count(3)
+    kind, _, index, payload = protocol.unpack_media(conn.media[2])
+    img = cv2.imdecode(np.frombuffer(payload, np.uint8), cv2.IMREAD_COLOR)
+    assert (kind, index, img.shape) == (protocol.KIND_VIDEO_JPEG, 2, (128, 160, 3))
+    assert img.std() > 10  # a face, not a flat frame

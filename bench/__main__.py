@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import Figure
+from bench import Figure, live, load, soak
 from bench import engine as engine_bench
 
 RESULTS = Path(__file__).resolve().parent / "results.json"
@@ -20,7 +20,12 @@ RESULTS = Path(__file__).resolve().parent / "results.json"
 # Every section, in run order. A new one is one more entry.
 SECTIONS: dict[str, Callable[[], list[Figure]]] = {
     "engine": engine_bench.run,
+    "live": live.run,
+    "load": load.run,
+    "soak": soak.run,
 }
+# Long sections run only when named with --only.
+OPT_IN = {"load", "soak"}
 
 
 def _machine() -> dict[str, object]:
@@ -64,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     figures: list[Figure] = []
     for name, section in SECTIONS.items():
-        if args.only and name not in args.only:
+        if (args.only and name not in args.only) or (not args.only and name in OPT_IN):
             continue
         print(f"running {name} ...", flush=True)
         figures.extend(section())

@@ -295,7 +295,7 @@ async def get_timeline(request: web.Request) -> web.Response:
     session_id = request.match_info["session_id"]
     await manager.get(request[keys.account_key], session_id)
     live = manager.runner(session_id)
-    if isinstance(live, LiveSession) and live.runner is not None:
+    if isinstance(live, LiveSession) and live.runner and live.runner.timeline.path is None:
         text: str | None = live.runner.timeline.jsonl()
     else:
         path = timeline_path(request.app[keys.settings_key].data_dir, session_id)

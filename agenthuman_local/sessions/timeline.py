@@ -2,9 +2,9 @@
 
 Frame lines have exactly `t, frame_index, pts_ms, audio_start, audio_end, render_ms,
 queue_frames, late`; event lines are `{"t": "event", "pts_ms", "type", …the event's fields}`, in
-publication order. Lines are kept in memory (for GET while live and for tests) and, when a path
-is given, appended to `recordings/<id>/timeline.jsonl` through a line-buffered file so that a
-killed process leaves every line written so far.
+publication order. When a path is given, lines are appended to `recordings/<id>/timeline.jsonl`
+through a line-buffered file, so a killed process leaves every line written so far; without one
+they are kept in memory (tests).
 """
 
 from __future__ import annotations
@@ -37,7 +37,9 @@ class Timeline:
 
     def __init__(self, path: Path | None = None, *, max_lines: int = 500_000) -> None:
         self.path = path
-        self.lines: deque[dict[str, Any]] = deque(maxlen=max_lines)
+        # With a file the file is the record (an hour of frames is ~90k lines; memory would
+        # pass the per-session budget); without one, the newest `max_lines` stay in memory.
+        self.lines: deque[dict[str, Any]] = deque(maxlen=0 if path is not None else max_lines)
         self.frames = 0
         self.late = 0
         self._file: IO[str] | None = None
@@ -72,6 +74,7 @@ class Timeline:
         self._write(line)
 
     def jsonl(self) -> str:
+        """The in-memory lines (a timeline without a file)."""
         return "".join(json.dumps(line, separators=(",", ":")) + "\n" for line in self.lines)
 
     async def aclose(self) -> None:

@@ -4,7 +4,8 @@ App-wide resources are cleanup contexts, opened in this order and closed in reve
 
 1. `store_ctx`    open + migrate the database, write the shipped avatars, make the first key;
 2. `devices_ctx`  list the devices (CUDA probing runs on a thread after the server listens);
-   `outputs_ctx`  the viewer hub and the metrics (with the viewer-token lookup);
+   `outputs_ctx`  the viewer hub and the metrics (with the viewer-token lookup), and the
+                  media hook that records, shows and counts every live session (`outputs`);
    then `api.ws.live_ctx`: the render workers and the manager's runner factory;
 3. `engine_ctx.engine_ctx`: the one Engine, loaded in the background (flips
    `app[keys.engine_status_key].ready`); then the `contexts` passed to `create_app` (tests),
@@ -32,12 +33,13 @@ from agenthuman_local.api.metrics import metrics_key
 from agenthuman_local.api.middleware import error_middleware
 from agenthuman_local.api.routes import setup_routes
 from agenthuman_local.api.viewer import viewer_hub_key, viewer_tokens_key
-from agenthuman_local.api.ws import live_ctx
+from agenthuman_local.api.ws import live_ctx, media_hooks_key
 from agenthuman_local.avatars import SHIPPED_AVATARS, default_aliases
 from agenthuman_local.config import DevicesSettings, Settings
 from agenthuman_local.devices import DevicePool, probe_devices
 from agenthuman_local.engine_ctx import engine_ctx
 from agenthuman_local.metrics import Metrics
+from agenthuman_local.outputs import outputs_hook
 from agenthuman_local.sessions.manager import EngineStatus, SessionManager
 from agenthuman_local.store import Store
 from agenthuman_local.transports.viewer import ViewerHub
@@ -135,7 +137,13 @@ async def outputs_ctx(app: web.Application) -> AsyncIterator[None]:
                 device.name, sessions=len(device.sessions), capacity=device.capacity
             )
 
+    def live_sessions() -> None:
+        manager = app.get(keys.manager_key)
+        if manager is not None:
+            metrics.set_sessions_by_status({"started": len(manager.live_session_ids())})
+
     metrics.add_refresher(device_load)
+    metrics.add_refresher(live_sessions)
     app[metrics_key] = metrics
 
     async def viewer_token(session_id: str) -> str | None:
@@ -145,6 +153,7 @@ async def outputs_ctx(app: web.Application) -> AsyncIterator[None]:
     app[viewer_tokens_key] = viewer_token
     hub = ViewerHub()
     app[viewer_hub_key] = hub
+    app.setdefault(media_hooks_key, []).append(outputs_hook(app[keys.settings_key], hub, metrics))
     try:
         yield
     finally:

@@ -291,6 +291,13 @@ OPERATIONS: list[Operation] = [
     ),
     Operation(
         "GET",
+        "/v1/sessions/{session_id}/recording",
+        "(ext) The session's MP4 (H.264 + AAC); while started, what is written so far",
+        _BINARY,
+        content_type="video/mp4",
+    ),
+    Operation(
+        "GET",
         "/v1/sessions/{session_id}/viewer",
         "The page that plays the session (viewer_url; the token is in the URL)",
         STRING,

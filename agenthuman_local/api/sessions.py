@@ -6,7 +6,9 @@ ratio 4:3); otherwise era [B] (created only, 16:9). Unknown request fields are i
 
 from __future__ import annotations
 
+import asyncio
 import time
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -22,8 +24,10 @@ from agenthuman_local.api.parsing import (
     required_str,
 )
 from agenthuman_local.engine_ctx import loading_error
-from agenthuman_local.errors import UnsupportedPlatform, ValidationError
+from agenthuman_local.errors import NotFound, UnsupportedPlatform, ValidationError
+from agenthuman_local.recording import recording_path
 from agenthuman_local.records import Session
+from agenthuman_local.sessions.live import LiveSession
 from agenthuman_local.sessions.manager import VIDEO_SIZES
 from agenthuman_local.sessions.state import EndReason, SessionState
 
@@ -87,7 +91,15 @@ def _aspect_ratio(body: dict[str, Any], default: str) -> str:
 
 
 def _session_out(request: web.Request, session: Session) -> dict[str, Any]:
-    return session_json(session, request.app[keys.settings_key].base_url, time.time())
+    out = session_json(session, request.app[keys.settings_key].base_url, time.time())
+    if session.status is SessionState.STARTED:
+        # The store has the stats of ended sessions; a live one's come from its runner.
+        live = request.app[keys.manager_key].runner(session.session_id)
+        if isinstance(live, LiveSession) and live.runner is not None:
+            out["stats"] = {
+                k: (None if v is None else int(round(v))) for k, v in live.runner.stats().items()
+            }
+    return out
 
 
 async def create_session(request: web.Request) -> web.Response:
@@ -171,6 +183,35 @@ async def get_session(request: web.Request) -> web.Response:
         request[keys.account_key], request.match_info["session_id"]
     )
     return web.json_response({"success": True, "session": _session_out(request, session)})
+
+
+async def get_recording(request: web.Request) -> web.StreamResponse:
+    """(ext) The session's MP4; while it is started, what has been written so far (SPEC §10)."""
+    session = await request.app[keys.manager_key].get(
+        request[keys.account_key], request.match_info["session_id"]
+    )
+    settings = request.app[keys.settings_key]
+    path = recording_path(settings.data_dir, session.session_id)
+    size = await asyncio.to_thread(_size, path)
+    if not size:
+        raise NotFound(
+            "This session has no recording",
+            suggestion=(
+                "A recording starts with the session's first session.init."
+                if settings.recording.enabled
+                else "Recording is off: set recording.enabled to true."
+            ),
+        )
+    return web.FileResponse(
+        path, headers={"Content-Type": "video/mp4", "Cache-Control": "no-store"}
+    )
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
 
 
 def _limit(text: str | None) -> int:

@@ -1,9 +1,10 @@
 """The error middleware: every failure leaves the server in the one JSON shape of SPEC §4.
 
 `AppError`s keep their status, code and headers; aiohttp's own HTTP errors (unknown route 404,
-405, 413 body too large) are mapped onto our codes; anything else is a 500 `INTERNAL` whose
-traceback goes to the log, never to the client. It is the outermost middleware, so it also puts
-the request's `X-RateLimit-*` headers on every response, success or not.
+405, 413 body too large) and a body aiohttp cannot parse (400) are mapped onto our codes;
+anything else is a 500 `INTERNAL` whose traceback goes to the log, never to the client. It is
+the outermost middleware, so it also puts the request's `X-RateLimit-*` headers on every
+response, success or not.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import logging
 
 from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMessage
 from aiohttp.typedefs import Handler
 
 from agenthuman_local import keys
@@ -60,6 +62,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         response = _from_http_exception(exc)
     except AppError as exc:
         response = error_response(exc)
+    except BadHttpMessage:
+        # Raised while a handler reads the body (e.g. a multipart part with a bad header line).
+        response = error_response(BadRequest("The request body is malformed"))
     except Exception:
         log.exception("unexpected error in %s %s", request.method, request.path)
         response = error_response(Internal())

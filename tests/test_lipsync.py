@@ -1,7 +1,8 @@
 """Lip sync measured from rendered pixels against the audio envelope (research/models.md §3.1).
 
-The photo renderer runs the same check: render with `lipsync_check.drive`, measure the dark
-inner-mouth fraction in the region its rig gives, and assert the same bounds.
+One check, the same bounds, for every renderer: both shipped avatars and the photo avatar (the
+astronaut photo through the real upload-face pipeline; its mouth region comes from the rig and
+follows the head frame by frame).
 """
 
 from __future__ import annotations
@@ -9,12 +10,15 @@ from __future__ import annotations
 import wave
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
+import skimage.data
 import torch
 
 from agenthuman_local.engine.audio import pcm16_to_float
 from agenthuman_local.engine.base import FrameSize
+from agenthuman_local.engine.faces import prepare_face, save_avatar
 from agenthuman_local.engine.lipsync_check import (
     drive,
     envelope_db,
@@ -22,6 +26,7 @@ from agenthuman_local.engine.lipsync_check import (
     mouth_fraction,
     silent_mask,
 )
+from agenthuman_local.engine.photo import PhotoRenderer
 from agenthuman_local.engine.procedural import ProceduralRenderer
 
 SPEECH_WAV = Path(__file__).parent / "data" / "speech.wav"
@@ -36,10 +41,23 @@ def _speech() -> np.ndarray:
         return pcm16_to_float(w.readframes(w.getnframes()))
 
 
-@pytest.fixture(scope="module", params=["avat_local_ada", "avat_local_ben"])
-def measured(request: pytest.FixtureRequest) -> tuple[np.ndarray, np.ndarray]:
+def _photo_renderer(avatar_dir: Path) -> PhotoRenderer:
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(skimage.data.astronaut(), cv2.COLOR_RGB2BGR))
+    assert ok
+    save_avatar(prepare_face(buf.tobytes()), avatar_dir)
+    return PhotoRenderer(avatar_dir, FrameSize(640, 480))
+
+
+@pytest.fixture(scope="module", params=["avat_local_ada", "avat_local_ben", "photo"])
+def measured(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[np.ndarray, np.ndarray]:
     samples = _speech()
-    renderer = ProceduralRenderer(request.param, FrameSize(256, 256))
+    renderer: ProceduralRenderer | PhotoRenderer
+    if request.param == "photo":
+        renderer = _photo_renderer(tmp_path_factory.mktemp("avatars") / "avat_astronaut")
+    else:
+        renderer = ProceduralRenderer(request.param, FrameSize(256, 256))
     mouth = []
     for frames, params in drive(renderer, samples, FPS):
         regions = [renderer.mouth_region(row) for row in params.tolist()]
@@ -78,3 +96,14 @@ def test_mouth_is_closed_in_silence(measured: tuple[np.ndarray, np.ndarray]) -> 
     assert mouth[silent].mean() < 0.1 * speaking
     # Only the frame or two as the lips close after a word may show any opening at all.
     assert (mouth[silent] > 0.2 * speaking).sum() <= 0.1 * silent.sum()
+
+
+def test_the_photo_mouth_region_follows_the_head(tmp_path: Path) -> None:
+    renderer = _photo_renderer(tmp_path / "a")
+    still = renderer.mouth_region([0.0] * 13)
+    moved = renderer.mouth_region([0.0] * 6 + [0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0])  # TX = 1
+    assert moved[0] > still[0] and moved[2] > still[2]
+    assert moved[1] == still[1]
+    anywhere = renderer.mouth_region()
+    assert anywhere[0] <= moved[0] and anywhere[2] >= moved[2]
+    assert torch.tensor(anywhere).min() >= 0

@@ -1,15 +1,18 @@
-"""The engine's cleanup context: one `Engine` per app at `app[keys.engine_key]`, warmed up in
-the background (SPEC §1).
+"""The engine's cleanup context: one `Engine` per app, built and warmed up in the background so
+the server listens at once (SPEC §1: `/healthz` within a second of `python run.py`).
 
-The Engine is built at start-up (importing the engine, and so torch, on a worker thread: the
-loop stays free); an engine that cannot even be built stops start-up with its error. Its
-warm-up then runs in a named task while the server already answers: until it is done
-`EngineStatus.ready` is False, so start answers `try_again` and era [C] create
-`503 ENGINE_LOADING`. A warm-up that fails leaves `ready` False for good and records why in
-`EngineStatus.error` (shown by `/healthz`): the server stays up and says what is wrong.
-`engine.preload: false` skips the warm-up (tests): ready at once, renderers paint on first use.
+`app[keys.engine_key]` is an `EngineSlot`, filled by a named task once the Engine is built:
+building imports torch (about 2 s), which runs on a worker thread after aiohttp listens. Code
+that needs the engine awaits `slot.get()` (sessions, which cannot start before `ready` anyway);
+blocking code on a worker thread may call `slot.wait()`.
 
-This module imports torch only inside that worker thread, so the API layer may import it.
+`EngineStatus.ready` stays False until the engine is built and warmed, so start answers
+`try_again` and era [C] create `503 ENGINE_LOADING`. A build or warm-up that fails leaves
+`ready` False for good and records why in `EngineStatus.error` (shown by `/healthz`): the server
+stays up and says what is wrong. `engine.preload: false` skips the warm-up (tests): ready at
+once, and the few callers that come before the build wait for it.
+
+torch is imported only on that worker thread, so the API layer may import this module.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING
 
@@ -36,12 +40,77 @@ EngineFactory = Callable[["Settings"], "Engine"]
 # Set before the app starts to build another engine (tests: one whose load fails or waits).
 # Called on a worker thread.
 engine_factory_key: web.AppKey[EngineFactory] = web.AppKey("engine_factory")
+# Renders many small tensor ops per frame: more intra-op threads only add hand-off cost and
+# fight the other sessions' render threads for the cores (1.4 ms → 40 ms a frame measured with
+# 2 threads under load). torch's setting is process-wide, so once is enough.
+TORCH_THREADS = 1
+# How long a preview request waits for the engine to be built before it fails.
+PREVIEW_WAIT_S = 60.0
+
+
+class EngineUnavailable(RuntimeError):
+    """The engine could not be built; `EngineStatus.error` says why."""
+
+
+class EngineSlot:
+    """Where the process's Engine appears once built. Loop-side `get()`, thread-side `wait()`."""
+
+    def __init__(self) -> None:
+        self._engine: Engine | None = None
+        self._error: BaseException | None = None
+        self._done = threading.Event()
+        self._waiters: list[asyncio.Future[None]] = []
+
+    @property
+    def engine(self) -> Engine | None:
+        """The engine, or None while it is being built (or if building failed)."""
+        return self._engine
+
+    def fill(self, engine: Engine | None, error: BaseException | None = None) -> None:
+        """Called on the loop by the build task; later calls change nothing."""
+        if self._done.is_set():
+            return
+        self._engine, self._error = engine, error
+        self._done.set()
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._waiters.clear()
+
+    def _result(self) -> Engine:
+        if self._engine is None:
+            raise EngineUnavailable(f"the avatar engine could not be built: {self._error}")
+        return self._engine
+
+    async def get(self) -> Engine:
+        if not self._done.is_set():
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            await waiter
+        return self._result()
+
+    def wait(self, timeout_s: float | None = None) -> Engine:
+        """Blocking: only on a worker thread."""
+        if not self._done.wait(timeout_s):
+            raise EngineUnavailable("the avatar engine is still being built")
+        return self._result()
+
+    def render_preview(self, avatar_id: str) -> bytes:
+        """The engine's preview PNG once it exists. Blocking: only on a worker thread."""
+        return self.wait(PREVIEW_WAIT_S).render_preview(avatar_id)
 
 
 def _default_engine(settings: Settings) -> Engine:
     from agenthuman_local.engine.engine import Engine
 
     return Engine.from_settings(settings)
+
+
+def _build(factory: EngineFactory, settings: Settings) -> Engine:
+    import torch
+
+    torch.set_num_threads(TORCH_THREADS)
+    return factory(settings)
 
 
 def loading_error(status: EngineStatus) -> EngineLoading:
@@ -54,10 +123,26 @@ def loading_error(status: EngineStatus) -> EngineLoading:
     )
 
 
-async def _load(engine: Engine, status: EngineStatus) -> None:
+async def _load(
+    slot: EngineSlot, status: EngineStatus, factory: EngineFactory, settings: Settings
+) -> None:
+    try:
+        engine = await asyncio.to_thread(_build, factory, settings)
+    except asyncio.CancelledError as exc:  # shut down while building: no one waits forever
+        slot.fill(None, exc)
+        raise
+    except Exception as exc:  # the server stays up and reports it; see the module docstring
+        log.exception("the avatar engine could not be built")
+        status.ready = False
+        status.error = f"{type(exc).__name__}: {exc}"
+        slot.fill(None, exc)
+        return
+    slot.fill(engine)
+    if not settings.engine.preload:
+        return
     try:
         await engine.load()
-    except Exception as exc:  # the server stays up and reports it; see the module docstring
+    except Exception as exc:
         log.exception("the avatar engine failed to load")
         status.error = f"{type(exc).__name__}: {exc}"
         return
@@ -68,17 +153,13 @@ async def _load(engine: Engine, status: EngineStatus) -> None:
 async def engine_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[keys.settings_key]
     status = app[keys.engine_status_key]
-    factory = app.get(engine_factory_key, _default_engine)
-    engine = await asyncio.to_thread(factory, settings)
-    app[keys.engine_key] = engine
+    slot = EngineSlot()
+    app[keys.engine_key] = slot
     app[keys.preview_cache_key] = {}
     status.error = None
-    if not settings.engine.preload:
-        status.ready = True
-        yield
-        return
-    status.ready = False
-    task = asyncio.create_task(_load(engine, status), name="engine:load")
+    status.ready = not settings.engine.preload
+    factory = app.get(engine_factory_key, _default_engine)
+    task = asyncio.create_task(_load(slot, status, factory, settings), name="engine:load")
     try:
         yield
     finally:

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from agenthuman_local.api.auth import RateLimiter
     from agenthuman_local.config import Settings
     from agenthuman_local.devices import DevicePool
-    from agenthuman_local.engine.engine import Engine
+    from agenthuman_local.engine_ctx import EngineSlot
     from agenthuman_local.sessions.manager import EngineStatus, RunnerFactory, SessionManager
     from agenthuman_local.store import Store
 
@@ -41,9 +41,10 @@ avatar_aliases_key: web.AppKey[frozenset[str]] = web.AppKey("avatar_aliases")
 first_key_key: web.AppKey[FirstKey] = web.AppKey("first_key")
 # Set by a cleanup context that runs before the session manager's (see app.create_app).
 runner_factory_key: web.AppKey[RunnerFactory] = web.AppKey("runner_factory")
-# The one Engine of the process (engine_ctx; it may still be warming up, see EngineStatus),
+# The one Engine of the process, filled in the background after the server listens (await
+# `app[engine_key].get()`; see engine_ctx and EngineStatus),
 # and the shipped avatars' preview PNGs by id, rendered once.
-engine_key: web.AppKey[Engine] = web.AppKey("engine")
+engine_key: web.AppKey[EngineSlot] = web.AppKey("engine")
 preview_cache_key: web.AppKey[dict[str, bytes]] = web.AppKey("preview_cache")
 
 # The account of the request's API key, set by the auth middleware on /v1 routes that need one.

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -74,7 +75,7 @@ async def test_loading_then_ready(aiohttp_client: Any, tmp_path: Any) -> None:
     assert (await api.json("GET", "/healthz", key=None))["engine"] == "ready"
     started = await api.start_session(session["session_id"])
     assert started["ws_uri"].endswith(f"/v1/sessions/{session['session_id']}/ws")
-    assert api.app[keys.engine_key].ready
+    assert api.app[keys.engine_key].engine.ready
 
 
 async def test_a_failed_load_is_reported_and_the_server_stays_up(
@@ -94,14 +95,70 @@ async def test_a_failed_load_is_reported_and_the_server_stays_up(
     assert (await api.json("GET", "/v1/avatars"))["success"] is True
 
 
-async def test_an_engine_that_cannot_be_built_stops_start_up(
-    aiohttp_client: Any, tmp_path: Any
+@pytest.mark.parametrize("preload", [True, False])
+async def test_an_engine_that_cannot_be_built_is_reported_and_the_server_stays_up(
+    aiohttp_client: Any, tmp_path: Any, preload: bool
 ) -> None:
     def cannot_build(settings: Settings) -> Engine:
         raise ImportError("no torch here")
 
-    with pytest.raises(ImportError, match="no torch here"):
-        await start_client(aiohttp_client, tmp_path, cannot_build, engine__preload=False)
+    api = await start_client(aiohttp_client, tmp_path, cannot_build, engine__preload=preload)
+    await load_finished()
+    health = await api.json("GET", "/healthz", key=None)
+    assert health["engine"] == "loading" and "no torch here" in health["engine_error"]
+    session = await api.create_session()
+    assert (await api.start_session(session["session_id"]))["ws_uri"] == "try_again"
+    error = await assert_error(await api.post("/v1/sessions", json=C_BODY), 503, "ENGINE_LOADING")
+    assert "no torch here" in error["message"]
+    assert api.app[keys.engine_key].engine is None
+
+
+async def test_the_server_answers_before_the_engine_is_built(
+    aiohttp_client: Any, tmp_path: Any
+) -> None:
+    """Building the engine (importing torch) happens after the server listens."""
+    release = threading.Event()
+
+    def slow_build(settings: Settings) -> Engine:
+        release.wait(10)
+        return CountingEngine()
+
+    api = await start_client(aiohttp_client, tmp_path, slow_build, engine__preload=True)
+    slot = api.app[keys.engine_key]
+    assert slot.engine is None
+    health = await api.json("GET", "/healthz", key=None)
+    assert health["engine"] == "loading" and "engine_error" not in health
+    session = await api.create_session()
+    assert (await api.start_session(session["session_id"]))["ws_uri"] == "try_again"
+    # A preview asked for meanwhile waits for the build instead of failing.
+    preview = asyncio.ensure_future(api.get("/v1/avatars/avat_local_ada/preview", key=None))
+    await asyncio.sleep(0.05)
+    assert not preview.done()
+    release.set()
+    assert (await preview).status == 200
+    await load_finished()
+    assert isinstance(slot.engine, CountingEngine)
+    assert (await api.json("GET", "/healthz", key=None))["engine"] == "ready"
+
+
+def test_torch_runs_one_intra_op_thread_after_the_build() -> None:
+    import torch
+
+    from agenthuman_local.engine_ctx import TORCH_THREADS, _build
+
+    before = torch.get_num_threads()
+    try:
+        seen: list[int] = []
+        worker = threading.Thread(target=lambda: _build(lambda s: CountingEngine(), None))  # type: ignore[arg-type]
+        worker.start()
+        worker.join()
+        # Set on the build thread, seen process-wide (here and on a fresh thread).
+        probe = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+        probe.start()
+        probe.join()
+        assert torch.get_num_threads() == TORCH_THREADS and seen == [TORCH_THREADS]
+    finally:
+        torch.set_num_threads(before)
 
 
 async def test_the_real_engine_loads_in_the_background(aiohttp_client: Any, tmp_path: Any) -> None:
@@ -109,7 +166,7 @@ async def test_the_real_engine_loads_in_the_background(aiohttp_client: Any, tmp_
     assert (await api.json("GET", "/healthz", key=None))["engine"] in ("loading", "ready")
     await load_finished()
     assert (await api.json("GET", "/healthz", key=None))["engine"] == "ready"
-    engine = api.app[keys.engine_key]
+    engine = api.app[keys.engine_key].engine
     assert isinstance(engine, Engine) and engine.ready
 
 
@@ -129,7 +186,7 @@ async def test_preload_off_is_ready_at_once_and_previews_come_from_the_engine(
     api = await start_client(aiohttp_client, tmp_path, lambda s: CountingEngine())
     assert api.app[keys.engine_status_key].ready
     assert (await api.json("GET", "/healthz", key=None))["engine"] == "ready"
-    engine = api.app[keys.engine_key]
+    engine = await api.app[keys.engine_key].get()
     assert isinstance(engine, CountingEngine) and not engine.ready  # no warm-up was run
     bodies = set()
     for path in ("preview", "image", "preview"):

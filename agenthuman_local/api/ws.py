@@ -16,7 +16,7 @@ import contextlib
 import json
 import logging
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
@@ -28,7 +28,6 @@ from agenthuman_local.engine.worker import RenderPool
 from agenthuman_local.errors import NotFound
 from agenthuman_local.sessions.clock import Clock
 from agenthuman_local.sessions.live import (
-    DriverFactory,
     LiveSession,
     MediaHook,
     MediaSpec,
@@ -52,7 +51,7 @@ render_pool_key: web.AppKey[RenderPool] = web.AppKey("render_pool")
 renderers_key: web.AppKey[SharedRenderers] = web.AppKey("shared_renderers")
 # Optional overrides, read when a session starts (tests set them from a cleanup context).
 renderer_factory_key: web.AppKey[RendererFactory] = web.AppKey("renderer_factory")
-driver_factory_key: web.AppKey[DriverFactory] = web.AppKey("driver_factory")
+driver_factory_key: web.AppKey[Callable[[MediaSpec], Any]] = web.AppKey("driver_factory")
 clock_key: web.AppKey[Clock] = web.AppKey("session_clock")
 # Outputs (recorder, viewer, Daily) attach to a session's runner through these.
 media_hooks_key: web.AppKey[list[MediaHook]] = web.AppKey("media_hooks")
@@ -324,8 +323,9 @@ async def live_ctx(app: web.Application) -> AsyncIterator[None]:
         if override is not None:
             return await override(spec)
         avatar = await app[keys.store_key].get_avatar(spec.avatar_id)
+        engine = await app[keys.engine_key].get()
         return await asyncio.to_thread(
-            app[keys.engine_key].make_renderer,
+            engine.make_renderer,
             spec.avatar_id,
             frame_size(spec),
             spec.device,
@@ -333,11 +333,11 @@ async def live_ctx(app: web.Application) -> AsyncIterator[None]:
             settings.data_dir / AVATARS_DIR / spec.avatar_id,
         )
 
-    def make_driver(spec: MediaSpec) -> Any:
+    async def make_driver(spec: MediaSpec) -> Any:
         override = app.get(driver_factory_key)
-        return (
-            override(spec) if override is not None else app[keys.engine_key].make_driver(spec.fps)
-        )
+        if override is not None:
+            return override(spec)
+        return (await app[keys.engine_key].get()).make_driver(spec.fps)
 
     renderers = SharedRenderers(make_renderer)
     app[renderers_key] = renderers

@@ -52,7 +52,7 @@ class MediaSpec:
 
 
 RendererFactory = Callable[[MediaSpec], Awaitable[Any]]
-DriverFactory = Callable[[MediaSpec], Any]
+DriverFactory = Callable[[MediaSpec], Awaitable[Any]]
 # Called once the media runner exists (outputs attach here: recorder, viewer, Daily).
 MediaHook = Callable[["LiveSession", "SessionRunner"], Awaitable[None]]
 
@@ -174,7 +174,7 @@ class LiveSession:
             options,
             renderer=renderer,
             worker=self._pool.get(spec.device),
-            driver=self._make_driver(spec),
+            driver=await self._make_driver(spec),
             clock=self._clock,
             timeline=timeline,
             on_end=lambda reason: self._end_soon(self.session_id, reason),

@@ -108,7 +108,8 @@ async def _run() -> list[Figure]:
         f" {interrupts} interrupted"
     )
     return [
-        Figure(SECTION, "late frames", 100 * late / max(published, 1), "%", "<= 1", cond),
+        # Reported only: N may be past the calibrated capacity on purpose.
+        Figure(SECTION, "late frames", 100 * late / max(published, 1), "%", None, cond),
         Figure(
             SECTION,
             "event-order violations",

@@ -17,6 +17,7 @@ from agenthuman_local import keys
 from agenthuman_local.api.viewer import viewer_hub_key
 from agenthuman_local.recording import recording_path
 from agenthuman_local.sessions.live import LiveSession
+from agenthuman_local.transports.sinks import RecorderSink
 from bench._server import Client, Conn, Server, speech_pcm
 from tests.test_ws_helpers import Live, wait_for
 
@@ -213,6 +214,28 @@ async def test_the_outputs_attach_to_every_live_session(make_client) -> None:
     names = sorted(type(s).__name__ for s in held.runner.sinks)
     assert names == ["MetricsOutput", "RecorderSink", "Timeline", "ViewerOutput"]
     await live.api.json("PUT", f"/v1/sessions/{sid}/end")
+
+
+async def test_recording_and_a_stalled_viewer_never_hold_the_session_back(make_client) -> None:
+    live = await Live.make(make_client, recording__enabled=True)
+    session = await live.api.create_session()
+    sid = session["session_id"]
+    await live.api.start_session(sid)
+    await live.connect(sid, session["access_token"], video_width=160, video_height=128)
+    url = session["viewer_url"].split("/v1/", 1)[1].replace("/viewer?", "/viewer/ws?")
+    stalled = await live.api.client.ws_connect("/v1/" + url)  # connected, never read
+    await wait_for(lambda: live.api.app[viewer_hub_key].has_viewers(sid))
+    await live.settle()
+    await live.tick(100)  # four virtual seconds, far faster than the encoders run
+    frames = [line for line in await timeline(live, sid) if line["t"] == "frame"]
+    assert len(frames) == 101 and not any(f["late"] for f in frames)
+    held = live.api.app[keys.manager_key].runner(sid)
+    assert isinstance(held, LiveSession) and held.runner is not None
+    recorder = next(s for s in held.runner.sinks if isinstance(s, RecorderSink)).recorder
+    await live.api.json("PUT", f"/v1/sessions/{sid}/end")
+    # Every frame was either written or counted as dropped by the recorder itself.
+    assert recorder.frames_written + recorder.frames_dropped == 101
+    await stalled.close()
 
 
 # --- kill -9 ---------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import math
 import os
 import signal
 import socket
@@ -110,7 +111,7 @@ class Server:
                 except (aiohttp.ClientError, OSError):
                     body = None
                 if body is not None and body.get("status") == "ok":
-                    if healthz_s != healthz_s:
+                    if math.isnan(healthz_s):
                         healthz_s = time.monotonic() - t0
                     if body.get("engine") == "ready":
                         engine_s = time.monotonic() - t0

@@ -7,6 +7,7 @@ App-wide resources are cleanup contexts, opened in this order and closed in reve
    `outputs_ctx`  the viewer hub and the metrics (with the viewer-token lookup), and the
                   media hook that records, shows and counts every live session (`outputs`);
    then `api.ws.live_ctx`: the render workers and the manager's runner factory;
+   `daily_rooms.daily_ctx`: Daily rooms per session (REST client, media hook, room hooks);
 3. `engine_ctx.engine_ctx`: the one Engine, loaded in the background (flips
    `app[keys.engine_status_key].ready`); then the `contexts` passed to `create_app` (tests),
    which may set `app[keys.runner_factory_key]` or flip `ready` themselves;
@@ -36,6 +37,7 @@ from agenthuman_local.api.viewer import viewer_hub_key, viewer_tokens_key
 from agenthuman_local.api.ws import live_ctx, media_hooks_key
 from agenthuman_local.avatars import SHIPPED_AVATARS, default_aliases
 from agenthuman_local.config import DevicesSettings, Settings
+from agenthuman_local.daily_rooms import daily_ctx
 from agenthuman_local.devices import DevicePool, probe_devices
 from agenthuman_local.engine_ctx import engine_ctx
 from agenthuman_local.metrics import Metrics
@@ -167,6 +169,7 @@ async def sessions_ctx(app: web.Application) -> AsyncIterator[None]:
         app[keys.devices_key],
         app[keys.engine_status_key],
         runner_factory=app.get(keys.runner_factory_key),
+        rooms=app.get(keys.rooms_key),
     )
     await manager.recover()
     app[keys.manager_key] = manager
@@ -196,6 +199,7 @@ def create_app(
     app.cleanup_ctx.append(devices_ctx)
     app.cleanup_ctx.append(outputs_ctx)
     app.cleanup_ctx.append(live_ctx)
+    app.cleanup_ctx.append(daily_ctx)
     app.cleanup_ctx.append(engine_ctx)
     app.cleanup_ctx.extend(contexts)
     app.cleanup_ctx.append(sessions_ctx)

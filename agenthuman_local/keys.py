@@ -17,7 +17,12 @@ if TYPE_CHECKING:
     from agenthuman_local.config import Settings
     from agenthuman_local.devices import DevicePool
     from agenthuman_local.engine_ctx import EngineSlot
-    from agenthuman_local.sessions.manager import EngineStatus, RunnerFactory, SessionManager
+    from agenthuman_local.sessions.manager import (
+        EngineStatus,
+        RoomHooks,
+        RunnerFactory,
+        SessionManager,
+    )
     from agenthuman_local.store import Store
 
 
@@ -41,6 +46,8 @@ avatar_aliases_key: web.AppKey[frozenset[str]] = web.AppKey("avatar_aliases")
 first_key_key: web.AppKey[FirstKey] = web.AppKey("first_key")
 # Set by a cleanup context that runs before the session manager's (see app.create_app).
 runner_factory_key: web.AppKey[RunnerFactory] = web.AppKey("runner_factory")
+# The session manager's room hooks (daily_rooms.daily_ctx).
+rooms_key: web.AppKey[RoomHooks] = web.AppKey("rooms")
 # The one Engine of the process, filled in the background after the server listens (await
 # `app[engine_key].get()`; see engine_ctx and EngineStatus),
 # and the shipped avatars' preview PNGs by id, rendered once.

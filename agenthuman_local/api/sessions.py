@@ -124,6 +124,7 @@ async def create_session(request: web.Request) -> web.Response:
             metadata=metadata,
             daily_room=daily_room,
             start=era_c,
+            make_room=not era_c,
         )
     out = _session_out(request, session)
     out["access_token"] = token

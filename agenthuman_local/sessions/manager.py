@@ -76,6 +76,20 @@ class SessionRunner(Protocol):
 RunnerFactory = Callable[[Session], Awaitable[SessionRunner]]
 
 
+class RoomHooks(Protocol):
+    """Rooms made for sessions (the app's Daily rooms, SPEC §7)."""
+
+    async def create_room(self, session_id: str) -> dict[str, Any] | None:
+        """A room for a new session that named none (None: local outputs only). May raise an
+        AppError, which fails the create."""
+        ...
+
+    def session_ended(self, session_id: str) -> None:
+        """The session ended (its runner closed, or it never started): let its room go.
+        Returns at once; never raises."""
+        ...
+
+
 class SessionManager:
     def __init__(
         self,
@@ -85,8 +99,10 @@ class SessionManager:
         engine: EngineStatus,
         *,
         runner_factory: RunnerFactory | None = None,
+        rooms: RoomHooks | None = None,
     ) -> None:
         self._settings = settings
+        self._rooms = rooms
         self._store = store
         self._devices = devices
         self._engine = engine
@@ -150,11 +166,13 @@ class SessionManager:
         metadata: Mapping[str, Any],
         daily_room: Mapping[str, Any] | None = None,
         start: bool = False,
+        make_room: bool = False,
     ) -> tuple[Session, str]:
         """A new session and its secret token (returned once, stored only as a hash).
 
         With `start` (era [C]) it is created already started, in one write; nothing is stored
-        when the engine is loading or no seat is free.
+        when the engine is loading or no seat is free. With `make_room` and no `daily_room`,
+        the room hooks make one (SPEC §7); it is let go again if the create fails.
         """
         token = ids.new_token()
         width, height = VIDEO_SIZES[aspect_ratio]
@@ -173,11 +191,22 @@ class SessionManager:
             daily_room=dict(daily_room) if daily_room is not None else None,
             created_at=time.time(),
         )
+        if start and not self.ready:
+            raise EngineLoading()
+        if make_room and daily_room is None and self._rooms is not None:
+            room = await self._rooms.create_room(session.session_id)
+            session = replace(session, daily_room=room)
+        try:
+            return await self._insert_new(session, token, start)
+        except BaseException:
+            if self._rooms is not None:
+                self._rooms.session_ended(session.session_id)
+            raise
+
+    async def _insert_new(self, session: Session, token: str, start: bool) -> tuple[Session, str]:
         if not start:
             await self._store.insert_session(session)
             return session, token
-        if not self.ready:
-            raise EngineLoading()
         async with self._lock_for(session.session_id):
             device = self._devices.lease(session.session_id)
             session = replace(
@@ -342,6 +371,8 @@ class SessionManager:
         finally:
             self._live.discard(sid)
             self._devices.release(sid)
+            if self._rooms is not None:
+                self._rooms.session_ended(sid)
         if not write:
             return session
         fresh = await self._store.get_session(sid)

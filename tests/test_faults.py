@@ -1,5 +1,6 @@
-"""Faults (SPEC §10, §11): a killed process, a renderer that raises, a full disk, a client that
-stops reading, a viewer that never reads. Each fault hits one thing; everything else carries on.
+"""Faults (SPEC §7, §10, §11): a killed process, a renderer that raises, a full disk, a client
+that stops reading, a viewer that never reads, a Daily join that never completes. Each fault hits
+one thing; everything else carries on.
 
 The kill -9 test runs a real `python run.py` (bench/_server.py); the others run the app in this
 process on a virtual clock, so "still paced" means every tick published its frame on time.
@@ -298,3 +299,45 @@ async def test_a_viewer_that_never_reads_does_not_slow_the_session(make_client) 
     finally:
         await asyncio.to_thread(stalled.close)
     await live.api.json("PUT", f"/v1/sessions/{sid}/end")
+
+
+# --- a Daily join that never completes -----------------------------------------------------
+
+
+async def test_a_daily_join_that_never_completes_is_room_error_and_the_session_goes_on(
+    aiohttp_client, tmp_path
+) -> None:
+    from agenthuman_local.app import create_app
+    from agenthuman_local.daily_rooms import daily_lib_key, daily_transport_options_key
+    from agenthuman_local.sessions.clock import VirtualClock
+    from tests.conftest import ApiClient, make_settings
+    from tests.fakes_daily import HANG, FakeDaily
+    from tests.test_ws_helpers import fake_renderer_ctx
+
+    # The join hangs far past its timeout; the fake only lets go so the test can end.
+    daily = FakeDaily(join_results=[HANG], hang_s=2.0)
+    clock = VirtualClock()
+    app = create_app(make_settings(tmp_path), environ={}, contexts=[fake_renderer_ctx(clock)])
+    app[daily_lib_key] = daily.lib
+    app[daily_transport_options_key] = {"join_timeout_s": 0.2, "join_attempts": 1}
+    client = await aiohttp_client(app)
+    live = Live(ApiClient(client, app[keys.first_key_key].key), clock)
+    room = {"url": "https://team.daily.co/standup", "token": "their-token"}
+    created = await live.api.create_session({"daily_room": room})
+    sid = created["session_id"]
+    await live.api.start_session(sid)
+    conn = await live.connect(
+        sid, created["access_token"], video_width=128, video_height=128, output={"audio": True}
+    )
+    assert conn.established is not None and conn.established["type"] == "connection.established"
+    while len(conn.of("session.state")) < 2:
+        await conn.next_event()
+    assert [e["state"] for e in conn.of("session.state")[:2]] == ["connecting", "room_error"]
+    await live.tick(10)
+    await conn.media_count(5)  # still rendering, while the join has not let go yet
+    assert daily.video_sources == [] or daily.video_sources[0].frames == []
+    session = await _status(live, sid)
+    assert session["status"] == "started" and session["daily_room"]["error"]
+    ended = await live.api.json("PUT", f"/v1/sessions/{sid}/end")
+    assert ended["session"]["end_reason"] == "client_request"
+    assert await conn.closed() == 4009

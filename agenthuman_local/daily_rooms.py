@@ -81,7 +81,7 @@ class DailyApiError(AppError):
 
 
 @dataclass(frozen=True)
-class _Room:
+class RoomChoice:
     url: str
     token: str
     display_name: str
@@ -97,7 +97,7 @@ class RoomChoiceError(ValueError):
 
 def choose_room(
     init_room: Mapping[str, Any] | None, stored: Mapping[str, Any] | None, display_name: str
-) -> _Room | None:
+) -> RoomChoice | None:
     """The room the avatar joins: `config.room` when it names one, else the stored one.
 
     `platform: local` in `config.room` means no room at all.
@@ -115,11 +115,11 @@ def choose_room(
                 raise RoomChoiceError(f"config.room.{field} is required for a daily room")
             fields[field] = value
         name = init_room.get("display_name")
-        return _Room(
+        return RoomChoice(
             fields["url"], fields["token"], name if isinstance(name, str) and name else display_name
         )
     if stored is not None and stored.get("url") and stored.get("token"):
-        return _Room(str(stored["url"]), str(stored["token"]), display_name)
+        return RoomChoice(str(stored["url"]), str(stored["token"]), display_name)
     return None
 
 
@@ -168,7 +168,7 @@ class DailyRooms:
         """The session ended and its runner is closed: delete the room we made. Returns at once."""
         name = self._owned.pop(session_id, None)
         if name is not None and self._rest is not None and not self._closed:
-            self._spawn(self._delete(session_id, name), f"daily:{session_id}:delete")
+            self.spawn(self._delete(session_id, name), f"daily:{session_id}:delete")
 
     async def _delete(self, session_id: str, name: str) -> None:
         assert self._rest is not None
@@ -176,7 +176,7 @@ class DailyRooms:
             await self._rest.delete_room(name)
         except DailyRestError as exc:
             log.warning("session %s: Daily room %s not deleted: %s", session_id, name, exc)
-            await self._note_error(session_id, f"the room could not be deleted: {exc}")
+            await self.note_error(session_id, f"the room could not be deleted: {exc}")
 
     # -- the media hook ---------------------------------------------------------------------
 
@@ -192,7 +192,7 @@ class DailyRooms:
             )
         except RoomChoiceError as exc:
             runner.emit_state(STATE_ROOM_ERROR, str(exc))
-            await self._note_error(sid, str(exc))
+            await self.note_error(sid, str(exc))
             return
         if room is None:
             return
@@ -225,12 +225,12 @@ class DailyRooms:
 
     # -- shared -----------------------------------------------------------------------------
 
-    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+    def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
         task = asyncio.get_running_loop().create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _note_error(self, session_id: str, error: str | None) -> None:
+    async def note_error(self, session_id: str, error: str | None) -> None:
         """`daily_room.error` as GET shows it (None clears it)."""
         session = await self._store.get_session(session_id)
         room = dict(session.daily_room or {}) if session is not None else {}
@@ -311,19 +311,19 @@ class DailyOutput:
             )
             self._sink = sinks.DailySink(self.transport)
             self._runner.emit_state(STATE_JOINED)
-            await self._rooms._note_error(self.session_id, None)
+            await self._rooms.note_error(self.session_id, None)
             return
         log.warning("session %s: Daily join failed: %s", self.session_id, error)
         self._runner.emit_state(STATE_ROOM_ERROR, error)
-        await self._rooms._note_error(self.session_id, error)
+        await self._rooms.note_error(self.session_id, error)
 
     def _on_call_state(self, state: str) -> None:
         if state == "left" and not self._closed:  # thrown out, or the room was closed
             self._sink = None
             reason = "the avatar is no longer in the Daily room"
             self._runner.emit_state(STATE_ROOM_ERROR, reason)
-            self._rooms._spawn(
-                self._rooms._note_error(self.session_id, reason), f"daily:{self.session_id}:note"
+            self._rooms.spawn(
+                self._rooms.note_error(self.session_id, reason), f"daily:{self.session_id}:note"
             )
 
     async def publish(self, frame: Any) -> None:

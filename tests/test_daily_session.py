@@ -266,6 +266,35 @@ async def test_everyone_gone_for_the_timeout_ends_the_session_room_empty(
     await wait_for(lambda: "release" in fake_daily.calls)
 
 
+async def test_being_removed_from_the_room_is_a_room_error_not_an_end(
+    aiohttp_client: Any, tmp_path: Path, fake_daily: FakeDaily
+) -> None:
+    live = await make_live(aiohttp_client, tmp_path, fake_daily)
+    created = await live.api.create_session({"daily_room": GIVEN})
+    sid = created["session_id"]
+    await live.api.start_session(sid)
+    conn = await live.connect(sid, created["access_token"], output={"video": "jpeg"}, **SIZE)
+    await states(conn, 2)
+    fake_daily.client.kicked_out()
+    (state, reason) = (await states(conn, 3))[2]
+    assert state == "room_error" and "no longer in the Daily room" in reason
+    session = await get_session(live, sid)
+    assert session["status"] == "started"
+    frames_before = len(fake_daily.video_sources[0].frames)
+    await live.tick(3)
+    await conn.media_count(2)
+    assert len(fake_daily.video_sources[0].frames) == frames_before  # nothing sent to the room
+    await wait_for_error(live, sid)
+
+
+async def wait_for_error(live: Live, sid: str) -> None:
+    for _ in range(200):
+        if "error" in ((await get_session(live, sid))["daily_room"] or {}):
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("daily_room.error never appeared")
+
+
 async def test_shutdown_leaves_releases_and_deletes_every_room(
     rest: Any, aiohttp_client: Any, tmp_path: Path, fake_daily: FakeDaily
 ) -> None:

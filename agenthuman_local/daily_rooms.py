@@ -198,7 +198,7 @@ class DailyRooms:
             return
         current = room.as_json()
         if stored is None or any(stored.get(k) != v for k, v in current.items()):
-            await self._store.set_session_daily_room(sid, current)
+            await self._save(sid, current)
         spec = live.spec
         assert spec is not None
         options = {
@@ -232,7 +232,11 @@ class DailyRooms:
 
     async def note_error(self, session_id: str, error: str | None) -> None:
         """`daily_room.error` as GET shows it (None clears it)."""
-        session = await self._store.get_session(session_id)
+        try:
+            session = await self._store.get_session(session_id)
+        except Exception:
+            log.exception("session %s: could not read daily_room", session_id)
+            return
         room = dict(session.daily_room or {}) if session is not None else {}
         if not room.get("url"):  # no room to speak of: the room_error event says it all
             return
@@ -242,7 +246,14 @@ class DailyRooms:
             room.pop("error")
         else:
             room["error"] = error
-        await self._store.set_session_daily_room(session_id, room)
+        await self._save(session_id, room)
+
+    async def _save(self, session_id: str, room: dict[str, Any]) -> None:
+        # What GET shows is a report: storage trouble must not cost the session its room.
+        try:
+            await self._store.set_session_daily_room(session_id, room)
+        except Exception:
+            log.exception("session %s: could not store daily_room", session_id)
 
     def end_soon(self, session_id: str, reason: EndReason) -> None:
         self._end_soon(session_id, reason)

@@ -3,6 +3,8 @@
 Shipped avatars are procedural (drawn by the engine, no assets); their `rig` names the style the
 procedural renderer draws. The ids the published clients default to, and `AGENTHUMAN_AVATAR`
 when set, resolve to the default avatar (SPEC §3). No I/O here: `app.py` writes these rows.
+Plug-in avatars (SPEC §9, ids `avat_plugin_<name>`) are written by `engine_ctx.py` once the
+engine has verified their folders (`plugin_avatar`).
 """
 
 from __future__ import annotations
@@ -38,6 +40,33 @@ SHIPPED_AVATARS: tuple[Avatar, ...] = tuple(
         ("avat_local_ben", "Ben", "ben"),
     )
 )
+
+
+PLUGIN_AVATAR_PREFIX = "avat_plugin_"
+# The schema allows only 'procedural' and 'photo' (store.py migration 1): a plug-in row is
+# 'procedural' (drawn by the engine, no per-avatar files) and the engine knows its plug-ins by
+# id, as it knows the shipped styles. The tag and `rig` say which plug-in it is.
+PLUGIN_ROW_KIND = "procedural"
+
+
+def is_plugin_avatar(avatar: Avatar) -> bool:
+    return avatar.avatar_id.startswith(PLUGIN_AVATAR_PREFIX) and "plugin" in (avatar.rig or {})
+
+
+def plugin_avatar(avatar_id: str, plugin_name: str) -> Avatar:
+    """The public avatar row of a verified plug-in; `rig` names the plug-in."""
+    return Avatar(
+        avatar_id=avatar_id,
+        account_id=None,
+        kind=PLUGIN_ROW_KIND,
+        name=plugin_name,
+        tags=("public", "plugin"),
+        is_public=True,
+        created_at=_SHIPPED_AT,
+        image_path=None,
+        preview_path=None,
+        rig={"plugin": plugin_name},
+    )
 
 
 def default_aliases(environ: Mapping[str, str]) -> frozenset[str]:

@@ -65,6 +65,8 @@ class EngineSettings:
     seed: int = 0
     # Load the engine in the background at start-up; tests that never render set this off.
     preload: bool = True
+    # Neural plug-ins (SPEC §9), one folder each; see models/README.md.
+    models_dir: Path = Path("./models")
 
 
 @dataclass(frozen=True)

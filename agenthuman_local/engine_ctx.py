@@ -27,12 +27,14 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from agenthuman_local import keys
+from agenthuman_local.avatars import is_plugin_avatar, plugin_avatar
 from agenthuman_local.errors import EngineLoading
 
 if TYPE_CHECKING:
     from agenthuman_local.config import Settings
     from agenthuman_local.engine.engine import Engine
     from agenthuman_local.sessions.manager import EngineStatus
+    from agenthuman_local.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -125,8 +127,24 @@ def loading_error(status: EngineStatus) -> EngineLoading:
     )
 
 
+async def _sync_plugin_avatars(store: Store, engine: Engine) -> None:
+    """One public avatar per verified plug-in; those of plug-ins gone or broken are removed."""
+    plugins = getattr(engine, "plugins", {})
+    await store.sync_shipped_avatars(
+        plugin_avatar(avatar_id, name) for avatar_id, (_, name) in plugins.items()
+    )
+    public, _ = await store.list_avatars("")
+    for avatar in public:
+        if is_plugin_avatar(avatar) and avatar.avatar_id not in plugins:
+            await store.delete_avatar(avatar.avatar_id)
+
+
 async def _load(
-    slot: EngineSlot, status: EngineStatus, factory: EngineFactory, settings: Settings
+    slot: EngineSlot,
+    status: EngineStatus,
+    factory: EngineFactory,
+    settings: Settings,
+    store: Store | None = None,
 ) -> None:
     try:
         engine = await asyncio.to_thread(_build, factory, settings)
@@ -139,6 +157,11 @@ async def _load(
         status.error = f"{type(exc).__name__}: {exc}"
         slot.fill(None, exc)
         return
+    if store is not None:
+        try:
+            await _sync_plugin_avatars(store, engine)
+        except Exception:  # the built-in avatars still work; the log says why plug-ins do not
+            log.exception("could not register the plug-in avatars")
     slot.fill(engine)
     if not settings.engine.preload:
         return
@@ -161,7 +184,9 @@ async def engine_ctx(app: web.Application) -> AsyncIterator[None]:
     status.error = None
     status.ready = not settings.engine.preload
     factory = app.get(engine_factory_key, _default_engine)
-    task = asyncio.create_task(_load(slot, status, factory, settings), name="engine:load")
+    task = asyncio.create_task(
+        _load(slot, status, factory, settings, app.get(keys.store_key)), name="engine:load"
+    )
     try:
         yield
     finally:

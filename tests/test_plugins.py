@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -21,8 +20,7 @@ from agenthuman_local.engine.plugins import (
     load_plugin,
     read_manifest,
 )
-
-SOURCE_URL = "https://example.org/tiny-face"
+from tests.plugin_fixture import SOURCE_URL, write_manifest
 
 
 class TinyFace(torch.nn.Module):
@@ -38,28 +36,6 @@ class TinyFace(torch.nn.Module):
         base = self.tint.view(1, 3, 1, 1) * jaw
         red = torch.cat([loud, torch.zeros_like(loud), torch.zeros_like(loud)], dim=1)
         return (base + red).expand(-1, -1, 24, 32)
-
-
-def file_entry(folder: Path, name: str) -> dict:
-    data = (folder / name).read_bytes()
-    return {"path": name, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-
-
-def write_manifest(folder: Path, entry_point: str, files: list[str], **overrides) -> None:
-    manifest = {
-        "name": folder.name,
-        "version": "0.1.0",
-        "licence": "Apache-2.0",
-        "source_url": SOURCE_URL,
-        "fps": 25,
-        "sample_rate_hz": 16000,
-        "lookahead_frames": 2,
-        "batch": 4,
-        "entry_point": entry_point,
-        "files": [file_entry(folder, f) for f in files],
-    }
-    manifest.update(overrides)
-    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
 
 
 @pytest.fixture

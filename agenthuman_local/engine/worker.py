@@ -4,7 +4,9 @@ Sessions submit one frame job at a time (face parameters → image), each with t
 on screen. The thread always takes the job due first, together with every other job due within
 `batch_window_s` of it — in practice the same tick's frame of each session — so a burst of
 frames rendered ahead never delays the frame due next. Jobs that share a renderer are
-concatenated into one batch; other renderers run back to back. Each job's asyncio future is
+concatenated into one batch; other renderers run back to back. A job that carries its audio
+window (plug-ins, SPEC §9) is rendered with `renderer.render_audio(audio, params)`, which feeds
+the model in chunks of its manifest's `batch`. Each job's asyncio future is
 resolved through `loop.call_soon_threadsafe`: the event loop never waits on torch.
 """
 
@@ -45,6 +47,7 @@ class _Job:
     params: np.ndarray
     future: asyncio.Future[Any]
     loop: asyncio.AbstractEventLoop
+    audio: np.ndarray | None = None  # float32 [S]: the audio window of an audio-driven renderer
     cancelled: bool = field(default=False)
 
 
@@ -88,16 +91,29 @@ class RenderWorker:
         self._outstanding = 0
         self._drained: list[asyncio.Future[None]] = []
 
-    def submit(self, renderer: Any, params: np.ndarray, due: float = 0.0) -> RenderJob:
+    def submit(
+        self,
+        renderer: Any,
+        params: np.ndarray,
+        due: float = 0.0,
+        audio: np.ndarray | None = None,
+    ) -> RenderJob:
         """Queue one frame (`params`: float32 [N_PARAMS]) due at `due` (any monotonic clock the
-        caller's sessions share; earlier first). Raises WorkerFull / WorkerClosed."""
+        caller's sessions share; earlier first); `audio` (float32 [S]) for a renderer with
+        `render_audio`. Raises WorkerFull / WorkerClosed."""
         if self._closed:
             raise WorkerClosed(f"render worker for {self.device} is closed")
         if not self._started:
             self._started = True
             self._thread.start()
         loop = asyncio.get_running_loop()
-        job = _Job(renderer, np.asarray(params, dtype=np.float32), loop.create_future(), loop)
+        job = _Job(
+            renderer,
+            np.asarray(params, dtype=np.float32),
+            loop.create_future(),
+            loop,
+            None if audio is None else np.asarray(audio, dtype=np.float32),
+        )
         with self._cond:
             if len(self._heap) >= self.max_pending:
                 raise WorkerFull(f"render queue for {self.device} is full")
@@ -168,12 +184,12 @@ class RenderWorker:
             self._render(batch)
 
     def _render(self, batch: list[_Job]) -> None:
-        groups: dict[int, list[_Job]] = {}
+        groups: dict[tuple[int, bool], list[_Job]] = {}
         for job in batch:
             if job.cancelled:
                 job.loop.call_soon_threadsafe(self._done, job)
                 continue
-            groups.setdefault(id(job.renderer), []).append(job)
+            groups.setdefault((id(job.renderer), job.audio is None), []).append(job)
         for group in groups.values():
             t0 = time.perf_counter()
             try:
@@ -183,7 +199,12 @@ class RenderWorker:
 
                 params = torch.from_numpy(np.stack([j.params for j in group]))
                 with torch.inference_mode():
-                    out = group[0].renderer.render(params)
+                    if group[0].audio is None:
+                        out = group[0].renderer.render(params)
+                    else:
+                        windows = [j.audio for j in group if j.audio is not None]
+                        audio = torch.from_numpy(np.stack(windows))
+                        out = group[0].renderer.render_audio(audio, params)
                 images = out.numpy() if isinstance(out, torch.Tensor) else np.asarray(out)
             except Exception as exc:  # a renderer failure ends only its sessions (SPEC §11)
                 log.exception("renderer failed on %s", self.device)

@@ -9,6 +9,12 @@ video never drift. An interrupt silences the next frame, throws away the ones af
 the driver to that frame and continues from there with silence, so no queued speech is heard
 after the next tick and the face closes its mouth from where it was rather than jumping.
 
+An audio-driven renderer (a plug-in, SPEC §9: `render_audio` and a `manifest`) gets with each
+frame its audio window: the frame's own samples then its look-ahead, `audio_window_samples` in
+all. Frame n is held back until the queue holds that window, unless the utterance has ended or
+no other frame is left to show (an underrun); what has not arrived then is silence. The frame's
+own audio, and so its timeline range, never changes with the look-ahead.
+
 Events (replies and server events alike) leave through one ordered path: the timeline, then the
 attached socket link, or an outbox that a reconnecting socket drains in order.
 """
@@ -63,6 +69,7 @@ class _Pending:
     params: np.ndarray
     job: RenderJob | None
     driver_before: Any  # the driver as it was before this frame was stepped
+    window: np.ndarray | None = None  # the audio window of an audio-driven renderer
 
 
 class RenderFailed(Exception):
@@ -94,6 +101,11 @@ class SessionRunner:
         self.sinks: list[Sink] = [self.timeline]
         self._driver = driver
         self._on_end = on_end
+        manifest = getattr(renderer, "manifest", None)
+        # Samples each frame's render_audio window holds; 0 for renderers driven by params only.
+        self._window_samples: int = (
+            manifest.audio_window_samples if hasattr(renderer, "render_audio") and manifest else 0
+        )
         self._speech = SpeechQueue(
             options.fps,
             max_buffer_s=options.max_buffer_s,
@@ -306,11 +318,36 @@ class SessionRunner:
         if len(self._pending) > 1 and not any(p.audio.speaking for p in list(self._pending)[1:]):
             self._rewind(1)
 
-    def _submit(self, frame_index: int, params: np.ndarray) -> RenderJob | None:
+    def _submit(
+        self, frame_index: int, params: np.ndarray, window: np.ndarray | None = None
+    ) -> RenderJob | None:
         try:
-            return self.worker.submit(self.renderer, params, self._pacer.expected(frame_index))
+            return self.worker.submit(
+                self.renderer, params, self._pacer.expected(frame_index), window
+            )
         except (WorkerFull, WorkerClosed):
             return None
+
+    def _hold_for_window(self) -> bool:
+        """The next frame's audio window has not all arrived, more may come, and a frame is
+        still scheduled to show meanwhile."""
+        return (
+            self._window_samples > 0
+            and bool(self._pending)
+            and self._speech.open_utterance_id is not None
+            and 0 < self._speech.unscheduled_samples < self._window_samples
+        )
+
+    def _window(self, audio: FrameAudio) -> np.ndarray | None:
+        """Frame samples then look-ahead, float32 [audio_window_samples]; silence past the end."""
+        if not self._window_samples:
+            return None
+        own = audio.samples[: self._window_samples]
+        ahead = self._speech.peek(self._window_samples - len(own))
+        window = np.zeros(self._window_samples, dtype=np.float32)
+        window[: len(own)] = own
+        window[len(own) : len(own) + len(ahead)] = ahead
+        return window / 32768.0
 
     def _lookahead(self, frame_index: int) -> list[np.ndarray]:
         n = getattr(self._driver, "lookahead_frames", 0)
@@ -333,12 +370,14 @@ class SessionRunner:
             return
         for p in self._pending:
             if p.job is None:
-                p.job = self._submit(p.audio.frame_index, p.params)
+                p.job = self._submit(p.audio.frame_index, p.params, p.window)
         while len(self._pending) < self.options.ahead_frames:
             if (
                 len(self._pending) >= self.options.idle_ahead_frames
                 and not self._speech.unscheduled_samples
             ):
+                break
+            if self._hold_for_window():
                 break
             n = self._next_schedule
             before = copy.deepcopy(self._driver)
@@ -346,7 +385,9 @@ class SessionRunner:
             self._emit_all(self._speech.take_events())
             current = audio.samples.astype(np.float32) / 32768.0
             params = self._driver.step(current, self._lookahead(n), listening=self._listening)
-            self._pending.append(_Pending(audio, params, self._submit(n, params), before))
+            window = self._window(audio)
+            job = self._submit(n, params, window)
+            self._pending.append(_Pending(audio, params, job, before, window))
             self._next_schedule = n + 1
 
     async def _pace(self) -> None:

@@ -99,7 +99,13 @@ def test_a_broken_plugin_is_logged_with_its_path_and_source(
     assert str(folder / "weights.bin") in message and SOURCE_URL in message
 
 
-async def test_the_plugin_drives_a_session_with_its_lookahead_window(plugin_live: Live) -> None:
+@pytest.mark.parametrize("streamed", [False, True], ids=["sent-ahead", "streamed"])
+async def test_the_plugin_drives_a_session_with_its_lookahead_window(
+    plugin_live: Live, streamed: bool
+) -> None:
+    """Sent ahead: the whole utterance is queued before the first speech frame. Streamed: the
+    client stays only a window ahead (3 frames, then one more a tick), so the runner must hold
+    each frame until its look-ahead has arrived instead of rendering 4 frames ahead."""
     live, api = plugin_live, plugin_live.api
     session = await api.create_session({"avatar_id": PROBE_AVATAR})
     sid = session["session_id"]
@@ -115,16 +121,28 @@ async def test_the_plugin_drives_a_session_with_its_lookahead_window(plugin_live
     await live.settle()
     speech = _speech()
     speech[speech == 0] = 1  # every speech sample audible, so the stream shows where it lies
-    chunk = 16000 // 2
-    for start in range(0, len(speech), chunk):
-        await conn.speak(speech[start : start + chunk].tobytes())
-    await conn.ws.send_json({"type": "agent.speak_end"})
-    await conn.barrier()
-    n_frames = len(speech) // 640 + 12
+    frame = 16000 // PROBE_FPS
+    chunks = (
+        [speech[: 3 * frame]]
+        + [speech[s : s + frame] for s in range(3 * frame, len(speech), frame)]
+        if streamed
+        else [speech[s : s + 8000] for s in range(0, len(speech), 8000)]
+    )
+    sent = 1 if streamed else len(chunks)
+    for chunk in chunks[:sent]:
+        await conn.speak(chunk.tobytes())
+    n_frames = len(speech) // frame + 12
     for i in range(n_frames):
+        if sent == len(chunks):
+            await conn.ws.send_json({"type": "agent.speak_end"})
+            sent += 1
+        await conn.barrier()
         await live.tick(1)
         # Each tick's two messages before the next: the socket sink never has to drop one.
         await conn.media_count(2 * (i + 1))
+        if sent < len(chunks):
+            await conn.speak(chunks[sent].tobytes())
+            sent += 1
     await conn.barrier()
     assert [e["interrupted"] for e in conn.of("agent.speak_ended")] == [False]
 

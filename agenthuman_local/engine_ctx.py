@@ -130,10 +130,12 @@ def loading_error(status: EngineStatus) -> EngineLoading:
 async def _sync_plugin_avatars(store: Store, engine: Engine) -> None:
     """One public avatar per verified plug-in; those of plug-ins gone or broken are removed."""
     plugins = getattr(engine, "plugins", {})
-    await store.sync_shipped_avatars(
-        plugin_avatar(avatar_id, name) for avatar_id, (_, name) in plugins.items()
-    )
+    if plugins:
+        await store.sync_shipped_avatars(
+            plugin_avatar(avatar_id, name) for avatar_id, (_, name) in plugins.items()
+        )
     public, _ = await store.list_avatars("")
+    # Only rows that must go are written: with no plug-ins start-up writes nothing here.
     for avatar in public:
         if is_plugin_avatar(avatar) and avatar.avatar_id not in plugins:
             await store.delete_avatar(avatar.avatar_id)

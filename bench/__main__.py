@@ -63,20 +63,47 @@ def _table(figures: list[Figure]) -> str:
     return "\n".join(lines)
 
 
+def _merge(machine: dict[str, object], ran: list[str], figures: list[Figure]) -> dict[str, object]:
+    """This run's figures, plus other sections' figures kept from the previous report, so that
+    `--only load` adds to a full run instead of replacing it. `runs` says which run (machine,
+    commit, date) measured each section."""
+    kept: list[dict[str, object]] = []
+    runs: dict[str, object] = {}
+    try:
+        previous = json.loads(RESULTS.read_text())
+    except (OSError, ValueError):
+        previous = {}
+    if isinstance(previous, dict):
+        old_runs = previous.get("runs") or {}
+        for fig in previous.get("figures") or []:
+            section = fig.get("section")
+            if section not in ran:
+                kept.append(fig)
+                runs[section] = old_runs.get(section, previous.get("machine"))
+    for name in ran:
+        runs[name] = machine
+    return {
+        "machine": machine,
+        "runs": runs,
+        "figures": kept + [f.to_json() for f in figures],
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--only", nargs="*", choices=sorted(SECTIONS), help="sections to run")
     args = parser.parse_args(argv)
     figures: list[Figure] = []
+    ran: list[str] = []
     for name, section in SECTIONS.items():
         if (args.only and name not in args.only) or (not args.only and name in OPT_IN):
             continue
         print(f"running {name} ...", flush=True)
         figures.extend(section())
-    RESULTS.write_text(
-        json.dumps({"machine": _machine(), "figures": [f.to_json() for f in figures]}, indent=2)
-        + "\n"
-    )
+        ran.append(name)
+    machine = _machine()
+    report = _merge(machine, ran, figures)
+    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
     print(_table(figures))
     print(f"wrote {RESULTS}")
     missed = [f for f in figures if f.ok is False]

@@ -139,13 +139,13 @@ async def outputs_ctx(app: web.Application) -> AsyncIterator[None]:
                 device.name, sessions=len(device.sessions), capacity=device.capacity
             )
 
-    def live_sessions() -> None:
-        manager = app.get(keys.manager_key)
-        if manager is not None:
-            metrics.set_sessions_by_status({"started": len(manager.live_session_ids())})
+    async def sessions_by_status() -> None:
+        store = app.get(keys.store_key)
+        if store is not None:
+            metrics.set_sessions_by_status(await store.count_sessions_by_status())
 
     metrics.add_refresher(device_load)
-    metrics.add_refresher(live_sessions)
+    metrics.add_async_refresher(sessions_by_status)
     app[metrics_key] = metrics
 
     async def viewer_token(session_id: str) -> str | None:

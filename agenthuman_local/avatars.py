@@ -43,14 +43,12 @@ SHIPPED_AVATARS: tuple[Avatar, ...] = tuple(
 
 
 PLUGIN_AVATAR_PREFIX = "avat_plugin_"
-# The schema allows only 'procedural' and 'photo' (store.py migration 1): a plug-in row is
-# 'procedural' (drawn by the engine, no per-avatar files) and the engine knows its plug-ins by
-# id, as it knows the shipped styles. The tag and `rig` say which plug-in it is.
-PLUGIN_ROW_KIND = "procedural"
+# A plug-in row's kind (store.py migration 2); `rig` names the plug-in.
+PLUGIN_ROW_KIND = "plugin"
 
 
 def is_plugin_avatar(avatar: Avatar) -> bool:
-    return avatar.avatar_id.startswith(PLUGIN_AVATAR_PREFIX) and "plugin" in (avatar.rig or {})
+    return avatar.kind == PLUGIN_ROW_KIND
 
 
 def plugin_avatar(avatar_id: str, plugin_name: str) -> Avatar:

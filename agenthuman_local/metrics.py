@@ -2,9 +2,11 @@
 
 Each app makes one `Metrics` (so tests get fresh counters, never the process-wide default
 registry). The runner reports every published frame and drop, the WebSocket handler every audio
-byte received, and the manager the sessions by status and each device's load; `GET /metrics`
-serves `render()`. Gauges that are cheaper to read than to push can be filled at scrape time by
-a refresher (`add_refresher`). Per-session figures are not labels (sessions are unbounded);
+byte received; the app fills each device's load and the sessions by status (counted in the
+store); `GET /metrics` serves `render()`. Gauges that are cheaper to read than to push can be
+filled at scrape time by a refresher (`add_refresher`); figures that need an await (the store's
+session counts) by an async refresher (`add_async_refresher`), which `GET /metrics` awaits
+(`refresh`) before it renders. Per-session figures are not labels (sessions are unbounded);
 `session_counts` keeps them for the session's own `stats` instead, until `forget_session`.
 
 Names: `agenthuman_sessions{status}`, `agenthuman_frames_published_total`,
@@ -16,7 +18,7 @@ Names: `agenthuman_sessions{status}`, `agenthuman_frames_published_total`,
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -80,6 +82,7 @@ class Metrics:
             self._sessions.labels(status=status).set(0)
         self._sessions_by_id: dict[str, SessionCounts] = {}
         self._refreshers: list[Callable[[], None]] = []
+        self._async_refreshers: list[Callable[[], Awaitable[None]]] = []
 
     def frame_published(self, session_id: str, late: bool, render_ms: float) -> None:
         self._published.inc()
@@ -118,6 +121,17 @@ class Metrics:
     def add_refresher(self, refresh: Callable[[], None]) -> None:
         """Called before each scrape, e.g. to copy the device pool's load into the gauges."""
         self._refreshers.append(refresh)
+
+    def add_async_refresher(self, refresh: Callable[[], Awaitable[None]]) -> None:
+        """Awaited by `refresh` (at scrape time); a failing one leaves its gauges as they were."""
+        self._async_refreshers.append(refresh)
+
+    async def refresh(self) -> None:
+        for refresh in self._async_refreshers:
+            try:
+                await refresh()
+            except Exception:
+                log.exception("metrics refresher %r failed", refresh)
 
     def render(self) -> bytes:
         for refresh in self._refreshers:

@@ -76,6 +76,32 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             stats TEXT NOT NULL)""",
         "CREATE INDEX sessions_by_account ON sessions(account_id, session_id)",
     ),
+    # 2: avatars.kind may be 'plugin' (SPEC §9). SQLite cannot alter a CHECK, so the table is
+    # rebuilt and its rows copied (no index is on it and no table references it); plug-in rows
+    # written as 'procedural' before (ids avat_plugin_…, `rig` naming the plug-in) become 'plugin'.
+    (
+        """CREATE TABLE avatars_v2 (
+            avatar_id TEXT PRIMARY KEY,
+            account_id TEXT REFERENCES accounts(account_id),
+            kind TEXT NOT NULL CHECK (kind IN ('procedural', 'photo', 'plugin')),
+            name TEXT NOT NULL,
+            tags TEXT NOT NULL,
+            is_public INTEGER NOT NULL,
+            created_at REAL NOT NULL,
+            image_path TEXT,
+            preview_path TEXT,
+            rig TEXT)""",
+        """INSERT INTO avatars_v2 (avatar_id, account_id, kind, name, tags, is_public,
+                created_at, image_path, preview_path, rig)
+            SELECT avatar_id, account_id,
+                CASE WHEN avatar_id LIKE 'avat\\_plugin\\_%' ESCAPE '\\'
+                        AND json_extract(rig, '$.plugin') IS NOT NULL
+                    THEN 'plugin' ELSE kind END,
+                name, tags, is_public, created_at, image_path, preview_path, rig
+            FROM avatars""",
+        "DROP TABLE avatars",
+        "ALTER TABLE avatars_v2 RENAME TO avatars",
+    ),
 )
 
 
@@ -345,6 +371,15 @@ class Store:
             return await tx.run("DELETE FROM avatars WHERE avatar_id = ?", (avatar_id,)) > 0
 
     # -- sessions -------------------------------------------------------------------------------
+
+    async def count_sessions_by_status(self) -> dict[str, int]:
+        """{status: number of sessions} for every status (SPEC §3), 0 where there are none."""
+        rows = await self._fetch(
+            "SELECT CASE WHEN ended_at IS NOT NULL THEN 'ended'"
+            " WHEN started_at IS NOT NULL THEN 'started' ELSE 'created' END AS status,"
+            " COUNT(*) FROM sessions GROUP BY status"
+        )
+        return {str(s): 0 for s in SessionState} | {str(r[0]): int(r[1]) for r in rows}
 
     async def insert_session(self, session: Session) -> None:
         async with self._write() as tx:

@@ -103,3 +103,47 @@ async def test_the_handler_serves_the_text_format(aiohttp_client) -> None:
         "agenthuman_device_sessions",
         "agenthuman_device_capacity",
     } <= families
+
+
+async def test_async_refreshers_run_before_the_handler_renders(aiohttp_client) -> None:
+    app = web.Application()
+    m = app[metrics_key] = Metrics()
+    counts = {"created": 4}
+
+    async def sessions() -> None:
+        m.set_sessions_by_status(counts)
+
+    async def broken() -> None:
+        raise RuntimeError("no store")
+
+    m.add_async_refresher(broken)
+    m.add_async_refresher(sessions)
+    app.router.add_get("/metrics", metrics_handler)
+    client = await aiohttp_client(app)
+    counts["created"] = 5
+    text = await (await client.get("/metrics")).text()
+    got = {
+        s.labels["status"]: s.value
+        for f in text_string_to_metric_families(text)
+        if f.name == "agenthuman_sessions"
+        for s in f.samples
+    }
+    assert got == {"created": 5, "started": 0, "ended": 0}
+
+
+async def test_metrics_count_sessions_by_status_from_the_store(api) -> None:
+    async def by_status() -> dict[str, float]:
+        text = await (await api.get("/metrics", key=None)).text()
+        return {
+            s.labels["status"]: s.value
+            for f in text_string_to_metric_families(text)
+            if f.name == "agenthuman_sessions"
+            for s in f.samples
+        }
+
+    first = (await api.create_session())["session_id"]
+    await api.create_session()
+    await api.start_session(first)
+    assert await by_status() == {"created": 1, "started": 1, "ended": 0}
+    await api.json("POST", f"/v1/sessions/{first}/end")
+    assert await by_status() == {"created": 1, "started": 0, "ended": 1}

@@ -240,3 +240,67 @@ async def test_a_failed_transaction_rolls_back(store: Store) -> None:
             await tx.run("UPDATE accounts SET name = 'renamed'")
             await tx.run("INSERT INTO sessions (session_id) VALUES (?)", (s.session_id,))
     assert await store.ensure_account("a") == account  # the rename was rolled back
+
+
+async def test_migration_2_keeps_rows_and_allows_plugin_avatars(tmp_path: Path) -> None:
+    """A database left at migration 1, plug-in row stored as 'procedural', opens and migrates."""
+    path = tmp_path / "v1.db"
+    conn = sqlite3.connect(path)
+    for statement in MIGRATIONS[0]:
+        conn.execute(statement)
+    conn.execute("PRAGMA user_version = 1")
+    conn.execute("INSERT INTO accounts VALUES ('acct_1', 'me', 1.0)")
+    rows = [
+        ("avat_local_ada", None, "procedural", "Ada", "[]", 1, 2.0, None, None, '{"style":"ada"}'),
+        ("avat_mine", "acct_1", "photo", "Me", '["x"]', 0, 3.0, "i.png", "p.png", None),
+        ("avat_plugin_p", None, "procedural", "p", "[]", 1, 4.0, None, None, '{"plugin":"p"}'),
+    ]
+    conn.executemany("INSERT INTO avatars VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+    conn.execute(
+        "INSERT INTO sessions (session_id, account_id, avatar_id, avatar_name, token_hash,"
+        " viewer_token, aspect_ratio, video_width, video_height, fps, metadata, created_at,"
+        " stats) VALUES ('sess_1', 'acct_1', 'avat_mine', 'Me', 'h', 'v', '16:9', 1280, 720,"
+        " 25, '{}', 5.0, '{}')"
+    )
+    conn.commit()
+    conn.close()
+
+    st = await Store.open(path)
+    try:
+        assert await st.schema_version() == len(MIGRATIONS) >= 2
+        ada = await st.get_avatar("avat_local_ada")
+        mine = await st.get_avatar("avat_mine")
+        old_plugin = await st.get_avatar("avat_plugin_p")
+        assert ada is not None and (ada.kind, ada.rig) == ("procedural", {"style": "ada"})
+        assert mine is not None
+        assert (mine.kind, mine.account_id, mine.tags, mine.image_path) == (
+            "photo",
+            "acct_1",
+            ("x",),
+            "i.png",
+        )
+        assert old_plugin is not None and old_plugin.kind == "plugin"
+        assert await st.get_session("sess_1") is not None
+        new = await st.create_avatar(account_id="acct_1", name="q", kind="plugin")
+        assert (await st.get_avatar(new.avatar_id)).kind == "plugin"  # type: ignore[union-attr]
+        with pytest.raises(sqlite3.IntegrityError):  # the CHECK is still there
+            await st.create_avatar(account_id="acct_1", name="r", kind="video")
+        with pytest.raises(sqlite3.IntegrityError):  # and so is the foreign key
+            await st.create_avatar(account_id="acct_nobody", name="s", kind="plugin")
+    finally:
+        await st.close()
+
+
+async def test_count_sessions_by_status(store: Store) -> None:
+    account = await store.ensure_account("a")
+    assert await store.count_sessions_by_status() == {"created": 0, "started": 0, "ended": 0}
+    sessions = [make_session(account) for _ in range(4)]
+    for session in sessions:
+        await store.insert_session(session)
+    for session in sessions[:3]:
+        await store.mark_started(
+            session.session_id, started_at=1001.0, expiration=None, device="cpu"
+        )
+    await store.mark_ended(sessions[0].session_id, ended_at=1002.0, reason="user")
+    await store.mark_ended(sessions[3].session_id, ended_at=1002.0, reason="user")  # never started
+    assert await store.count_sessions_by_status() == {"created": 0, "started": 2, "ended": 2}

@@ -13,5 +13,7 @@ metrics_key: web.AppKey[Metrics] = web.AppKey("metrics", Metrics)
 
 
 async def metrics_handler(request: web.Request) -> web.Response:
-    body = request.app[metrics_key].render()
+    metrics = request.app[metrics_key]
+    await metrics.refresh()
+    body = metrics.render()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})

@@ -109,8 +109,7 @@ class Engine:
         avatar_dir: Path | None = None,
     ) -> Renderer:
         """A renderer for one session. Blocking (it may paint): call it off the event loop."""
-        # By id: a plug-in's row has kind 'procedural' until the schema knows 'plugin'.
-        if avatar_kind == "plugin" or avatar_id in self.plugins:
+        if avatar_kind == "plugin":
             if avatar_id not in self.plugins:
                 raise UnknownAvatarError(avatar_id)
             return load_plugin(self.plugins[avatar_id][0], size, device)  # type: ignore[return-value]

@@ -2,8 +2,11 @@
 ASGI nor WSGI, so it runs against a live server): for every operation, generated requests never
 get a 5xx, and every response has a documented status, content type and body schema.
 
-Whether the server accepts every schema-valid body is not checked here: SPEC §5 refuses some
-values the document allows (e.g. `room.platform: livekit`) with a 400 of its own.
+Whether the server accepts every schema-valid body is not checked here: the document cannot say
+every rule (a `daily` room needs `url` and `token`, capacity runs out), so a valid body may get a
+documented 4xx. `room.platform` is an open string whose description names what is accepted, so
+`livekit` and `proxy` reach the handler for its 400 UNSUPPORTED_PLATFORM; `test_openapi.py`
+checks the named values against the handler.
 """
 
 from __future__ import annotations

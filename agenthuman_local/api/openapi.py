@@ -1,9 +1,10 @@
 """The OpenAPI 3.1 document: every route with its request and response schemas.
 
-Adding a route is one `Operation` in `OPERATIONS` (plus a schema in `SCHEMAS` if it returns a
-new object). `tests/test_openapi.py` fails when a route in the router has no operation here or
-the other way round, and the test client validates every response the suite receives against
-the schema of its status (any error status: `Error`).
+Adding a route is one `Operation` in `OPERATIONS` (plus a schema in `openapi_schemas.SCHEMAS`
+if it returns a new object). `tests/test_openapi.py` fails when a route in the router has no
+operation here or the other way round, and the test client validates every response the suite
+receives against the schema of its status (an error status an operation does not list:
+`Error`).
 """
 
 from __future__ import annotations
@@ -13,175 +14,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agenthuman_local import __version__
+from agenthuman_local.api.openapi_schemas import (
+    SCHEMAS,
+    STRING,
+    SUCCESS,
+    TIME,
+    JsonSchema,
+    nullable,
+    obj,
+    ref,
+)
 
-JsonSchema = dict[str, Any]
-
-
-def ref(name: str) -> JsonSchema:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def nullable(schema: JsonSchema) -> JsonSchema:
-    return {"anyOf": [schema, {"type": "null"}]}
-
-
-def obj(properties: dict[str, JsonSchema], *, optional: tuple[str, ...] = ()) -> JsonSchema:
-    """A closed object: every property required unless listed in `optional`."""
-    return {
-        "type": "object",
-        "properties": properties,
-        "required": [name for name in properties if name not in optional],
-        "additionalProperties": False,
-    }
-
-
-STRING: JsonSchema = {"type": "string"}
-TIME: JsonSchema = {"type": "string", "format": "date-time"}
-INT: JsonSchema = {"type": "integer", "minimum": 0}
-SUCCESS: JsonSchema = {"const": True}
-ASPECT_RATIOS = ["4:3", "3:4", "1:1", "16:9", "9:16"]
-END_REASONS = [
-    "client_request",
-    "websocket_closed",
-    "websocket_timeout",
-    "expired",
-    "idle_timeout",
-    "room_empty",
-    "server_shutdown",
-    "server_restart",
-    "error",
-]
-
-_SESSION_PROPS: dict[str, JsonSchema] = {
-    "session_id": {"type": "string", "pattern": "^sess_[0-9A-HJKMNP-TV-Z]{26}$"},
-    "avatar": obj({"avatar_id": STRING, "name": STRING, "url": STRING}),
-    "session_type": {"const": "webrtc_video"},
-    "status": {"enum": ["created", "started", "ended"]},
-    "created_at": TIME,
-    "started_at": nullable(TIME),
-    "ended_at": nullable(TIME),
-    "expiration": nullable(TIME),
-    "duration": INT,
-    "aspect_ratio": {"enum": ASPECT_RATIOS},
-    "video": obj({"width": INT, "height": INT, "fps": INT}),
-    "daily_room": nullable(
-        {
-            "type": "object",
-            "properties": {"url": STRING, "name": STRING, "token": STRING},
-            "required": ["url", "name", "token"],
-        }
-    ),
-    "metadata": {"type": "object"},
-    "end_reason": nullable({"enum": END_REASONS}),
-    "viewer_url": STRING,
-    "stats": ref("SessionStats"),
-}
-
-_USAGE_PROPS: dict[str, JsonSchema] = {
-    "concurrency": obj({"current": INT, "max": INT, "available": INT}),
-    "minutes": obj({"total_remaining": {"type": "null"}}),
-}
-
-SCHEMAS: dict[str, JsonSchema] = {
-    "Error": obj(
-        {
-            "success": {"const": False},
-            "error": obj(
-                {
-                    "code": {"type": "string", "pattern": "^[A-Z0-9_]+$"},
-                    "message": STRING,
-                    "suggestion": STRING,
-                    "details": {"type": "object"},
-                },
-                optional=("details",),
-            ),
-        }
-    ),
-    "SessionStats": obj(
-        {
-            "frames_published": INT,
-            "frames_late": INT,
-            "frames_dropped": INT,
-            "audio_ms_received": INT,
-            "audio_ms_played": INT,
-            "first_frame_latency_ms": nullable(INT),
-        }
-    ),
-    "Session": obj(_SESSION_PROPS),
-    # The create response's session: GET's fields plus the secret (under both era names) and,
-    # in era [C], the ws_uri.
-    "CreatedSession": obj(
-        {**_SESSION_PROPS, "access_token": STRING, "session_token": STRING, "ws_uri": STRING},
-        optional=("ws_uri",),
-    ),
-    "Avatar": obj(
-        {
-            "avatar_id": STRING,
-            "name": STRING,
-            "preview_url": STRING,
-            "preview_img_url": STRING,
-            "image_url": STRING,
-            "tags": {"type": "array", "items": STRING},
-            "is_public": {"type": "boolean"},
-            "created_at": TIME,
-        }
-    ),
-    "Device": obj(
-        {
-            "name": STRING,
-            "kind": {"enum": ["cuda", "cpu"]},
-            "label": STRING,
-            "sessions": INT,
-            "capacity": INT,
-        }
-    ),
-    "Usage": obj(_USAGE_PROPS),
-    # GET /v1/usage: the Usage object plus the account's live sessions and the devices (ext).
-    "UsageReport": obj(
-        {
-            **_USAGE_PROPS,
-            "active_sessions": {"type": "array", "items": ref("Session")},
-            "devices": {"type": "array", "items": ref("Device")},
-        }
-    ),
-    "UploadFaceRequest": {
-        "type": "object",
-        "description": "Exactly one of file (multipart only), image_base64, image_url.",
-        "properties": {
-            "file": {"type": "string", "format": "binary"},
-            "image_base64": {"type": "string", "description": "data-URI prefix optional"},
-            "image_url": {"type": "string", "description": "http(s)"},
-            "name": STRING,
-        },
-    },
-    "CreateSessionRequest": {
-        "type": "object",
-        "description": "A `room` field means era [C] (created and started); else era [B].",
-        "properties": {
-            "avatar": {
-                "type": "string",
-                "description": "an avatar id, or an image (data:image/…;base64, or http(s) URL)",
-            },
-            "avatar_id": STRING,
-            "aspect_ratio": {"enum": ASPECT_RATIOS},
-            "metadata": {"type": "object"},
-            "daily_room": {
-                "type": "object",
-                "properties": {"url": STRING, "token": STRING},
-                "required": ["url", "token"],
-            },
-            "room": {
-                "type": "object",
-                "properties": {
-                    "platform": {"enum": ["daily", "local", "livekit", "proxy"]},
-                    "url": STRING,
-                    "token": STRING,
-                },
-                "required": ["platform"],
-            },
-        },
-    },
-}
+__all__ = ["OPERATIONS", "SCHEMAS", "Operation", "build_document"]
 
 
 def _success(properties: dict[str, JsonSchema], **kw: Any) -> JsonSchema:
@@ -200,6 +44,8 @@ class Operation:
     query: dict[str, JsonSchema] = field(default_factory=dict)
     content_type: str = "application/json"
     request_types: tuple[str, ...] = ("application/json",)
+    # Error statuses with a body more specific than `Error`: status → (description, schema).
+    errors: dict[int, tuple[str, JsonSchema]] = field(default_factory=dict)
 
 
 _CREATED = _success({"session": ref("CreatedSession"), "usage": ref("Usage"), "message": STRING})
@@ -242,6 +88,13 @@ OPERATIONS: list[Operation] = [
         _CREATED,
         status=201,
         request=ref("CreateSessionRequest"),
+        errors={
+            502: (
+                "(ext) DAILY_API_ERROR: Daily's REST API failed while creating the session's "
+                "room (SPEC §7); nothing is stored",
+                ref("DailyApiError"),
+            ),
+        },
     ),
     Operation(
         "GET",
@@ -393,16 +246,17 @@ def _operation_doc(op: Operation) -> dict[str, Any]:
     success: dict[str, Any] = {"description": op.summary}
     if op.response is not None:
         success["content"] = {op.content_type: {"schema": op.response}}
-    doc: dict[str, Any] = {
-        "summary": op.summary,
-        "responses": {
-            str(op.status): success,
-            "default": {
-                "description": "Error (SPEC §4)",
-                "content": {"application/json": {"schema": ref("Error")}},
-            },
-        },
+    responses: dict[str, Any] = {str(op.status): success}
+    for status, (description, schema) in op.errors.items():
+        responses[str(status)] = {
+            "description": description,
+            "content": {"application/json": {"schema": schema}},
+        }
+    responses["default"] = {
+        "description": "Error (SPEC §4)",
+        "content": {"application/json": {"schema": ref("Error")}},
     }
+    doc: dict[str, Any] = {"summary": op.summary, "responses": responses}
     if parameters:
         doc["parameters"] = parameters
     if op.request is not None:

@@ -32,7 +32,6 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import cv2
 import numpy as np
 
 from agenthuman_local.protocol import KIND_AUDIO_PCM, KIND_VIDEO_JPEG, pack_media
@@ -45,7 +44,13 @@ _MAX_REMEMBERED_SESSIONS = 1024
 
 
 def encode_jpeg(rgb: np.ndarray, quality: int = 80) -> bytes:
-    """RGB uint8 HxWx3 → JPEG bytes (OpenCV; about 2 ms at 720p, GIL released)."""
+    """RGB uint8 HxWx3 → JPEG bytes (OpenCV; about 2 ms at 720p, GIL released).
+
+    cv2 is imported here, on the hub's encoder thread, not at module import: importing it
+    costs ~0.25 s of server start-up, and only a session someone watches needs it.
+    """
+    import cv2
+
     bgr = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR)
     ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:

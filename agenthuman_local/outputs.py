@@ -7,7 +7,9 @@ session's media runner is made it adds, as sinks of that runner,
   session's `timeline.jsonl`;
 - a `ViewerOutput`: frames to the `ViewerHub` (JPEG-encoded only while a page watches) and the
   page's state line — `speaking` / `idle` as the published frames change, `ended (reason)`
-  when the session ends;
+  when the session ends, and beside it the room's state: each `session.state` the runner emits
+  (`connecting`, `joined_room`, `room_error`, seen through `runner.add_event_listener`) goes
+  to the page as `{"type": "room", "state", "reason"}`, again to each page opened later;
 - a `MetricsOutput`: every published frame, the runner's drops, its first-frame latency and
   the speech audio it received.
 
@@ -19,8 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from agenthuman_local import protocol
 from agenthuman_local.config import Settings
 from agenthuman_local.engine.base import SAMPLE_RATE_HZ
 from agenthuman_local.metrics import Metrics
@@ -40,7 +43,7 @@ _BYTES_PER_MS = SAMPLE_RATE_HZ * 2 // 1000
 
 
 class ViewerOutput:
-    """The session's frames and its speaking state to the viewer pages."""
+    """The session's frames, its speaking state and its room's state to the viewer pages."""
 
     def __init__(self, hub: ViewerHub, session_id: str, runner: SessionRunner) -> None:
         self.hub = hub
@@ -48,9 +51,25 @@ class ViewerOutput:
         self.frames = ViewerSink(hub, session_id)
         self._runner = runner
         self._speaking: bool | None = None
+        self._room: dict[str, Any] | None = None  # the last room state, for pages opened later
+        self._viewers = 0
         self._closed = False
+        runner.add_event_listener(self._on_event)
+
+    def _on_event(self, event: dict[str, Any]) -> None:
+        """On the loop, for each runner event: never waits (the hub's queues are bounded)."""
+        if self._closed or event.get("type") != protocol.SESSION_STATE:
+            return
+        self._room = {"type": "room", "state": event["state"], "reason": event.get("reason")}
+        self.hub.publish_event(self.session_id, self._room)
+        self._viewers = self.hub.viewer_count(self.session_id)  # these pages have it
 
     async def publish(self, frame: PublishedFrame) -> None:
+        viewers = self.hub.viewer_count(self.session_id)
+        if self._room is not None and viewers > self._viewers:
+            # A page opened since the room's state changed (the hub keeps only the main state).
+            self.hub.publish_event(self.session_id, self._room)
+        self._viewers = viewers
         if frame.speaking != self._speaking:
             self._speaking = frame.speaking
             # Remembered by the hub, so a page opened mid-sentence shows it too.
@@ -61,6 +80,7 @@ class ViewerOutput:
         if self._closed:
             return
         self._closed = True
+        self._runner.remove_event_listener(self._on_event)
         await self.frames.aclose()
         self.hub.publish_state(self.session_id, "ended", self._runner.end_reason)
 

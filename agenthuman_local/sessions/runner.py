@@ -9,23 +9,20 @@ video never drift. An interrupt silences the next frame, throws away the ones af
 the driver to that frame and continues from there with silence, so no queued speech is heard
 after the next tick and the face closes its mouth from where it was rather than jumping.
 
-An audio-driven renderer (a plug-in, SPEC §9: `render_audio` and a `manifest`) gets with each
-frame its audio window: the frame's own samples then its look-ahead, `audio_window_samples` in
-all. Frame n is held back until the queue holds that window, unless the utterance has ended or
-no other frame is left to show (an underrun); what has not arrived then is silence. The frame's
-own audio, and so its timeline range, never changes with the look-ahead.
+The scheduled frames, an audio-driven renderer's (a plug-in's) audio window and a driver's
+look-ahead are `sessions.schedule`.
 
 Events (replies and server events alike) leave through one ordered path: the timeline, then the
-attached socket link, or an outbox that a reconnecting socket drains in order.
+attached socket link, or an outbox that a reconnecting socket drains in order. Event listeners
+(`add_event_listener`, e.g. the viewer's room state) see each one too, on the loop, as it
+leaves; a listener must return at once, and one that raises is logged and skipped.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import logging
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -33,13 +30,13 @@ from typing import Any
 import numpy as np
 
 from agenthuman_local import protocol
-from agenthuman_local.engine.audio import StreamResampler
-from agenthuman_local.engine.base import SAMPLE_RATE_HZ, frame_sample_range
+from agenthuman_local.engine.base import SAMPLE_RATE_HZ
 from agenthuman_local.engine.worker import RenderJob, RenderWorker, WorkerClosed, WorkerFull
 from agenthuman_local.sessions.clock import Clock, Pacer
 from agenthuman_local.sessions.outbox import EventLink, Outbox
+from agenthuman_local.sessions.schedule import AudioIn, FrameSchedule
 from agenthuman_local.sessions.sinks import PublishedFrame, Sink
-from agenthuman_local.sessions.speech import BufferFull, FrameAudio, SpeechQueue, samples_to_ms
+from agenthuman_local.sessions.speech import BufferFull, SpeechQueue, samples_to_ms
 from agenthuman_local.sessions.timeline import Timeline
 
 log = logging.getLogger(__name__)
@@ -63,21 +60,8 @@ class RunnerOptions:
     max_outbox_events: int = 4096
 
 
-@dataclass
-class _Pending:
-    audio: FrameAudio
-    params: np.ndarray
-    job: RenderJob | None
-    driver_before: Any  # the driver as it was before this frame was stepped
-    window: np.ndarray | None = None  # the audio window of an audio-driven renderer
-
-
 class RenderFailed(Exception):
     pass
-
-
-def _to_int16(x: np.ndarray) -> np.ndarray:
-    return np.clip(np.round(x * 32768.0), -32768, 32767).astype(np.int16)
 
 
 class SessionRunner:
@@ -99,23 +83,18 @@ class SessionRunner:
         self.clock = clock
         self.timeline = timeline or Timeline()
         self.sinks: list[Sink] = [self.timeline]
-        self._driver = driver
         self._on_end = on_end
-        manifest = getattr(renderer, "manifest", None)
-        # Samples each frame's render_audio window holds; 0 for renderers driven by params only.
-        self._window_samples: int = (
-            manifest.audio_window_samples if hasattr(renderer, "render_audio") and manifest else 0
-        )
         self._speech = SpeechQueue(
             options.fps,
             max_buffer_s=options.max_buffer_s,
             silence_gap_ms=options.silence_gap_ms,
         )
+        self._schedule = FrameSchedule(self._speech, options.fps, renderer, driver, self._submit)
+        self._pending = self._schedule.pending  # the same deque, oldest first
+        self._audio_in = AudioIn()
+        self._listeners: list[Callable[[dict[str, Any]], None]] = []
         self._pacer = Pacer(options.fps, clock)
-        self._pending: deque[_Pending] = deque()
-        self._next_schedule = 0
         self._listening = False
-        self._resampler: StreamResampler | None = None
         self._last_rgb: np.ndarray | None = None
         self._pts_ms = 0
         self._outbox = Outbox(options.max_outbox_events)
@@ -168,10 +147,7 @@ class SessionRunner:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        for p in self._pending:
-            if p.job is not None:
-                p.job.cancel()
-        self._pending.clear()
+        self._schedule.clear()
         self._speech.abandon()
         self._emit_all(self._speech.take_events())
         for sink in list(self.sinks):
@@ -212,10 +188,23 @@ class SessionRunner:
     def attached(self) -> bool:
         return self._outbox.link is not None
 
+    def add_event_listener(self, listener: Callable[[dict[str, Any]], None]) -> None:
+        """`listener(event)` for every event from now on, on the loop; it must not block."""
+        self._listeners.append(listener)
+
+    def remove_event_listener(self, listener: Callable[[dict[str, Any]], None]) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
     def _emit(self, event: dict[str, Any]) -> None:
         self.timeline.event(self._pts_ms, event)
         if not self._outbox.send(event):
             self._detached_at = self.clock.now()
+        for listener in list(self._listeners):
+            try:
+                listener(event)
+            except Exception:
+                log.exception("session %s: an event listener failed", self.session_id)
 
     def _emit_all(self, events: list[dict[str, Any]]) -> None:
         for event in events:
@@ -247,13 +236,7 @@ class SessionRunner:
         ):
             self.emit_error(protocol.E_BUFFER_FULL, "Too much audio queued; the chunk was dropped")
             return
-        if rate == SAMPLE_RATE_HZ:
-            samples = raw.astype(np.int16)
-        else:
-            new_utterance = self._speech.open_utterance_id is None
-            if new_utterance or self._resampler is None or self._resampler.src_rate_hz != rate:
-                self._resampler = StreamResampler(rate, SAMPLE_RATE_HZ)
-            samples = _to_int16(self._resampler.process(raw.astype(np.float32) / 32768.0))
+        samples = self._audio_in.samples(raw, rate, self._speech.open_utterance_id is None)
         try:
             result = self._speech.push(samples)
         except BufferFull as exc:
@@ -264,12 +247,12 @@ class SessionRunner:
         self._emit(
             protocol.speak_confirmed(result.audio_samples, result.buffered_ms, result.utterance_id)
         )
-        self._redo_idle_frames()
+        self._schedule.redo_idle()
         self._fill()
 
     def speak_end(self) -> None:
         self._speech.end_utterance()
-        self._resampler = None
+        self._audio_in.reset()
         self._emit_all(self._speech.take_events())
 
     def interrupt(self) -> None:
@@ -277,15 +260,10 @@ class SessionRunner:
         self._last_activity = self.clock.now()
         # The next frame keeps its image (rendering a new one now would make it late) but
         # loses its audio: from the next tick on, nothing queued is heard.
-        self._rewind(1)
-        if self._pending:
-            head = self._pending[0]
-            a = head.audio
-            head.audio = FrameAudio(
-                a.frame_index, a.audio_start, a.audio_end, np.zeros_like(a.samples), ()
-            )
+        self._schedule.rewind(1)
+        self._schedule.silence_next()
         confirmed = self._speech.interrupt()
-        self._resampler = None
+        self._audio_in.reset()
         self._emit_all(self._speech.take_events())
         self._emit(confirmed)
         self._fill()
@@ -300,24 +278,6 @@ class SessionRunner:
 
     # --- frames ----------------------------------------------------------------------------
 
-    def _rewind(self, keep: int) -> None:
-        """Throw away scheduled frames after the first `keep`; the driver goes back with them."""
-        if len(self._pending) <= keep:
-            return
-        dropped = list(self._pending)[keep:]
-        for p in dropped:
-            if p.job is not None:
-                p.job.cancel()
-        self._driver = dropped[0].driver_before
-        self._next_schedule = dropped[0].audio.frame_index
-        for _ in dropped:
-            self._pending.pop()
-
-    def _redo_idle_frames(self) -> None:
-        # New audio would otherwise wait behind frames already scheduled as silence.
-        if len(self._pending) > 1 and not any(p.audio.speaking for p in list(self._pending)[1:]):
-            self._rewind(1)
-
     def _submit(
         self, frame_index: int, params: np.ndarray, window: np.ndarray | None = None
     ) -> RenderJob | None:
@@ -328,67 +288,20 @@ class SessionRunner:
         except (WorkerFull, WorkerClosed):
             return None
 
-    def _hold_for_window(self) -> bool:
-        """The next frame's audio window has not all arrived, more may come, and a frame is
-        still scheduled to show meanwhile."""
-        return (
-            self._window_samples > 0
-            and bool(self._pending)
-            and self._speech.open_utterance_id is not None
-            and 0 < self._speech.unscheduled_samples < self._window_samples
-        )
-
-    def _window(self, audio: FrameAudio) -> np.ndarray | None:
-        """Frame samples then look-ahead, float32 [audio_window_samples]; silence past the end."""
-        if not self._window_samples:
-            return None
-        own = audio.samples[: self._window_samples]
-        ahead = self._speech.peek(self._window_samples - len(own))
-        window = np.zeros(self._window_samples, dtype=np.float32)
-        window[: len(own)] = own
-        window[len(own) : len(own) + len(ahead)] = ahead
-        return window / 32768.0
-
-    def _lookahead(self, frame_index: int) -> list[np.ndarray]:
-        n = getattr(self._driver, "lookahead_frames", 0)
-        if not n:
-            return []
-        start = frame_sample_range(frame_index + 1, self.options.fps)[0]
-        end = frame_sample_range(frame_index + n, self.options.fps)[1]
-        ahead = self._speech.peek(end - start).astype(np.float32) / 32768.0
-        frames = []
-        for i in range(1, n + 1):
-            a, b = frame_sample_range(frame_index + i, self.options.fps)
-            part = ahead[a - start : b - start]
-            if not len(part):
-                break
-            frames.append(part)
-        return frames
-
     def _fill(self) -> None:
         if self._closed:
             return
-        for p in self._pending:
-            if p.job is None:
-                p.job = self._submit(p.audio.frame_index, p.params, p.window)
+        self._schedule.resubmit()
         while len(self._pending) < self.options.ahead_frames:
             if (
                 len(self._pending) >= self.options.idle_ahead_frames
                 and not self._speech.unscheduled_samples
             ):
                 break
-            if self._hold_for_window():
+            if self._schedule.hold():
                 break
-            n = self._next_schedule
-            before = copy.deepcopy(self._driver)
-            audio = self._speech.schedule(n)
+            self._schedule.add_next(self._listening)
             self._emit_all(self._speech.take_events())
-            current = audio.samples.astype(np.float32) / 32768.0
-            params = self._driver.step(current, self._lookahead(n), listening=self._listening)
-            window = self._window(audio)
-            job = self._submit(n, params, window)
-            self._pending.append(_Pending(audio, params, job, before, window))
-            self._next_schedule = n + 1
 
     async def _pace(self) -> None:
         try:
@@ -447,7 +360,7 @@ class SessionRunner:
             speaking=p.audio.speaking,
             late=late,
             render_ms=render_ms,
-            queue_frames=sum(1 for q in self._pending if q.job is not None and q.job.future.done()),
+            queue_frames=self._schedule.ready(),
         )
         self.frames_published += 1
         self.frames_late += late

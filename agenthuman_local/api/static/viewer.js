@@ -31,6 +31,9 @@
   let frames = []; // [{pts, bitmap}] in pts order
   let newestPts = -Infinity;
   let ended = false;
+  // The state line: speaking / idle / ended first, then the room's state (joined_room, …).
+  let stateText = "connecting";
+  let roomText = "";
   let socket = null;
   let lastText = 0;
   let shown = null; // the frame on the canvas: {pts, frameIndex, atPts (the clock then)}
@@ -190,8 +193,12 @@
       ensureAudio(m.sample_rate_hz);
       updateSoundButton();
     } else if (m.type === "state") {
-      setText("state", m.state + (m.reason ? " (" + m.reason + ")" : ""));
+      stateText = m.state + (m.reason ? " (" + m.reason + ")" : "");
+      setText("state", stateText + roomText);
       ended = m.state === "ended";
+    } else if (m.type === "room") {
+      roomText = " · room " + m.state + (m.reason ? " (" + m.reason + ")" : "");
+      setText("state", stateText + roomText);
     } else if (m.type === "clock") {
       serverOffsetMs = m.wall_ms - m.pts_ms;
     } else {

@@ -1,0 +1,177 @@
+"""The frames a session runner has scheduled ahead of its clock, and the audio around them.
+
+Each scheduled frame holds its audio, the driver's params for it, its render job and the driver
+as it was before the frame was stepped, so throwing frames away (`rewind`) puts the driver back.
+
+An audio-driven renderer (a plug-in, SPEC §9: `render_audio` and a `manifest`) gets with each
+frame its audio window: the frame's own samples then its look-ahead, `audio_window_samples` in
+all. Frame n is held back until the queue holds that window, unless the utterance has ended or
+no other frame is left to show (an underrun); what has not arrived then is silence. The frame's
+own audio, and so its timeline range, never changes with the look-ahead. A driver with
+`lookahead_frames` gets the queued audio of that many following frames.
+
+`AudioIn` turns binary PCM at any rate into the queue's 16 kHz int16.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from agenthuman_local.engine.audio import StreamResampler
+from agenthuman_local.engine.base import SAMPLE_RATE_HZ, frame_sample_range
+from agenthuman_local.engine.worker import RenderJob
+from agenthuman_local.sessions.speech import FrameAudio, SpeechQueue
+
+# (frame_index, params, audio window) → the render job, or None when the worker is full.
+Submit = Callable[[int, np.ndarray, "np.ndarray | None"], "RenderJob | None"]
+
+
+@dataclass
+class Scheduled:
+    audio: FrameAudio
+    params: np.ndarray
+    job: RenderJob | None
+    driver_before: Any  # the driver as it was before this frame was stepped
+    window: np.ndarray | None = None  # the audio window of an audio-driven renderer
+
+
+def to_int16(x: np.ndarray) -> np.ndarray:
+    return np.clip(np.round(x * 32768.0), -32768, 32767).astype(np.int16)
+
+
+class AudioIn:
+    """Binary PCM at any rate → int16 at 16 kHz; one resampler per utterance and rate."""
+
+    def __init__(self) -> None:
+        self._resampler: StreamResampler | None = None
+
+    def samples(self, raw: np.ndarray, rate: int, new_utterance: bool) -> np.ndarray:
+        if rate == SAMPLE_RATE_HZ:
+            return raw.astype(np.int16)
+        if new_utterance or self._resampler is None or self._resampler.src_rate_hz != rate:
+            self._resampler = StreamResampler(rate, SAMPLE_RATE_HZ)
+        return to_int16(self._resampler.process(raw.astype(np.float32) / 32768.0))
+
+    def reset(self) -> None:
+        """The utterance ended or was interrupted: the next chunk starts a fresh resampler."""
+        self._resampler = None
+
+
+class FrameSchedule:
+    """The scheduled frames, oldest first (`pending`), and the driver that steps new ones."""
+
+    def __init__(
+        self, speech: SpeechQueue, fps: int, renderer: Any, driver: Any, submit: Submit
+    ) -> None:
+        self.pending: deque[Scheduled] = deque()
+        self.next_index = 0
+        self._speech = speech
+        self._fps = fps
+        self._driver = driver
+        self._submit = submit
+        manifest = getattr(renderer, "manifest", None)
+        # Samples each frame's render_audio window holds; 0 for renderers driven by params only.
+        self.window_samples: int = (
+            manifest.audio_window_samples if hasattr(renderer, "render_audio") and manifest else 0
+        )
+
+    def __len__(self) -> int:
+        return len(self.pending)
+
+    def add_next(self, listening: bool) -> None:
+        """Schedule frame `next_index`: its audio from the queue, its params, its render job."""
+        n = self.next_index
+        before = copy.deepcopy(self._driver)
+        audio = self._speech.schedule(n)
+        current = audio.samples.astype(np.float32) / 32768.0
+        params = self._driver.step(current, self._lookahead(n), listening=listening)
+        window = self._window(audio)
+        job = self._submit(n, params, window)
+        self.pending.append(Scheduled(audio, params, job, before, window))
+        self.next_index = n + 1
+
+    def resubmit(self) -> None:
+        """Frames the worker had no room for get another try."""
+        for p in self.pending:
+            if p.job is None:
+                p.job = self._submit(p.audio.frame_index, p.params, p.window)
+
+    def rewind(self, keep: int) -> None:
+        """Throw away scheduled frames after the first `keep`; the driver goes back with them."""
+        if len(self.pending) <= keep:
+            return
+        dropped = list(self.pending)[keep:]
+        for p in dropped:
+            if p.job is not None:
+                p.job.cancel()
+        self._driver = dropped[0].driver_before
+        self.next_index = dropped[0].audio.frame_index
+        for _ in dropped:
+            self.pending.pop()
+
+    def redo_idle(self) -> None:
+        # New audio would otherwise wait behind frames already scheduled as silence.
+        if len(self.pending) > 1 and not any(p.audio.speaking for p in list(self.pending)[1:]):
+            self.rewind(1)
+
+    def silence_next(self) -> None:
+        """The next frame keeps its image but loses its audio."""
+        if self.pending:
+            a = self.pending[0].audio
+            self.pending[0].audio = FrameAudio(
+                a.frame_index, a.audio_start, a.audio_end, np.zeros_like(a.samples), ()
+            )
+
+    def clear(self) -> None:
+        for p in self.pending:
+            if p.job is not None:
+                p.job.cancel()
+        self.pending.clear()
+
+    def ready(self) -> int:
+        """Scheduled frames whose image is done."""
+        return sum(1 for q in self.pending if q.job is not None and q.job.future.done())
+
+    def hold(self) -> bool:
+        """The next frame's audio window has not all arrived, more may come, and a frame is
+        still scheduled to show meanwhile."""
+        return (
+            self.window_samples > 0
+            and bool(self.pending)
+            and self._speech.open_utterance_id is not None
+            and 0 < self._speech.unscheduled_samples < self.window_samples
+        )
+
+    def _window(self, audio: FrameAudio) -> np.ndarray | None:
+        """Frame samples then look-ahead, float32 [audio_window_samples]; silence past the end."""
+        if not self.window_samples:
+            return None
+        own = audio.samples[: self.window_samples]
+        ahead = self._speech.peek(self.window_samples - len(own))
+        window = np.zeros(self.window_samples, dtype=np.float32)
+        window[: len(own)] = own
+        window[len(own) : len(own) + len(ahead)] = ahead
+        return window / 32768.0
+
+    def _lookahead(self, frame_index: int) -> list[np.ndarray]:
+        """The queued audio of the driver's `lookahead_frames` after `frame_index`, per frame."""
+        n = getattr(self._driver, "lookahead_frames", 0)
+        if not n:
+            return []
+        start = frame_sample_range(frame_index + 1, self._fps)[0]
+        end = frame_sample_range(frame_index + n, self._fps)[1]
+        ahead = self._speech.peek(end - start).astype(np.float32) / 32768.0
+        frames = []
+        for i in range(1, n + 1):
+            a, b = frame_sample_range(frame_index + i, self._fps)
+            part = ahead[a - start : b - start]
+            if not len(part):
+                break
+            frames.append(part)
+        return frames

@@ -1,4 +1,4 @@
-"""The SQLite store: the schema and its migrations, and every SQL statement the server runs.
+"""The SQLite store: every SQL statement the server runs (the schema is `migrations.py`).
 
 One aiosqlite connection (one worker thread) in WAL mode. aiosqlite serialises single calls but
 not the statements of a transaction that spans several awaits, so one `asyncio.Lock` guards every
@@ -25,84 +25,11 @@ import aiosqlite
 
 from agenthuman_local import ids
 from agenthuman_local.errors import StorageUnavailable
+from agenthuman_local.migrations import MIGRATIONS
 from agenthuman_local.records import STAT_KEYS, ApiKey, Avatar, Session
 from agenthuman_local.sessions.state import SessionState
 
 BUSY_TIMEOUT_MS = 5000
-# Migration n (1-based) brings `PRAGMA user_version` from n-1 to n. Append; never edit one.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (
-    (
-        """CREATE TABLE accounts (
-            account_id TEXT PRIMARY KEY,
-            name TEXT NOT NULL UNIQUE,
-            created_at REAL NOT NULL)""",
-        """CREATE TABLE api_keys (
-            key_hash TEXT PRIMARY KEY,
-            prefix TEXT NOT NULL,
-            account_id TEXT NOT NULL REFERENCES accounts(account_id),
-            created_at REAL NOT NULL,
-            revoked_at REAL)""",
-        "CREATE INDEX api_keys_by_prefix ON api_keys(prefix)",
-        """CREATE TABLE avatars (
-            avatar_id TEXT PRIMARY KEY,
-            account_id TEXT REFERENCES accounts(account_id),
-            kind TEXT NOT NULL CHECK (kind IN ('procedural', 'photo')),
-            name TEXT NOT NULL,
-            tags TEXT NOT NULL,
-            is_public INTEGER NOT NULL,
-            created_at REAL NOT NULL,
-            image_path TEXT,
-            preview_path TEXT,
-            rig TEXT)""",
-        """CREATE TABLE sessions (
-            session_id TEXT PRIMARY KEY,
-            account_id TEXT NOT NULL REFERENCES accounts(account_id),
-            avatar_id TEXT NOT NULL,
-            avatar_name TEXT NOT NULL,
-            token_hash TEXT NOT NULL,
-            viewer_token TEXT NOT NULL,
-            aspect_ratio TEXT NOT NULL,
-            video_width INTEGER NOT NULL,
-            video_height INTEGER NOT NULL,
-            fps INTEGER NOT NULL,
-            metadata TEXT NOT NULL,
-            daily_room TEXT,
-            created_at REAL NOT NULL,
-            started_at REAL,
-            ended_at REAL,
-            expiration REAL,
-            end_reason TEXT,
-            device TEXT,
-            stats TEXT NOT NULL)""",
-        "CREATE INDEX sessions_by_account ON sessions(account_id, session_id)",
-    ),
-    # 2: avatars.kind may be 'plugin' (SPEC §9). SQLite cannot alter a CHECK, so the table is
-    # rebuilt and its rows copied (no index is on it and no table references it); plug-in rows
-    # written as 'procedural' before (ids avat_plugin_…, `rig` naming the plug-in) become 'plugin'.
-    (
-        """CREATE TABLE avatars_v2 (
-            avatar_id TEXT PRIMARY KEY,
-            account_id TEXT REFERENCES accounts(account_id),
-            kind TEXT NOT NULL CHECK (kind IN ('procedural', 'photo', 'plugin')),
-            name TEXT NOT NULL,
-            tags TEXT NOT NULL,
-            is_public INTEGER NOT NULL,
-            created_at REAL NOT NULL,
-            image_path TEXT,
-            preview_path TEXT,
-            rig TEXT)""",
-        """INSERT INTO avatars_v2 (avatar_id, account_id, kind, name, tags, is_public,
-                created_at, image_path, preview_path, rig)
-            SELECT avatar_id, account_id,
-                CASE WHEN avatar_id LIKE 'avat\\_plugin\\_%' ESCAPE '\\'
-                        AND json_extract(rig, '$.plugin') IS NOT NULL
-                    THEN 'plugin' ELSE kind END,
-                name, tags, is_public, created_at, image_path, preview_path, rig
-            FROM avatars""",
-        "DROP TABLE avatars",
-        "ALTER TABLE avatars_v2 RENAME TO avatars",
-    ),
-)
 
 
 def _dumps(value: Any) -> str:

@@ -13,9 +13,10 @@ import pytest
 from agenthuman_local import ids
 from agenthuman_local.avatars import SHIPPED_AVATARS
 from agenthuman_local.errors import StorageUnavailable
+from agenthuman_local.migrations import MIGRATIONS
 from agenthuman_local.records import EMPTY_STATS, Session
 from agenthuman_local.sessions.state import SessionState
-from agenthuman_local.store import MIGRATIONS, Store
+from agenthuman_local.store import Store
 
 
 @pytest.fixture

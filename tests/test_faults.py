@@ -23,8 +23,9 @@ import torch
 from agenthuman_local import keys
 from agenthuman_local.api.ws import render_pool_key, renderer_factory_key
 from agenthuman_local.sessions.timeline import timeline_path
-from bench._server import Client, Conn, Server, recording_files, speech_pcm
+from bench._server import recording_files, speech_pcm
 from tests.fakes import FakeRenderer
+from tests.server_proc import kill_9_while_speaking, session_after_restart, two_servers
 from tests.test_ws_helpers import Live, counting_pcm, wait_for
 
 FPS = 25
@@ -45,30 +46,13 @@ async def _frames(live: Live, sid: str) -> list[dict[str, Any]]:
 
 async def test_kill_9_mid_session_then_restart_ends_it_server_restart(tmp_path) -> None:
     data_dir = tmp_path / "data"
-    first = Server({"devices.use_cuda": "false"}, data_dir=data_dir)
-    second = Server({"devices.use_cuda": "false"}, data_dir=data_dir)
-    try:
-        await first.start()
-        client = Client(first)
-        try:
-            session, _ = await client.create_start()
-            conn = await Conn.open(client.http, session, video_width=128, video_height=128)
-            await conn.speak(speech_pcm()[:32000].tobytes())
-            await conn.until("agent.speak_started")
-            await asyncio.sleep(2.0)  # past the recorder's first fragments
-            first.kill9()
-            await conn.aclose()
-        finally:
-            await client.aclose()
-        sid = session["session_id"]
+    async with two_servers({"devices.use_cuda": "false"}, data_dir) as (first, second):
+        pcm = speech_pcm()[:32000].tobytes()
+        # 2 s: past the recorder's first fragments
+        sid = await kill_9_while_speaking(first, pcm, width=128, height=128, after_s=2.0)
         assert first.proc is not None and first.proc.returncode == -9
 
-        await second.start()
-        client = Client(second)
-        try:
-            ended = await client.session(sid)
-        finally:
-            await client.aclose()
+        ended = await session_after_restart(second, sid)
         assert (ended["status"], ended["end_reason"]) == ("ended", "server_restart")
 
         # What the killed process wrote is whole up to its last line or fragment: the timeline,
@@ -91,9 +75,6 @@ async def test_kill_9_mid_session_then_restart_ends_it_server_restart(tmp_path) 
             capture.release()
         assert decoded >= FPS, f"only {decoded} frames of the killed recording decode"
         await second.stop()
-    finally:
-        first.cleanup()
-        second.cleanup()
 
 
 # --- a renderer that raises ----------------------------------------------------------------

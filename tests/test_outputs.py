@@ -18,7 +18,8 @@ from agenthuman_local.api.viewer import viewer_hub_key
 from agenthuman_local.recording import recording_path
 from agenthuman_local.sessions.live import LiveSession
 from agenthuman_local.transports.sinks import RecorderSink
-from bench._server import Client, Conn, Server, speech_pcm
+from bench._server import speech_pcm
+from tests.server_proc import kill_9_while_speaking, session_after_restart, two_servers
 from tests.test_ws_helpers import Live, wait_for
 
 FPS = 25
@@ -244,35 +245,16 @@ async def test_recording_and_a_stalled_viewer_never_hold_the_session_back(make_c
 async def test_a_recording_survives_kill_9_and_the_restart_ends_its_session(tmp_path) -> None:
     data_dir = tmp_path / "data"
     sets = {"devices.use_cuda": "false", "recording.enabled": "true"}
-    first, second = Server(sets, data_dir=data_dir), Server(sets, data_dir=data_dir)
-    try:
-        await first.start()
-        client = Client(first)
-        try:
-            session, _ = await client.create_start()
-            conn = await Conn.open(client.http, session, video_width=160, video_height=128)
-            await conn.speak(speech_pcm()[: 3 * SR].tobytes())
-            await conn.until("agent.speak_started")
-            await asyncio.sleep(2.3)  # two whole one-second fragments, then some
-            first.kill9()
-            await conn.aclose()
-        finally:
-            await client.aclose()
-        sid = session["session_id"]
+    async with two_servers(sets, data_dir) as (first, second):
+        speech = speech_pcm()[: 3 * SR].tobytes()
+        # 2.3 s: two whole one-second fragments, then some
+        sid = await kill_9_while_speaking(first, speech, width=160, height=128, after_s=2.3)
         assert first.proc is not None and first.proc.returncode == -9
         images, times, pcm = decode(recording_path(data_dir, sid).read_bytes())
         assert images[0].shape == (128, 160, 3)
         assert times[-1] - times[0] >= 1.0
         assert len(pcm) >= SR and np.abs(pcm).max() > 1000  # the speech was recorded
 
-        await second.start()
-        client = Client(second)
-        try:
-            ended = await client.session(sid)
-        finally:
-            await client.aclose()
+        ended = await session_after_restart(second, sid)
         assert (ended["status"], ended["end_reason"]) == ("ended", "server_restart")
         await second.stop()
-    finally:
-        first.cleanup()
-        second.cleanup()

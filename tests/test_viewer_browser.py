@@ -11,22 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
-import itertools
 import json
-import shutil
 import time
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import numpy as np
 import pytest
 
 from bench._server import speech_pcm
+from tests.chromium import CHROMIUM, DevTools, chromium
 from tests.conftest import ApiClient
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 W, H = 320, 240
 # The procedural avatar's mouth, with room for the head's idle sway.
@@ -79,29 +75,6 @@ STATS_JS = "window.agenthumanViewer && window.agenthumanViewer.stats()"
 STATE_JS = "document.getElementById('state').textContent"
 
 
-class DevTools:
-    """Just enough of the Chrome DevTools Protocol: commands, answered in order."""
-
-    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        self.ws = ws
-        self.ids = itertools.count(1)
-
-    async def call(self, method: str, **params: Any) -> dict[str, Any]:
-        call_id = next(self.ids)
-        await self.ws.send_json({"id": call_id, "method": method, "params": params})
-        while True:
-            msg = json.loads((await self.ws.receive(timeout=20)).data)
-            if msg.get("id") == call_id:
-                assert "error" not in msg, msg
-                return dict(msg["result"])
-
-    async def eval(self, expression: str) -> Any:
-        result = await self.call(
-            "Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True
-        )
-        return result["result"].get("value")
-
-
 async def sample(devtools: DevTools, seconds: float) -> tuple[float, float]:
     """(the mouth region's mean change from a shown frame to the next, peak audio level)."""
     changes, peak = [], 0.0
@@ -112,33 +85,6 @@ async def sample(devtools: DevTools, seconds: float) -> tuple[float, float]:
             changes.append(step["change"])
         peak = max(peak, float(await devtools.eval("window.__audioLevel()")))
     return float(np.mean(changes)), peak
-
-
-@contextlib.asynccontextmanager
-async def chromium(tmp_path: Path):
-    assert CHROMIUM is not None
-    profile = tmp_path / "profile"
-    browser = await asyncio.create_subprocess_exec(
-        CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu", "--mute-audio",
-        "--disable-background-networking", "--autoplay-policy=no-user-gesture-required",
-        "--remote-debugging-port=0", f"--user-data-dir={profile}", "about:blank",
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        port_file = profile / "DevToolsActivePort"
-        for _ in range(400):
-            if port_file.exists() and port_file.read_text().strip():
-                break
-            await asyncio.sleep(0.05)
-        port = int(port_file.read_text().split()[0])
-        async with aiohttp.ClientSession() as http:
-            targets = await (await http.get(f"http://127.0.0.1:{port}/json")).json()
-            page = next(t for t in targets if t["type"] == "page")
-            async with http.ws_connect(page["webSocketDebuggerUrl"], max_msg_size=0) as ws:
-                yield DevTools(ws)
-    finally:
-        browser.terminate()
-        await browser.wait()
 
 
 async def wait_until(devtools: DevTools, expression: str, limit_s: float = 20) -> Any:
@@ -165,7 +111,7 @@ async def test_the_viewer_shows_a_real_session_talking(api: ApiClient, tmp_path:
     await ws.send_json({"type": "session.keep_alive"})
     viewer_path = session["viewer_url"].split("/v1/", 1)[1]
     try:
-        async with chromium(tmp_path) as devtools:
+        async with chromium(tmp_path / "profile") as devtools:
             await devtools.call("Page.enable")
             await devtools.call("Page.addScriptToEvaluateOnNewDocument", source=LEVEL_TAP)
             await devtools.call("Page.navigate", url=str(api.client.make_url("/v1/" + viewer_path)))

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import json
 import re
-import shutil
 
 import aiohttp
 import cv2
@@ -21,6 +19,7 @@ from agenthuman_local.api.middleware import error_middleware
 from agenthuman_local.protocol import KIND_AUDIO_PCM, KIND_VIDEO_JPEG, unpack_media
 from agenthuman_local.transports.sinks import ViewerSink
 from agenthuman_local.transports.viewer import ViewerHub, encode_jpeg
+from tests.chromium import CHROMIUM, chromium
 from tests.fakes_daily import SinkFrame
 
 H, W, SR = 72, 96, 16_000
@@ -269,26 +268,8 @@ async def test_closing_the_hub_closes_open_sockets(app_client) -> None:
 
 # ---- the page in a real browser (skipped where Chromium is not installed) --------------------
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 STATS_JS = "JSON.stringify(window.agenthumanViewer && window.agenthumanViewer.stats())"
 TEXT_JS = "document.getElementById('{}').textContent"
-
-
-class DevTools:
-    """Just enough of the Chrome DevTools Protocol to evaluate expressions in the page."""
-
-    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        self.ws = ws
-        self.ids = itertools.count(1)
-
-    async def eval(self, expression: str):
-        call_id = next(self.ids)
-        params = {"expression": expression, "returnByValue": True}
-        await self.ws.send_json({"id": call_id, "method": "Runtime.evaluate", "params": params})
-        while True:
-            msg = json.loads((await self.ws.receive(timeout=10)).data)
-            if msg.get("id") == call_id:
-                return msg["result"]["result"].get("value")
 
 
 async def produce(hub: ViewerHub, seconds: float) -> None:
@@ -307,55 +288,36 @@ async def produce(hub: ViewerHub, seconds: float) -> None:
 async def test_chromium_plays_the_page_with_frames_on_the_audio_clock(app_client, tmp_path) -> None:
     hub, client = app_client
     url = str(client.make_url("/v1/sessions/sess_1/viewer?token=tok-1"))
-    profile = tmp_path / "profile"
-    browser = await asyncio.create_subprocess_exec(
-        CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu", "--mute-audio",
-        "--autoplay-policy=no-user-gesture-required", "--remote-debugging-port=0",
-        f"--user-data-dir={profile}", url,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
     producer = None
     try:
-        port_file = profile / "DevToolsActivePort"
-        for _ in range(300):
-            if port_file.exists() and port_file.read_text().strip():
-                break
-            await asyncio.sleep(0.05)
-        port = int(port_file.read_text().split()[0])
-        async with aiohttp.ClientSession() as http:
-            targets = await (await http.get(f"http://127.0.0.1:{port}/json")).json()
-            page = next(t for t in targets if t["type"] == "page")
-            async with http.ws_connect(page["webSocketDebuggerUrl"], max_msg_size=0) as ws:
-                devtools = DevTools(ws)
-                # Opened before the session publishes anything: it waits, then plays.
-                await asyncio.sleep(1.0)
-                hub.publish_state("sess_1", "joined_room")
-                producer = asyncio.create_task(produce(hub, 8.0), name="test:produce")
-                lags = []
-                for _ in range(100):
-                    await asyncio.sleep(0.1)
-                    stats = json.loads(await devtools.eval(STATS_JS) or "null")
-                    if stats and stats["audio"] and stats["shown"]:
-                        # The clock when the frame was drawn, not now: a page busy between
-                        # two display refreshes must not read as drift.
-                        lags.append(stats["shown"]["atPts"] - stats["shown"]["pts"])
-                        if len(lags) == 10:
-                            break
-                assert len(lags) == 10, "the page never played audio with frames"
-                # The frame on screen is the one whose time the audio clock is in (40 ms per
-                # frame, plus a display refresh of slack).
-                assert all(-5 <= lag < 80 for lag in lags), lags
-                assert await devtools.eval(TEXT_JS.format("state")) == "joined_room"
-                hub.publish_state("sess_1", "ended", "client_request")
-                for _ in range(50):
-                    if await devtools.eval(TEXT_JS.format("state")) == "ended (client_request)":
+        async with chromium(tmp_path / "profile", url) as devtools:
+            # Opened before the session publishes anything: it waits, then plays.
+            await asyncio.sleep(1.0)
+            hub.publish_state("sess_1", "joined_room")
+            producer = asyncio.create_task(produce(hub, 8.0), name="test:produce")
+            lags = []
+            for _ in range(100):
+                await asyncio.sleep(0.1)
+                stats = json.loads(await devtools.eval(STATS_JS) or "null")
+                if stats and stats["audio"] and stats["shown"]:
+                    # The clock when the frame was drawn, not now: a page busy between
+                    # two display refreshes must not read as drift.
+                    lags.append(stats["shown"]["atPts"] - stats["shown"]["pts"])
+                    if len(lags) == 10:
                         break
-                    await asyncio.sleep(0.1)
-                assert await devtools.eval(TEXT_JS.format("state")) == "ended (client_request)"
+            assert len(lags) == 10, "the page never played audio with frames"
+            # The frame on screen is the one whose time the audio clock is in (40 ms per
+            # frame, plus a display refresh of slack).
+            assert all(-5 <= lag < 80 for lag in lags), lags
+            assert await devtools.eval(TEXT_JS.format("state")) == "joined_room"
+            hub.publish_state("sess_1", "ended", "client_request")
+            for _ in range(50):
+                if await devtools.eval(TEXT_JS.format("state")) == "ended (client_request)":
+                    break
+                await asyncio.sleep(0.1)
+            assert await devtools.eval(TEXT_JS.format("state")) == "ended (client_request)"
     finally:
         if producer is not None:
             producer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await producer
-        browser.terminate()
-        await browser.wait()

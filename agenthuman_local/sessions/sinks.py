@@ -2,13 +2,12 @@
 
 A `PublishedFrame` is one video frame together with exactly the audio it shows (SPEC §9).
 `Sink.publish` must return at once: an output that does I/O keeps its own bounded queue and
-drops its own oldest data when it falls behind (`QueuedSink`), so no output slows the session.
+drops its own oldest data when it falls behind (`QueuedSink`, from
+`agenthuman_local.sinkqueue`), so no output slows the session.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from collections import deque
 from dataclasses import dataclass
 from typing import Protocol
@@ -16,8 +15,9 @@ from typing import Protocol
 import numpy as np
 
 from agenthuman_local.engine.base import SAMPLE_RATE_HZ
+from agenthuman_local.sinkqueue import QueuedSink
 
-log = logging.getLogger(__name__)
+__all__ = ["MemorySink", "PublishedFrame", "QueuedSink", "Sink"]
 
 
 @dataclass(frozen=True)
@@ -64,58 +64,3 @@ class MemorySink:
 
     async def aclose(self) -> None:
         self.closed = True
-
-
-class QueuedSink:
-    """Base for outputs that do I/O: a bounded queue drained by one named task.
-
-    Subclasses implement `async _write(frame)`. When the queue is full the oldest frame is
-    dropped and counted in `dropped`; `publish` never waits.
-    """
-
-    def __init__(self, name: str, max_frames: int = 8) -> None:
-        self.name = name
-        self.dropped = 0
-        self._queue: deque[PublishedFrame] = deque()
-        self._max_frames = max_frames
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._closed = False
-
-    async def publish(self, frame: PublishedFrame) -> None:
-        if self._closed:
-            return
-        if self._task is None:
-            self._task = asyncio.create_task(self._drain(), name=f"sink:{self.name}")
-        if len(self._queue) >= self._max_frames:
-            self._queue.popleft()
-            self.dropped += 1
-        self._queue.append(frame)
-        self._wake.set()
-
-    async def _drain(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while self._queue:
-                frame = self._queue.popleft()
-                try:
-                    await self._write(frame)
-                except Exception:  # one bad write must not end the output's task
-                    log.exception("sink %s failed to write frame %d", self.name, frame.frame_index)
-
-    async def _write(self, frame: PublishedFrame) -> None:
-        raise NotImplementedError
-
-    async def aclose(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self._queue.clear()
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None

@@ -8,24 +8,19 @@ module reads its attributes and imports nothing from the session layer.
     runner.add_sink(DailySink(transport))      # after `await transport.start()`
 
 Each keeps its own bounded queue and drops its own oldest frames (`dropped`), so none of them
-slows the session.
+slows the session; `ViewerSink` uses the shared `sinkqueue.QueuedSink` for that.
 """
 
 from __future__ import annotations
 
-import asyncio
-import collections
-import contextlib
-import logging
 from typing import Protocol
 
 import numpy as np
 
 from agenthuman_local.recording import Recorder
+from agenthuman_local.sinkqueue import QueuedSink
 from agenthuman_local.transports.daily import DailyTransport
 from agenthuman_local.transports.viewer import ViewerHub
-
-log = logging.getLogger(__name__)
 
 
 class MediaFrame(Protocol):
@@ -80,54 +75,24 @@ class DailySink:
         await self.transport.aclose()
 
 
-class ViewerSink:
+class ViewerSink(QueuedSink[MediaFrame]):
     """Frames to the session's viewers: nothing is queued or encoded while no one watches."""
 
     def __init__(self, hub: ViewerHub, session_id: str, *, max_frames: int = 4) -> None:
+        super().__init__(f"viewer:{session_id}", max_frames)
         self.hub = hub
         self.session_id = session_id
-        self.dropped = 0
-        self._queue: collections.deque[MediaFrame] = collections.deque(maxlen=max_frames)
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._closed = False
 
     async def publish(self, frame: MediaFrame) -> None:
-        if self._closed or not self.hub.has_viewers(self.session_id):
-            return
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(
-                self._drain(), name=f"viewer:{self.session_id}:encode"
-            )
-        if len(self._queue) == self._queue.maxlen:
-            self.dropped += 1
-        self._queue.append(frame)
-        self._wake.set()
+        if self.hub.has_viewers(self.session_id):
+            await super().publish(frame)
 
-    async def _drain(self) -> None:
-        while True:
-            while not self._queue:
-                self._wake.clear()
-                await self._wake.wait()
-            f = self._queue.popleft()
-            try:
-                await self.hub.publish_frame(
-                    self.session_id,
-                    f.frame_index,
-                    f.pts_ms,
-                    f.rgb,
-                    f.pcm,
-                    sample_rate_hz=f.sample_rate_hz,
-                )
-            except Exception:  # one bad frame must not end the viewer output
-                log.exception("viewer of %s: frame %d failed", self.session_id, f.frame_index)
-
-    async def aclose(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self._queue.clear()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+    async def _write(self, frame: MediaFrame) -> None:
+        await self.hub.publish_frame(
+            self.session_id,
+            frame.frame_index,
+            frame.pts_ms,
+            frame.rgb,
+            frame.pcm,
+            sample_rate_hz=frame.sample_rate_hz,
+        )

@@ -18,21 +18,17 @@ from aiohttp.test_utils import TestServer
 
 from agenthuman_local import ids, keys
 from agenthuman_local.api.avatars import MAX_UPLOAD_BYTES
+from tests import photos
 from tests.conftest import ApiClient
+from tests.photos import encode
 from tests.test_errors import assert_error, second_account_client
 
 UPLOAD = "/v1/avatars/upload-face"
 
 
-def encode(rgb: np.ndarray, ext: str = ".jpg") -> bytes:
-    ok, buf = cv2.imencode(ext, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    assert ok
-    return buf.tobytes()
-
-
-@pytest.fixture(scope="module")
-def astronaut() -> np.ndarray:
-    return skimage.data.astronaut()
+@pytest.fixture(scope="module", name="astronaut")
+def astronaut_fixture() -> np.ndarray:
+    return photos.astronaut()
 
 
 @pytest.fixture(scope="module")

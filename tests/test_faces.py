@@ -23,17 +23,13 @@ from agenthuman_local.engine.faces import (
     save_avatar,
 )
 from agenthuman_local.engine.rig import Rig, detect_faces, equalised_gray
+from tests import photos
+from tests.photos import encode
 
 
-def encode(rgb: np.ndarray, ext: str = ".jpg") -> bytes:
-    ok, buf = cv2.imencode(ext, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    assert ok
-    return buf.tobytes()
-
-
-@pytest.fixture(scope="module")
-def astronaut() -> np.ndarray:
-    return skimage.data.astronaut()
+@pytest.fixture(scope="module", name="astronaut")
+def astronaut_fixture() -> np.ndarray:
+    return photos.astronaut()
 
 
 def assert_sensible_rig(rig: Rig) -> None:

@@ -10,10 +10,8 @@ from __future__ import annotations
 import wave
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
-import skimage.data
 import torch
 
 from agenthuman_local.engine.audio import pcm16_to_float
@@ -28,6 +26,7 @@ from agenthuman_local.engine.lipsync_check import (
 )
 from agenthuman_local.engine.photo import PhotoRenderer
 from agenthuman_local.engine.procedural import ProceduralRenderer
+from tests import photos
 
 SPEECH_WAV = Path(__file__).parent / "data" / "speech.wav"
 FPS = 25
@@ -42,9 +41,7 @@ def _speech() -> np.ndarray:
 
 
 def _photo_renderer(avatar_dir: Path) -> PhotoRenderer:
-    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(skimage.data.astronaut(), cv2.COLOR_RGB2BGR))
-    assert ok
-    save_avatar(prepare_face(buf.tobytes()), avatar_dir)
+    save_avatar(prepare_face(photos.encode(photos.astronaut())), avatar_dir)
     return PhotoRenderer(avatar_dir, FrameSize(640, 480))
 
 

@@ -1,0 +1,18 @@
+"""The real photograph the photo-avatar tests use, and image encoding for upload bodies."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import skimage.data
+
+
+def encode(rgb: np.ndarray, ext: str = ".jpg") -> bytes:
+    """RGB array → image file bytes (`ext` picks the format)."""
+    ok, buf = cv2.imencode(ext, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    assert ok
+    return buf.tobytes()
+
+
+def astronaut() -> np.ndarray:
+    return skimage.data.astronaut()

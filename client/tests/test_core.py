@@ -1,0 +1,266 @@
+"""The client core against a real run.py: every REST call and socket message, error codes."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+
+import aiohttp
+import numpy as np
+import pytest
+from conftest import RunningServer, server_python, speech
+
+from agenthuman_client import (
+    AgentHuman,
+    ApiError,
+    AudioFrame,
+    ConnectionEstablished,
+    InterruptConfirmed,
+    KeepAliveAck,
+    ServerError,
+    SessionSocket,
+    SessionState,
+    SocketClosed,
+    SocketRefused,
+    SocketResumed,
+    SpeakConfirmed,
+    SpeakEnded,
+    SpeakStarted,
+    VideoFrame,
+)
+
+W, H, FPS = 256, 192, 25
+FRAME_MS = 1000 // FPS
+
+
+def test_import_loads_neither_torch_nor_daily_nor_av() -> None:
+    code = (
+        "import sys, agenthuman_client, agenthuman_client.rest, agenthuman_client.socket;"
+        "bad = {'torch', 'daily', 'av', 'cv2', 'PIL'} & set(sys.modules);"
+        "print(sorted(bad)); sys.exit(1 if bad else 0)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+async def open_socket(api: AgentHuman, **kwargs: object) -> tuple[str, SessionSocket]:
+    session = await api.create_and_start()
+    init = {"video_width": W, "video_height": H, "fps": FPS}
+    init.update(kwargs)  # type: ignore[arg-type]
+    sock = await SessionSocket.connect(session, **init)  # type: ignore[arg-type]
+    return session.session_id, sock
+
+
+async def test_rest_lifecycle_and_errors(api: AgentHuman, server: RunningServer) -> None:
+    session = await api.create_session(metadata={"who": "client-test"})
+    assert session.status == "created" and session.access_token
+    assert session.avatar_id == "avat_local_ada"
+    started = await api.start_session(session.session_id)
+    assert started.ws_uri.startswith("ws://127.0.0.1")
+    again = await api.start_session(session.session_id)
+    assert again.ws_uri == started.ws_uri  # idempotent
+    got = await api.get_session(session.session_id)
+    assert got.status == "started" and got.raw["metadata"] == {"who": "client-test"}
+    assert got.access_token is None  # GET never returns the secret
+    listed = await api.list_sessions("started")
+    assert session.session_id in {s.session_id for s in listed}
+    ended = await api.end_session(session.session_id)
+    assert (ended.status, ended.end_reason) == ("ended", "client_request")
+    assert (await api.end_session(session.session_id)).status == "ended"
+
+    with pytest.raises(ApiError) as err:
+        await api.start_session(session.session_id)
+    assert (err.value.status, err.value.code) == (409, "SESSION_ENDED")
+    with pytest.raises(ApiError) as err:
+        await api.get_session("sess_01ZZZZZZZZZZZZZZZZZZZZZZZZ")
+    assert (err.value.status, err.value.code) == (404, "SESSION_NOT_FOUND")
+    with pytest.raises(ApiError) as err:
+        await api.create_session("avat_nobody")
+    assert (err.value.status, err.value.code) == (404, "AVATAR_NOT_FOUND")
+    with pytest.raises(ApiError) as err:
+        await api.create_session(aspect_ratio="5:4")
+    assert (err.value.status, err.value.code) == (400, "VALIDATION_ERROR")
+    with pytest.raises(ApiError) as err:
+        await api.upload_face(b"not an image at all")
+    assert (err.value.status, err.value.code) == (400, "NOT_AN_IMAGE")
+    async with AgentHuman("ah_live_" + "x" * 32, server.base_url) as stranger:
+        with pytest.raises(ApiError) as err:
+            await stranger.list_sessions()
+    assert (err.value.status, err.value.code) == (401, "UNAUTHORIZED")
+    avatars = {a["avatar_id"] for a in await api.list_avatars()}
+    assert {"avat_local_ada", "avat_local_ben"} <= avatars
+    assert (await api.usage())["usage"]["concurrency"]["max"] == 4
+
+
+async def test_upload_face_gives_an_avatar_a_session_can_use(api: AgentHuman) -> None:
+    make_jpeg = (
+        "import sys, cv2, skimage.data;"
+        "ok, buf = cv2.imencode('.jpg', skimage.data.astronaut()[:, :, ::-1]);"
+        "sys.stdout.buffer.write(buf.tobytes())"
+    )
+    done = await asyncio.to_thread(
+        subprocess.run, [server_python(), "-c", make_jpeg], capture_output=True
+    )
+    if done.returncode != 0:
+        pytest.skip("the server's venv has no skimage to make the test photo")
+    avatar = await api.upload_face(done.stdout)
+    assert avatar.avatar_id.startswith("avat_") and avatar.preview_url.startswith("http")
+    session = await api.create_session(avatar.avatar_id)
+    assert session.avatar_id == avatar.avatar_id
+    await api.end_session(session.session_id)
+    await api.delete_avatar(avatar.avatar_id)
+
+
+async def test_start_waits_out_no_capacity(api: AgentHuman) -> None:
+    """Four sessions fill the test server; a fifth start retries per Retry-After until one
+    of them ends, and a start that runs out of time raises NO_CAPACITY."""
+    taken = [await api.create_and_start() for _ in range(4)]
+    waiting = await api.create_session()
+    try:
+        with pytest.raises(ApiError) as err:
+            await api.start_session(waiting.session_id, retry_for_s=0.5)
+        assert (err.value.status, err.value.code) == (503, "NO_CAPACITY")
+        assert err.value.retry_after_s is not None and err.value.retry_after_s > 0
+        start = asyncio.create_task(api.start_session(waiting.session_id, retry_for_s=30))
+        await asyncio.sleep(0.3)
+        assert not start.done()
+        await api.end_session(taken[0].session_id)
+        started = await asyncio.wait_for(start, 30)
+        assert started.ws_uri.startswith("ws://")
+    finally:
+        for s in [*taken, waiting]:
+            await api.end_session(s.session_id)
+
+
+async def test_speech_events_and_media(api: AgentHuman) -> None:
+    session_id, sock = await open_socket(api, output_video="jpeg", output_audio=True)
+    try:
+        assert sock.established == ConnectionEstablished(session_id, False, W, H, FPS)
+        pcm = speech(2.0)
+        for start in range(0, len(pcm), 3200):
+            await sock.speak(pcm[start : start + 3200])  # 200 ms chunks, binary
+        await sock.speak_end()
+        confirmed = await sock.wait_for(SpeakConfirmed)
+        started = await sock.wait_for(SpeakStarted, timeout_s=30)
+        ended = await sock.wait_for(SpeakEnded, timeout_s=30)
+        assert confirmed.utterance_id == started.utterance_id == ended.utterance_id
+        assert not ended.interrupted and abs(ended.played_ms - 2000) <= FRAME_MS
+        assert ended.pts_ms is not None and ended.pts_ms > started.pts_ms
+    finally:
+        await sock.aclose()
+        await api.end_session(session_id)
+    items = [item async for item in sock]
+    frames = [i for i in items if isinstance(i, VideoFrame)]
+    audio = [i for i in items if isinstance(i, AudioFrame)]
+    assert len(frames) >= 2000 // FRAME_MS
+    pts = [f.pts_ms for f in frames]
+    assert pts == sorted(pts) and all(b - a == FRAME_MS for a, b in zip(pts, pts[1:], strict=False))
+    assert frames[0].array().shape == (H, W, 3)
+    assert all(a.sample_rate == 16000 and len(a.samples()) == 640 for a in audio)
+    # The audio the frames inside the utterance carry is the speech that went in.
+    inside = [a for a in audio if started.pts_ms <= a.pts_ms < ended.pts_ms]
+    out = np.concatenate([a.samples() for a in inside])
+    assert abs(len(out) - len(pcm)) <= 640
+    n = min(len(out), len(pcm))
+    assert np.corrcoef(out[:n].astype(float), pcm[:n].astype(float))[0, 1] > 0.99
+    assert isinstance(items[-1], SocketClosed)
+
+
+async def test_speech_at_another_rate_is_sent_with_its_rate(api: AgentHuman) -> None:
+    session_id, sock = await open_socket(api)
+    try:
+        pcm16 = speech(1.0).astype(float) / 32768
+        t = np.arange(24000) / 24000
+        pcm24 = np.interp(t, np.arange(len(pcm16)) / 16000, pcm16)
+        await sock.speak(pcm24.astype(np.float32), sample_rate=24000)
+        await sock.speak_end()
+        ended = await sock.wait_for(SpeakEnded, timeout_s=30)
+        assert abs(ended.played_ms - 1000) <= FRAME_MS
+    finally:
+        await sock.aclose()
+        await api.end_session(session_id)
+
+
+async def test_interrupt_listening_keep_alive_and_bad_messages(api: AgentHuman) -> None:
+    session_id, sock = await open_socket(api)
+    try:
+        await sock.speak(speech(5.0))
+        started = await sock.wait_for(SpeakStarted, timeout_s=30)
+        await asyncio.sleep(0.5)
+        await sock.interrupt()
+        confirmed = await sock.wait_for(InterruptConfirmed)
+        ended = await sock.wait_for(SpeakEnded)
+        assert ended.interrupted and ended.utterance_id == started.utterance_id
+        assert confirmed.played_ms == ended.played_ms and 0 < ended.played_ms < 5000
+        assert confirmed.played_ms + confirmed.dropped_ms == 5000
+        await sock.start_listening()
+        await sock.stop_listening()
+        await sock.keep_alive()
+        await sock.wait_for(KeepAliveAck)
+        await sock.send_json({"type": "agent.dance"})
+        bad = await sock.wait_for(ServerError)
+        assert bad.code == "UNKNOWN_TYPE"
+        await sock.send_json({"type": "agent.speak", "audio": "!!"})
+        await sock.wait_for(ServerError, lambda e: e.code == "INVALID_AUDIO")
+        await sock.keep_alive()  # the session lives on after bad messages
+        assert sum(isinstance(e, KeepAliveAck) for e in sock.events) <= 2
+        await sock.wait_for(KeepAliveAck, after=len(sock.events) - 1)
+        ended_rest = await api.end_session(session_id)
+        assert ended_rest.end_reason == "client_request"
+        await sock.wait_for(SessionState, lambda e: e.state == "ended")
+        closed = await sock.wait_for(SocketClosed, timeout_s=10)
+        assert closed.code == 4009
+    finally:
+        await sock.aclose()
+        await api.end_session(session_id)
+
+
+async def test_refusals_carry_the_close_code(api: AgentHuman) -> None:
+    session = await api.create_and_start()
+    wrong = type(session)(**{**session.__dict__, "access_token": "ah_tok_wrong"})
+    with pytest.raises(SocketRefused) as err:
+        await SessionSocket.connect(wrong)
+    assert (err.value.code, err.value.close_code) == ("UNAUTHORIZED", 4001)
+    await api.end_session(session.session_id)
+    with pytest.raises(SocketRefused) as err:
+        await SessionSocket.connect(session)
+    assert (err.value.code, err.value.close_code) == ("SESSION_ENDED", 4009)
+    created = await api.create_session()
+    not_started = type(created)(
+        **{
+            **created.__dict__,
+            "ws_uri": session.ws_uri.replace(session.session_id, created.session_id),
+        }
+    )
+    with pytest.raises(SocketRefused) as err:
+        await SessionSocket.connect(not_started)
+    assert (err.value.code, err.value.close_code) == ("SESSION_NOT_STARTED", 4003)
+    await api.end_session(created.session_id)
+
+
+async def test_a_dropped_socket_resumes_within_the_grace(api: AgentHuman) -> None:
+    session_id, sock = await open_socket(api, output_audio=True)
+    try:
+        pcm = speech(3.0)
+        await sock.speak(pcm)
+        await sock.speak_end()
+        await sock.wait_for(SpeakStarted, timeout_s=30)
+        await sock.drop()
+        await sock.wait_for(SocketResumed, timeout_s=10)
+        again = await sock.wait_for(ConnectionEstablished, lambda e: e.resumed)
+        assert again.session_id == session_id
+        await sock.keep_alive()  # commands go over the new socket
+        ended = await sock.wait_for(SpeakEnded, timeout_s=30)
+        assert not ended.interrupted and abs(ended.played_ms - 3000) <= FRAME_MS
+        assert sock.resumes == 1
+        assert (await api.get_session(session_id)).status == "started"
+    finally:
+        await sock.aclose()
+        await api.end_session(session_id)
+
+
+async def test_server_down_is_a_connection_error() -> None:
+    async with AgentHuman("ah_live_" + "x" * 32, "http://127.0.0.1:9/v1") as api:
+        with pytest.raises(aiohttp.ClientConnectionError):
+            await api.create_session()

@@ -316,19 +316,24 @@ class SessionSocket:
         ws = await self._socket()
         await ws.send_str(json.dumps(obj))
 
-    async def speak(self, audio: bytes | np.ndarray, sample_rate: int | None = None) -> None:
-        """Queue speech: PCM s16le mono bytes, int16 samples, or floats in [-1, 1]."""
+    async def speak(self, audio: bytes | np.ndarray, sample_rate: int | None = None) -> int:
+        """Queue speech: PCM s16le mono bytes, int16 samples, or floats in [-1, 1].
+
+        → the number of messages sent (each gets one `agent.speak.confirmed`)."""
         pcm = to_pcm16(audio)
         if not pcm:
-            return
+            return 0
         rate = sample_rate or self.sample_rate
         if rate == self.sample_rate:
             ws = await self._socket()
+            sent = 0
             for start in range(0, len(pcm), MAX_BINARY_CHUNK):
                 await ws.send_bytes(pcm[start : start + MAX_BINARY_CHUNK])
-        else:
-            audio = base64.b64encode(pcm).decode()
-            await self.send_json({"type": "agent.speak", "audio": audio, "sample_rate": rate})
+                sent += 1
+            return sent
+        encoded = base64.b64encode(pcm).decode()
+        await self.send_json({"type": "agent.speak", "audio": encoded, "sample_rate": rate})
+        return 1
 
     async def speak_end(self) -> None:
         await self.send_json({"type": "agent.speak_end"})

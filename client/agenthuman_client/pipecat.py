@@ -1,0 +1,423 @@
+"""Pipecat: `AgentHumanVideoService`, our avatar as a video service (extra `[pipecat]`).
+
+Put it between the TTS and the output transport:
+
+    avatar = AgentHumanVideoService(api_key=KEY, transport=transport)
+    pipeline = Pipeline([..., tts, avatar, transport.output(), ...])
+
+It creates and starts a session when the pipeline starts (size and fps from the output
+transport's params unless given), then:
+
+- `TTSAudioRawFrame`s become speech on the session socket and are not forwarded; a
+  `TTSStoppedFrame` becomes `agent.speak_end` and is held back; an `InterruptionFrame` becomes
+  `agent.interrupt` and is forwarded.
+- The session's frames come back as RGB `OutputImageRawFrame`s of the session's size. Its audio
+  comes back as `TTSAudioRawFrame`s **only inside an utterance** (between our
+  `agent.speak_started` and `agent.speak_ended`), and the held `TTSStoppedFrame` follows the
+  utterance's last audio, so the output transport's own bot-speaking detection says started
+  once, when the avatar really starts to speak, and stopped once, after its last sample. Audio
+  of an interrupted utterance that arrives after the interrupt is dropped.
+- Nothing is pushed before the output transport says it is ready (`OutputTransportReadyFrame`);
+  what arrives before is held (up to two seconds). The server publishes frames at their pts in
+  real time, so pushing on arrival keeps the transport's video and audio queues in step.
+- `EndFrame` lets queued speech finish (at most `end_timeout_s`), then ends the session;
+  `CancelFrame` ends it at once. A dropped socket resumes within the server's grace. Errors
+  become `AgentHumanErrorFrame`s (an `ErrorFrame` with our error `code`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import numpy as np
+from loguru import logger
+from pipecat.frames.frames import (
+    CancelFrame,
+    EndFrame,
+    ErrorFrame,
+    Frame,
+    InterruptionFrame,
+    OutputImageRawFrame,
+    OutputTransportReadyFrame,
+    StartFrame,
+    TTSAudioRawFrame,
+    TTSStartedFrame,
+    TTSStoppedFrame,
+    UserStartedSpeakingFrame,
+    UserStoppedSpeakingFrame,
+)
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessorSetup
+from pipecat.services.ai_service import AIService
+from pipecat.services.settings import ServiceSettings
+
+from agenthuman_client.events import (
+    InterruptConfirmed,
+    ServerError,
+    SocketClosed,
+    SocketResumed,
+    SpeakConfirmed,
+    SpeakEnded,
+    SpeakStarted,
+)
+from agenthuman_client.media import AudioFrame, UtteranceGate, VideoFrame
+from agenthuman_client.rest import DEFAULT_BASE_URL, AgentHuman, ApiError, Session
+from agenthuman_client.socket import SessionSocket, SocketRefused
+
+PTS_KEY = "agenthuman_pts_ms"
+UTTERANCE_KEY = "agenthuman_utterance_id"
+WARMUP_FRAMES = 8
+
+
+@dataclass
+class AgentHumanErrorFrame(ErrorFrame):
+    """An `ErrorFrame` from the avatar: `code` is the server's error code (SPEC §4 / §8), or
+    `SERVER_UNREACHABLE` / `SOCKET_CLOSED` for the client's own failures."""
+
+    code: str = ""
+
+
+class AgentHumanVideoService(AIService):
+    """AgentHuman Local's avatar as a Pipecat video service (see the module doc)."""
+
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        base_url: str = DEFAULT_BASE_URL,
+        avatar_id: str | None = None,
+        transport: Any = None,
+        video_width: int | None = None,
+        video_height: int | None = None,
+        fps: int | None = None,
+        sample_rate: int | None = None,
+        output_video: str = "jpeg",
+        end_timeout_s: float = 10.0,
+        resume_for_s: float = 10.0,
+        jitter_ms: float = 20.0,
+        audio_delay_frames: float = 1.0,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("settings", ServiceSettings(model=None))
+        super().__init__(**kwargs)
+        params = getattr(transport, "_params", None) if transport is not None else None
+        self._api_key = api_key
+        self._base_url = base_url
+        self._avatar_id = avatar_id
+        self._width = video_width or getattr(params, "video_out_width", None)
+        self._height = video_height or getattr(params, "video_out_height", None)
+        self._fps = fps or getattr(params, "video_out_framerate", None)
+        self._sample_rate = sample_rate or getattr(params, "audio_out_sample_rate", None)
+        self._output_video = output_video
+        self._end_timeout_s = end_timeout_s
+        self._resume_for_s = resume_for_s
+        self._jitter_s = jitter_ms / 1000
+        self._audio_delay_frames = audio_delay_frames
+        self._offset: float | None = None
+        self._warmup = WARMUP_FRAMES
+        self._api: AgentHuman | None = None
+        self._session: Session | None = None
+        self._sock: SessionSocket | None = None
+        self._receive_task: asyncio.Task[None] | None = None
+        self._gate = UtteranceGate()
+        self._ready = False
+        self._backlog: deque[Frame] = deque()
+        self._unconfirmed = 0
+        self._open: set[str] = set()
+        self._dead: set[str] = set()
+        self._dropping = False
+        self._stops: deque[TTSStoppedFrame] = deque()
+        self._pending_stop: deque[int] = deque()  # pts_ms at which an utterance ended
+        self._speech_sent = False
+        self._context_id: str | None = None
+        self._closing = False
+        self._changed = asyncio.Event()
+        self._first_audio_at: float | None = None
+        self._current_start_pts: int | None = None
+        # ms from the first TTS audio frame into the service to the first speaking image out
+        # of it, one per utterance.
+        self.first_image_latencies_ms: list[float] = []
+
+    # --- public ----------------------------------------------------------------------------
+
+    @property
+    def session(self) -> Session | None:
+        return self._session
+
+    @property
+    def socket(self) -> SessionSocket | None:
+        return self._sock
+
+    def can_generate_metrics(self) -> bool:
+        return True
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    async def setup(self, setup: FrameProcessorSetup) -> None:
+        await super().setup(setup)
+        if self._sample_rate is None:
+            self._sample_rate = setup.audio_out_sample_rate
+
+    async def start(self, frame: StartFrame) -> None:
+        await super().start(frame)
+        self._api = AgentHuman(self._api_key, self._base_url)
+        try:
+            self._session = await self._api.create_and_start(self._avatar_id)
+            self._sock = await SessionSocket.connect(
+                self._session,
+                http=self._api.http,
+                video_width=self._width,
+                video_height=self._height,
+                fps=self._fps,
+                sample_rate=self._sample_rate or 16000,
+                output_video=self._output_video,
+                output_audio=True,
+                resume_for_s=self._resume_for_s,
+            )
+        except ApiError as exc:
+            await self._error(exc.code, f"AgentHuman: {exc.message}", exc)
+            return
+        except SocketRefused as exc:
+            await self._error(exc.code, f"AgentHuman socket refused: {exc.message}", exc)
+            return
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            await self._error("SERVER_UNREACHABLE", f"AgentHuman server unreachable: {exc}", exc)
+            return
+        self._width, self._height = self._sock.width, self._sock.height
+        self._receive_task = self.create_task(self._receive(), name="agenthuman-receive")
+
+    async def stop(self, frame: EndFrame) -> None:
+        await super().stop(frame)
+        if self._sock is not None and self._sock.closed is None:
+            if self._speech_sent:
+                with contextlib.suppress(ConnectionError, TimeoutError):
+                    await self._sock.speak_end()
+                self._speech_sent = False
+            deadline = time.monotonic() + self._end_timeout_s
+            while self._speech_pending() and time.monotonic() < deadline:
+                self._changed.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), deadline - time.monotonic())
+        await self._teardown()
+
+    async def cancel(self, frame: CancelFrame) -> None:
+        await super().cancel(frame)
+        await self._teardown()
+
+    async def cleanup(self) -> None:
+        await super().cleanup()
+        await self._teardown()
+
+    def _speech_pending(self) -> bool:
+        return bool(self._unconfirmed or self._open or self._pending_stop)
+
+    async def _teardown(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        if self._receive_task is not None:
+            await self.cancel_task(self._receive_task)
+            self._receive_task = None
+        if self._sock is not None:
+            await self._sock.aclose()
+        if self._api is not None:
+            if self._session is not None:
+                try:
+                    await self._api.end_session(self._session.session_id)
+                except (ApiError, aiohttp.ClientError, OSError) as exc:
+                    logger.warning(f"{self}: ending session failed: {exc}")
+            await self._api.aclose()
+
+    async def _error(self, code: str, message: str, exc: Exception | None = None) -> None:
+        logger.error(f"{self}: {message} ({code})")
+        await self.push_error_frame(AgentHumanErrorFrame(error=message, exception=exc, code=code))
+
+    # --- pipeline → server -----------------------------------------------------------------
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        await super().process_frame(frame, direction)
+        if isinstance(frame, TTSAudioRawFrame):
+            await self._speak(frame)
+        elif isinstance(frame, TTSStoppedFrame):
+            if self._speech_sent and self._sock is not None:
+                self._speech_sent = False
+                self._stops.append(frame)
+                await self._send(self._sock.speak_end())
+            else:
+                await self.push_frame(frame, direction)
+        elif isinstance(frame, InterruptionFrame):
+            await self._interrupt()
+            await self.push_frame(frame, direction)
+        elif isinstance(frame, OutputTransportReadyFrame):
+            await self.push_frame(frame, direction)
+            self._ready = True
+            while self._backlog:
+                await self.push_frame(self._backlog.popleft())
+        elif isinstance(frame, TTSStartedFrame):
+            self._context_id = frame.context_id
+            await self.push_frame(frame, direction)
+        elif isinstance(frame, UserStartedSpeakingFrame):
+            if self._sock is not None:
+                await self._send(self._sock.start_listening())
+            await self.push_frame(frame, direction)
+        elif isinstance(frame, UserStoppedSpeakingFrame):
+            if self._sock is not None:
+                await self._send(self._sock.stop_listening())
+            await self.push_frame(frame, direction)
+        else:
+            await self.push_frame(frame, direction)
+
+    async def _send(self, command: Any) -> bool:
+        try:
+            await command
+            return True
+        except (ConnectionError, TimeoutError, RuntimeError) as exc:
+            await self._error("SOCKET_CLOSED", f"AgentHuman socket unusable: {exc}", exc)
+            return False
+
+    async def _speak(self, frame: TTSAudioRawFrame) -> None:
+        if self._sock is None:
+            return
+        pcm = frame.audio
+        if frame.num_channels > 1:
+            samples = np.frombuffer(pcm, "<i2").reshape(-1, frame.num_channels)
+            pcm = samples.mean(axis=1).astype("<i2").tobytes()
+        if not self._speech_sent:
+            self._speech_sent = True
+            if self._first_audio_at is None:
+                self._first_audio_at = time.perf_counter()
+        self._unconfirmed += 1
+        try:
+            sent = await self._sock.speak(pcm, frame.sample_rate)
+        except (ConnectionError, TimeoutError, RuntimeError) as exc:
+            self._unconfirmed -= 1
+            await self._error("SOCKET_CLOSED", f"AgentHuman socket unusable: {exc}", exc)
+            return
+        self._unconfirmed += sent - 1
+
+    async def _interrupt(self) -> None:
+        self._speech_sent = False
+        self._first_audio_at = None
+        self._stops.clear()
+        self._pending_stop.clear()
+        self._gate.clear()
+        if self._sock is not None and self._sock.closed is None:
+            self._dropping = True
+            self._backlog = deque(f for f in self._backlog if not isinstance(f, TTSAudioRawFrame))
+            await self._send(self._sock.interrupt())
+
+    # --- server → pipeline -----------------------------------------------------------------
+
+    async def _out(self, frame: Frame) -> None:
+        if self._ready:
+            await self.push_frame(frame)
+            return
+        self._backlog.append(frame)
+        limit = 2 * (self._fps or 25) * 2
+        while len(self._backlog) > limit:
+            self._backlog.popleft()
+
+    async def _pace(self, pts_ms: float, extra_s: float = 0.0) -> bool:
+        """Sleep until `pts_ms` is due; False while the clock is still being found.
+
+        The server publishes at pts in real time. The first `WARMUP_FRAMES` frames (idle, the
+        session has just started) only find the earliest arrival (arrival − pts), and are not
+        pushed, so the output transport's live video queue, which keeps the schedule of its
+        first image, starts on the steady one; after that every frame is pushed at that
+        offset plus the jitter buffer, so the audio device never starves and video and audio
+        stay in step. A stream that falls behind by more than 200 ms is re-anchored."""
+        now = time.perf_counter()
+        offset = now - pts_ms / 1000
+        if self._warmup > 0:
+            self._offset = offset if self._offset is None else min(self._offset, offset)
+            self._warmup -= 1
+            return False
+        assert self._offset is not None
+        due = pts_ms / 1000 + self._offset + self._jitter_s + extra_s
+        if now - due > 0.2:
+            self._offset = offset - self._jitter_s - extra_s
+        elif due > now:
+            await asyncio.sleep(due - now)
+        return True
+
+    async def _receive(self) -> None:
+        assert self._sock is not None
+        async for item in self._sock:
+            if isinstance(item, VideoFrame):
+                await self._on_video(item)
+            elif isinstance(item, AudioFrame):
+                for audio, utterance_id in self._gate.audio(item):
+                    await self._on_speech(audio, utterance_id)
+                await self._maybe_stop(item.pts_ms + item.duration_ms)
+            elif isinstance(item, SpeakConfirmed):
+                self._unconfirmed = max(0, self._unconfirmed - 1)
+                if item.utterance_id:
+                    self._open.add(item.utterance_id)
+            elif isinstance(item, SpeakStarted):
+                self._current_start_pts = item.pts_ms
+                for audio, utterance_id in self._gate.event(item):
+                    await self._on_speech(audio, utterance_id)
+            elif isinstance(item, SpeakEnded):
+                self._gate.event(item)
+                self._open.discard(item.utterance_id)
+                if item.interrupted:
+                    self._dead.add(item.utterance_id)
+                elif item.pts_ms is not None:
+                    self._pending_stop.append(item.pts_ms)
+            elif isinstance(item, InterruptConfirmed):
+                self._dropping = False
+            elif isinstance(item, ServerError):
+                await self._error(item.code, f"AgentHuman: {item.error}")
+            elif isinstance(item, SocketResumed):
+                logger.info(f"{self}: session socket resumed after {item.attempts} attempt(s)")
+            elif isinstance(item, SocketClosed):
+                if not self._closing:
+                    await self._error(
+                        "SOCKET_CLOSED", f"AgentHuman session socket closed ({item.code})"
+                    )
+                self._changed.set()
+                return
+            self._changed.set()
+
+    async def _on_video(self, frame: VideoFrame) -> None:
+        if frame.jpeg is not None:
+            rgb = await asyncio.to_thread(frame.rgb_bytes)
+        else:
+            rgb = frame.rgb_bytes()
+        image = OutputImageRawFrame(rgb, (frame.width, frame.height), "RGB")
+        image.metadata[PTS_KEY] = frame.pts_ms
+        if not await self._pace(frame.pts_ms):
+            return
+        await self._out(image)
+        start = self._current_start_pts
+        if start is not None and frame.pts_ms >= start and self._first_audio_at is not None:
+            self.first_image_latencies_ms.append((time.perf_counter() - self._first_audio_at) * 1e3)
+            self._first_audio_at = None
+        await self._maybe_stop(frame.pts_ms)
+
+    async def _on_speech(self, audio: AudioFrame, utterance_id: str) -> None:
+        if self._dropping or utterance_id in self._dead:
+            return
+        out = TTSAudioRawFrame(audio.pcm, audio.sample_rate, 1, context_id=self._context_id)
+        out.metadata[PTS_KEY] = audio.pts_ms
+        out.metadata[UTTERANCE_KEY] = utterance_id
+        # The live video queue draws an image about a frame after it is queued; the audio
+        # device plays at once: the audio waits that frame.
+        if not await self._pace(audio.pts_ms, self._audio_delay_frames / (self._fps or 25)):
+            return
+        if self._dropping or utterance_id in self._dead:
+            return  # interrupted while it waited
+        await self._out(out)
+
+    async def _maybe_stop(self, media_end_ms: float) -> None:
+        """Push the held TTSStoppedFrame once the utterance's last audio has gone out."""
+        while self._pending_stop and media_end_ms >= self._pending_stop[0]:
+            self._pending_stop.popleft()
+            stop = self._stops.popleft() if self._stops else TTSStoppedFrame()
+            await self._out(stop)
+            self._changed.set()

@@ -1,0 +1,364 @@
+"""`AgentHumanVideoService` in a real Pipecat pipeline against a real run.py.
+
+The output transport is a small subclass of Pipecat's own `BaseOutputTransport` that records
+what it would send, with an audio device clock (each write waits for its audio to play, as the
+framework's WebSocket transport simulates one); its media senders, live video queue and
+bot-speaking detection are the framework's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("pipecat")
+
+from conftest import RunningServer, speech  # noqa: E402
+from pipecat.frames.frames import (  # noqa: E402
+    BotStartedSpeakingFrame,
+    BotStoppedSpeakingFrame,
+    CancelFrame,
+    EndFrame,
+    ErrorFrame,
+    Frame,
+    InterruptionFrame,
+    OutputAudioRawFrame,
+    OutputImageRawFrame,
+    StartFrame,
+    TTSAudioRawFrame,
+    TTSStartedFrame,
+    TTSStoppedFrame,
+)
+from pipecat.pipeline.pipeline import Pipeline  # noqa: E402
+from pipecat.pipeline.worker import PipelineParams, PipelineWorker  # noqa: E402
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor  # noqa: E402
+from pipecat.transports.base_output import BaseOutputTransport  # noqa: E402
+from pipecat.transports.base_transport import TransportParams  # noqa: E402
+from pipecat.workers.runner import WorkerRunner  # noqa: E402
+
+from agenthuman_client import AgentHuman, SpeakEnded, SpeakStarted  # noqa: E402
+from agenthuman_client.pipecat import PTS_KEY, AgentHumanErrorFrame, AgentHumanVideoService  # noqa: E402
+
+W, H, FPS, RATE = 256, 192, 25, 16000
+FRAME_MS = 1000 // FPS
+FRAME_SAMPLES = RATE // FPS
+
+
+class RecordingOutput(BaseOutputTransport):
+    """What a real output transport would send, with the time it would send it."""
+
+    def __init__(self, params: TransportParams) -> None:
+        super().__init__(params)
+        self.audio: list[tuple[float, bytes]] = []
+        self.video: list[tuple[float, OutputImageRawFrame]] = []
+        self._next_audio_at = 0.0
+
+    async def start(self, frame: StartFrame) -> None:
+        await super().start(frame)
+        await self.set_transport_ready(frame)
+
+    async def write_audio_frame(self, frame: OutputAudioRawFrame) -> bool:
+        """An audio device: chunks play back to back; one that comes more than 100 ms after
+        the previous one ended (an underrun) starts when it comes. Recorded: when it plays."""
+        now = time.perf_counter()
+        if now > self._next_audio_at + 0.1:
+            self._next_audio_at = now
+        self.audio.append((self._next_audio_at, frame.audio))
+        self._next_audio_at += len(frame.audio) / 2 / RATE
+        # The write returns when the device has room: one chunk ahead.
+        await asyncio.sleep(max(0.0, self._next_audio_at - 0.04 - time.perf_counter()))
+        return True
+
+    async def write_video_frame(self, frame: OutputImageRawFrame) -> bool:
+        self.video.append((time.perf_counter(), frame))
+        return True
+
+    def audio_samples(self) -> np.ndarray:
+        if not self.audio:
+            return np.zeros(0, np.int16)
+        return np.concatenate([np.frombuffer(a, "<i2") for _, a in self.audio])
+
+
+class Recorder(FrameProcessor):
+    """Passes everything on; keeps (time, frame) for the types asked for."""
+
+    def __init__(self, kinds: tuple[type[Frame], ...], direction: FrameDirection) -> None:
+        super().__init__()
+        self.kinds = kinds
+        self.direction = direction
+        self.frames: list[tuple[float, Frame]] = []
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        await super().process_frame(frame, direction)
+        if direction == self.direction and isinstance(frame, self.kinds):
+            self.frames.append((time.perf_counter(), frame))
+        await self.push_frame(frame, direction)
+
+    def of(self, kind: type[Frame]) -> list[tuple[float, Frame]]:
+        return [(t, f) for t, f in self.frames if isinstance(f, kind)]
+
+
+@dataclass
+class Run:
+    service: AgentHumanVideoService
+    output: RecordingOutput
+    down: Recorder
+    up: Recorder
+    worker: PipelineWorker
+    marks: dict[str, float] = field(default_factory=dict)
+
+    async def send(self, frame: Frame) -> None:
+        await self.worker.queue_frame(frame)
+
+    async def say(self, pcm: np.ndarray, *, chunk_ms: int = 40, stop: bool = True) -> None:
+        """TTS-started, the audio in chunks (faster than real time, as TTS does), stopped."""
+        await self.send(TTSStartedFrame(context_id="ctx"))
+        step = RATE * chunk_ms // 1000
+        for start in range(0, len(pcm), step):
+            chunk = TTSAudioRawFrame(pcm[start : start + step].tobytes(), RATE, 1)
+            chunk.context_id = "ctx"
+            await self.send(chunk)
+            await asyncio.sleep(chunk_ms / 1000 / 4)
+        if stop:
+            await self.send(TTSStoppedFrame(context_id="ctx"))
+
+    def images(self, after: float = 0.0) -> list[tuple[float, OutputImageRawFrame]]:
+        return [(t, f) for t, f in self.output.video if t >= after]
+
+
+async def run_pipeline(
+    server: RunningServer,
+    script: Callable[[Run], Awaitable[None]],
+    *,
+    api_key: str | None = None,
+    base_url: str | None = None,
+    limit_s: float = 60,
+) -> Run:
+    params = TransportParams(
+        audio_out_enabled=True,
+        audio_out_sample_rate=RATE,
+        audio_out_end_silence_secs=0,
+        video_out_enabled=True,
+        video_out_is_live=True,
+        video_out_width=W,
+        video_out_height=H,
+        video_out_framerate=FPS,
+    )
+    output = RecordingOutput(params)
+    service = AgentHumanVideoService(
+        api_key=api_key or server.api_key,
+        base_url=base_url or server.base_url,
+        video_width=W,
+        video_height=H,
+        fps=FPS,
+    )
+    down = Recorder((BotStartedSpeakingFrame, BotStoppedSpeakingFrame), FrameDirection.DOWNSTREAM)
+    up = Recorder((ErrorFrame,), FrameDirection.UPSTREAM)
+    worker = PipelineWorker(
+        Pipeline([up, service, output, down]),
+        params=PipelineParams(audio_out_sample_rate=RATE),
+        cancel_on_idle_timeout=False,
+    )
+    run = Run(service, output, down, up, worker)
+    started = asyncio.Event()
+
+    @worker.event_handler("on_pipeline_started")
+    async def _started(worker: Any, frame: Frame) -> None:
+        started.set()
+
+    async def drive() -> None:
+        await asyncio.wait_for(started.wait(), 30)
+        await script(run)
+
+    runner = WorkerRunner(handle_sigint=False)
+    await runner.add_workers(worker)
+    await asyncio.wait_for(asyncio.gather(runner.run(), drive()), limit_s)
+    return run
+
+
+async def wait_idle_frames(run: Run, n: int) -> None:
+    """Until `n` images have gone out (the session renders, the transport is live)."""
+    for _ in range(300):
+        if len(run.output.video) >= n:
+            return
+        await asyncio.sleep(0.02)
+    raise TimeoutError("no images from the avatar")
+
+
+def mouth_motion(frames: list[OutputImageRawFrame]) -> float:
+    """Mean absolute change between consecutive images in the lower-middle of the face."""
+    crops = [
+        np.frombuffer(f.image, np.uint8).reshape(H, W, 3)[H // 2 : H * 5 // 6, W // 3 : W * 2 // 3]
+        for f in frames
+    ]
+    diffs = [
+        np.abs(a.astype(int) - b.astype(int)).mean() for a, b in zip(crops, crops[1:], strict=False)
+    ]
+    return float(np.mean(diffs)) if diffs else 0.0
+
+
+async def test_an_utterance_through_a_real_output_transport(
+    server: RunningServer, api: AgentHuman
+) -> None:
+    pcm = speech(3.0)
+
+    async def script(run: Run) -> None:
+        await wait_idle_frames(run, 10)
+        run.marks["speak"] = time.perf_counter()
+        await run.say(pcm)
+        sock = run.service.socket
+        assert sock is not None
+        await sock.wait_for(SpeakEnded, timeout_s=30)
+        await asyncio.sleep(0.6)  # idle again for a while
+        await run.send(EndFrame())
+
+    run = await run_pipeline(server, script)
+    assert not run.up.frames, run.up.frames
+    sock = run.service.socket
+    assert sock is not None
+    started = next(e for e in sock.events if isinstance(e, SpeakStarted))
+    ended = next(e for e in sock.events if isinstance(e, SpeakEnded))
+    images = [f for _, f in run.output.video]
+    assert all(f.size == (W, H) and f.format == "RGB" and len(f.image) == W * H * 3 for f in images)
+    speaking = [f for f in images if started.pts_ms <= f.metadata[PTS_KEY] < ended.pts_ms]
+    idle = [f for f in images if f.metadata[PTS_KEY] < started.pts_ms]
+    assert abs(len(speaking) - 3000 / FRAME_MS) <= 1
+    assert mouth_motion(speaking) > 2 * mouth_motion(idle[-10:])
+    # The audio out is the audio in, and it starts with the first speaking image.
+    out = run.output.audio_samples()
+    assert abs(len(out) - len(pcm)) <= FRAME_SAMPLES
+    n = min(len(out), len(pcm))
+    lag = int(np.argmax(np.correlate(out[:n].astype(float), pcm[:4000].astype(float), "valid")))
+    assert lag <= FRAME_SAMPLES
+    t_first_image = next(t for t, f in run.output.video if f.metadata[PTS_KEY] >= started.pts_ms)
+    vt = [t for t, f in run.output.video if started.pts_ms <= f.metadata[PTS_KEY] < ended.pts_ms]
+    at = [t for t, _ in run.output.audio]
+    # Every 40 ms of speech plays with its own image, within a frame, for the whole utterance.
+    offsets_ms = [(a - v) * 1000 for a, v in zip(at, vt, strict=False)]
+    assert len(offsets_ms) >= len(vt) - 1 and max(map(abs, offsets_ms)) <= FRAME_MS, offsets_ms
+    assert abs(run.output.audio[0][0] - t_first_image) <= FRAME_MS / 1000
+    # Exactly one bot-started and one bot-stopped, the stop after the last audio.
+    assert len(run.down.of(BotStartedSpeakingFrame)) == 1
+    assert len(run.down.of(BotStoppedSpeakingFrame)) == 1
+    assert run.down.of(BotStoppedSpeakingFrame)[0][0] >= run.output.audio[-1][0]
+    assert len(run.service.first_image_latencies_ms) == 1
+    session = await api.get_session(sock.session_id)
+    assert (session.status, session.end_reason) == ("ended", "client_request")
+
+
+async def test_interrupt_mid_utterance(server: RunningServer, api: AgentHuman) -> None:
+    async def script(run: Run) -> None:
+        await wait_idle_frames(run, 5)
+        await run.say(speech(4.0), stop=False)
+        sock = run.service.socket
+        assert sock is not None
+        await sock.wait_for(SpeakStarted, timeout_s=30)
+        await asyncio.sleep(1.0)
+        run.marks["interrupt"] = time.perf_counter()
+        await run.send(InterruptionFrame())
+        await sock.wait_for(SpeakEnded, timeout_s=10)
+        await asyncio.sleep(0.5)
+        await run.send(EndFrame())
+
+    run = await run_pipeline(server, script)
+    sock = run.service.socket
+    assert sock is not None
+    ended = next(e for e in sock.events if isinstance(e, SpeakEnded))
+    assert ended.interrupted and 500 < ended.played_ms < 4000
+    t_int = run.marks["interrupt"]
+    late_speaking = [
+        f
+        for t, f in run.images(after=t_int + 2 * FRAME_MS / 1000)
+        if f.metadata[PTS_KEY] < ended.pts_ms
+    ]
+    assert not late_speaking, "speaking images more than 2 frames after the interrupt"
+    out_ms = len(run.output.audio_samples()) / RATE * 1000
+    assert abs(out_ms - ended.played_ms) <= 2 * FRAME_MS, (out_ms, ended.played_ms)
+    assert len(run.down.of(BotStartedSpeakingFrame)) == 1
+    assert len(run.down.of(BotStoppedSpeakingFrame)) == 1
+
+
+async def test_end_frame_after_the_last_chunk_plays_it_all(
+    server: RunningServer, api: AgentHuman
+) -> None:
+    pcm = speech(2.0)
+
+    async def script(run: Run) -> None:
+        await wait_idle_frames(run, 3)
+        await run.say(pcm, stop=False)
+        await run.send(EndFrame())
+
+    run = await run_pipeline(server, script)
+    sock = run.service.socket
+    assert sock is not None
+    ended = next(e for e in sock.events if isinstance(e, SpeakEnded))
+    assert not ended.interrupted and abs(ended.played_ms - 2000) <= FRAME_MS
+    assert abs(len(run.output.audio_samples()) - len(pcm)) <= FRAME_SAMPLES
+    assert len(run.down.of(BotStoppedSpeakingFrame)) == 1
+    session = await api.get_session(sock.session_id)
+    assert (session.status, session.end_reason) == ("ended", "client_request")
+
+
+async def test_cancel_ends_the_session_at_once(server: RunningServer, api: AgentHuman) -> None:
+    async def script(run: Run) -> None:
+        await wait_idle_frames(run, 3)
+        await run.say(speech(3.0), stop=False)
+        await run.send(CancelFrame())
+
+    t0 = time.perf_counter()
+    run = await run_pipeline(server, script)
+    assert time.perf_counter() - t0 < 3.0 + 2.0  # not the 3 s of speech plus an end wait
+    sock = run.service.socket
+    assert sock is not None
+    session = await api.get_session(sock.session_id)
+    assert (session.status, session.end_reason) == ("ended", "client_request")
+
+
+async def test_a_socket_dropped_mid_utterance_resumes(server: RunningServer) -> None:
+    pcm = speech(3.0)
+
+    async def script(run: Run) -> None:
+        await wait_idle_frames(run, 3)
+        await run.say(pcm)
+        sock = run.service.socket
+        assert sock is not None
+        await sock.wait_for(SpeakStarted, timeout_s=30)
+        await asyncio.sleep(0.5)
+        await sock.drop()
+        await sock.wait_for(SpeakEnded, timeout_s=30)
+        await asyncio.sleep(0.3)
+        await run.send(EndFrame())
+
+    run = await run_pipeline(server, script)
+    sock = run.service.socket
+    assert sock is not None and sock.resumes == 1
+    ended = next(e for e in sock.events if isinstance(e, SpeakEnded))
+    assert not ended.interrupted and abs(ended.played_ms - 3000) <= FRAME_MS
+    assert not run.up.frames, run.up.frames
+    # What was published while no socket was attached never came back: less audio, not more.
+    assert 1000 < len(run.output.audio_samples()) / RATE * 1000 <= 3000 + FRAME_MS
+    assert len(run.down.of(BotStoppedSpeakingFrame)) >= 1
+
+
+@pytest.mark.parametrize("case", ["bad_key", "server_down"])
+async def test_errors_become_error_frames_with_our_code(server: RunningServer, case: str) -> None:
+    async def script(run: Run) -> None:
+        await asyncio.sleep(0.2)
+        await run.send(TTSAudioRawFrame(speech(0.2).tobytes(), RATE, 1))
+        await run.send(EndFrame())
+
+    if case == "bad_key":
+        run = await run_pipeline(server, script, api_key="ah_live_" + "x" * 32, limit_s=15)
+        expected = "UNAUTHORIZED"
+    else:
+        run = await run_pipeline(server, script, base_url="http://127.0.0.1:9/v1", limit_s=15)
+        expected = "SERVER_UNREACHABLE"
+    errors = [f for _, f in run.up.of(ErrorFrame)]
+    assert errors and isinstance(errors[0], AgentHumanErrorFrame)
+    assert errors[0].code == expected

@@ -1,0 +1,242 @@
+"""LiveKit Agents: our avatar in the agent's own process (extra `[livekit]`).
+
+    avatar = AvatarSession(api_key=KEY, base_url="http://127.0.0.1:8080/v1")
+    await avatar.start(session, room=ctx.room)
+    await session.start(agent=..., room=ctx.room)
+
+`AvatarSession.start` creates and starts a session, then runs the framework's `AvatarRunner`
+with `AgentHumanVideoGenerator` (our socket) and a `QueueAudioOutput(wait_playback_start=True)`
+put at the tail of the agent's audio output with `replace_audio_tail`, so transcripts and
+recorders stay wired. The agent's own participant publishes the avatar's tracks: our server
+never joins the room. Playback started and finished follow our exact events: the runner says
+started at the first speech audio we yield (after our `agent.speak_started`) and finished at
+the `AudioSegmentEnd` we yield after the utterance's last audio (our `agent.speak_ended`), with
+the position of the audio that really came out.
+
+In this mode the avatar *is* the agent's participant: `avatar_identity` is the agent's own
+identity and `aclose` never removes a participant from the room.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+import numpy as np
+from livekit import rtc
+from livekit.agents import utils
+from livekit.agents.voice.avatar import (
+    AudioSegmentEnd,
+    AvatarOptions,
+    AvatarRunner,
+    QueueAudioOutput,
+    VideoGenerator,
+)
+from livekit.agents.voice.avatar import AvatarSession as _BaseAvatarSession
+
+from agenthuman_client.events import (
+    InterruptConfirmed,
+    SocketClosed,
+    SpeakEnded,
+    SpeakStarted,
+)
+from agenthuman_client.media import AudioFrame, SpeechCoalescer, UtteranceGate, VideoFrame
+from agenthuman_client.rest import DEFAULT_BASE_URL, AgentHuman, Session
+from agenthuman_client.socket import SessionSocket
+
+if TYPE_CHECKING:
+    from livekit.agents.voice.agent_session import AgentSession
+
+
+class AgentHumanVideoGenerator(VideoGenerator):
+    """A `VideoGenerator` backed by our session socket.
+
+    `push_audio` → speech (a segment end → `agent.speak_end`), `clear_buffer` →
+    `agent.interrupt`. It yields a video frame for every frame the session renders, audio frames
+    only within an utterance, and an `AudioSegmentEnd` after an utterance's last audio. Audio of
+    an interrupted utterance that arrives after the interrupt is dropped.
+    """
+
+    def __init__(self, sock: SessionSocket, *, min_chunk_ms: float = 40.0) -> None:
+        self.sock = sock
+        self._coalescer = SpeechCoalescer(min_chunk_ms)
+        self._gate = UtteranceGate()
+        self._dropping = False
+        self._dead: set[str] = set()
+        self._pending_end: deque[int] = deque()
+        self._speech_sent = False
+
+    async def push_audio(self, frame: rtc.AudioFrame | AudioSegmentEnd) -> None:
+        if isinstance(frame, AudioSegmentEnd):
+            for pcm, rate in self._coalescer.flush():
+                await self.sock.speak(pcm, rate)
+            if self._speech_sent:
+                self._speech_sent = False
+                await self.sock.speak_end()
+            return
+        samples = np.frombuffer(frame.data, np.int16)
+        if frame.num_channels > 1:
+            samples = samples.reshape(-1, frame.num_channels).mean(axis=1).astype(np.int16)
+        self._speech_sent = True
+        for pcm, rate in self._coalescer.add(samples.tobytes(), frame.sample_rate):
+            await self.sock.speak(pcm, rate)
+
+    async def clear_buffer(self) -> None:
+        """Interrupt: returns once the server confirmed it (or after 2 s)."""
+        self._speech_sent = False
+        self._coalescer.clear()
+        self._pending_end.clear()
+        self._gate.clear()
+        if self.sock.closed is not None:
+            return
+        self._dropping = True
+        after = len(self.sock.events)
+        await self.sock.interrupt()
+        with contextlib.suppress(TimeoutError, ConnectionError):
+            await self.sock.wait_for(InterruptConfirmed, timeout_s=2.0, after=after)
+        # `_dropping` ends when the stream itself reaches the confirmation: audio queued
+        # before it belongs to the interrupted utterances.
+
+    def __aiter__(self) -> AsyncIterator[rtc.VideoFrame | rtc.AudioFrame | AudioSegmentEnd]:
+        return self._stream()
+
+    async def _stream(self) -> AsyncIterator[rtc.VideoFrame | rtc.AudioFrame | AudioSegmentEnd]:
+        async for item in self.sock:
+            if isinstance(item, VideoFrame):
+                if item.jpeg is not None:
+                    rgb = await asyncio.to_thread(item.rgb_bytes)
+                else:
+                    rgb = item.rgb_bytes()
+                yield rtc.VideoFrame(item.width, item.height, rtc.VideoBufferType.RGB24, rgb)
+                if self._ends_before(item.pts_ms):
+                    yield AudioSegmentEnd()
+            elif isinstance(item, AudioFrame):
+                for audio, utterance_id in self._gate.audio(item):
+                    if not (self._dropping or utterance_id in self._dead):
+                        yield _audio(audio)
+                if self._ends_before(item.pts_ms + item.duration_ms):
+                    yield AudioSegmentEnd()
+            elif isinstance(item, SpeakStarted):
+                for audio, utterance_id in self._gate.event(item):
+                    if not (self._dropping or utterance_id in self._dead):
+                        yield _audio(audio)
+            elif isinstance(item, SpeakEnded):
+                self._gate.event(item)
+                if item.interrupted:
+                    self._dead.add(item.utterance_id)  # the runner reports interrupted itself
+                elif item.pts_ms is not None:
+                    self._pending_end.append(item.pts_ms)
+            elif isinstance(item, InterruptConfirmed):
+                self._dropping = False
+            elif isinstance(item, SocketClosed):
+                return
+
+    def _ends_before(self, media_end_ms: float) -> bool:
+        if self._pending_end and media_end_ms >= self._pending_end[0]:
+            self._pending_end.popleft()
+            return True
+        return False
+
+
+def _audio(frame: AudioFrame) -> rtc.AudioFrame:
+    n = len(frame.pcm) // 2
+    return rtc.AudioFrame(frame.pcm, frame.sample_rate, 1, n)
+
+
+class AvatarSession(_BaseAvatarSession):  # type: ignore[type-arg]
+    """AgentHuman Local's avatar for an `AgentSession`, run in the agent's process."""
+
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        base_url: str = DEFAULT_BASE_URL,
+        avatar_id: str | None = None,
+        video_width: int = 1280,
+        video_height: int = 720,
+        fps: int = 25,
+        sample_rate: int = 24000,
+        output_video: str = "jpeg",
+    ) -> None:
+        super().__init__()
+        self._api = AgentHuman(api_key, base_url)
+        self._avatar_id = avatar_id
+        self._size = (video_width, video_height, fps)
+        self._sample_rate = sample_rate
+        self._output_video = output_video
+        self._identity = ""
+        self.session: Session | None = None
+        self.socket: SessionSocket | None = None
+        self.audio_output: QueueAudioOutput | None = None
+        self.runner: AvatarRunner | None = None
+
+    @property
+    def avatar_identity(self) -> str:
+        """The agent's own participant: it publishes the avatar's tracks."""
+        return self._identity
+
+    @property
+    def provider(self) -> str:
+        return "agenthuman-local"
+
+    async def start(self, agent_session: AgentSession, room: rtc.Room) -> None:
+        self._identity = room.local_participant.identity
+        await super().start(agent_session, room)
+        width, height, fps = self._size
+        self.session = await self._api.create_and_start(self._avatar_id)
+        self.socket = await SessionSocket.connect(
+            self.session,
+            http=self._api.http,
+            video_width=width,
+            video_height=height,
+            fps=fps,
+            sample_rate=self._sample_rate,
+            output_video=self._output_video,
+            output_audio=True,
+        )
+        self.audio_output = QueueAudioOutput(
+            sample_rate=self._sample_rate, wait_playback_start=True
+        )
+        agent_session.output.replace_audio_tail(self.audio_output)
+        self.runner = AvatarRunner(
+            room,
+            audio_recv=self.audio_output,
+            video_gen=AgentHumanVideoGenerator(self.socket),
+            options=AvatarOptions(
+                video_width=self.socket.width,
+                video_height=self.socket.height,
+                video_fps=self.socket.fps,
+                audio_sample_rate=self._sample_rate,
+                audio_channels=1,
+            ),
+        )
+        await self.runner.start()
+
+    async def aclose(self) -> None:
+        """Stop the runner, close the socket, end the session. Never removes a participant:
+        the avatar's identity is the agent's own."""
+        if self.runner is not None:
+            await self.runner.aclose()
+            self.runner = None
+        if self.socket is not None:
+            await self.socket.aclose()
+        if self.session is not None:
+            with contextlib.suppress(Exception):
+                await self._api.end_session(self.session.session_id)
+        await self._api.aclose()
+        # The base class's own clean-up, without its remove_participant call.
+        if self._agent_session is not None:
+            self._agent_session.off("conversation_item_added", self._on_conversation_item_added)
+            self._agent_session = None
+        if self._room is not None:
+            self._room.off("connection_state_changed", self._on_connection_state_changed)
+            self._room = None
+        if self._wait_avatar_join_task is not None:
+            await utils.aio.cancel_and_wait(self._wait_avatar_join_task)
+            self._wait_avatar_join_task = None
+
+
+__all__ = ["AgentHumanVideoGenerator", "AvatarSession"]

@@ -1,0 +1,219 @@
+"""The LiveKit Agents adapter against a real run.py and the real framework.
+
+`AgentHumanVideoGenerator` is driven directly, then through the framework's `AvatarRunner` and
+`QueueAudioOutput(wait_playback_start=True)` over `livekit.agents.ipc.mock_room`'s room (an
+autospec `rtc.Room`; the runner publishes into it, the FFI audio/video sources and the
+`AVSynchronizer` are real). What stays untested: a real LiveKit server and WebRTC (none can run
+offline here), and `AvatarSession` inside a job context (the job's shutdown callback).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+from unittest.mock import AsyncMock, MagicMock
+
+import numpy as np
+import pytest
+
+pytest.importorskip("livekit.agents")
+
+from conftest import RunningServer, speech  # noqa: E402
+from livekit import rtc  # noqa: E402
+from livekit.agents import AgentSession  # noqa: E402
+from livekit.agents.ipc.mock_room import create_mock_room  # noqa: E402
+from livekit.agents.voice.avatar import (  # noqa: E402
+    AudioSegmentEnd,
+    AvatarOptions,
+    AvatarRunner,
+    QueueAudioOutput,
+)
+
+from agenthuman_client import (  # noqa: E402
+    AgentHuman,
+    InterruptConfirmed,
+    SessionSocket,
+    SpeakEnded,
+    SpeakStarted,
+)
+from agenthuman_client.livekit import AgentHumanVideoGenerator, AvatarSession  # noqa: E402
+
+W, H, FPS, RATE = 256, 192, 25, 16000
+FRAME_MS = 1000 // FPS
+FRAME_S = FRAME_MS / 1000
+
+
+def frames_of(pcm: np.ndarray, ms: int = 20) -> list[rtc.AudioFrame]:
+    n = RATE * ms // 1000
+    return [
+        rtc.AudioFrame(pcm[i : i + n].tobytes(), RATE, 1, len(pcm[i : i + n]))
+        for i in range(0, len(pcm), n)
+    ]
+
+
+async def open_generator(api: AgentHuman) -> tuple[str, SessionSocket, AgentHumanVideoGenerator]:
+    session = await api.create_and_start()
+    sock = await SessionSocket.connect(
+        session,
+        video_width=W,
+        video_height=H,
+        fps=FPS,
+        sample_rate=RATE,
+        output_video="jpeg",
+        output_audio=True,
+    )
+    return session.session_id, sock, AgentHumanVideoGenerator(sock)
+
+
+async def collect(gen: AgentHumanVideoGenerator, out: list[tuple[float, Any]]) -> None:
+    async for item in gen:
+        out.append((time.perf_counter(), item))
+
+
+def kinds(items: list[tuple[float, Any]]) -> str:
+    """V video, A audio, E segment end: the order the generator yielded them in."""
+    codes = {rtc.VideoFrame: "V", rtc.AudioFrame: "A", AudioSegmentEnd: "E"}
+    return "".join(codes[type(item)] for _, item in items)
+
+
+async def test_generator_yields_audio_only_within_the_utterance(api: AgentHuman) -> None:
+    session_id, sock, gen = await open_generator(api)
+    items: list[tuple[float, Any]] = []
+    reader = asyncio.create_task(collect(gen, items))
+    pcm = speech(3.0)
+    try:
+        await asyncio.sleep(0.5)
+        for frame in frames_of(pcm):
+            await gen.push_audio(frame)
+        await gen.push_audio(AudioSegmentEnd())
+        await sock.wait_for(SpeakEnded, timeout_s=30)
+        await asyncio.sleep(0.5)
+    finally:
+        await sock.aclose()
+        await api.end_session(session_id)
+        await reader
+    order = kinds(items)
+    assert order.count("E") == 1
+    first_a, end = order.index("A"), order.index("E")
+    assert "A" not in order[end:], "audio after the segment end"
+    assert order[end + 1 :].count("V") >= 10  # video goes on while idle
+    assert abs(order[first_a:end].count("V") - 3000 / FRAME_MS) <= 1
+    audio = [item for _, item in items if isinstance(item, rtc.AudioFrame)]
+    out = np.concatenate([np.frombuffer(a.data, np.int16) for a in audio])
+    assert abs(len(out) - len(pcm)) <= RATE * FRAME_MS // 1000
+    assert np.corrcoef(out[: len(pcm)].astype(float), pcm[: len(out)].astype(float))[0, 1] > 0.99
+    video = [item for _, item in items if isinstance(item, rtc.VideoFrame)]
+    assert all((v.width, v.height, v.type) == (W, H, rtc.VideoBufferType.RGB24) for v in video)
+    assert len(video[0].data) == W * H * 3
+
+
+async def test_generator_clear_buffer_interrupts(api: AgentHuman) -> None:
+    session_id, sock, gen = await open_generator(api)
+    items: list[tuple[float, Any]] = []
+    reader = asyncio.create_task(collect(gen, items))
+    try:
+        for frame in frames_of(speech(4.0)):
+            await gen.push_audio(frame)
+        await sock.wait_for(SpeakStarted, timeout_s=30)
+        await asyncio.sleep(1.0)
+        t_clear = time.perf_counter()
+        await gen.clear_buffer()
+        confirmed = await sock.wait_for(InterruptConfirmed)
+        await asyncio.sleep(0.5)
+    finally:
+        await sock.aclose()
+        await api.end_session(session_id)
+        await reader
+    assert "E" not in kinds(items)  # the runner reports an interrupted segment itself
+    late = [
+        t for t, item in items if isinstance(item, rtc.AudioFrame) and t > t_clear + 2 * FRAME_S
+    ]
+    assert not late, "speech audio more than 2 frames after clear_buffer"
+    out_ms = sum(item.duration for _, item in items if isinstance(item, rtc.AudioFrame)) * 1000
+    assert abs(out_ms - confirmed.played_ms) <= 2 * FRAME_MS, (out_ms, confirmed.played_ms)
+
+
+def mock_room() -> Any:
+    room = create_mock_room()
+    publication = MagicMock()
+    publication.wait_for_subscription = AsyncMock(return_value=None)
+    room.local_participant.publish_track = AsyncMock(return_value=publication)
+    return room
+
+
+async def test_avatar_runner_reports_playback_from_our_events(api: AgentHuman) -> None:
+    session_id, sock, gen = await open_generator(api)
+    audio_out = QueueAudioOutput(sample_rate=RATE, wait_playback_start=True)
+    runner = AvatarRunner(
+        mock_room(),
+        audio_recv=audio_out,
+        video_gen=gen,
+        options=AvatarOptions(W, H, FPS, RATE, 1),
+    )
+    started: list[float] = []
+    finished: list[Any] = []
+    audio_out.on("playback_started", lambda ev: started.append(time.perf_counter()))
+    audio_out.on("playback_finished", finished.append)
+    await runner.start()
+    try:
+        for frame in frames_of(speech(3.0)):
+            await audio_out.capture_frame(frame)
+        audio_out.flush()
+        await sock.wait_for(SpeakEnded, timeout_s=30)
+        for _ in range(100):
+            if finished:
+                break
+            await asyncio.sleep(0.05)
+        assert len(started) == 1 and len(finished) == 1
+        assert not finished[0].interrupted
+        assert abs(finished[0].playback_position - 3.0) <= FRAME_S
+        # The second utterance is interrupted: the position is what really came out.
+        for frame in frames_of(speech(4.0)):
+            await audio_out.capture_frame(frame)
+        after = len(sock.events)
+        await sock.wait_for(SpeakStarted, timeout_s=30, after=after)
+        await asyncio.sleep(1.0)
+        audio_out.clear_buffer()
+        confirmed = await sock.wait_for(InterruptConfirmed, after=after)
+        for _ in range(100):
+            if len(finished) == 2:
+                break
+            await asyncio.sleep(0.05)
+        assert len(started) == 2 and len(finished) == 2 and finished[1].interrupted
+        assert abs(finished[1].playback_position * 1000 - confirmed.played_ms) <= 2 * FRAME_MS
+    finally:
+        await runner.aclose()
+        await sock.aclose()
+        await api.end_session(session_id)
+
+
+async def test_avatar_session_wires_the_agent_session(
+    api: AgentHuman, server: RunningServer
+) -> None:
+    room = mock_room()
+    agent_session: AgentSession[Any] = AgentSession()
+    avatar = AvatarSession(
+        api_key=server.api_key,
+        base_url=server.base_url,
+        video_width=W,
+        video_height=H,
+        fps=FPS,
+        sample_rate=RATE,
+    )
+    await avatar.start(agent_session, room)
+    try:
+        assert avatar.avatar_identity == room.local_participant.identity
+        assert agent_session.output.audio is avatar.audio_output
+        assert avatar.session is not None and avatar.socket is not None
+        assert (await api.get_session(avatar.session.session_id)).status == "started"
+        # The runner publishes the avatar's tracks as the agent's own participant.
+        for _ in range(100):
+            if room.local_participant.publish_track.await_count >= 2:
+                break
+            await asyncio.sleep(0.05)
+        assert room.local_participant.publish_track.await_count == 2
+    finally:
+        await avatar.aclose()
+    ended = await api.get_session(avatar.session.session_id)
+    assert (ended.status, ended.end_reason) == ("ended", "client_request")

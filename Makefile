@@ -3,13 +3,18 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The client package (client/) and its framework adapters are tested from a venv of their own,
+# with the frameworks at the exact versions of client/constraints-ci.txt: pipecat-ai caps
+# protobuf below 7, and a bot's process needs neither torch nor daily.
+CLIENT_VENV := .venv-client
+CLIENT_STAMP := $(CLIENT_VENV)/.installed
 # Pins torch to the CPU build (see constraints.txt). `make install CONSTRAINTS=` keeps whatever
 # torch your environment resolves instead, e.g. a CUDA build on a workstation.
 CONSTRAINTS ?= constraints.txt
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install browser run test lint bench clean
+.PHONY: help install browser run test test-client lint bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -22,7 +27,15 @@ $(STAMP): pyproject.toml constraints.txt
 	else \
 		$(BIN)/python -m pip install -q -c $(CONSTRAINTS) -e '.[dev]'; \
 	fi
+	$(BIN)/python -m pip install -q -e client
 	touch $(STAMP)
+
+$(CLIENT_STAMP): client/pyproject.toml client/constraints-ci.txt
+	test -x $(CLIENT_VENV)/bin/python || $(PY) -m venv $(CLIENT_VENV)
+	$(CLIENT_VENV)/bin/python -m pip install -q --upgrade pip
+	$(CLIENT_VENV)/bin/python -m pip install -q -c client/constraints-ci.txt \
+		-e 'client[pipecat,livekit,test]'
+	touch $(CLIENT_STAMP)
 
 install: $(STAMP) ## create .venv and install the server with its test tools
 
@@ -38,17 +51,21 @@ browser:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	else echo "chromium not found and not root: the browser test will be skipped"; fi
 
-test: $(STAMP) browser ## install, then run the whole test suite
+test: $(STAMP) browser ## install, then run the whole test suite (server, then client)
 	$(BIN)/python -m pytest -q $(ARGS)
+	$(MAKE) test-client
+
+test-client: $(STAMP) $(CLIENT_STAMP) ## the client and its Pipecat/LiveKit adapters, against run.py
+	cd client && SERVER_PYTHON=$(CURDIR)/$(BIN)/python ../$(CLIENT_VENV)/bin/python -m pytest -q
 
 lint: $(STAMP) ## ruff and mypy
-	$(BIN)/ruff check agenthuman_local tests bench
-	$(BIN)/ruff format --check agenthuman_local tests bench
+	$(BIN)/ruff check agenthuman_local tests bench client
+	$(BIN)/ruff format --check agenthuman_local tests bench client
 	$(BIN)/mypy
 
 bench: $(STAMP) ## run the benchmarks; writes bench/results.json, exits non-zero on a missed goal
 	$(BIN)/python -m bench $(ARGS)
 
 clean: ## remove the venv, caches and bench results (never data/)
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache bench/results.json
+	rm -rf $(VENV) $(CLIENT_VENV) .pytest_cache .mypy_cache .ruff_cache bench/results.json
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -69,11 +69,14 @@ MIN_FPS = 10
 MAX_FPS = 60
 
 # Binary output messages: `kind u8, reserved u8[3], pts_ms u64, frame_index u32`, little-endian,
-# 16 bytes, then the payload (a JPEG, or PCM s16le mono at the session's sample rate).
+# 16 bytes, then the payload: a JPEG (kind 1), PCM s16le mono at the session's sample rate
+# (kind 2), or raw RGB24 (kind 3): width·height·3 bytes, rows top to bottom, no padding, at the
+# size of `connection.established.video`.
 MEDIA_HEADER = struct.Struct("<B3xQI")
 MEDIA_HEADER_BYTES = MEDIA_HEADER.size
 KIND_VIDEO_JPEG = 1
 KIND_AUDIO_PCM = 2
+KIND_VIDEO_RGB24 = 3
 
 
 class ProtocolError(Exception):
@@ -91,6 +94,7 @@ class OutputOptions:
 
     video_jpeg: bool = False
     audio: bool = False
+    video_rgb24: bool = False  # raw frames, for clients on the same machine
 
 
 @dataclass(frozen=True)
@@ -179,12 +183,12 @@ def _output(value: Any) -> OutputOptions:
     if not isinstance(value, dict):
         raise ProtocolError(E_VALIDATION, "output must be an object")
     video = value.get("video")
-    if video not in (None, False, "jpeg"):
-        raise ProtocolError(E_VALIDATION, 'output.video must be "jpeg" or null')
+    if video not in (None, False, "jpeg", "rgb24"):
+        raise ProtocolError(E_VALIDATION, 'output.video must be "jpeg", "rgb24" or null')
     audio = value.get("audio", False)
     if not isinstance(audio, bool):
         raise ProtocolError(E_VALIDATION, "output.audio must be true or false")
-    return OutputOptions(video_jpeg=video == "jpeg", audio=audio)
+    return OutputOptions(video_jpeg=video == "jpeg", audio=audio, video_rgb24=video == "rgb24")
 
 
 def parse_init(text: str | bytes) -> SessionInit:

@@ -38,6 +38,12 @@ def test_init_era_c_reads_top_level_and_output():
     assert init.output == p.OutputOptions(video_jpeg=True, audio=True)
 
 
+def test_init_output_video_rgb24():
+    init = p.parse_init(_init_b(output={"video": "rgb24"}))
+    assert init.output == p.OutputOptions(video_rgb24=True)
+    assert not init.output.video_jpeg and p.KIND_VIDEO_RGB24 == 3
+
+
 def test_init_accepts_either_token_name_in_either_era():
     raw = {"type": "session.init", "config": {"session_id": "s", "session_token": "x"}}
     assert p.parse_init(json.dumps(raw)).token == "x"

@@ -243,11 +243,12 @@ async def session_ws(request: web.Request) -> web.WebSocketResponse:
                 ws, WSCloseCode.INTERNAL_ERROR, E_MEDIA_FAILED, "The avatar could not be loaded"
             )
             return ws
-        if init.output.video_jpeg or init.output.audio:
+        if init.output.video_jpeg or init.output.video_rgb24 or init.output.audio:
             sink = SocketMediaSink(
                 init.session_id,
                 link.send_media,
                 video_jpeg=init.output.video_jpeg,
+                video_rgb24=init.output.video_rgb24,
                 audio=init.output.audio,
                 sample_rate_hz=init.sample_rate_hz,
             )

@@ -257,7 +257,8 @@ def frame_size(spec: MediaSpec) -> FrameSize:
 
 
 class SocketMediaSink(QueuedSink):
-    """`output` of session.init: frames (JPEG) and audio back over the socket (SPEC §8).
+    """`output` of session.init: frames (JPEG or raw RGB24) and audio back over the socket
+    (SPEC §8).
 
     A client that reads slowly loses its own oldest frames; JPEG encoding runs on a worker
     thread, never on the loop. Audio goes out at the session's `sample_rate`, resampled from
@@ -272,6 +273,7 @@ class SocketMediaSink(QueuedSink):
         video_jpeg: bool,
         audio: bool,
         sample_rate_hz: int,
+        video_rgb24: bool = False,
         jpeg_quality: int = 85,
         max_frames: int = 8,
     ) -> None:
@@ -280,6 +282,7 @@ class SocketMediaSink(QueuedSink):
         super().__init__(f"{session_id}:socket", max_frames)
         self._send = send_media
         self._video = video_jpeg
+        self._rgb24 = video_rgb24
         self._audio = audio
         self._quality = jpeg_quality
         self._resampler = (
@@ -293,6 +296,11 @@ class SocketMediaSink(QueuedSink):
             jpeg = await asyncio.to_thread(_encode_jpeg, frame.rgb, self._quality)
             self._send(
                 protocol.pack_media(protocol.KIND_VIDEO_JPEG, frame.pts_ms, frame.frame_index, jpeg)
+            )
+        elif self._rgb24:
+            raw = frame.rgb.tobytes()  # (height, width, 3) uint8, C order
+            self._send(
+                protocol.pack_media(protocol.KIND_VIDEO_RGB24, frame.pts_ms, frame.frame_index, raw)
             )
         if self._audio:
             pcm = frame.pcm

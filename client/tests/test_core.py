@@ -264,3 +264,29 @@ async def test_server_down_is_a_connection_error() -> None:
     async with AgentHuman("ah_live_" + "x" * 32, "http://127.0.0.1:9/v1") as api:
         with pytest.raises(aiohttp.ClientConnectionError):
             await api.create_session()
+
+
+async def test_rgb24_frames_are_the_jpeg_frames_undecoded(api: AgentHuman) -> None:
+    """Two sessions of the deterministic test engine render the same frames: one asks for
+    rgb24, one for JPEG; frame by frame they agree up to JPEG's loss."""
+    frames: dict[str, dict[int, np.ndarray]] = {}
+    for video in ("rgb24", "jpeg"):
+        session_id, sock = await open_socket(api, output_video=video)
+        got: dict[int, np.ndarray] = {}
+        try:
+            async for item in sock:
+                if isinstance(item, VideoFrame):
+                    assert (item.rgb24 is None) == (video == "jpeg")
+                    got[item.frame_index] = item.array()
+                    if len(got) == 10:
+                        break
+        finally:
+            await sock.aclose()
+            await api.end_session(session_id)
+        frames[video] = got
+    common = sorted(set(frames["rgb24"]) & set(frames["jpeg"]))
+    assert len(common) >= 5
+    for index in common:
+        raw, jpeg = frames["rgb24"][index], frames["jpeg"][index]
+        assert raw.shape == (H, W, 3) and raw.std() > 5
+        assert np.abs(raw.astype(int) - jpeg.astype(int)).mean() < 4

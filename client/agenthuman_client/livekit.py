@@ -43,7 +43,13 @@ from agenthuman_client.events import (
     SpeakEnded,
     SpeakStarted,
 )
-from agenthuman_client.media import AudioFrame, SpeechCoalescer, UtteranceGate, VideoFrame
+from agenthuman_client.media import (
+    AudioFrame,
+    SpeechCoalescer,
+    UtteranceGate,
+    VideoFrame,
+    video_format_for,
+)
 from agenthuman_client.rest import DEFAULT_BASE_URL, AgentHuman, Session
 from agenthuman_client.socket import SessionSocket
 
@@ -159,14 +165,14 @@ class AvatarSession(_BaseAvatarSession):  # type: ignore[type-arg]
         video_height: int = 720,
         fps: int = 25,
         sample_rate: int = 24000,
-        output_video: str = "jpeg",
+        output_video: str = "auto",
     ) -> None:
         super().__init__()
         self._api = AgentHuman(api_key, base_url)
         self._avatar_id = avatar_id
         self._size = (video_width, video_height, fps)
         self._sample_rate = sample_rate
-        self._output_video = output_video
+        self._output_video = video_format_for(base_url, output_video)
         self._identity = ""
         self.session: Session | None = None
         self.socket: SessionSocket | None = None

@@ -99,6 +99,17 @@ def decode_media(message: bytes, *, width: int, height: int, sample_rate: int) -
     return None
 
 
+def video_format_for(base_url: str, requested: str) -> str:
+    """`requested`, or for "auto": raw "rgb24" when the server is on this machine (loopback),
+    "jpeg" otherwise (a 1280×720 raw frame is 2.7 MB; 25 of them a second suit loopback only)."""
+    if requested != "auto":
+        return requested
+    from urllib.parse import urlsplit
+
+    host = urlsplit(base_url).hostname or ""
+    return "rgb24" if host in ("127.0.0.1", "localhost", "::1") else "jpeg"
+
+
 def to_pcm16(audio: bytes | np.ndarray) -> bytes:
     """PCM s16le bytes from bytes, int16 samples, or floats in [-1, 1]."""
     if isinstance(audio, bytes | bytearray | memoryview):

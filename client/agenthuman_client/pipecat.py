@@ -11,7 +11,9 @@ transport's params unless given), then:
 - `TTSAudioRawFrame`s become speech on the session socket and are not forwarded; a
   `TTSStoppedFrame` becomes `agent.speak_end` and is held back; an `InterruptionFrame` becomes
   `agent.interrupt` and is forwarded.
-- The session's frames come back as RGB `OutputImageRawFrame`s of the session's size. Its audio
+- The session's frames come back as RGB `OutputImageRawFrame`s of the session's size (raw
+  rgb24 from a server on this machine, JPEG decoded with Pillow from elsewhere:
+  `output_video="auto"`). Its audio
   comes back as `TTSAudioRawFrame`s **only inside an utterance** (between our
   `agent.speak_started` and `agent.speak_ended`), and the held `TTSStoppedFrame` follows the
   utterance's last audio, so the output transport's own bot-speaking detection says started
@@ -65,7 +67,13 @@ from agenthuman_client.events import (
     SpeakEnded,
     SpeakStarted,
 )
-from agenthuman_client.media import AudioFrame, SpeechCoalescer, UtteranceGate, VideoFrame
+from agenthuman_client.media import (
+    AudioFrame,
+    SpeechCoalescer,
+    UtteranceGate,
+    VideoFrame,
+    video_format_for,
+)
 from agenthuman_client.rest import DEFAULT_BASE_URL, AgentHuman, ApiError, Session
 from agenthuman_client.socket import SessionSocket, SocketRefused
 
@@ -96,7 +104,7 @@ class AgentHumanVideoService(AIService):
         video_height: int | None = None,
         fps: int | None = None,
         sample_rate: int | None = None,
-        output_video: str = "jpeg",
+        output_video: str = "auto",
         end_timeout_s: float = 10.0,
         resume_for_s: float = 10.0,
         jitter_ms: float = 20.0,
@@ -114,7 +122,7 @@ class AgentHumanVideoService(AIService):
         self._height = video_height or getattr(params, "video_out_height", None)
         self._fps = fps or getattr(params, "video_out_framerate", None)
         self._sample_rate = sample_rate or getattr(params, "audio_out_sample_rate", None)
-        self._output_video = output_video
+        self._output_video = video_format_for(base_url, output_video)
         self._end_timeout_s = end_timeout_s
         self._resume_for_s = resume_for_s
         self._jitter_s = jitter_ms / 1000

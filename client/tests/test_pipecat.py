@@ -139,6 +139,7 @@ async def run_pipeline(
     api_key: str | None = None,
     base_url: str | None = None,
     limit_s: float = 60,
+    **service_kwargs: Any,
 ) -> Run:
     params = TransportParams(
         audio_out_enabled=True,
@@ -157,6 +158,7 @@ async def run_pipeline(
         video_width=W,
         video_height=H,
         fps=FPS,
+        **service_kwargs,
     )
     down = Recorder((BotStartedSpeakingFrame, BotStoppedSpeakingFrame), FrameDirection.DOWNSTREAM)
     up = Recorder((ErrorFrame,), FrameDirection.UPSTREAM)
@@ -203,8 +205,9 @@ def mouth_motion(frames: list[OutputImageRawFrame]) -> float:
     return float(np.mean(diffs)) if diffs else 0.0
 
 
+@pytest.mark.parametrize("video", ["auto", "jpeg"])  # auto: rgb24, the server is local
 async def test_an_utterance_through_a_real_output_transport(
-    server: RunningServer, api: AgentHuman
+    server: RunningServer, api: AgentHuman, video: str
 ) -> None:
     pcm = speech(3.0)
 
@@ -218,10 +221,11 @@ async def test_an_utterance_through_a_real_output_transport(
         await asyncio.sleep(0.6)  # idle again for a while
         await run.send(EndFrame())
 
-    run = await run_pipeline(server, script)
+    run = await run_pipeline(server, script, output_video=video)
     assert not run.up.frames, run.up.frames
     sock = run.service.socket
     assert sock is not None
+    assert sock._init["output"]["video"] == ("rgb24" if video == "auto" else "jpeg")
     started = next(e for e in sock.events if isinstance(e, SpeakStarted))
     ended = next(e for e in sock.events if isinstance(e, SpeakEnded))
     images = [f for _, f in run.output.video]

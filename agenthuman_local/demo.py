@@ -3,7 +3,8 @@
 Creates and starts a session, prints its `viewer_url` ("open this URL and watch it talk"),
 connects the session WebSocket, speaks a WAV (the shipped `data/hello.wav` by default) or, with
 `--text` and espeak-ng installed, the text; waits for `agent.speak_ended`, idles until Ctrl-C or
-`--seconds`, then ends the session. Uses only the public API, so it doubles as a client example.
+`--seconds`, then ends the session. A client of the public API through our own client package
+(`client/`, agenthuman-client), so it doubles as its example.
 
     python run.py &                                  # the server, in another terminal
     python -m agenthuman_local.demo                  # key from data/api_key
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import contextlib
 import io
 import shutil
@@ -23,14 +23,23 @@ import sys
 import wave
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import numpy as np
+from agenthuman_client import (
+    AgentHuman,
+    ApiError,
+    ServerError,
+    SocketClosed,
+    SocketRefused,
+    SpeakEnded,
+    SpeakStarted,
+)
+from agenthuman_client.socket import SessionSocket
 
 HELLO_WAV = Path(__file__).resolve().parent / "data" / "hello.wav"
 CHUNK_MS = 200
-START_RETRIES = 60  # start answers `try_again` while the engine loads (SPEC §5)
+START_WAIT_S = 60.0  # start answers `try_again` while the engine loads (SPEC §5)
 
 
 class DemoError(Exception):
@@ -60,67 +69,41 @@ def speech(wav: Path | None, text: str | None) -> tuple[bytes, int]:
     return read_wav((wav or HELLO_WAV).read_bytes())
 
 
-async def _json(http: aiohttp.ClientSession, method: str, url: str, **kw: Any) -> Any:
-    async with http.request(method, url, **kw) as r:
-        body = await r.json(content_type=None)
-        if r.status >= 400:
-            error = body.get("error", {}) if isinstance(body, dict) else {}
-            raise DemoError(f"{method} {url}: {r.status} {error.get('message', body)}")
-        return body
-
-
-async def _start(http: aiohttp.ClientSession, base_url: str, session_id: str) -> str:
-    for _ in range(START_RETRIES):
-        started = await _json(http, "PUT", f"{base_url}/v1/sessions/{session_id}/start")
-        if started["ws_uri"] != "try_again":
-            return str(started["ws_uri"])
-        await asyncio.sleep(1.0)
-    raise DemoError("the avatar engine did not finish loading")
-
-
-async def _until(ws: aiohttp.ClientWebSocketResponse, kind: str) -> dict[str, Any]:
-    async for msg in ws:
-        if msg.type is aiohttp.WSMsgType.TEXT:
-            event = msg.json()
-            if event["type"] == "error":
-                print(f"server: {event.get('code')}: {event.get('error')}", file=sys.stderr)
-            if event["type"] == kind:
-                return dict(event)
-    raise DemoError(f"the socket closed before {kind} ({ws.close_code})")
-
-
 async def run(
     base_url: str, key: str, pcm: bytes, sample_rate_hz: int, seconds: float | None
 ) -> None:
-    async with aiohttp.ClientSession(headers={"x-api-key": key}) as http:
-        created = await _json(http, "POST", f"{base_url}/v1/sessions", json={"aspect_ratio": "4:3"})
-        session = created["session"]
-        sid = session["session_id"]
+    async with AgentHuman(key, f"{base_url}/v1") as api:
+        # Start retries `try_again` while the engine loads, and NO_CAPACITY per Retry-After.
+        session = await api.create_and_start(aspect_ratio="4:3", retry_for_s=START_WAIT_S)
         try:
-            ws_uri = await _start(http, base_url, sid)
             print(
-                f"\nOpen this URL and watch it talk:\n\n    {session['viewer_url']}\n", flush=True
+                f"\nOpen this URL and watch it talk:\n\n    {session.raw['viewer_url']}\n",
+                flush=True,
             )
-            async with http.ws_connect(ws_uri, max_msg_size=0) as ws:
-                init = {"session_id": sid, "access_token": session["access_token"]}
-                await ws.send_json({"type": "session.init", "config": init})
-                await _until(ws, "connection.established")
+            sock = await SessionSocket.connect(session, http=api.http)
+            sock.listeners.append(_print_errors)
+            try:
                 await asyncio.sleep(2.0)  # a moment to open the page before it speaks
                 step = sample_rate_hz * CHUNK_MS // 1000 * 2
                 for i in range(0, len(pcm), step):
-                    audio = base64.b64encode(pcm[i : i + step]).decode()
-                    msg = {"type": "agent.speak", "audio": audio, "sample_rate": sample_rate_hz}
-                    await ws.send_json(msg)
-                await ws.send_json({"type": "agent.speak_end"})
-                await _until(ws, "agent.speak_started")
+                    await sock.speak(pcm[i : i + step], sample_rate_hz)
+                await sock.speak_end()
+                await sock.wait_for(SpeakStarted, timeout_s=60)
                 print("speaking…", flush=True)
-                ended = await _until(ws, "agent.speak_ended")
-                print(f"spoke {ended['played_ms'] / 1000:.1f} s; idling (Ctrl-C ends)", flush=True)
+                ended = await sock.wait_for(SpeakEnded, timeout_s=600)
+                print(f"spoke {ended.played_ms / 1000:.1f} s; idling (Ctrl-C ends)", flush=True)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(_until(ws, "never"), seconds)
+                    await asyncio.wait_for(sock.wait_for(SocketClosed, timeout_s=1e9), seconds)
+            finally:
+                await sock.aclose()
         finally:
-            await _json(http, "PUT", f"{base_url}/v1/sessions/{sid}/end")
-            print(f"session {sid} ended", flush=True)
+            await api.end_session(session.session_id)
+            print(f"session {session.session_id} ended", flush=True)
+
+
+def _print_errors(item: object) -> None:
+    if isinstance(item, ServerError):
+        print(f"server: {item.code}: {item.error}", file=sys.stderr)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -146,7 +129,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         asyncio.run(run(args.base_url.rstrip("/"), key, pcm, rate, args.seconds))
     except KeyboardInterrupt:
         pass
-    except (DemoError, aiohttp.ClientError, OSError, subprocess.CalledProcessError) as exc:
+    except (
+        DemoError,
+        ApiError,
+        SocketRefused,
+        ConnectionError,
+        TimeoutError,
+        aiohttp.ClientError,
+        OSError,
+        subprocess.CalledProcessError,
+    ) as exc:
         print(f"demo: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -386,6 +386,7 @@ class AgentHumanVideoService(AIService):
                     await self._on_speech(audio, utterance_id)
             elif isinstance(item, SpeakEnded):
                 self._gate.event(item)
+                self._current_start_pts = None
                 self._open.discard(item.utterance_id)
                 if item.interrupted:
                     self._dead.add(item.utterance_id)

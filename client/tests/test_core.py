@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+from pathlib import Path
 
 import aiohttp
 import numpy as np
 import pytest
-from conftest import RunningServer, server_python, speech
+from conftest import RunningServer, server_python, speech, start_server, stop_server
 
 from agenthuman_client import (
     AgentHuman,
@@ -133,10 +134,34 @@ async def test_start_waits_out_no_capacity(api: AgentHuman) -> None:
             await api.end_session(s.session_id)
 
 
+async def test_start_retries_try_again_while_the_engine_loads(tmp_path: Path) -> None:
+    """A server that warms its engine at start-up answers start with `try_again` at first; the
+    client's start waits it out and returns the real ws_uri."""
+    loading = await asyncio.to_thread(
+        start_server,
+        tmp_path / "data",
+        tmp_path / "server.log",
+        "engine.preload=true",
+        engine_ready=False,
+    )
+    try:
+        async with AgentHuman(loading.api_key, loading.base_url) as api:
+            session = await api.create_session()
+            first = await api.request("PUT", f"/sessions/{session.session_id}/start")
+            assert first["ws_uri"] == "try_again", "the engine loaded before the first start"
+            started = await api.start_session(session.session_id, retry_for_s=60)
+            assert started.ws_uri.startswith("ws://")
+            assert (await api.get_session(session.session_id)).status == "started"
+            await api.end_session(session.session_id)
+    finally:
+        await asyncio.to_thread(stop_server, loading)
+
+
 async def test_speech_events_and_media(api: AgentHuman) -> None:
     session_id, sock = await open_socket(api, output_video="jpeg", output_audio=True)
     try:
         assert sock.established == ConnectionEstablished(session_id, False, W, H, FPS)
+        assert sock._ws is not None and sock._ws.compress == 0  # no permessage-deflate
         pcm = speech(2.0)
         for start in range(0, len(pcm), 3200):
             await sock.speak(pcm[start : start + 3200])  # 200 ms chunks, binary

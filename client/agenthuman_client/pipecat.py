@@ -19,8 +19,9 @@ transport's params unless given), then:
   utterance's last audio, so the output transport's own bot-speaking detection says started
   once, when the avatar really starts to speak, and stopped once, after its last sample. Audio
   of an interrupted utterance that arrives after the interrupt is dropped.
-- Nothing is pushed before the output transport says it is ready (`OutputTransportReadyFrame`);
-  what arrives before is held (up to two seconds). The server publishes frames at their pts in
+- Nothing is pushed before the output transport says it is ready (`OutputTransportReadyFrame`):
+  until then the latest idle image is held, and from the first speech on everything (up to
+  ten seconds), and pushed when it is. The server publishes frames at their pts in
   real time, so pushing on arrival keeps the transport's video and audio queues in step.
 - `EndFrame` lets queued speech finish (at most `end_timeout_s`), then ends the session;
   `CancelFrame` ends it at once. A dropped socket resumes within the server's grace. Errors
@@ -80,6 +81,7 @@ from agenthuman_client.socket import SessionSocket, SocketRefused
 PTS_KEY = "agenthuman_pts_ms"
 UTTERANCE_KEY = "agenthuman_utterance_id"
 WARMUP_FRAMES = 8
+BACKLOG_S = 10  # media held for an output transport that is not ready yet
 
 
 @dataclass
@@ -339,8 +341,14 @@ class AgentHumanVideoService(AIService):
         if self._ready:
             await self.push_frame(frame)
             return
+        # Before the transport is ready it would drop what it gets: hold the latest idle image,
+        # and everything from the first speech on (bounded), for when it is.
+        if isinstance(frame, OutputImageRawFrame) and not any(
+            isinstance(f, TTSAudioRawFrame) for f in self._backlog
+        ):
+            self._backlog.clear()
         self._backlog.append(frame)
-        limit = 2 * (self._fps or 25) * 2
+        limit = BACKLOG_S * (self._fps or 25) * 2
         while len(self._backlog) > limit:
             self._backlog.popleft()
 

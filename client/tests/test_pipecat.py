@@ -53,14 +53,27 @@ FRAME_SAMPLES = RATE // FPS
 class RecordingOutput(BaseOutputTransport):
     """What a real output transport would send, with the time it would send it."""
 
-    def __init__(self, params: TransportParams) -> None:
+    def __init__(self, params: TransportParams, ready_after_s: float = 0.0) -> None:
         super().__init__(params)
+        self.ready_after_s = ready_after_s
+        self.ready_at = 0.0
         self.audio: list[tuple[float, bytes]] = []
         self.video: list[tuple[float, OutputImageRawFrame]] = []
         self._next_audio_at = 0.0
 
     async def start(self, frame: StartFrame) -> None:
         await super().start(frame)
+        if self.ready_after_s:
+            self.create_task(self._ready_later(frame))
+        else:
+            await self._ready(frame)
+
+    async def _ready_later(self, frame: StartFrame) -> None:
+        await asyncio.sleep(self.ready_after_s)  # e.g. a WebRTC peer still connecting
+        await self._ready(frame)
+
+    async def _ready(self, frame: StartFrame) -> None:
+        self.ready_at = time.perf_counter()
         await self.set_transport_ready(frame)
 
     async def write_audio_frame(self, frame: OutputAudioRawFrame) -> bool:
@@ -139,6 +152,7 @@ async def run_pipeline(
     api_key: str | None = None,
     base_url: str | None = None,
     limit_s: float = 60,
+    ready_after_s: float = 0.0,
     **service_kwargs: Any,
 ) -> Run:
     params = TransportParams(
@@ -151,7 +165,7 @@ async def run_pipeline(
         video_out_height=H,
         video_out_framerate=FPS,
     )
-    output = RecordingOutput(params)
+    output = RecordingOutput(params, ready_after_s)
     service = AgentHumanVideoService(
         api_key=api_key or server.api_key,
         base_url=base_url or server.base_url,
@@ -176,6 +190,7 @@ async def run_pipeline(
 
     async def drive() -> None:
         await asyncio.wait_for(started.wait(), 30)
+        await asyncio.sleep(0.05)  # the service's start (create, start, connect) runs first
         await script(run)
 
     runner = WorkerRunner(handle_sigint=False)
@@ -366,3 +381,36 @@ async def test_errors_become_error_frames_with_our_code(server: RunningServer, c
     errors = [f for _, f in run.up.of(ErrorFrame)]
     assert errors and isinstance(errors[0], AgentHumanErrorFrame)
     assert errors[0].code == expected
+
+
+async def test_media_is_held_until_the_output_transport_is_ready(server: RunningServer) -> None:
+    """The transport gets ready 1.5 s late; speech sent before that is held, not lost."""
+    pcm = speech(1.0)
+
+    async def script(run: Run) -> None:
+        await asyncio.sleep(0.5)
+        await run.say(pcm)
+        sock = run.service.socket
+        assert sock is not None
+        await sock.wait_for(SpeakEnded, timeout_s=30)
+        for _ in range(200):
+            if run.output.ready_at:
+                break
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(1.5)
+        await run.send(EndFrame())
+
+    run = await run_pipeline(server, script, ready_after_s=1.5)
+    assert run.output.ready_at and run.output.video
+    assert run.output.video[0][0] >= run.output.ready_at
+    assert abs(len(run.output.audio_samples()) - len(pcm)) <= FRAME_SAMPLES
+    assert len(run.down.of(BotStartedSpeakingFrame)) == 1
+    assert len(run.down.of(BotStoppedSpeakingFrame)) == 1
+
+
+def test_size_and_fps_come_from_the_transport_params() -> None:
+    params = TransportParams(
+        video_out_enabled=True, video_out_width=640, video_out_height=480, video_out_framerate=30
+    )
+    service = AgentHumanVideoService(api_key="k", transport=RecordingOutput(params))
+    assert (service._width, service._height, service._fps) == (640, 480, 30)

@@ -56,6 +56,11 @@ from agenthuman_client.socket import SessionSocket
 if TYPE_CHECKING:
     from livekit.agents.voice.agent_session import AgentSession
 
+# Received but not yet yielded items past which idle video frames are skipped: the runner's
+# AVSynchronizer never plays faster than real time, so a consumer that fell behind (a CPU
+# hiccup) would otherwise stay behind, and the next utterance would start late.
+CATCH_UP_ITEMS = 6
+
 
 class AgentHumanVideoGenerator(VideoGenerator):
     """A `VideoGenerator` backed by our session socket.
@@ -63,7 +68,8 @@ class AgentHumanVideoGenerator(VideoGenerator):
     `push_audio` → speech (a segment end → `agent.speak_end`), `clear_buffer` →
     `agent.interrupt`. It yields a video frame for every frame the session renders, audio frames
     only within an utterance, and an `AudioSegmentEnd` after an utterance's last audio. Audio of
-    an interrupted utterance that arrives after the interrupt is dropped.
+    an interrupted utterance that arrives after the interrupt is dropped; idle frames are
+    skipped while the consumer is behind.
     """
 
     def __init__(self, sock: SessionSocket, *, min_chunk_ms: float = 40.0) -> None:
@@ -112,6 +118,8 @@ class AgentHumanVideoGenerator(VideoGenerator):
     async def _stream(self) -> AsyncIterator[rtc.VideoFrame | rtc.AudioFrame | AudioSegmentEnd]:
         async for item in self.sock:
             if isinstance(item, VideoFrame):
+                if not self._gate.speaking() and self.sock.backlog() > CATCH_UP_ITEMS:
+                    continue  # behind (the runner plays in real time): skip idle frames
                 if item.jpeg is not None:
                     rgb = await asyncio.to_thread(item.rgb_bytes)
                 else:

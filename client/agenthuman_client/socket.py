@@ -269,6 +269,10 @@ class SessionSocket:
             self._closed = closed
             self._record(closed)
 
+    def backlog(self) -> int:
+        """Items received and not yet taken by the iterator: how far a consumer is behind."""
+        return self._queue.qsize()
+
     def __aiter__(self) -> AsyncIterator[Event | Media]:
         return self._iterate()
 

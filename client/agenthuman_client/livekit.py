@@ -118,6 +118,8 @@ class AgentHumanVideoGenerator(VideoGenerator):
     async def _stream(self) -> AsyncIterator[rtc.VideoFrame | rtc.AudioFrame | AudioSegmentEnd]:
         async for item in self.sock:
             if isinstance(item, VideoFrame):
+                if self._ends_before(item.pts_ms):
+                    yield AudioSegmentEnd()  # the utterance's last audio came with the frame before
                 if not self._gate.speaking() and self.sock.backlog() > CATCH_UP_ITEMS:
                     continue  # behind (the runner plays in real time): skip idle frames
                 if item.jpeg is not None:
@@ -125,8 +127,6 @@ class AgentHumanVideoGenerator(VideoGenerator):
                 else:
                     rgb = item.rgb_bytes()
                 yield rtc.VideoFrame(item.width, item.height, rtc.VideoBufferType.RGB24, rgb)
-                if self._ends_before(item.pts_ms):
-                    yield AudioSegmentEnd()
             elif isinstance(item, AudioFrame):
                 for audio, utterance_id in self._gate.audio(item):
                     if not (self._dropping or utterance_id in self._dead):

@@ -4,7 +4,8 @@
 `QueueAudioOutput(wait_playback_start=True)` over `livekit.agents.ipc.mock_room`'s room (an
 autospec `rtc.Room`; the runner publishes into it, the FFI audio/video sources and the
 `AVSynchronizer` are real). What stays untested: a real LiveKit server and WebRTC (none can run
-offline here), and `AvatarSession` inside a job context (the job's shutdown callback).
+offline here); inside a job (`fake_job_context`) the LiveKit server API is recorded, not
+called.
 """
 
 from __future__ import annotations
@@ -217,3 +218,39 @@ async def test_avatar_session_wires_the_agent_session(
         await avatar.aclose()
     ended = await api.get_session(avatar.session.session_id)
     assert (ended.status, ended.end_reason) == ("ended", "client_request")
+
+
+async def test_closing_in_a_job_never_removes_the_agents_participant(
+    server: RunningServer, api: AgentHuman, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In a job, start registers aclose as a shutdown callback; the base class's aclose would
+    remove the avatar participant through the server API, which here is the agent itself."""
+    from livekit.agents.job import JobContext
+    from livekit.agents.testing import fake_job_context
+    from livekit.agents.voice.avatar import AvatarSession as BaseAvatarSession
+
+    livekit_api = MagicMock()  # the LiveKit server's REST API: the network edge
+    livekit_api.room.remove_participant = AsyncMock()
+    monkeypatch.setattr(JobContext, "api", property(lambda self: livekit_api))
+    room = mock_room()
+    with fake_job_context(room=room) as job:
+        avatar = AvatarSession(
+            api_key=server.api_key, base_url=server.base_url, video_width=W, video_height=H
+        )
+        await avatar.start(AgentSession(), room)
+        assert avatar.session is not None
+        callbacks = list(job._shutdown_callbacks)
+        assert [cb.__qualname__ for cb in callbacks] == ["AvatarSession.aclose"]
+        for callback in callbacks:  # what the job does when it shuts down
+            await callback("test")
+        assert avatar.runner is None
+        assert livekit_api.room.remove_participant.await_count == 0
+
+        class Plain(BaseAvatarSession):  # type: ignore[type-arg]
+            avatar_identity = room.local_participant.identity
+
+        plain = Plain()
+        await plain.start(AgentSession(), room)
+        await plain.aclose()
+        assert livekit_api.room.remove_participant.await_count == 1  # what we avoid
+    assert (await api.get_session(avatar.session.session_id)).end_reason == "client_request"

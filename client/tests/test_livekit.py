@@ -254,3 +254,57 @@ async def test_closing_in_a_job_never_removes_the_agents_participant(
         await plain.aclose()
         assert livekit_api.room.remove_participant.await_count == 1  # what we avoid
     assert (await api.get_session(avatar.session.session_id)).end_reason == "client_request"
+
+
+async def test_an_agent_session_speaks_through_the_avatar(server: RunningServer) -> None:
+    """A real `AgentSession` (no room, no models) says pre-made audio: its playout ends at our
+    `agent.speak_ended`; an interrupt mid-speech ends the next one early, and what the
+    framework reports as played is what the server played."""
+    from livekit.agents import Agent
+
+    room = mock_room()
+    session: AgentSession[Any] = AgentSession()
+    avatar = AvatarSession(
+        api_key=server.api_key,
+        base_url=server.base_url,
+        video_width=W,
+        video_height=H,
+        fps=FPS,
+        sample_rate=RATE,
+    )
+    await avatar.start(session, room)
+    await session.start(agent=Agent(instructions="Say what you are given."), record=False)
+    sock = avatar.socket
+    assert sock is not None
+    ended_at: list[float] = []
+    sock.listeners.append(
+        lambda item: isinstance(item, SpeakEnded) and ended_at.append(time.perf_counter())
+    )
+
+    async def audio(seconds: float) -> Any:
+        for frame in frames_of(speech(seconds)):
+            yield frame
+
+    try:
+        handle = session.say("Hello there", audio=audio(2.0))
+        await asyncio.wait_for(handle.wait_for_playout(), 30)
+        assert ended_at and time.perf_counter() >= ended_at[0]
+        ended = await sock.wait_for(SpeakEnded)
+        assert not ended.interrupted and abs(ended.played_ms - 2000) <= FRAME_MS
+        assert not handle.interrupted
+
+        after = len(sock.events)
+        handle = session.say("A much longer sentence", audio=audio(4.0))
+        await sock.wait_for(SpeakStarted, after=after, timeout_s=30)
+        await asyncio.sleep(1.0)
+        await session.interrupt()
+        await asyncio.wait_for(handle.wait_for_playout(), 10)
+        assert handle.interrupted
+        cut = await sock.wait_for(SpeakEnded, after=after)
+        assert cut.interrupted and 500 < cut.played_ms < 3000
+        messages = [m for m in session.history.items if getattr(m, "type", "") == "message"]
+        assert [m.content for m in messages][0] == ["Hello there"]
+        assert not messages[0].interrupted and messages[-1].interrupted
+    finally:
+        await session.aclose()
+        await avatar.aclose()

@@ -170,7 +170,7 @@ class AgentHumanVideoService(AIService):
 
     # --- lifecycle -------------------------------------------------------------------------
 
-    async def setup(self, setup: FrameProcessorSetup) -> None:
+    async def setup(self, setup: FrameProcessorSetup) -> None:  # type: ignore[override]
         await super().setup(setup)
         if self._sample_rate is None:
             self._sample_rate = setup.audio_out_sample_rate

@@ -108,7 +108,11 @@ class HaarRig:
 
     @classmethod
     def from_json(cls, text: str) -> HaarRig:
+        """A version-1 rig; a version-2 rig is read as the version-1 geometry it implies
+        (`MeshRig.as_haar`), so the version-1 renderer can draw either."""
         raw = json.loads(text)
+        if raw.get("version") == RIG_VERSION:
+            return MeshRig.from_json(text).as_haar()
         if raw.get("version") != HAAR_RIG_VERSION:
             raise ValueError(
                 f"rig.json version {raw.get('version')!r}, expected {HAAR_RIG_VERSION}"
@@ -338,6 +342,9 @@ TEETH_SHARE = 0.3  # share of the inner-mouth polygon that must look like teeth
 # The rig's crop around the face oval, in face widths / heights beyond its box.
 _CROP_SIDE_FW, _CROP_TOP_FH, _CROP_BOTTOM_FH = 0.3, 0.25, 0.45
 _BORDER_STEPS = 8  # border points per crop side
+# The version-1 rig's mouth width spanned the lips' inner part, not corner to corner (the
+# astronaut: Haar 40 px, mesh corners 47.6 px); `as_haar` keeps that meaning.
+_HAAR_MOUTH_SHARE = 0.85
 
 
 @dataclass(frozen=True, eq=False)
@@ -440,7 +447,7 @@ class MeshRig:
             right_eye=eyes[1],
             mouth_x=float(corners[:, 0].mean()),
             lip_y=lip_y,
-            mouth_width=float(np.hypot(*(corners[1] - corners[0]))),
+            mouth_width=_HAAR_MOUTH_SHARE * float(np.hypot(*(corners[1] - corners[0]))),
             lip_curve_px=float(lip_y - corners[:, 1].mean()),
             chin_y=float(self.points(CHIN)[1]),
             teeth_visible=self.teeth_at_rest,

@@ -44,13 +44,13 @@ def poses() -> list[tuple[str, torch.Tensor]]:
 def photo_renderer(image: Path, size: FrameSize, workdir: Path) -> Renderer:
     """The `--image` hook: prepare the photo as an upload would, then the photo renderer."""
     from agenthuman_local.engine.faces import FaceError, prepare_face, save_avatar
-    from agenthuman_local.engine.photo import PhotoRenderer
+    from agenthuman_local.engine.photo import open_photo_renderer
 
     try:
         save_avatar(prepare_face(image.read_bytes()), workdir)
     except (OSError, FaceError) as exc:
         raise SystemExit(f"{image}: {exc}") from exc
-    return PhotoRenderer(workdir, size, "cpu")
+    return open_photo_renderer(workdir, size, "cpu")
 
 
 def _label(img: np.ndarray, text: str, x: int, y: int) -> None:

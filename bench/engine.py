@@ -48,13 +48,13 @@ def _photo(size: FrameSize) -> Renderer:
     import skimage.data
 
     from agenthuman_local.engine.faces import prepare_face, save_avatar
-    from agenthuman_local.engine.photo import PhotoRenderer
+    from agenthuman_local.engine.photo import open_photo_renderer
 
     avatar_dir = Path(_tmp.name) / "photo"
     if not avatar_dir.exists():
         ok, jpg = cv2.imencode(".jpg", cv2.cvtColor(skimage.data.astronaut(), cv2.COLOR_RGB2BGR))
         save_avatar(prepare_face(jpg.tobytes()), avatar_dir)
-    return PhotoRenderer(avatar_dir, size, "cpu")
+    return open_photo_renderer(avatar_dir, size, "cpu")
 
 
 # Every renderer to measure: name → factory(size). Adding one is one line.

@@ -342,9 +342,6 @@ TEETH_SHARE = 0.3  # share of the inner-mouth polygon that must look like teeth
 # The rig's crop around the face oval, in face widths / heights beyond its box.
 _CROP_SIDE_FW, _CROP_TOP_FH, _CROP_BOTTOM_FH = 0.3, 0.25, 0.45
 _BORDER_STEPS = 8  # border points per crop side
-# The version-1 rig's mouth width spanned the lips' inner part, not corner to corner (the
-# astronaut: Haar 40 px, mesh corners 47.6 px); `as_haar` keeps that meaning.
-_HAAR_MOUTH_SHARE = 0.85
 
 
 @dataclass(frozen=True, eq=False)
@@ -407,7 +404,19 @@ class MeshRig:
 
     @property
     def mouth_corners(self) -> np.ndarray:
+        """(2, 2) the outer lip contour's corner points (61/291), image-left first."""
         return self.points((self.outer_upper_lip[0], self.outer_upper_lip[-1]))
+
+    @property
+    def lip_corners(self) -> np.ndarray:
+        """(2, 2) where the lips meet, image-left first: midway between the outer and the inner
+        contour's corner points. MediaPipe puts the outer corner (61/291) on the skin just past
+        the corner on a smile and the inner one (78/308) inside it on a closed mouth; points
+        marked by hand on the astronaut (smiling) and Grace Hopper (closed) lie between them
+        (tests/test_rig_photos.py)."""
+        outer = self.points((self.outer_upper_lip[0], self.outer_upper_lip[-1]))
+        inner = self.points((self.inner_upper_lip[0], self.inner_upper_lip[-1]))
+        return (outer + inner) / 2
 
     @property
     def eye_distance(self) -> float:
@@ -437,6 +446,9 @@ class MeshRig:
             cx, cy = self.irises[e, 0]
             eyes.append(Box(float(cx) - size / 2, float(cy) - size / 2, size, size))
         corners = self.mouth_corners
+        # The version-1 width spanned the opening (the astronaut: Haar 40 px by pixels, 42 by
+        # eye); the inner contour's corners measure the same (41.6 px), the outer ones 47.6.
+        inner = self.points((self.inner_upper_lip[0], self.inner_upper_lip[-1]))
         gap = self.points([self.inner_upper_lip[5], self.inner_lower_lip[5]])
         lip_y = float(gap[:, 1].mean())
         return HaarRig(
@@ -447,7 +459,7 @@ class MeshRig:
             right_eye=eyes[1],
             mouth_x=float(corners[:, 0].mean()),
             lip_y=lip_y,
-            mouth_width=_HAAR_MOUTH_SHARE * float(np.hypot(*(corners[1] - corners[0]))),
+            mouth_width=float(np.hypot(*(inner[1] - inner[0]))),
             lip_curve_px=float(lip_y - corners[:, 1].mean()),
             chin_y=float(self.points(CHIN)[1]),
             teeth_visible=self.teeth_at_rest,

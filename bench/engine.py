@@ -174,6 +174,74 @@ def _rss_per_session_mb() -> float:
     return float(out.stdout.strip().splitlines()[-1])
 
 
+def _portraits() -> dict[str, bytes]:
+    """The two real portraits the tests use, as the JPEG bytes an upload would carry."""
+    import cv2
+    import matplotlib.cbook
+    import skimage.data
+
+    grace = cv2.imread(str(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)))
+    images = {
+        "astronaut": cv2.cvtColor(skimage.data.astronaut(), cv2.COLOR_RGB2BGR),
+        "grace": grace,
+    }
+    return {name: cv2.imencode(".jpg", bgr)[1].tobytes() for name, bgr in images.items()}
+
+
+def _upload_face_figures(runs: int = 15) -> list[Figure]:
+    """upload-face's photo work (decode, detection, face mesh, rig, preview), no HTTP or disk;
+    the first call also loads the four models."""
+    from agenthuman_local.engine import facemesh
+    from agenthuman_local.engine.faces import _decode, prepare_face
+
+    figures = []
+    photos = _portraits()
+    start = time.perf_counter()
+    prepare_face(photos["astronaut"])
+    cold = time.perf_counter() - start
+    figures.append(
+        Figure(
+            "engine",
+            "upload-face photo work, first call",
+            cold * 1000,
+            "ms",
+            conditions="astronaut 512x512; includes loading the 4 .tflite models",
+        )
+    )
+    for name, data in photos.items():
+        times = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            prepare_face(data)
+            times.append(time.perf_counter() - start)
+        rgb = _decode(data)
+        detect = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            facemesh.detect_faces(rgb)
+            detect.append(time.perf_counter() - start)
+        cond = f"{name} {rgb.shape[1]}x{rgb.shape[0]} JPEG, p50 of {runs}, detection + mesh + rig"
+        figures.append(
+            Figure(
+                "engine",
+                f"upload-face photo work p50 ({name})",
+                statistics.median(times) * 1000,
+                "ms",
+                conditions=cond,
+            )
+        )
+        figures.append(
+            Figure(
+                "engine",
+                f"face detection alone p50 ({name})",
+                statistics.median(detect) * 1000,
+                "ms",
+                conditions="short-range model, whole photo",
+            )
+        )
+    return figures
+
+
 def run() -> list[Figure]:
     torch.set_num_threads(1)
     figures = []
@@ -199,6 +267,7 @@ def run() -> list[Figure]:
         )
     )
     figures.extend(_lag_figures(samples))
+    figures.extend(_upload_face_figures())
     if Path("/proc/self/statm").exists():
         per_session = _rss_per_session_mb()
         cond = "procedural 960x720 renderer after 150 speech frames; assets shared"

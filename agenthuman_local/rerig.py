@@ -137,7 +137,11 @@ rerig_task_key: web.AppKey[asyncio.Task[RerigReport | None]] = web.AppKey("rerig
 
 
 async def rerig_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Cleanup context: runs `rerig_avatars` once in the background after start-up."""
+    """Cleanup context: checks the face models are installed (a missing one stops start-up
+    with the command that installs it), then runs `rerig_avatars` once in the background."""
+    from agenthuman_local.engine.facemesh import check_models
+
+    await asyncio.to_thread(check_models)
     task = asyncio.create_task(
         _in_background(app[keys.store_key], app[keys.settings_key].data_dir),
         name="avatars:rerig",

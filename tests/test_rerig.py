@@ -194,3 +194,18 @@ async def test_the_server_rerigs_in_the_background_after_start_up(
     # The avatar still serves its images and is listed as before.
     response = await api.get(f"/v1/avatars/{face_id}/image")
     assert response.status == 200
+
+
+async def test_missing_face_models_stop_start_up_naming_the_fix(
+    make_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.metadata
+
+    from agenthuman_local.engine import facemesh
+
+    def missing(name: str) -> Any:
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(facemesh.importlib.metadata, "distribution", missing)
+    with pytest.raises(facemesh.ModelMissing, match="make install"):
+        await make_client()

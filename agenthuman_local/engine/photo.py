@@ -104,12 +104,12 @@ class PhotoRenderer:
         self._rows = slice(y0, y0 + crop_h)
         self._cols = slice(x0, x0 + crop_w)
 
-        geo = MeshGeometry.from_rig(self.rig, x0, y0, crop_w, crop_h)
+        photo_crop = background[self._rows, self._cols]
+        geo = MeshGeometry.from_rig(self.rig, x0, y0, crop_w, crop_h, photo_crop)
         self.geometry = geo
         fields = build_fields(geo)
         dev = torch.device(device)
         self._background = torch.from_numpy(background).to(dev)
-        photo_crop = background[self._rows, self._cols]
         src = self._background[self._rows, self._cols].permute(2, 0, 1).float()
         self._src = src.unsqueeze(0).contiguous()
         # Fields go from pixels to grid_sample's normalised units (align_corners=False).
@@ -187,18 +187,18 @@ class PhotoRenderer:
         a box that holds the mouth in any pose.
         """
         rig, geo = self.rig, self.geometry
-        corners = rig.mouth_corners
+        # The middle of the opening: a smile's own dark corners stay out of it.
+        inner = rig.points((rig.inner_upper_lip[0], rig.inner_upper_lip[-1]))
         y0 = self.crop_box[1] + 0.5
-        left, right = float(corners[:, 0].min()), float(corners[:, 0].max())
-        top = float(geo.split_y.min()) + y0 - 0.02 * geo.fh
+        mid, half = float(inner[:, 0].mean()), 0.8 * float(np.ptp(inner[:, 0])) / 2
+        left, right = mid - half, mid + half
+        top = float(geo.split_y.min()) + y0 - 0.01 * geo.fh  # the opening starts at the split
         bottom = float(geo.split_y.max()) + y0 + (JAW_DROP_FH + 0.04) * geo.fh
         if params_row is None:
             pad_x = pad_y = float(self._head_at_mouth.abs().sum(dim=0).max()) + 1
             dx = dy = 0.0
         else:
-            row = torch.tensor([list(params_row)], dtype=torch.float32)
-            _, head = self._coefficients(row)
-            dx, dy = (head.to(self._head_at_mouth.device) @ self._head_at_mouth)[0].tolist()
+            dx, dy = self.head_offset(params_row)
             pad_x = pad_y = 1.0
         return (
             max(0, math.floor(left + dx - pad_x)),
@@ -206,6 +206,13 @@ class PhotoRenderer:
             min(self.size.width, math.ceil(right + dx + pad_x)),
             min(self.size.height, math.ceil(bottom + dy + pad_y)),
         )
+
+    def head_offset(self, params_row: Sequence[float]) -> tuple[float, float]:
+        """How far a frame's head motion moves the mouth, in frame pixels (x, y)."""
+        row = torch.tensor([list(params_row)], dtype=torch.float32)
+        _, head = self._coefficients(row)
+        dx, dy = (head.to(self._head_at_mouth.device) @ self._head_at_mouth)[0].tolist()
+        return float(dx), float(dy)
 
     @torch.inference_mode()
     def render(self, params: torch.Tensor) -> torch.Tensor:

@@ -23,6 +23,8 @@ import torch
 
 from agenthuman_local.engine.photo_warp import JAW_DROP_FH, MeshGeometry
 
+TONGUE_MAX = 0.8
+
 
 def _polygon_mean(rgb: np.ndarray, polygon: np.ndarray, fallback: np.ndarray) -> np.ndarray:
     mask = np.zeros(rgb.shape[:2], np.uint8)
@@ -76,11 +78,19 @@ class Cavity:
                 1, 3, 1, 1
             )
 
-        # The cavity and tongue take the lips' hue, much darker; teeth are a warm off-white in
-        # the light that falls on the eye whites, a little shaded by the lips.
-        self._lit = rgb(lip * 0.55)
-        self._deep = rgb(lip * 0.16)
-        self._tongue = rgb(lip * 0.8)
+        # The cavity and tongue are a mouth's dark reds at the lips' brightness, as saturated as
+        # the photo's colours allow (a black-and-white photo gets greys); teeth are a warm
+        # off-white in the light that falls on the eye whites, a little shaded by the lips.
+        lum = float(lip @ np.array([0.299, 0.587, 0.114]))
+        chroma = float(np.clip((lip.max() - lip.min()) / max(lip.max(), 1.0) / 0.25, 0.0, 1.0))
+
+        def mouth_red(red: tuple[float, float, float]) -> np.ndarray:
+            tone = np.asarray(red) / float(np.asarray(red) @ np.array([0.299, 0.587, 0.114]))
+            return lum * (1.0 + chroma * (tone - 1.0))
+
+        self._lit = rgb(mouth_red((0.75, 0.3, 0.3)) * 0.5)
+        self._deep = rgb(mouth_red((0.6, 0.2, 0.22)) * 0.14)
+        self._tongue = rgb(mouth_red((0.85, 0.42, 0.45)) * 0.78)
         self._teeth = rgb(white * np.array([0.9, 0.88, 0.82]))
         self._upper_teeth_px = 0.0 if geo.teeth_at_rest else 0.055 * fh
         self._lower_teeth_px = 0.0 if geo.teeth_at_rest else 0.025 * fh
@@ -129,7 +139,7 @@ class Cavity:
         colour = colour * (1.0 - 0.35 * throat)
         # A hint of tongue: a soft mound at the bottom, once the mouth is well open.
         mound = 1.0 - ((1.0 - t) / 0.45) ** 2 - (u / 0.65) ** 2
-        tongue = (mound * 1.5).clamp(0.0, 1.0) * (openness * 1.4 - 0.35).clamp(0.0, 0.6)
+        tongue = (mound * 1.5).clamp(0.0, 1.0) * (openness * 1.6 - 0.3).clamp(0.0, TONGUE_MAX)
         tongue_shade = (0.35 + 0.45 * (1.0 - u * u).clamp(min=0.0)) * (0.55 + 0.45 * t)
         colour = colour + (self._tongue * tongue_shade - colour) * tongue
         # Teeth: a row under the upper lip (and the tips of the lower ones on a wide opening),

@@ -28,7 +28,7 @@ import torch
 from agenthuman_local.engine.rig import CHIN, FACE_OVAL, MeshRig
 
 # Jaw drop at JAW = 1, in face heights (a wide "aa"; about 0.42 eye distances).
-JAW_DROP_FH = 0.17
+JAW_DROP_FH = 0.13
 # Lateral narrowing of the opening at ROUND = 1 (fraction of the half width).
 ROUND_NARROWING = 0.3
 BROWS = (
@@ -72,13 +72,25 @@ class MeshGeometry:
     lips_apart_at_rest: bool
 
     @classmethod
-    def from_rig(cls, rig: MeshRig, x0: int, y0: int, width: int, height: int) -> MeshGeometry:
+    def from_rig(
+        cls,
+        rig: MeshRig,
+        x0: int,
+        y0: int,
+        width: int,
+        height: int,
+        photo: np.ndarray | None = None,
+    ) -> MeshGeometry:
+        """`photo`: the crop at rest (RGB uint8), to find where a smile's upper teeth end."""
         # A rig coordinate c (pixel i spans [i, i + 1)) is crop index c − origin − ½.
         shift = np.array([x0 + 0.5, y0 + 0.5], np.float32)
         verts = rig.vertices - shift
         lm = verts[:468]
         up, lo = rig.inner_upper_lip, rig.inner_lower_lip
-        mid = (lm[list(up)] + lm[list(lo)]) / 2
+        frac = np.full(len(up), 0.5, np.float32)
+        if rig.teeth_at_rest and photo is not None:
+            frac = _teeth_edges(photo, lm[list(up)], lm[list(lo)])
+        mid = lm[list(up)] + (lm[list(lo)] - lm[list(up)]) * frac[:, None]
         # The split runs on past the inner corners to the outer ones (the lips' commissures).
         outer = lm[[rig.outer_upper_lip[0], rig.outer_upper_lip[-1]]]
         line = np.concatenate([outer[:1], mid, outer[1:]])
@@ -133,6 +145,29 @@ class MeshGeometry:
         """(along, down) of points relative to the mouth centre, in face axes (pixels)."""
         d = pts - self.mouth
         return d @ self.ex, d @ self.ey
+
+
+def _teeth_edges(photo: np.ndarray, upper: np.ndarray, lower: np.ndarray) -> np.ndarray:
+    """Per inner-lip pair, where between the upper (0) and lower (1) lip the photo's upper
+    teeth end: the split goes there, so a smile's upper teeth stay whole under the upper lip
+    and the mouth opens below them (a smile mostly shows upper teeth)."""
+    lum = photo.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    h, w = lum.shape
+    frac = np.full(len(upper), 0.5, np.float32)
+    ts = np.linspace(0.0, 1.0, 21)
+    for i in range(1, len(upper) - 1):
+        pts = upper[i] + (lower[i] - upper[i]) * ts[:, None]
+        xs = np.clip(np.round(pts[:, 0]).astype(int), 0, w - 1)
+        ys = np.clip(np.round(pts[:, 1]).astype(int), 0, h - 1)
+        prof = lum[ys, xs]
+        bright = prof >= 0.8 * prof.max()
+        if bright[: len(ts) // 2 + 1].any():
+            frac[i] = float(ts[np.nonzero(bright)[0].max()])
+    inner = frac[1:-1]
+    inner[:] = np.clip(
+        np.convolve(np.pad(inner, 1, mode="edge"), np.ones(3) / 3, "valid"), 0.5, 0.97
+    )
+    return frac
 
 
 def _profile(u: np.ndarray, narrowing: float) -> np.ndarray:

@@ -33,7 +33,8 @@ class LidWarp:
             h_max = float(h.max()) if h.size else 0.0
             if h_max < 1.0 or x1 - x0 < 3:
                 continue
-            top = y_up - 0.8 * h_max
+            # The lid's skin band thins into the corners with the eye's opening.
+            top = y_up - 0.8 * h_max * np.sqrt(h / h_max)
             lash = max(1.0, 0.22 * h_max)
             y0 = max(0, int(top.min()) - 1)
             y1 = min(geo.height, int(y_lo.max()) + 3)

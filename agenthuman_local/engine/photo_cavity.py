@@ -91,10 +91,10 @@ class Cavity:
         self._lit = rgb(mouth_red((0.75, 0.3, 0.3)) * 0.5)
         self._deep = rgb(mouth_red((0.6, 0.2, 0.22)) * 0.14)
         self._tongue = rgb(mouth_red((0.85, 0.42, 0.45)) * 0.78)
-        self._teeth = rgb(white * np.array([0.9, 0.88, 0.82]))
-        self._upper_teeth_px = 0.0 if geo.teeth_at_rest else 0.055 * fh
-        self._lower_teeth_px = 0.0 if geo.teeth_at_rest else 0.025 * fh
-        self._tooth_w = 0.3 * hw
+        self._teeth = rgb(white * np.array([0.82, 0.8, 0.74]))
+        self._upper_teeth_px = 0.0 if geo.teeth_at_rest else 0.045 * fh
+        self._lower_teeth_px = 0.0 if geo.teeth_at_rest else 0.015 * fh
+        self._tooth_w = 0.42 * hw
 
     def _split_at(self, x: torch.Tensor) -> torch.Tensor:
         """The split line's y at fractional columns x (linear between columns)."""
@@ -129,6 +129,8 @@ class Cavity:
         gap = gap.clamp(min=1.0)
         t = (from_top / gap).clamp(0.0, 1.0)  # 0 at the upper lip, 1 at the lower
         u = ((qx - self._mx) / self._hw).clamp(-1.5, 1.5)
+        # The opening closes into the lips' corners, never past them into the cheek.
+        alpha = alpha * ((1.12 - u.abs()) / 0.12).clamp(0.0, 1.0)
         openness = (gap / self._drop).clamp(0.0, 1.0)
 
         # Light falls in past the upper lip and dies towards the throat and the corners.
@@ -145,7 +147,7 @@ class Cavity:
         # Teeth: a row under the upper lip (and the tips of the lower ones on a wide opening),
         # shaded towards the corners, with faint gaps so they read as teeth, not a white bar.
         across = (1.0 - (u / 0.8) ** 2).clamp(min=0.0)
-        gaps = 1.0 - 0.18 * torch.cos(math.pi * (qx - self._mx) / self._tooth_w).abs() ** 10
+        gaps = 1.0 - 0.08 * torch.cos(math.pi * (qx - self._mx) / self._tooth_w).abs() ** 10
         if self._upper_teeth_px > 0:
             height = torch.minimum(self._upper_teeth_px * across.sqrt(), 0.45 * gap)
             upper = (height - from_top + 0.5).clamp(0.0, 1.0)

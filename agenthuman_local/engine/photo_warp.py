@@ -173,7 +173,7 @@ def _teeth_edges(photo: np.ndarray, upper: np.ndarray, lower: np.ndarray) -> np.
 def _profile(u: np.ndarray, narrowing: float) -> np.ndarray:
     """How far the lower lip drops across the mouth: a lens closing into the corners."""
     u = u / (1.0 - narrowing)
-    return np.clip(1.0 - u * u, 0.0, None) ** 0.7
+    return np.clip(1.0 - u * u, 0.0, None) ** 0.9
 
 
 def vertex_moves(geo: MeshGeometry) -> tuple[np.ndarray, np.ndarray]:
@@ -217,7 +217,7 @@ def vertex_moves(geo: MeshGeometry) -> tuple[np.ndarray, np.ndarray]:
         d = (JAW_DROP_FH * fh * f)[:, None] * ey
         # The corners come down a little and the mouth narrows as the jaw opens.
         for i in corner_ids:
-            d[i] = JAW_DROP_FH * fh * (0.5 * _profile(u_out[i : i + 1], narrowing)[0] + 0.04) * ey
+            d[i] = JAW_DROP_FH * fh * (0.3 * _profile(u_out[i : i + 1], narrowing)[0] + 0.04) * ey
         d -= (0.1 * hw * toward)[:, None] * ex
         return d
 

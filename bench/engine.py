@@ -37,6 +37,8 @@ from bench import Figure
 SPEECH_WAV = Path(__file__).resolve().parent.parent / "tests" / "data" / "speech.wav"
 SIZES = [FrameSize(1280, 720), FrameSize(512, 512), FrameSize(960, 720)]
 GOAL_SIZE = FrameSize(960, 720)
+# The photo renderer has the goal at 1280×720 too (issue 10): its crop is the same size there.
+PHOTO_GOAL_SIZES = (FrameSize(960, 720), FrameSize(1280, 720))
 GOAL_FPS = 100.0
 FRAMES = 150
 FPS = 25
@@ -98,7 +100,8 @@ def _render_figures(name: str, make: Callable[[FrameSize], Renderer], params: to
         cond = "batch 1, 1 torch thread, speech-driven params"
         figures.append(Figure("engine", f"{where} ms/frame median", median, "ms", conditions=cond))
         figures.append(Figure("engine", f"{where} ms/frame p95", p95, "ms", conditions=cond))
-        goal = f">= {GOAL_FPS:g}" if size == GOAL_SIZE else None
+        goal_sizes = PHOTO_GOAL_SIZES if name.startswith("photo") else (GOAL_SIZE,)
+        goal = f">= {GOAL_FPS:g}" if size in goal_sizes else None
         figures.append(
             Figure("engine", f"{where} fps per core", 1000.0 / median, "fps", goal, cond)
         )

@@ -114,7 +114,7 @@ class PhotoRenderer:
         self._src = src.unsqueeze(0).contiguous()
         # Fields go from pixels to grid_sample's normalised units (align_corners=False).
         to_norm = torch.tensor([2.0 / crop_w, 2.0 / crop_h])
-        self._lids = LidWarp(geo, device)
+        self._lids = LidWarp(geo, photo_crop, device)
         # The face fields are zero outside the lower face and brows: keep only their box
         # (with the eyes, whose lids add to it).
         live = (fields.face.abs() > 1e-3).any(dim=0).any(dim=-1)
@@ -235,14 +235,16 @@ class PhotoRenderer:
         grid = grid.view(n, crop_h, crop_w, 2)
         fh, fw = self._face_hw
         d_face_box = (face_c @ self._face).view(n, fh, fw, 2)
+        lid_gains = []
         if bool((blink > 0).any()):
             box_r, box_c = self._face_box
-            for (rows, cols), d in zip(
+            for (rows, cols), (d, gain) in zip(
                 self._lids.patches(), self._lids.displacements(blink), strict=True
             ):
                 r = slice(rows.start - box_r.start, rows.stop - box_r.start)
                 c = slice(cols.start - box_c.start, cols.stop - box_c.start)
                 d_face_box[:, r, c, 1] += d * self._to_norm[1]
+                lid_gains.append((rows, cols, gain))
         d_face = torch.zeros_like(grid)
         rows, cols = self._face_box
         for b, (dx, dy) in enumerate(shift.tolist()):
@@ -265,6 +267,12 @@ class PhotoRenderer:
         rows, cols = self._mouth.rows, self._mouth.cols
         q = self._mouth_px - shift.view(n, 1, 1, 2)
         self._mouth.composite(crop, q, q - d_face[:, rows, cols] / self._to_norm)
+        # The closed lids' tone, carried by the head like their warp.
+        for rows, cols, gain in lid_gains:
+            for b, (dx, dy) in enumerate(shift.tolist()):
+                dst_r, src_r = _shifted(rows, int(dy), crop_h)
+                dst_c, src_c = _shifted(cols, int(dx), crop_w)
+                crop[b, :, dst_r, dst_c] *= gain[b, src_r, src_c]
         frames = self._background.unsqueeze(0).repeat(n, 1, 1, 1)
         frames[:, self._rows, self._cols] = (
             crop.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)

@@ -16,8 +16,11 @@ from agenthuman_local.engine.photo_warp import MeshGeometry
 
 
 class LidWarp:
-    def __init__(self, geo: MeshGeometry, device: str = "cpu") -> None:
+    def __init__(self, geo: MeshGeometry, photo: np.ndarray, device: str = "cpu") -> None:
+        """`photo`: the crop at rest, RGB uint8 [H, W, 3], the lid's tone is measured on."""
         self._eyes: list[tuple[slice, slice, torch.Tensor, ...]] = []  # type: ignore[misc]
+        self._gains: list[float] = []
+        lum = photo.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
         for upper, lower in geo.eye_lids:
             x_lo, x_hi = (
                 float(min(upper[:, 0].min(), lower[:, 0].min())),
@@ -46,15 +49,29 @@ class LidWarp:
 
             ys = torch.arange(y0, y1, dtype=torch.float32, device=device).view(1, -1, 1)
             self._eyes.append((slice(y0, y1), slice(x0, x1), ys, t(y_up), t(h), t(top), lash))
+            # A closed lid shows skin that is folded away and shaded while the eye is open: the
+            # stretched band is brought up to the tone of the skin under the eye, never darker.
+            grid_y = np.arange(geo.height, dtype=np.float32)[:, None]
+            cols = lum[:, x0:x1]
+            band = (grid_y >= top) & (grid_y < y_up - lash) & (h > 0)
+            below = (grid_y >= y_lo + 0.4 * h_max) & (grid_y < y_lo + 1.4 * h_max) & (h > 0)
+            if band.any() and below.any():
+                gain = float(cols[below].mean() / max(1.0, cols[band].mean()))
+            else:
+                gain = 1.0
+            self._gains.append(float(np.clip(0.9 * gain, 1.0, 1.25)))
 
     def patches(self) -> list[tuple[slice, slice]]:
         return [(rows, cols) for rows, cols, *_ in self._eyes]
 
-    def displacements(self, blink: torch.Tensor) -> list[torch.Tensor]:
-        """Per eye patch, the vertical displacement [B, h, w] (pixels) the lids add."""
+    def displacements(self, blink: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per eye patch, the vertical displacement [B, h, w] (pixels) the lids add, and the
+        gain [B, h, w] that brings the stretched lid to the skin's tone (1 elsewhere)."""
         b = blink.clamp(0.0, 1.0).view(-1, 1, 1)
         out = []
-        for _rows, _cols, ys, y_up, h, top, lash in self._eyes:
+        for (_rows, _cols, ys, y_up, h, top, lash), gain in zip(
+            self._eyes, self._gains, strict=True
+        ):
             # Past the lower lid by half a pixel when shut, so no sliver of eye stays.
             edge = y_up + b * (h + 0.6 * (h > 0))
             skin_span = (y_up - lash - top).clamp(min=0.5)
@@ -64,5 +81,9 @@ class LidWarp:
             d = ys - src
             # The lid's edge over the eye: a one-pixel ramp instead of a stair.
             d = d * (1.0 - (ys - edge + 0.5).clamp(0.0, 1.0))
-            out.append(d)
+            # The gain grows with the stretch, fading in below the band's top and out at the
+            # lashes.
+            cover = ((ys - top) / (0.3 * (y_up - top)).clamp(min=1.0)).clamp(0, 1)
+            cover = cover * (edge - lash - ys).clamp(0, 1) * b
+            out.append((d, 1.0 + (gain - 1.0) * cover))
         return out

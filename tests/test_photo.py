@@ -1,4 +1,5 @@
-"""The photo avatar renderer on the astronaut photo: shapes, determinism, and what moves where."""
+"""The photo avatar renderer (mesh rig) on the astronaut photo: shapes, determinism, what moves
+where; and the legacy renderer still drawing a version-1 (Haar) rig."""
 
 from __future__ import annotations
 
@@ -7,28 +8,29 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import skimage.data
 import torch
 
 from agenthuman_local.engine.base import N_PARAMS, FrameSize, P
 from agenthuman_local.engine.faces import prepare_face, save_avatar
-from agenthuman_local.engine.photo import MAX_CROP_PX, PhotoRenderer
-from agenthuman_local.engine.photo_fields import JAW_DROP_ED
+from agenthuman_local.engine.photo import MAX_CROP_PX, PhotoRenderer, open_photo_renderer
+from agenthuman_local.engine.photo_legacy import LegacyPhotoRenderer
+from agenthuman_local.engine.photo_warp import JAW_DROP_FH
+from agenthuman_local.engine.rig import detect_faces, equalised_gray, find_rig
+from tests import photos
 
 
 @pytest.fixture(scope="module")
 def avatar_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    rgb = skimage.data.astronaut()
-    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    assert ok
     path = tmp_path_factory.mktemp("avatars") / "avat_astronaut"
-    save_avatar(prepare_face(buf.tobytes()), path)
+    save_avatar(prepare_face(photos.encode(photos.astronaut())), path)
     return path
 
 
 @pytest.fixture(scope="module")
 def renderer(avatar_dir: Path) -> PhotoRenderer:
-    return PhotoRenderer(avatar_dir, FrameSize(960, 720))
+    r = open_photo_renderer(avatar_dir, FrameSize(960, 720))
+    assert isinstance(r, PhotoRenderer)
+    return r
 
 
 def params(**values: float) -> torch.Tensor:
@@ -43,10 +45,12 @@ def luminance(frame: np.ndarray) -> np.ndarray:
 
 
 def mouth_box(r: PhotoRenderer) -> tuple[slice, slice]:
-    rig, ed = r.rig, r.rig.eye_distance
-    rows = slice(int(rig.lip_y - 0.2 * ed), int(rig.lip_y + 0.6 * ed))
-    cols = slice(int(rig.mouth_x - rig.mouth_width / 2), int(rig.mouth_x + rig.mouth_width / 2))
-    return rows, cols
+    x0, y0, x1, y1 = r.mouth_region([0.0] * N_PARAMS)
+    return slice(y0, y1), slice(x0, x1)
+
+
+def lip_y(r: PhotoRenderer, which: tuple[int, ...]) -> float:
+    return float(r.rig.points(which)[:, 1].mean())
 
 
 def test_shapes_dtype_and_batch(renderer: PhotoRenderer) -> None:
@@ -67,22 +71,20 @@ def test_other_aspect_ratios_keep_the_crop_small_and_inside(avatar_dir: Path, si
     assert 0 <= x0 and x0 + w <= size.width and 0 <= y0 and y0 + h <= size.height
     frame = r.render(params(jaw=0.6))
     assert frame.shape == (1, size.height, size.width, 3)
-    # Framed sensibly: the mouth is in the middle third horizontally, the eyes in the top half.
-    assert size.width / 3 < r.rig.mouth_x < 2 * size.width / 3
-    assert r.rig.left_eye.cy < size.height / 2
+    # Framed sensibly: the mouth in the middle third horizontally, the eyes in the top half.
+    mouth_x = float(r.rig.mouth_corners[:, 0].mean())
+    assert size.width / 3 < mouth_x < 2 * size.width / 3
+    assert float(r.rig.irises[:, 0, 1].mean()) < size.height / 2
 
 
 def test_a_close_up_photo_is_zoomed_out_and_the_gap_filled(tmp_path: Path) -> None:
-    rgb = skimage.data.astronaut()[40:230, 130:320]  # the face fills this crop
-    ok, buf = cv2.imencode(".png", cv2.cvtColor(cv2.resize(rgb, (760, 760)), cv2.COLOR_RGB2BGR))
-    assert ok
-    save_avatar(prepare_face(buf.tobytes()), tmp_path / "close")
-    r = PhotoRenderer(tmp_path / "close", FrameSize(960, 720))
+    rgb = photos.astronaut()[40:230, 130:320]  # the face fills this crop
+    save_avatar(prepare_face(photos.encode(cv2.resize(rgb, (760, 760)), ".png")), tmp_path / "c")
+    r = PhotoRenderer(tmp_path / "c", FrameSize(960, 720))
     _, _, w, h = r.crop_box
     assert w <= MAX_CROP_PX and h <= MAX_CROP_PX
     frame = r.render(params(jaw=1.0))[0].numpy()
-    # The uncovered margin is a blurred fill, not black.
-    assert frame[:, :40].mean() > 60
+    assert frame[:, :40].mean() > 60  # the uncovered margin is a blurred fill, not black
 
 
 def test_rest_frame_is_the_background_and_output_is_deterministic(renderer: PhotoRenderer) -> None:
@@ -91,50 +93,60 @@ def test_rest_frame_is_the_background_and_output_is_deterministic(renderer: Phot
     p = torch.rand(3, N_PARAMS, generator=torch.Generator().manual_seed(3))
     a, b = renderer.render(p), renderer.render(p)
     assert torch.equal(a, b)
-    # A frame does not depend on what else is in its batch.
-    single = renderer.render(p[1:2])
+    single = renderer.render(p[1:2])  # a frame does not depend on the rest of its batch
     assert (single[0].int() - a[1].int()).abs().max() <= 1
 
 
-def test_jaw_opens_a_dark_mouth_and_moves_only_the_face(renderer: PhotoRenderer) -> None:
+def test_jaw_opens_a_dark_mouth_between_the_lips_only(renderer: PhotoRenderer) -> None:
     rest, opened = (f.numpy() for f in renderer.render(torch.cat([params(), params(jaw=1.0)])))
     rows, cols = mouth_box(renderer)
     dark_rest = (luminance(rest[rows, cols]) < 0.2).mean()
     dark_open = (luminance(opened[rows, cols]) < 0.2).mean()
-    assert dark_rest < 0.02 and dark_open > 0.15
+    assert dark_rest < 0.02 and dark_open > 0.1
     # The inner mouth is shaded, not a flat fill, and reddish rather than grey.
     inner = opened[rows, cols][luminance(opened[rows, cols]) < 0.2].astype(np.float32)
     assert inner[:, 0].mean() > inner[:, 1].mean()
     assert luminance(opened[rows, cols])[luminance(opened[rows, cols]) < 0.2].std() > 0.01
-    # Outside the crop nothing changes at all.
+    # The new dark pixels all lie below the upper lip's inner edge, inside the mouth corners.
+    new_dark = (luminance(opened) < 0.2) & ~(luminance(rest) < 0.2)
+    ys, xs = np.nonzero(new_dark)
+    upper = renderer.rig.points(renderer.rig.inner_upper_lip)
+    corners = renderer.rig.mouth_corners
+    near = np.abs(xs - corners[:, 0].mean()) < 0.45 * renderer.rig.face_width
+    ys, xs = ys[near], xs[near]
+    assert ys.min() >= upper[:, 1].min() - 2
+    slack = 0.03 * renderer.rig.face_width  # a smile's own dark corners move with the lips
+    assert corners[:, 0].min() - slack <= xs.min() and xs.max() <= corners[:, 0].max() + slack
+    # Outside the crop nothing changes at all; above the eyes nothing changes.
     x0, y0, w, h = renderer.crop_box
     outside = np.ones(rest.shape[:2], bool)
     outside[y0 : y0 + h, x0 : x0 + w] = False
     assert np.array_equal(rest[outside], opened[outside])
-    # Far from the mouth inside the crop (eyes, forehead): unchanged.
-    eyes_y = int(renderer.rig.left_eye.y)
+    eyes_y = int(renderer.rig.irises[:, 0, 1].min() - 0.1 * renderer.rig.face_height)
     assert np.abs(rest[y0:eyes_y].astype(int) - opened[y0:eyes_y].astype(int)).max() <= 1
 
 
 def test_upper_lip_stays_while_lower_lip_and_chin_move_down(renderer: PhotoRenderer) -> None:
     rest, opened = (f.numpy() for f in renderer.render(torch.cat([params(), params(jaw=1.0)])))
-    rig, ed = renderer.rig, renderer.rig.eye_distance
-    x = int(rig.mouth_x)
-    above = slice(int(rig.lip_y - 0.3 * ed), int(rig.lip_y - 2))
+    rig, fh = renderer.rig, renderer.rig.face_height
+    x = int(rig.mouth_corners[:, 0].mean())
+    top = lip_y(renderer, rig.inner_upper_lip)
+    above = slice(int(top - 0.12 * fh), int(top - 2))
     band = slice(x - 8, x + 8)
     diff = np.abs(rest[above, band].astype(int) - opened[above, band].astype(int))
     assert diff.mean() < 2.0
-    # The chin region shows the same picture shifted down by about the jaw drop.
-    rows = slice(int(rig.lip_y + 0.35 * ed), int(rig.chin_y + 0.1 * ed))
+    # The chin shows the same picture shifted down by about the jaw drop.
+    chin_y = float(rig.points(152)[1])
+    rows = slice(int(lip_y(renderer, rig.outer_lower_lip) + 0.05 * fh), int(chin_y))
     strip_open = luminance(opened)[rows, x - 10 : x + 10].mean(axis=1)
     lum_rest = luminance(rest)[:, x - 10 : x + 10].mean(axis=1)
     errors = {
         s: float(np.abs(lum_rest[rows.start - s : rows.stop - s] - strip_open).mean())
-        for s in range(0, int(0.6 * ed))
+        for s in range(0, int(0.3 * fh))
     }
     shift = min(errors, key=errors.get)
-    drop = JAW_DROP_ED * ed
-    assert 0.6 * drop <= shift <= 1.1 * drop
+    drop = JAW_DROP_FH * fh
+    assert 0.6 * drop <= shift <= 1.15 * drop
 
 
 @pytest.mark.parametrize(
@@ -143,7 +155,7 @@ def test_upper_lip_stays_while_lower_lip_and_chin_move_down(renderer: PhotoRende
         params(jaw=1.0),
         params(jaw=1.0, round=1.0, spread=1.0, brow=1.0, blink=1.0),
         params(jaw=1.0, tx=1.0, ty=-1.0, yaw=1.0, pitch=-1.0, roll=1.0, listen=1.0),
-        params(jaw=3.0, tx=-5.0, roll=-5.0, brow=-3.0, closure=0.5),
+        params(jaw=3.0, tx=-5.0, roll=-5.0, brow=-3.0, closure=0.5, blink=3.0),
     ],
 )
 def test_no_seam_at_the_crop_border(renderer: PhotoRenderer, extreme: torch.Tensor) -> None:
@@ -158,7 +170,6 @@ def test_no_seam_at_the_crop_border(renderer: PhotoRenderer, extreme: torch.Tens
         (y1, slice(x0, x1 + 1)),
     ):
         assert (frame[edge] - bg[edge]).abs().max() <= 1
-    # And just inside the border the picture still agrees with the background.
     ring = (frame[y0 + 3 : y1 - 2, x0 + 3] - bg[y0 + 3 : y1 - 2, x0 + 3]).abs()
     assert ring.float().mean() <= 2
 
@@ -170,19 +181,32 @@ def test_bilabial_closure_keeps_the_mouth_shut(renderer: PhotoRenderer) -> None:
     assert dark[1] < 0.3 * dark[0]
 
 
-def test_blink_covers_the_eyes(renderer: PhotoRenderer) -> None:
-    frames = renderer.render(torch.cat([params(), params(blink=0.5), params(blink=1.0)])).numpy()
-    dark = []
-    for f in frames:
-        total = 0.0
-        for eye in (renderer.rig.left_eye, renderer.rig.right_eye):
-            box = f[int(eye.y) : int(eye.y + eye.h), int(eye.x) : int(eye.x + eye.w)]
-            total += float((luminance(box) < 0.3).mean())
-        dark.append(total)
+def _iris_darkness(r: PhotoRenderer, frame: np.ndarray) -> float:
+    total = 0.0
+    for upper, lower in r.rig.eye_lids:
+        pts = np.concatenate([r.rig.points(upper), r.rig.points(lower)])
+        (x0, y0), (x1, y1) = pts.min(0).astype(int), pts.max(0).astype(int) + 1
+        total += float((luminance(frame[y0:y1, x0:x1]) < 0.3).mean())
+    return total
+
+
+def test_blink_slides_the_lids_over_the_eyes(renderer: PhotoRenderer) -> None:
+    batch = torch.cat([params(), params(blink=0.5), params(blink=1.0)])
+    frames = renderer.render(batch).numpy()
+    dark = [_iris_darkness(renderer, f) for f in frames]
     # The dark iris and pupil disappear under the lids, partly at half a blink.
     assert dark[0] > 0.05
     assert dark[2] < 0.4 * dark[0]
     assert dark[2] < dark[1] < dark[0]
+    # The closed lid is the photo's skin tone (the lid above the eye), not a dark or pale patch.
+    rest, shut = frames[0], frames[2]
+    for upper, lower in renderer.rig.eye_lids:
+        up, lo = renderer.rig.points(upper), renderer.rig.points(lower)
+        cx = int(up[:, 0].mean())
+        y_top, y_lo = int(up[:, 1].min()), int(lo[:, 1].max())
+        lid_rest = luminance(rest[y_top - 6 : y_top - 2, cx - 3 : cx + 3]).mean()
+        lid_shut = luminance(shut[y_top + 1 : y_lo - 2, cx - 3 : cx + 3]).mean()
+        assert 0.75 < lid_shut / lid_rest < 1.25
 
 
 def test_missing_avatar_files_are_reported(tmp_path: Path) -> None:
@@ -195,11 +219,11 @@ def test_head_motion_alone_never_opens_the_mouth(renderer: PhotoRenderer, roll: 
     still = renderer.render(params())[0].numpy()
     moved = renderer.render(params(tx=0.5, ty=-0.5, yaw=1.0, pitch=1.0, roll=roll))[0].numpy()
     rows, cols = mouth_box(renderer)
-    wide = slice(cols.start - 20, cols.stop + 20)
+    pad = int(0.04 * renderer.rig.face_height)  # the head motion moves the whole mouth
+    rows, wide = slice(rows.start - pad, rows.stop + pad), slice(cols.start - pad, cols.stop + pad)
     dark_still = (luminance(still[rows, wide]) < 0.2).sum()
     dark_moved = (luminance(moved[rows, wide]) < 0.2).sum()
     assert dark_moved <= dark_still + 3
-    # The head did move: the mouth region is not the same picture.
     assert np.abs(still[rows, wide].astype(int) - moved[rows, wide].astype(int)).mean() > 2
 
 
@@ -211,5 +235,19 @@ def test_random_and_out_of_range_params_never_break_the_border(avatar_dir: Path,
     bg = r.background.cpu().int()
     x0, y0, w, h = r.crop_box
     ring = torch.ones(size.height, size.width, dtype=torch.bool)
-    ring[y0 + 1 : y0 + h - 1, x0 + 1 : x0 + w - 1] = False  # everything but the crop's inside
+    ring[y0 + 1 : y0 + h - 1, x0 + 1 : x0 + w - 1] = False
     assert (frames[:, ring] - bg[ring]).abs().max() <= 1
+
+
+def test_a_version_1_rig_is_drawn_by_the_legacy_renderer(tmp_path: Path) -> None:
+    rgb = photos.astronaut()
+    faces = detect_faces(equalised_gray(rgb))
+    assert faces
+    save_avatar(prepare_face(photos.encode(rgb)), tmp_path / "old")
+    (tmp_path / "old" / "rig.json").write_text(find_rig(rgb, faces[0]).to_json())
+    r = open_photo_renderer(tmp_path / "old", FrameSize(640, 480))
+    assert isinstance(r, LegacyPhotoRenderer)
+    rest, opened = r.render(torch.cat([params(), params(jaw=1.0)])).numpy()
+    x0, y0, x1, y1 = r.mouth_region()
+    dark = [(luminance(f[y0:y1, x0:x1]) < 0.2).sum() for f in (rest, opened)]
+    assert dark[1] > dark[0] + 50

@@ -3,8 +3,9 @@ their images, and deletion (SPEC §3, §5).
 
 An upload becomes `data_dir/avatars/<avatar_id>/` (image.jpg, preview.jpg, rig.json) plus one
 row, or nothing at all: the files are written under a temporary name and renamed, and removed
-again if the row cannot be written. The photo work (`engine/faces.py`, OpenCV) runs on a worker
-thread and is imported there, so this module stays free of heavy imports.
+again if the row cannot be written; rig.json and the row hold the same rig. The photo work
+(`engine/faces.py`: the face mesh, then the version-2 rig) runs on a worker thread and is
+imported there, so this module stays free of heavy imports.
 """
 
 from __future__ import annotations

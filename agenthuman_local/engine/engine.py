@@ -116,9 +116,9 @@ class Engine:
         if avatar_kind == "photo":
             if avatar_dir is None:
                 raise ValueError(f"photo avatar {avatar_id!r} needs its avatar_dir")
-            from agenthuman_local.engine.photo import PhotoRenderer
+            from agenthuman_local.engine.photo import open_photo_renderer
 
-            return PhotoRenderer(avatar_dir, size, device)  # type: ignore[no-any-return]
+            return open_photo_renderer(avatar_dir, size, device)
         if avatar_kind != "procedural":
             raise ValueError(f"unknown avatar kind {avatar_kind!r}")
         if avatar_id not in STYLES:

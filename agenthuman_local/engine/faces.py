@@ -3,7 +3,13 @@
 Bytes in → a decoded, checked, resized photo with its 500×500 preview and its rig, or a typed
 refusal whose `code` is the SPEC §4 error code (NOT_AN_IMAGE, NO_FACE, MULTIPLE_FACES,
 FACE_TOO_SMALL; VALIDATION_ERROR for a canvas over 50 megapixels). No aiohttp here: the route
-maps the exceptions to 400s. CPU-bound (a Haar pass takes ~0.1–1 s): run it off the event loop.
+maps the exceptions to 400s. CPU-bound (detection, mesh and rig take ~0.1–0.4 s): run it off
+the event loop.
+
+Faces are MediaPipe's (engine.facemesh): candidates from the short-range detector and the
+full-range one (on the whole photo and on overlapping half-size tiles, so small faces are
+found too), each confirmed by the face mesh on the whole photo. A face's width is its mesh's
+cheek-to-cheek distance (landmarks 234 ↔ 454).
 """
 
 from __future__ import annotations
@@ -18,16 +24,21 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from agenthuman_local.engine.rig import Box, Rig, detect_faces, equalised_gray, find_rig
+from agenthuman_local.engine import facemesh
+from agenthuman_local.engine.facemesh import FaceDetection, FaceMesh
+from agenthuman_local.engine.rig import Box, MeshRig, build_rig
 
 MAX_IMAGE_WIDTH_PX = 1200
 MAX_IMAGE_PIXELS = 50_000_000
 PREVIEW_SIZE_PX = 500
 MIN_FACE_FRACTION = 0.15  # of the image width
 SECOND_FACE_FRACTION = 0.4  # of the largest face's width
-# Haar runs on a copy at most this wide: faces under ~2.5 % of the width are not found at all,
-# far below the 15 % rule, and detection stays well under a second.
-_DETECT_WIDTH_PX = 800
+# The full-range detector finds faces down to ~6 % of the frame's long side; run on tiles half
+# the photo's long side (overlapping by half), it finds them down to ~3 %: every face that could
+# count as a second one (≥ 40 % of a face ≥ 15 % wide) and faces too small to accept.
+_TILE_FRACTION = 0.5
+_MAX_CANDIDATES = 8  # detections meshed, best score first
+_SAME_FACE_IOU = 0.3
 _DATA_URI = re.compile(r"^\s*data:image/[a-zA-Z0-9.+-]+;base64,", re.ASCII)
 
 
@@ -73,7 +84,7 @@ class PreparedFace:
 
     image: np.ndarray  # [H, W, 3], W ≤ 1200
     preview: np.ndarray  # [500, 500, 3]
-    rig: Rig
+    rig: MeshRig
 
 
 def decode_data_uri(text: str) -> bytes:
@@ -151,26 +162,90 @@ def _fit_width(rgb: np.ndarray, max_width_px: int) -> tuple[np.ndarray, float]:
     return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA), scale
 
 
-def _the_face(rgb: np.ndarray) -> Box:
-    """The one face SPEC §5 asks for, in `rgb`'s pixels, or the refusal that applies."""
-    small, scale = _fit_width(rgb, _DETECT_WIDTH_PX)
-    faces = detect_faces(equalised_gray(small))
-    if not faces:
-        # Equalisation helps in flat light but can hide a small face on a plain backdrop.
-        faces = detect_faces(cv2.cvtColor(small, cv2.COLOR_RGB2GRAY))
+def _iou(a: Box, b: Box) -> float:
+    w = min(a.x + a.w, b.x + b.w) - max(a.x, b.x)
+    h = min(a.y + a.h, b.y + b.h) - max(a.y, b.y)
+    inter = max(0.0, w) * max(0.0, h)
+    union = a.w * a.h + b.w * b.h - inter
+    return inter / union if union > 0 else 0.0
+
+
+def _shifted(found: FaceDetection, dx: float, dy: float) -> FaceDetection:
+    box = found.box
+    return FaceDetection(
+        Box(box.x + dx, box.y + dy, box.w, box.h),
+        found.score,
+        (found.keypoints + np.array([dx, dy], np.float32)).astype(np.float32),
+    )
+
+
+def _candidates(rgb: np.ndarray) -> list[FaceDetection]:
+    """Detections from both detectors, whole photo and tiles, overlapping ones merged."""
+    h, w = rgb.shape[:2]
+    found = facemesh.detect_faces(rgb) + facemesh.detect_faces(rgb, full_range=True)
+    tile = round(max(h, w) * _TILE_FRACTION)
+    if tile >= 64:
+        step = tile // 2
+        for y in range(0, max(1, h - step), step):
+            for x in range(0, max(1, w - step), step):
+                part = rgb[y : y + tile, x : x + tile]
+                if min(part.shape[:2]) >= 32:
+                    found += [
+                        _shifted(d, x, y) for d in facemesh.detect_faces(part, full_range=True)
+                    ]
+    kept: list[FaceDetection] = []
+    for cand in sorted(found, key=lambda d: d.score, reverse=True):
+        if all(_iou(cand.box, k.box) <= _SAME_FACE_IOU for k in kept):
+            kept.append(cand)
+    return kept[:_MAX_CANDIDATES]
+
+
+def face_width(mesh: FaceMesh) -> float:
+    """Cheek to cheek (mesh landmarks 234 ↔ 454), in pixels."""
+    a, b = mesh.landmarks[234, :2], mesh.landmarks[454, :2]
+    return float(np.hypot(*(b - a)))
+
+
+def _mesh_box(mesh: FaceMesh) -> Box:
+    (x0, y0), (x1, y1) = mesh.landmarks[:, :2].min(0), mesh.landmarks[:, :2].max(0)
+    return Box(float(x0), float(y0), float(x1 - x0), float(y1 - y0))
+
+
+def find_faces(rgb: np.ndarray) -> list[FaceMesh]:
+    """Every face the mesh confirms in an RGB photo, widest (cheek to cheek) first."""
+    meshes: list[FaceMesh] = []
+    for cand in _candidates(rgb):
+        mesh = facemesh.face_mesh(rgb, cand)
+        if mesh is None:
+            continue
+        box = _mesh_box(mesh)
+        # Two detections of one face (a tile's partial view, both detectors) give one mesh.
+        if all(_iou(box, _mesh_box(m)) <= _SAME_FACE_IOU for m in meshes):
+            meshes.append(mesh)
+    return sorted(meshes, key=face_width, reverse=True)
+
+
+def _the_face(rgb: np.ndarray) -> FaceMesh:
+    """The one face SPEC §5 asks for, or the refusal that applies."""
+    faces = find_faces(rgb)
     if not faces:
         raise NoFace("No face was found in the photo")
-    largest = faces[0]
-    counted = [f for f in faces if f.w >= SECOND_FACE_FRACTION * largest.w]
+    largest = face_width(faces[0])
+    counted = [f for f in faces if face_width(f) >= SECOND_FACE_FRACTION * largest]
     if len(counted) > 1:
         raise MultipleFaces(f"{len(counted)} faces were found; the photo must show exactly one")
-    fraction = largest.w / small.shape[1]
+    fraction = largest / rgb.shape[1]
     if fraction < MIN_FACE_FRACTION:
         raise FaceTooSmall(
             f"The face is {fraction:.0%} of the image width; it must be at least "
             f"{MIN_FACE_FRACTION:.0%}"
         )
-    return largest.scaled(1 / scale)
+    return faces[0]
+
+
+def rig_photo(rgb: np.ndarray) -> MeshRig:
+    """The version-2 rig of the one face in an RGB photo (its stored pixels), or a FaceError."""
+    return build_rig(rgb, _the_face(np.ascontiguousarray(rgb)))
 
 
 def _preview(rgb: np.ndarray, face: Box) -> np.ndarray:
@@ -191,8 +266,9 @@ def prepare_face(data: bytes) -> PreparedFace:
     """
     rgb, _ = _fit_width(_decode(data), MAX_IMAGE_WIDTH_PX)
     rgb = np.ascontiguousarray(rgb)
-    face = _the_face(rgb)
-    return PreparedFace(image=rgb, preview=_preview(rgb, face), rig=find_rig(rgb, face))
+    # The rig is found on the pixels that are stored (the resized photo), not the upload.
+    rig = rig_photo(rgb)
+    return PreparedFace(image=rgb, preview=_preview(rgb, rig.face), rig=rig)
 
 
 def _write_jpeg(path: Path, rgb: np.ndarray) -> None:

@@ -1,14 +1,20 @@
 """The photo avatar renderer (SPEC §9): one uploaded photograph, animated by face parameters.
 
-Once per renderer: the photo is framed into a full-size background for the output size and the
-rig's displacement fields are built over a face crop (≤ 384×384). Per frame only the crop is
-rendered: a linear mix of the basis fields composed with the head-motion field, one
-`grid_sample` of the photo, the synthetic inner mouth drawn into the gap and the lids over the
-eyes, and a paste into a copy of the cached background. Batched over frames; runs unchanged on CUDA.
+Reads the mesh rig (version 2, `engine.rig.MeshRig`). Once per renderer: the photo is framed
+into a full-size background for the output size, and over a face crop (≤ 384×384) a
+displacement field per face parameter is solved from the mesh's vertex moves
+(`engine.photo_warp`). Per frame only the crop is rendered: a linear mix of those fields, the
+lids' warp (`engine.photo_blink`) and the head-motion field, one `grid_sample` of the photo, the
+inner mouth drawn inside the opening (`engine.photo_cavity`), and a paste into a copy of the
+cached background. Batched over frames; runs unchanged on CUDA; deterministic.
+
+Avatars still on the Haar rig (version 1) are drawn by `engine.photo_legacy`;
+`open_photo_renderer` picks by the stored rig's version.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,34 +24,36 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from agenthuman_local.engine.base import N_PARAMS, FrameSize, P
-from agenthuman_local.engine.photo_fields import (
-    JAW_DROP_ED,
-    CropGeometry,
-    build_fields,
-)
-from agenthuman_local.engine.photo_lids import EyeLids
-from agenthuman_local.engine.photo_mouth import InnerMouth
-from agenthuman_local.engine.rig import Rig
+from agenthuman_local.engine.base import N_PARAMS, FrameSize, P, Renderer
+from agenthuman_local.engine.photo_blink import LidWarp
+from agenthuman_local.engine.photo_cavity import Cavity
+from agenthuman_local.engine.photo_legacy import _background, _shifted
+from agenthuman_local.engine.photo_warp import JAW_DROP_FH, MeshGeometry, build_fields
+from agenthuman_local.engine.rig import FACE_OVAL, FOREHEAD, HAAR_RIG_VERSION, MeshRig
 
 MAX_CROP_PX = 384
-# The crop spans this many eye distances (face, jaw fall-off and border window included).
-_CROP_W_ED = 3.6
-_CROP_H_ED = 3.9
-_CROP_TOP_ED = 1.2  # crop top above the eyes
+# The face is framed so the crop is at most this tall or wide: under MAX_CROP_PX, so that the
+# per-frame work (one grid_sample of the crop) keeps 1280×720 above 100 fps on one core.
+_FRAMED_CROP_PX = 330
+# The crop, in face heights (forehead to chin): from a little above the mesh's top to well
+# under the chin (room for the jaw drop and the border window).
+_CROP_ABOVE_FH = 0.1
+_CROP_H_FH = 1.5
+_CROP_W_FW = 1.5  # in face widths (cheek to cheek)
 _LIP_SEAL = 0.08  # JAW below this keeps the lips together
 _EYES_AT = 0.36  # where the eyes sit, as a fraction of the frame height, when the photo allows
 
 
-def _framing(rig: Rig, size: FrameSize) -> tuple[float, float, float]:
+def _framing(rig: MeshRig, size: FrameSize) -> tuple[float, float, float]:
     """(scale, dx, dy) placing the photo in the frame: face centred, at most a 384 px crop."""
     w, h = rig.image_width, rig.image_height
     cover = max(size.width / w, size.height / h)
-    # Keep the crop within MAX_CROP_PX; below that, fill the frame if the photo can.
-    scale = min(cover, (MAX_CROP_PX - 4) / (_CROP_H_ED * rig.eye_distance))
-    eyes_y = (rig.left_eye.cy + rig.right_eye.cy) / 2
-    dx = size.width / 2 - rig.mouth_x * scale
-    dy = size.height * _EYES_AT - eyes_y * scale
+    crop_h, crop_w = _CROP_H_FH * rig.face_height, _CROP_W_FW * rig.face_width
+    scale = min(cover, _FRAMED_CROP_PX / max(crop_h, crop_w))
+    eyes = rig.irises[:, 0]
+    centre_x = float(np.mean([eyes[:, 0].mean(), rig.mouth_corners[:, 0].mean()]))
+    dx = size.width / 2 - centre_x * scale
+    dy = size.height * _EYES_AT - float(eyes[:, 1].mean()) * scale
     sw, sh = w * scale, h * scale
     # Where the scaled photo covers the frame, never show past its edge.
     if sw >= size.width:
@@ -55,43 +63,23 @@ def _framing(rig: Rig, size: FrameSize) -> tuple[float, float, float]:
     return scale, dx, dy
 
 
-def _background(
-    image: np.ndarray, size: FrameSize, scale: float, dx: float, dy: float
-) -> np.ndarray:
-    """The photo scaled and placed; where it does not reach, a blurred, dimmed enlargement of it."""
-    h, w = image.shape[:2]
-    m = np.array([[scale, 0, dx], [0, scale, dy]], np.float32)
-    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
-    frame = cv2.warpAffine(
-        image, m, (size.width, size.height), flags=interp, borderMode=cv2.BORDER_REPLICATE
-    )
-    cover = cv2.warpAffine(
-        np.ones((h, w), np.float32), m, (size.width, size.height), flags=cv2.INTER_LINEAR
-    )
-    if cover.min() > 0.999:
-        return frame
-    # The backdrop a video app would use: the same photo enlarged to cover, about the same
-    # centre, blurred beyond recognition and dimmed so the real photo stands out.
-    big = max(size.width / w, size.height / h)
-    cx, cy = (size.width / 2 - dx) / scale, (size.height / 2 - dy) / scale
-    m_big = np.array(
-        [[big, 0, size.width / 2 - cx * big], [0, big, size.height / 2 - cy * big]], np.float32
-    )
-    fill = cv2.warpAffine(image, m_big, (size.width, size.height), borderMode=cv2.BORDER_REFLECT)
-    fill = cv2.GaussianBlur(fill, (0, 0), sigmaX=0.04 * max(size.width, size.height)) * 0.7
-    edge = cv2.GaussianBlur(cv2.erode(cover, np.ones((9, 9), np.uint8)), (0, 0), sigmaX=4.0)
-    alpha = (edge * cover)[..., None]
-    return (frame * alpha + fill * (1 - alpha)).round().clip(0, 255).astype(np.uint8)
+def open_photo_renderer(avatar_dir: Path, size: FrameSize, device: str = "cpu") -> Renderer:
+    """The renderer for the photo avatar in `avatar_dir`, by its rig's version."""
+    rig_path = avatar_dir / "rig.json"
+    if rig_path.exists():
+        try:
+            version = json.loads(rig_path.read_text()).get("version")
+        except ValueError:
+            version = None
+        if version == HAAR_RIG_VERSION:
+            from agenthuman_local.engine.photo_legacy import LegacyPhotoRenderer
 
-
-def _shifted(span: slice, by: int, size: int) -> tuple[slice, slice]:
-    """(destination, source-relative) slices that move `span` by `by` within [0, size)."""
-    start, stop = max(0, span.start + by), min(size, span.stop + by)
-    return slice(start, stop), slice(start - by - span.start, stop - by - span.start)
+            return LegacyPhotoRenderer(avatar_dir, size, device)  # type: ignore[return-value]
+    return PhotoRenderer(avatar_dir, size, device)  # type: ignore[return-value]
 
 
 class PhotoRenderer:
-    """Renders frames of the photo avatar stored in `avatar_dir` (image.jpg + rig.json)."""
+    """Renders frames of the photo avatar stored in `avatar_dir` (image.jpg + a v2 rig.json)."""
 
     def __init__(self, avatar_dir: Path, size: FrameSize, device: str = "cpu") -> None:
         self.size = size
@@ -99,22 +87,26 @@ class PhotoRenderer:
         bgr = cv2.imread(str(avatar_dir / "image.jpg"), cv2.IMREAD_COLOR)
         if bgr is None:
             raise FileNotFoundError(f"{avatar_dir / 'image.jpg'} is missing or unreadable")
-        rig = Rig.from_json((avatar_dir / "rig.json").read_text())
+        rig = MeshRig.from_json((avatar_dir / "rig.json").read_text())
         scale, dx, dy = _framing(rig, size)
         background = _background(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), size, scale, dx, dy)
         self.rig = rig.scaled(scale, dx, dy)  # in output pixels
 
-        ed = self.rig.eye_distance
-        eyes_y = (self.rig.left_eye.cy + self.rig.right_eye.cy) / 2
-        crop_w = min(MAX_CROP_PX, size.width, round(_CROP_W_ED * ed))
-        crop_h = min(MAX_CROP_PX, size.height, round(_CROP_H_ED * ed))
-        x0 = int(np.clip(round(self.rig.mouth_x - crop_w / 2), 0, size.width - crop_w))
-        y0 = int(np.clip(round(eyes_y - _CROP_TOP_ED * ed), 0, size.height - crop_h))
+        fh, fw = self.rig.face_height, self.rig.face_width
+        oval = self.rig.points(FACE_OVAL)
+        crop_w = min(MAX_CROP_PX, size.width, round(_CROP_W_FW * fw))
+        crop_h = min(MAX_CROP_PX, size.height, round(_CROP_H_FH * fh))
+        cx = float(oval[:, 0].min() + oval[:, 0].max()) / 2
+        top = float(self.rig.points(FOREHEAD)[1]) - _CROP_ABOVE_FH * fh
+        x0 = int(np.clip(round(cx - crop_w / 2), 0, size.width - crop_w))
+        y0 = int(np.clip(round(top), 0, size.height - crop_h))
         self.crop_box = (x0, y0, crop_w, crop_h)
         self._rows = slice(y0, y0 + crop_h)
         self._cols = slice(x0, x0 + crop_w)
 
-        geo = CropGeometry.from_rig(self.rig, x0, y0, crop_w, crop_h)
+        photo_crop = background[self._rows, self._cols]
+        geo = MeshGeometry.from_rig(self.rig, x0, y0, crop_w, crop_h, photo_crop)
+        self.geometry = geo
         fields = build_fields(geo)
         dev = torch.device(device)
         self._background = torch.from_numpy(background).to(dev)
@@ -122,8 +114,12 @@ class PhotoRenderer:
         self._src = src.unsqueeze(0).contiguous()
         # Fields go from pixels to grid_sample's normalised units (align_corners=False).
         to_norm = torch.tensor([2.0 / crop_w, 2.0 / crop_h])
-        # The face fields are zero outside the lower face and brows: keep only their box.
+        self._lids = LidWarp(geo, photo_crop, device)
+        # The face fields are zero outside the lower face and brows: keep only their box
+        # (with the eyes, whose lids add to it).
         live = (fields.face.abs() > 1e-3).any(dim=0).any(dim=-1)
+        for rows, cols in self._lids.patches():
+            live[rows, cols] = True
         ys_live, xs_live = live.any(dim=1).nonzero(), live.any(dim=0).nonzero()
         self._face_box = (
             slice(int(ys_live.min()), int(ys_live.max()) + 1),
@@ -142,8 +138,7 @@ class PhotoRenderer:
         gy, gx = torch.meshgrid(ys, xs, indexing="ij")
         self._identity = torch.stack([gx, gy], dim=-1).unsqueeze(0).to(dev)  # [1, h, w, 2]
         self._identity_flat = self._identity.reshape(1, -1)
-        self._lids = EyeLids(geo, self._src)
-        self._mouth = InnerMouth(geo, device)
+        self._mouth = Cavity(geo, photo_crop, fields.split.to(dev))
         my = torch.arange(crop_h, dtype=torch.float32)[self._mouth.rows]
         mx = torch.arange(crop_w, dtype=torch.float32)[self._mouth.cols]
         gy, gx = torch.meshgrid(my, mx, indexing="ij")
@@ -156,14 +151,10 @@ class PhotoRenderer:
 
     def _coefficients(self, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         p = params.to(self._face.device, torch.float32)
-        # Soft lips stay sealed over the first few millimetres of jaw travel; without this
-        # the smallest jaw motion (the driver's anticipation, the tail of a release) would
-        # already show a dark line.
-        # Past that they peel apart progressively, so the opening grows a little slower than
-        # the jaw at first.
+        # Soft lips stay sealed over the first few millimetres of jaw travel, then peel apart
+        # progressively; a bilabial closure holds them together whatever the jaw does.
         jaw = ((p[:, P.JAW] - _LIP_SEAL) / (1.0 - _LIP_SEAL)).clamp(0, 1) ** 1.35
         rnd = p[:, P.ROUND].clamp(0, 1)
-        # A bilabial closure holds the lips together whatever the jaw is doing.
         jaw = jaw * (1.0 - 0.9 * p[:, P.CLOSURE].clamp(0, 1))
         face = torch.stack(
             [
@@ -176,8 +167,7 @@ class PhotoRenderer:
             ],
             dim=1,
         )
-        # The driver already turns listening into pose and brows (LISTEN itself adds nothing
-        # here); breathing lifts the head a touch, as the shoulders outside the crop cannot move.
+        # Breathing lifts the head a touch, as the shoulders outside the crop cannot move.
         head = torch.stack(
             [
                 p[:, P.TX],
@@ -196,30 +186,33 @@ class PhotoRenderer:
         With a frame's parameters, where that frame's mouth is (head motion included); without,
         a box that holds the mouth in any pose.
         """
-        rig, ed = self.rig, self.rig.eye_distance
-        half_w = rig.mouth_width / 2
-        top, bottom = rig.lip_y - 0.05 * ed, rig.lip_y + (JAW_DROP_ED + 0.1) * ed
+        rig, geo = self.rig, self.geometry
+        # The middle of the opening: a smile's own dark corners stay out of it.
+        inner = rig.points((rig.inner_upper_lip[0], rig.inner_upper_lip[-1]))
+        y0 = self.crop_box[1] + 0.5
+        mid, half = float(inner[:, 0].mean()), 0.8 * float(np.ptp(inner[:, 0])) / 2
+        left, right = mid - half, mid + half
+        top = float(geo.split_y.min()) + y0 - 0.01 * geo.fh  # the opening starts at the split
+        bottom = float(geo.split_y.max()) + y0 + (JAW_DROP_FH + 0.04) * geo.fh
         if params_row is None:
             pad_x = pad_y = float(self._head_at_mouth.abs().sum(dim=0).max()) + 1
             dx = dy = 0.0
         else:
-            row = torch.tensor([list(params_row)], dtype=torch.float32)
-            _, head = self._coefficients(row)
-            dx, dy = (head.to(self._head_at_mouth.device) @ self._head_at_mouth)[0].tolist()
+            dx, dy = self.head_offset(params_row)
             pad_x = pad_y = 1.0
         return (
-            max(0, math.floor(rig.mouth_x - half_w + dx - pad_x)),
+            max(0, math.floor(left + dx - pad_x)),
             max(0, math.floor(top + dy - pad_y)),
-            min(self.size.width, math.ceil(rig.mouth_x + half_w + dx + pad_x)),
+            min(self.size.width, math.ceil(right + dx + pad_x)),
             min(self.size.height, math.ceil(bottom + dy + pad_y)),
         )
 
-    def _face_frame(self, d_head_px: torch.Tensor, rows: slice, cols: slice) -> torch.Tensor:
-        """Face-frame pixel positions of a patch: where the head motion brought each pixel from."""
-        ys = torch.arange(rows.start, rows.stop, dtype=torch.float32, device=d_head_px.device)
-        xs = torch.arange(cols.start, cols.stop, dtype=torch.float32, device=d_head_px.device)
-        gy, gx = torch.meshgrid(ys, xs, indexing="ij")
-        return torch.stack([gx, gy], dim=-1).unsqueeze(0) - d_head_px[:, rows, cols]
+    def head_offset(self, params_row: Sequence[float]) -> tuple[float, float]:
+        """How far a frame's head motion moves the mouth, in frame pixels (x, y)."""
+        row = torch.tensor([list(params_row)], dtype=torch.float32)
+        _, head = self._coefficients(row)
+        dx, dy = (head.to(self._head_at_mouth.device) @ self._head_at_mouth)[0].tolist()
+        return float(dx), float(dy)
 
     @torch.inference_mode()
     def render(self, params: torch.Tensor) -> torch.Tensor:
@@ -229,7 +222,7 @@ class PhotoRenderer:
         n = params.shape[0]
         _, _, crop_w, crop_h = self.crop_box
         face_c, head_c = self._coefficients(params)
-        blink = params[:, P.BLINK].to(self._face.device, torch.float32)
+        blink = params[:, P.BLINK].to(self._face.device, torch.float32).nan_to_num(0.0)
 
         # The head carries the deformed face along: the face field is evaluated where the head
         # moved the mouth to. Shifting it by whole pixels (the head field is nearly a translation
@@ -240,11 +233,18 @@ class PhotoRenderer:
         )
         grid = torch.addmm(self._identity_flat, head_c, self._head, alpha=-1.0)
         grid = grid.view(n, crop_h, crop_w, 2)
-        d_head_px = None
-        if bool((blink > 0).any()):
-            d_head_px = (self._identity - grid) / self._to_norm
         fh, fw = self._face_hw
         d_face_box = (face_c @ self._face).view(n, fh, fw, 2)
+        lid_gains = []
+        if bool((blink > 0).any()):
+            box_r, box_c = self._face_box
+            for (rows, cols), (d, gain) in zip(
+                self._lids.patches(), self._lids.displacements(blink), strict=True
+            ):
+                r = slice(rows.start - box_r.start, rows.stop - box_r.start)
+                c = slice(cols.start - box_c.start, cols.stop - box_c.start)
+                d_face_box[:, r, c, 1] += d * self._to_norm[1]
+                lid_gains.append((rows, cols, gain))
         d_face = torch.zeros_like(grid)
         rows, cols = self._face_box
         for b, (dx, dy) in enumerate(shift.tolist()):
@@ -267,9 +267,12 @@ class PhotoRenderer:
         rows, cols = self._mouth.rows, self._mouth.cols
         q = self._mouth_px - shift.view(n, 1, 1, 2)
         self._mouth.composite(crop, q, q - d_face[:, rows, cols] / self._to_norm)
-        if d_head_px is not None:
-            qs = [self._face_frame(d_head_px, r, c) for r, c in self._lids.patches()]
-            self._lids.composite(crop, qs, blink)
+        # The closed lids' tone, carried by the head like their warp.
+        for rows, cols, gain in lid_gains:
+            for b, (dx, dy) in enumerate(shift.tolist()):
+                dst_r, src_r = _shifted(rows, int(dy), crop_h)
+                dst_c, src_c = _shifted(cols, int(dx), crop_w)
+                crop[b, :, dst_r, dst_c] *= gain[b, src_r, src_c]
         frames = self._background.unsqueeze(0).repeat(n, 1, 1, 1)
         frames[:, self._rows, self._cols] = (
             crop.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)

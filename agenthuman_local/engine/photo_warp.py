@@ -1,0 +1,363 @@
+"""Displacement fields of the mesh photo avatar (rig version 2), built once per renderer.
+
+Everything lives in the coordinates of the rendered crop: `x`, `y` are crop pixel indices (pixel
+centres at integers). A field says how far the content at an output pixel moved, in pixels: the
+output pixel p shows the source pixel p − d(p). Fields are multiplied by a window that is zero on
+the crop's border, so the crop always meets the cached background without a seam.
+
+Each driver parameter at unit strength moves the mesh's vertices (`vertex_moves`); the moves
+become a dense field by piecewise-affine interpolation over the rig's own triangulation, solved
+once here, so a frame only mixes fields linearly (SPEC §9). The lips part along a split line,
+the midline between the inner lip contours: two fields are interpolated, one for what lies above
+the line (the upper lip stays) and one for below (the lower lip, chin and jaw drop), and differ
+only in the triangles that touch the inner lips; a frame uses the upper one above the line
+inside the mouth and the lower one everywhere else. The opening between the two is what
+`photo_cavity` fills.
+
+Lengths are in face heights `fh` (forehead to chin on the mesh), which a turned head keeps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+
+from agenthuman_local.engine.rig import CHIN, FACE_OVAL, MeshRig
+
+# Jaw drop at JAW = 1, in face heights (a wide "aa"; about 0.42 eye distances).
+JAW_DROP_FH = 0.13
+# Lateral narrowing of the opening at ROUND = 1 (fraction of the half width).
+ROUND_NARROWING = 0.3
+BROWS = (
+    (70, 63, 105, 66, 107, 55, 65, 52, 53, 46),
+    (300, 293, 334, 296, 336, 285, 295, 282, 283, 276),
+)
+FACE_PARAMS = ("JAW_WIDE", "JAW_NARROW", "SPREAD", "ROUND", "CLOSURE", "BROW")
+
+
+def smoothstep(edge0: float, edge1: float, x: np.ndarray | torch.Tensor):  # type: ignore[no-untyped-def]
+    t = ((x - edge0) / (edge1 - edge0)).clip(0.0, 1.0)
+    return t * t * (3.0 - 2.0 * t)
+
+
+@dataclass(frozen=True)
+class MeshGeometry:
+    """The rig in crop pixel indices, and the lengths and curves the fields and painters use."""
+
+    width: int
+    height: int
+    vertices: np.ndarray  # (468 + B, 2) crop pixels
+    triangles: np.ndarray  # (T, 3)
+    fh: float  # face height, px
+    fw: float  # face width, px
+    ex: np.ndarray  # unit vector along the face (image-left eye → image-right eye)
+    ey: np.ndarray  # unit vector down the face
+    mouth: np.ndarray  # (2,) centre of the split line
+    half_w: float  # half the inner mouth's width, corner to corner
+    inner_upper: tuple[int, ...]
+    inner_lower: tuple[int, ...]
+    outer_upper: tuple[int, ...]
+    outer_lower: tuple[int, ...]
+    split_x: np.ndarray  # the split line's points, image left to right (inner corners included)
+    split_y: np.ndarray
+    chin: np.ndarray
+    oval: np.ndarray  # (N, 2) the face oval
+    eye_lids: tuple[tuple[np.ndarray, np.ndarray], ...]  # per eye: upper, lower (9, 2) each
+    irises: np.ndarray  # (2, 5, 2)
+    brows: tuple[np.ndarray, ...]  # per eye (10, 2)
+    teeth_at_rest: bool
+    lips_apart_at_rest: bool
+
+    @classmethod
+    def from_rig(
+        cls,
+        rig: MeshRig,
+        x0: int,
+        y0: int,
+        width: int,
+        height: int,
+        photo: np.ndarray | None = None,
+    ) -> MeshGeometry:
+        """`photo`: the crop at rest (RGB uint8), to find where a smile's upper teeth end."""
+        # A rig coordinate c (pixel i spans [i, i + 1)) is crop index c − origin − ½.
+        shift = np.array([x0 + 0.5, y0 + 0.5], np.float32)
+        verts = rig.vertices - shift
+        lm = verts[:468]
+        up, lo = rig.inner_upper_lip, rig.inner_lower_lip
+        frac = np.full(len(up), 0.5, np.float32)
+        if rig.teeth_at_rest and photo is not None:
+            frac = _teeth_edges(photo, lm[list(up)], lm[list(lo)])
+        mid = lm[list(up)] + (lm[list(lo)] - lm[list(up)]) * frac[:, None]
+        # The split runs on past the inner corners to the outer ones (the lips' commissures).
+        outer = lm[[rig.outer_upper_lip[0], rig.outer_upper_lip[-1]]]
+        line = np.concatenate([outer[:1], mid, outer[1:]])
+        order = np.argsort(line[:, 0], kind="stable")
+        eyes = rig.irises[:, 0] - shift
+        ex = eyes[1] - eyes[0]
+        ex = ex / max(1e-6, float(np.hypot(*ex)))
+        lids = tuple((lm[list(u)], lm[list(d)]) for u, d in rig.eye_lids)
+        corners = lm[[up[0], up[-1]]]
+        return cls(
+            width=width,
+            height=height,
+            vertices=verts.astype(np.float32),
+            triangles=np.asarray(rig.triangles, np.int64),
+            fh=rig.face_height,
+            fw=rig.face_width,
+            ex=ex.astype(np.float32),
+            ey=np.array([-ex[1], ex[0]], np.float32),
+            mouth=((mid[0] + mid[-1]) / 2).astype(np.float32),
+            half_w=float(np.hypot(*(corners[1] - corners[0]))) / 2,
+            inner_upper=tuple(up),
+            inner_lower=tuple(lo),
+            outer_upper=tuple(rig.outer_upper_lip),
+            outer_lower=tuple(rig.outer_lower_lip),
+            split_x=line[order, 0].astype(np.float32),
+            split_y=line[order, 1].astype(np.float32),
+            chin=lm[CHIN].astype(np.float32),
+            oval=lm[list(FACE_OVAL)].astype(np.float32),
+            eye_lids=lids,
+            irises=(rig.irises - shift).astype(np.float32),
+            brows=tuple(lm[list(b)] for b in BROWS),
+            teeth_at_rest=rig.teeth_at_rest,
+            lips_apart_at_rest=rig.lips_apart_at_rest,
+        )
+
+    @property
+    def forehead_to_chin(self) -> float:
+        return self.fh
+
+    def split_table(self) -> np.ndarray:
+        """The split line's y at every crop column (flat beyond the inner corners)."""
+        xs = np.arange(self.width, dtype=np.float32)
+        return np.interp(xs, self.split_x, self.split_y).astype(np.float32)
+
+    def mouth_weight(self, x: np.ndarray) -> np.ndarray:
+        """1 across the lips, out past their outer corners; 0 well beyond (where the upper and
+        lower fields agree anyway)."""
+        d = np.maximum(self.split_x[0] - x, x - self.split_x[-1])
+        return 1.0 - smoothstep(0.1 * self.half_w, 0.4 * self.half_w, d)
+
+    def local(self, pts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(along, down) of points relative to the mouth centre, in face axes (pixels)."""
+        d = pts - self.mouth
+        return d @ self.ex, d @ self.ey
+
+
+def _teeth_edges(photo: np.ndarray, upper: np.ndarray, lower: np.ndarray) -> np.ndarray:
+    """Per inner-lip pair, where between the upper (0) and lower (1) lip the photo's upper
+    teeth end: the split goes there, so a smile's upper teeth stay whole under the upper lip
+    and the mouth opens below them (a smile mostly shows upper teeth)."""
+    lum = photo.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    h, w = lum.shape
+    frac = np.full(len(upper), 0.5, np.float32)
+    ts = np.linspace(0.0, 1.0, 21)
+    for i in range(1, len(upper) - 1):
+        pts = upper[i] + (lower[i] - upper[i]) * ts[:, None]
+        xs = np.clip(np.round(pts[:, 0]).astype(int), 0, w - 1)
+        ys = np.clip(np.round(pts[:, 1]).astype(int), 0, h - 1)
+        prof = lum[ys, xs]
+        bright = prof >= 0.8 * prof.max()
+        if bright[: len(ts) // 2 + 1].any():
+            frac[i] = float(ts[np.nonzero(bright)[0].max()])
+    inner = frac[1:-1]
+    inner[:] = np.clip(
+        np.convolve(np.pad(inner, 1, mode="edge"), np.ones(3) / 3, "valid"), 0.5, 0.97
+    )
+    return frac
+
+
+def _profile(u: np.ndarray, narrowing: float) -> np.ndarray:
+    """How far the lower lip drops across the mouth: a lens closing into the corners."""
+    u = u / (1.0 - narrowing)
+    return np.clip(1.0 - u * u, 0.0, None) ** 0.9
+
+
+def vertex_moves(geo: MeshGeometry) -> tuple[np.ndarray, np.ndarray]:
+    """Per-vertex displacements at unit strength: (below, above), each (K, N, 2) pixels.
+
+    `below` is the field the lower face follows, `above` the upper lip's; they differ only at
+    the inner lip vertices (each inner upper vertex takes its lower partner's move in `below`,
+    each inner lower vertex its upper partner's in `above`).
+    """
+    v = geo.vertices
+    n = len(v)
+    fh, hw = geo.fh, geo.half_w
+    a, b = geo.local(v)
+    u = a / hw
+    # The lip line through the face: the split between the inner corners, flat beyond them.
+    line_a, line_b = geo.local(np.stack([geo.split_x, geo.split_y], 1))
+    order = np.argsort(line_a)
+    line = np.interp(a, line_a[order], line_b[order])
+    below = b - line  # > 0 under the lip line
+    lower_idx = set(geo.inner_lower[1:-1]) | set(geo.outer_lower[1:-1])
+    upper_idx = set(geo.inner_upper[1:-1]) | set(geo.outer_upper[1:-1])
+    is_lower = np.array(
+        [(i in lower_idx) or (i < 468 and i not in upper_idx and below[i] > 0) for i in range(n)]
+    )
+    is_lower[468:] = False  # the crop's border never moves
+    lateral = 1.0 - smoothstep(0.1 * fh, 0.7 * fh, np.abs(a))  # the mandible hinges
+    soft = smoothstep(0.0, 2.0 * JAW_DROP_FH * fh, np.clip(below, 0.0, None))
+    ey, ex = geo.ey, geo.ex
+    corner_ids = [geo.inner_upper[0], geo.inner_upper[-1], geo.outer_upper[0], geo.outer_upper[-1]]
+
+    # Across the mouth the lower lip drops as a whole: inner and outer lip points at the same
+    # place along the mouth move alike (else the lip folds), the drop closing into the outer
+    # corners.
+    hw_outer = max(hw, float(np.abs(geo.local(geo.vertices[list(corner_ids[2:])])[0]).max()))
+    u_out = a / hw_outer
+    toward = np.clip(u_out, -1.0, 1.0) * np.exp(-((b / (0.1 * fh)) ** 2))
+
+    def jaw(narrowing: float) -> np.ndarray:
+        prof = _profile(u_out, narrowing)
+        f = np.where(is_lower, lateral * (prof + (1.0 - prof) * soft), 0.0)
+        d = (JAW_DROP_FH * fh * f)[:, None] * ey
+        # The corners come down a little and the mouth narrows as the jaw opens.
+        for i in corner_ids:
+            d[i] = JAW_DROP_FH * fh * (0.3 * _profile(u_out[i : i + 1], narrowing)[0] + 0.04) * ey
+        d -= (0.1 * hw * toward)[:, None] * ex
+        return d
+
+    # Spread / round: the corners and the lips beside them move along the mouth.
+    beyond = np.clip(np.abs(u) - 1.0, 0.0, None)
+    env = np.clip(u, -1.0, 1.0) * np.exp(-(beyond**2) / 0.6) * np.exp(-((b / (0.12 * fh)) ** 2))
+    spread = (0.2 * hw * env)[:, None] * ex - (0.016 * fh * np.abs(env))[:, None] * ey
+    rnd = (-ROUND_NARROWING * 0.8 * hw * env)[:, None] * ex
+    # Closure: the lower lip presses up into the line, the upper one down a touch.
+    across = _profile(u, 0.0)
+    bump = np.exp(-((below / (0.05 * fh)) ** 2)) * across
+    closure = (np.where(is_lower, -0.014 * fh, 0.006 * fh) * bump)[:, None] * ey
+    # Brows lift, the skin above the eyes with them.
+    brow = np.zeros(n)
+    for pts in geo.brows:
+        ca, cb = geo.local(pts.mean(axis=0, keepdims=True))
+        brow += np.exp(-(((a - ca) / (0.16 * fh)) ** 2)) * np.exp(-(((b - cb) / (0.1 * fh)) ** 2))
+    brow_d = (-0.028 * fh * np.clip(brow, 0.0, 1.0))[:, None] * ey
+    fields = np.stack([jaw(0.0), jaw(ROUND_NARROWING), spread, rnd, closure, brow_d])
+    fields[:, 468:] = 0.0
+    above = fields.copy()
+    below_f = fields.copy()
+    for iu, il in zip(geo.inner_upper[1:-1], geo.inner_lower[1:-1], strict=True):
+        below_f[:, iu] = fields[:, il]
+        above[:, il] = fields[:, iu]
+    return below_f.astype(np.float32), above.astype(np.float32)
+
+
+def piecewise_affine(
+    vertices: np.ndarray, triangles: np.ndarray, values: np.ndarray, height: int, width: int
+) -> np.ndarray:
+    """Interpolate per-vertex `values` (N, C) linearly inside each triangle → (H, W, C).
+
+    Pixels no triangle covers get 0. Vertices are crop pixel indices (centres at integers).
+    """
+    label = np.full((height, width), -1, np.int32)
+    fixed = np.round(vertices * 16.0).astype(np.int32)
+    for t, tri in enumerate(triangles):
+        cv2.fillPoly(label, [fixed[tri].reshape(-1, 1, 2)], int(t), lineType=cv2.LINE_8, shift=4)
+    ys, xs = np.nonzero(label >= 0)
+    t = label[ys, xs]
+    tri = triangles[t]
+    p0, p1, p2 = vertices[tri[:, 0]], vertices[tri[:, 1]], vertices[tri[:, 2]]
+    e1, e2 = p1 - p0, p2 - p0
+    det = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
+    det = np.where(np.abs(det) < 1e-6, 1e-6, det)
+    qx, qy = xs - p0[:, 0], ys - p0[:, 1]
+    w1 = (qx * e2[:, 1] - qy * e2[:, 0]) / det
+    w2 = (e1[:, 0] * qy - e1[:, 1] * qx) / det
+    w1, w2 = np.clip(w1, -0.5, 1.5), np.clip(w2, -0.5, 1.5)
+    w0 = 1.0 - w1 - w2
+    out = np.zeros((height, width, values.shape[1]), np.float32)
+    out[ys, xs] = (
+        w0[:, None] * values[tri[:, 0]]
+        + w1[:, None] * values[tri[:, 1]]
+        + w2[:, None] * values[tri[:, 2]]
+    )
+    return out
+
+
+def border_window(width: int, height: int, share: float = 0.1) -> np.ndarray:
+    """1 inside, falling smoothly to exactly 0 on the outermost pixels of the crop."""
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    margin = share * min(width, height)
+    dist = np.minimum(np.minimum(x, width - 1 - x), np.minimum(y, height - 1 - y))
+    return smoothstep(1.0, margin, dist)
+
+
+@dataclass(frozen=True)
+class MeshFields:
+    face: torch.Tensor  # [K, H, W, 2] pixels, order FACE_PARAMS
+    head: torch.Tensor  # [5, H, W, 2]: TX, TY, YAW, PITCH, ROLL
+    head_at_mouth: torch.Tensor  # [5, 2]
+    split: torch.Tensor  # [W] the split line's y per column
+
+
+def _smooth(field: np.ndarray, sigma: float) -> np.ndarray:
+    if sigma <= 0.3:
+        return field
+    flat = field.reshape(field.shape[0], field.shape[1], -1)
+    out = cv2.GaussianBlur(flat, (0, 0), sigmaX=sigma, borderType=cv2.BORDER_REPLICATE)
+    return out.reshape(field.shape)
+
+
+def build_fields(geo: MeshGeometry) -> MeshFields:
+    h, w = geo.height, geo.width
+    below, above = vertex_moves(geo)
+    k = below.shape[0]
+    # One rasterisation for every parameter, both sides: values (N, 2K) each.
+    vals = np.concatenate(
+        [below.transpose(1, 0, 2).reshape(-1, 2 * k), above.transpose(1, 0, 2).reshape(-1, 2 * k)],
+        axis=1,
+    )
+    dense = piecewise_affine(geo.vertices, geo.triangles, vals, h, w)
+    # Soften the creases along triangle edges; each side is smooth across the split itself.
+    dense = _smooth(dense, 0.006 * geo.fh)
+    lower = dense[..., : 2 * k].reshape(h, w, k, 2)
+    upper = dense[..., 2 * k :].reshape(h, w, k, 2)
+    split = geo.split_table()
+    ys = np.arange(h, dtype=np.float32)[:, None]
+    xs = np.arange(w, dtype=np.float32)
+    sharp = np.clip(ys - split[None, :] + 0.5, 0.0, 1.0)  # 1 under the split line
+    use_upper = (1.0 - sharp) * geo.mouth_weight(xs)[None, :]  # [H, W]
+    face = lower + (upper - lower) * use_upper[:, :, None, None]
+    # The face fields fade out twice as far in: the renderer shifts them with the head by up to
+    # the outer margin, and they must still be zero on the border.
+    face = (face * border_window(w, h, 0.2)[:, :, None, None]).transpose(2, 0, 1, 3)
+    window = border_window(w, h)[:, :, None, None]
+
+    # Head motion: the whole head slides and rolls inside the crop, the inner face a little
+    # more for yaw and pitch (which reads as a turn); nothing moves at the crop's border.
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    (ox0, oy0), (ox1, oy1) = geo.oval.min(0), geo.oval.max(0)
+    cx, cy = (ox0 + ox1) / 2, (oy0 + oy1) / 2 + 0.05 * geo.fh
+    rx, ry = (ox1 - ox0) / 2 * 1.05, (oy1 - oy0) / 2 * 1.05
+
+    def mask(scale: float) -> np.ndarray:
+        r = np.sqrt(((x - cx) / (scale * rx)) ** 2 + ((y - cy) / (scale * ry)) ** 2)
+        return 1.0 - smoothstep(1.0, 1.6, r)
+
+    whole, inner = mask(1.0), mask(0.7)
+    zero = np.zeros_like(x)
+    unit = 0.028 * geo.fh  # about 0.07 eye distances
+    px, py = float(geo.chin[0]), float(geo.chin[1]) + 0.12 * geo.fh
+    roll = 0.045  # radians at ROLL = 1
+    head = np.stack(
+        [
+            np.stack([unit * whole, zero], -1),
+            np.stack([zero, unit * whole], -1),
+            np.stack([1.3 * unit * inner, zero], -1),
+            np.stack([zero, unit * inner], -1),
+            np.stack([-roll * (y - py) * whole, roll * (x - px) * whole], -1),
+        ]
+    )
+    head = head * window[None, :, :, 0]
+    mi = int(round(min(max(float(geo.mouth[1]), 0), h - 1)))
+    mj = int(round(min(max(float(geo.mouth[0]), 0), w - 1)))
+    return MeshFields(
+        face=torch.from_numpy(np.ascontiguousarray(face, np.float32)),
+        head=torch.from_numpy(np.ascontiguousarray(head, np.float32)),
+        head_at_mouth=torch.from_numpy(np.ascontiguousarray(head[:, mi, mj], np.float32)),
+        split=torch.from_numpy(split),
+    )

@@ -293,10 +293,13 @@ async def test_interrupt_mid_utterance(server: RunningServer, api: AgentHuman) -
     t_int = run.marks["interrupt"]
     late_speaking = [
         f
-        for t, f in run.images(after=t_int + 2 * FRAME_MS / 1000)
+        # 5 frames: the server stops within one, the client's jitter buffer and Pipecat's video
+        # queue hold about two more, and a loaded 2-core CI box needs the rest; playout that does
+        # not stop (the hosted integrations' bug) runs for seconds.
+        for t, f in run.images(after=t_int + 5 * FRAME_MS / 1000)
         if f.metadata[PTS_KEY] < ended.pts_ms
     ]
-    assert not late_speaking, "speaking images more than 2 frames after the interrupt"
+    assert not late_speaking, "speaking images more than 5 frames after the interrupt"
     out_ms = len(run.output.audio_samples()) / RATE * 1000
     assert abs(out_ms - ended.played_ms) <= 2 * FRAME_MS, (out_ms, ended.played_ms)
     assert len(run.down.of(BotStartedSpeakingFrame)) == 1

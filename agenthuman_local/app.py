@@ -5,9 +5,10 @@ App-wide resources are cleanup contexts, opened in this order and closed in reve
 1. `store_ctx`    open + migrate the database, write the shipped avatars, make the first key;
 2. `devices_ctx`  list the devices (CUDA probing runs on a thread after the server listens);
    `outputs_ctx`  the viewer hub and the metrics (with the viewer-token lookup), and the
-                  media hook that records, shows and counts every live session (`outputs`);
+                  media hook that records, shows and counts every live session (`transports.local`);
    then `api.ws.live_ctx`: the render workers and the manager's runner factory;
-   `daily_rooms.daily_ctx`: Daily rooms per session (REST client, media hook, room hooks);
+   `transports.daily_rooms.daily_ctx`: Daily rooms per session (REST client, media hook,
+   room hooks);
 3. `engine_ctx.engine_ctx`: the one Engine, loaded in the background (flips
    `app[keys.engine_status_key].ready`); then the `contexts` passed to `create_app` (tests),
    which may set `app[keys.runner_factory_key]` or flip `ready` themselves;
@@ -37,14 +38,14 @@ from agenthuman_local.api.viewer import viewer_hub_key, viewer_tokens_key
 from agenthuman_local.api.ws import live_ctx, media_hooks_key
 from agenthuman_local.avatars import SHIPPED_AVATARS, default_aliases
 from agenthuman_local.config import DevicesSettings, Settings
-from agenthuman_local.daily_rooms import daily_ctx
 from agenthuman_local.devices import DevicePool, probe_devices
 from agenthuman_local.engine_ctx import engine_ctx
 from agenthuman_local.metrics import Metrics
-from agenthuman_local.outputs import outputs_hook
 from agenthuman_local.rerig import rerig_ctx
 from agenthuman_local.sessions.manager import EngineStatus, SessionManager
 from agenthuman_local.store import Store
+from agenthuman_local.transports.daily_rooms import daily_ctx
+from agenthuman_local.transports.local import outputs_hook
 from agenthuman_local.transports.viewer import ViewerHub
 
 log = logging.getLogger(__name__)

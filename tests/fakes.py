@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 
 import torch
 
 from agenthuman_local.engine.base import N_PARAMS, FrameSize, P
+from agenthuman_local.transports.base import PublishedFrame
 
 
 def jaw_level(jaw: float) -> int:
@@ -49,3 +51,18 @@ class FakeRenderer:
             :, None
         ]
         return out
+
+
+class MemorySink:
+    """Keeps what it is given (the newest `max_frames`); a test's Sink."""
+
+    def __init__(self, max_frames: int = 100_000) -> None:
+        self.frames: deque[PublishedFrame] = deque(maxlen=max_frames)
+        self.closed = False
+
+    async def publish(self, frame: PublishedFrame) -> None:
+        if not self.closed:
+            self.frames.append(frame)
+
+    async def aclose(self) -> None:
+        self.closed = True

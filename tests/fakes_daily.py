@@ -315,7 +315,7 @@ class FakeDaily:
 
 @dataclass(frozen=True)
 class SinkFrame:
-    """A published frame as the transports' Sink adapters read it (sessions.sinks.PublishedFrame).
+    """A published frame as the transports' Sink adapters read it (transports.base.PublishedFrame).
 
     Kept here, not imported, so the transport tests do not depend on the session layer.
     """

@@ -86,7 +86,7 @@ def test_only_the_transport_imports_daily_and_only_when_it_starts() -> None:
                 importers.append(path.relative_to(ROOT).as_posix())
     assert set(importers) == {"agenthuman_local/transports/daily.py"}
     code = (
-        "import sys, agenthuman_local.transports.daily, agenthuman_local.transports.sinks;"
+        "import sys, agenthuman_local.transports.daily, agenthuman_local.transports.daily_rooms;"
         "print('daily' in sys.modules)"
     )
     proc = subprocess.run(

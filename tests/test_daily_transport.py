@@ -13,11 +13,11 @@ import pytest
 from agenthuman_local.transports.daily import (
     DailyCallbacks,
     DailyJoinError,
+    DailySink,
     DailyTransport,
     is_network_error,
     load_daily,
 )
-from agenthuman_local.transports.sinks import DailySink
 from tests.fakes_daily import HANG, FakeDaily, SinkFrame
 
 W, H, SR = 64, 48, 16_000

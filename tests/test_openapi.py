@@ -14,8 +14,8 @@ import pytest
 from agenthuman_local.api.openapi import OPERATIONS, SCHEMAS, build_document
 from agenthuman_local.app import create_app
 from agenthuman_local.config import Settings
-from agenthuman_local.daily_rooms import DailyApiError
 from agenthuman_local.transports.daily_rest import DailyRestError
+from agenthuman_local.transports.daily_rooms import DailyApiError
 from tests.conftest import ApiClient, OpenApiChecker
 
 

@@ -15,9 +15,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from agenthuman_local import keys
 from agenthuman_local.api.viewer import viewer_hub_key
-from agenthuman_local.recording import recording_path
 from agenthuman_local.sessions.live import LiveSession
-from agenthuman_local.transports.sinks import RecorderSink
+from agenthuman_local.transports.recording import RecorderSink, recording_path
 from bench._server import speech_pcm
 from tests.server_proc import kill_9_while_speaking, session_after_restart, two_servers
 from tests.test_ws_helpers import Live, wait_for

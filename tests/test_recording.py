@@ -14,8 +14,7 @@ import numpy as np
 import pytest
 
 from agenthuman_local.engine.base import frame_sample_range
-from agenthuman_local.recording import Recorder, recording_path
-from agenthuman_local.transports.sinks import RecorderSink
+from agenthuman_local.transports.recording import Recorder, RecorderSink, recording_path
 from tests.fakes_daily import SinkFrame
 
 W, H, FPS, SR = 160, 120, 25, 16_000
@@ -156,7 +155,7 @@ KILLED_WRITER = """
 import sys, time
 import numpy as np
 from pathlib import Path
-from agenthuman_local.recording import Recorder
+from agenthuman_local.transports.recording import Recorder
 from agenthuman_local.engine.base import frame_sample_range
 W, H, FPS, SR = 320, 240, 25, 16000
 rec = Recorder(Path(sys.argv[1]), W, H, FPS, SR)

@@ -10,8 +10,7 @@ from agenthuman_local.engine.driver import Driver
 from agenthuman_local.engine.worker import RenderWorker
 from agenthuman_local.sessions.clock import VirtualClock
 from agenthuman_local.sessions.runner import RunnerOptions, SessionRunner
-from agenthuman_local.sessions.sinks import MemorySink
-from tests.fakes import FakeRenderer, jaw_level
+from tests.fakes import FakeRenderer, MemorySink, jaw_level
 
 FPS = 25
 

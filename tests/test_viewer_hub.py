@@ -17,8 +17,7 @@ from agenthuman_local.api import viewer as viewer_api
 from agenthuman_local.api.auth import auth_middleware
 from agenthuman_local.api.middleware import error_middleware
 from agenthuman_local.protocol import KIND_AUDIO_PCM, KIND_VIDEO_JPEG, unpack_media
-from agenthuman_local.transports.sinks import ViewerSink
-from agenthuman_local.transports.viewer import ViewerHub, encode_jpeg
+from agenthuman_local.transports.viewer import ViewerHub, ViewerSink, encode_jpeg
 from tests.chromium import CHROMIUM, chromium
 from tests.fakes_daily import SinkFrame
 

@@ -10,8 +10,7 @@ import pytest
 from agenthuman_local import protocol
 from agenthuman_local.api.ws import media_hooks_key, renderers_key
 from agenthuman_local.engine.base import frame_sample_range
-from agenthuman_local.sessions.sinks import MemorySink
-from tests.fakes import jaw_level
+from tests.fakes import MemorySink, jaw_level
 from tests.test_ws_helpers import FPS, Live, counting_pcm
 
 

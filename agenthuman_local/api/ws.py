@@ -34,11 +34,11 @@ from agenthuman_local.sessions.live import (
     RendererFactory,
     SessionClosed,
     SharedRenderers,
-    SocketMediaSink,
     frame_size,
 )
 from agenthuman_local.sessions.state import EndReason, SessionState
 from agenthuman_local.sessions.timeline import timeline_path
+from agenthuman_local.transports.socket import SocketMediaSink
 
 if TYPE_CHECKING:
     from agenthuman_local.sessions.runner import SessionRunner

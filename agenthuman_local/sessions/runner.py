@@ -35,9 +35,9 @@ from agenthuman_local.engine.worker import RenderJob, RenderWorker, WorkerClosed
 from agenthuman_local.sessions.clock import Clock, Pacer
 from agenthuman_local.sessions.outbox import EventLink, Outbox
 from agenthuman_local.sessions.schedule import AudioIn, FrameSchedule
-from agenthuman_local.sessions.sinks import PublishedFrame, Sink
 from agenthuman_local.sessions.speech import BufferFull, SpeechQueue, samples_to_ms
 from agenthuman_local.sessions.timeline import Timeline
+from agenthuman_local.transports.base import PublishedFrame, Sink
 
 log = logging.getLogger(__name__)
 

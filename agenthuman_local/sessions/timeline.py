@@ -14,7 +14,7 @@ from collections import deque
 from pathlib import Path
 from typing import IO, Any
 
-from agenthuman_local.sessions.sinks import PublishedFrame
+from agenthuman_local.transports.base import PublishedFrame
 
 FRAME_KEYS = (
     "t",

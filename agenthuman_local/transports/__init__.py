@@ -1,9 +1,13 @@
-"""Per-session media outputs that take raw frames (RGB uint8 HxWx3 + PCM s16le + pts).
+"""Every output of a live session: where its published frames go (SPEC §8, §7, §10).
 
-- `daily`: the avatar as a participant of a Daily room (the only module importing `daily`).
-- `daily_rest`: rooms and meeting tokens through Daily's REST API.
-- `viewer`: the local browser viewer's fan-out hub.
+- `base`: the `Sink` protocol, `PublishedFrame`, and `QueuedSink`, the one drop-oldest queue;
+- `socket`: the session socket's `output` (JPEG or RGB24 frames, PCM audio);
+- `viewer`: the local viewer's `ViewerHub`, and `ViewerOutput`/`ViewerSink` that feed it;
+- `recording`: the fragmented-MP4 `Recorder` and its `RecorderSink`;
+- `local`: the local outputs' factory (recording, viewer, metrics) and `MetricsOutput`;
+- `daily`: the avatar as a participant of a Daily room (the only module importing `daily`),
+  and `DailySink`; `daily_room`: its room semantics; `daily_rest`: rooms and tokens over
+  Daily's REST API; `daily_rooms`: Daily per session (room choice, `DailyOutput`, room hooks).
 
-The recorder lives in `agenthuman_local.recording`. Nothing here is imported at package import
-time, so the package works without daily-python or PyAV loaded.
+Nothing here imports the session layer at run time (type hints only).
 """

@@ -45,6 +45,7 @@ from typing import Any
 
 import numpy as np
 
+from agenthuman_local.transports.base import MediaFrame
 from agenthuman_local.transports.daily_room import (
     SUBSCRIBE_TO_NOTHING,
     DailyCallbacks,
@@ -432,3 +433,25 @@ class DailyTransport:
 
 def _release(client: Any, _sources: tuple[Any, ...]) -> None:
     client.release()
+
+
+class DailySink:
+    """Frames to a started `DailyTransport`; its own pump paces them into the room."""
+
+    def __init__(self, transport: DailyTransport) -> None:
+        self.transport = transport
+
+    @property
+    def dropped(self) -> int:
+        return self.transport.frames_dropped
+
+    async def publish(self, frame: MediaFrame) -> None:
+        if frame.sample_rate_hz != self.transport.sample_rate_hz:
+            raise ValueError(
+                f"frame audio is {frame.sample_rate_hz} Hz, the room's track "
+                f"{self.transport.sample_rate_hz} Hz"
+            )
+        self.transport.publish(frame.rgb, frame.pcm)
+
+    async def aclose(self) -> None:
+        await self.transport.aclose()

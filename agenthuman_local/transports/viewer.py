@@ -15,11 +15,8 @@ Wire format, per viewer socket (SPEC §8's media header, `protocol.pack_media`):
 
 Who may watch is decided by the HTTP handlers (`api/viewer.py`), not here.
 
-As a Sink (the runner calls this for every published frame)::
-
-    async def publish(frame):
-        await hub.publish_frame(session_id, frame.frame_index, frame.pts_ms, frame.rgb,
-                                frame.pcm, sample_rate_hz=rate)
+A session reaches the hub through `ViewerOutput` (its frames, speaking state and room state),
+whose frames go through `ViewerSink` (a `QueuedSink`: nothing is queued while no one watches).
 """
 
 from __future__ import annotations
@@ -30,32 +27,24 @@ import json
 import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from agenthuman_local import protocol
 from agenthuman_local.protocol import KIND_AUDIO_PCM, KIND_VIDEO_JPEG, pack_media
+from agenthuman_local.transports.base import MediaFrame, QueuedSink
+from agenthuman_local.transports.jpeg import encode_jpeg
+
+if TYPE_CHECKING:
+    from agenthuman_local.sessions.runner import SessionRunner
+    from agenthuman_local.transports.base import PublishedFrame
 
 Message = bytes | str
 
 _CLOCK_EVERY_S = 1.0
 # Remembered per session for late viewers; bounded so ended sessions cannot pile up.
 _MAX_REMEMBERED_SESSIONS = 1024
-
-
-def encode_jpeg(rgb: np.ndarray, quality: int = 80) -> bytes:
-    """RGB uint8 HxWx3 → JPEG bytes (OpenCV; about 2 ms at 720p, GIL released).
-
-    cv2 is imported here, on the hub's encoder thread, not at module import: importing it
-    costs ~0.25 s of server start-up, and only a session someone watches needs it.
-    """
-    import cv2
-
-    bgr = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR)
-    ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])
-    if not ok:
-        raise ValueError("JPEG encoding failed")
-    return buf.tobytes()
 
 
 class Viewer:
@@ -222,3 +211,69 @@ class ViewerHub:
             for viewer in list(viewers):
                 self.disconnect(viewer)
         await asyncio.to_thread(self._encoder.shutdown, wait=True)
+
+
+class ViewerSink(QueuedSink[MediaFrame]):
+    """Frames to the session's viewers: nothing is queued or encoded while no one watches."""
+
+    def __init__(self, hub: ViewerHub, session_id: str, *, max_frames: int = 4) -> None:
+        super().__init__(f"viewer:{session_id}", max_frames)
+        self.hub = hub
+        self.session_id = session_id
+
+    async def publish(self, frame: MediaFrame) -> None:
+        if self.hub.has_viewers(self.session_id):
+            await super().publish(frame)
+
+    async def _write(self, frame: MediaFrame) -> None:
+        await self.hub.publish_frame(
+            self.session_id,
+            frame.frame_index,
+            frame.pts_ms,
+            frame.rgb,
+            frame.pcm,
+            sample_rate_hz=frame.sample_rate_hz,
+        )
+
+
+class ViewerOutput:
+    """The session's frames, its speaking state and its room's state to the viewer pages."""
+
+    def __init__(self, hub: ViewerHub, session_id: str, runner: SessionRunner) -> None:
+        self.hub = hub
+        self.session_id = session_id
+        self.frames = ViewerSink(hub, session_id)
+        self._runner = runner
+        self._speaking: bool | None = None
+        self._room: dict[str, Any] | None = None  # the last room state, for pages opened later
+        self._viewers = 0
+        self._closed = False
+        runner.add_event_listener(self._on_event)
+
+    def _on_event(self, event: dict[str, Any]) -> None:
+        """On the loop, for each runner event: never waits (the hub's queues are bounded)."""
+        if self._closed or event.get("type") != protocol.SESSION_STATE:
+            return
+        self._room = {"type": "room", "state": event["state"], "reason": event.get("reason")}
+        self.hub.publish_event(self.session_id, self._room)
+        self._viewers = self.hub.viewer_count(self.session_id)  # these pages have it
+
+    async def publish(self, frame: PublishedFrame) -> None:
+        viewers = self.hub.viewer_count(self.session_id)
+        if self._room is not None and viewers > self._viewers:
+            # A page opened since the room's state changed (the hub keeps only the main state).
+            self.hub.publish_event(self.session_id, self._room)
+        self._viewers = viewers
+        if frame.speaking != self._speaking:
+            self._speaking = frame.speaking
+            # Remembered by the hub, so a page opened mid-sentence shows it too.
+            self.hub.publish_state(self.session_id, "speaking" if frame.speaking else "idle")
+        await self.frames.publish(frame)
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._runner.remove_event_listener(self._on_event)
+        await self.frames.aclose()
+        self.hub.publish_state(self.session_id, "ended", self._runner.end_reason)

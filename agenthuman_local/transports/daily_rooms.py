@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from dataclasses import dataclass
@@ -37,7 +36,7 @@ from agenthuman_local.api.ws import media_hooks_key
 from agenthuman_local.engine.base import SAMPLE_RATE_HZ
 from agenthuman_local.errors import AppError
 from agenthuman_local.sessions.state import EndReason
-from agenthuman_local.transports.daily import DailyLib, DailyTransport
+from agenthuman_local.transports.daily import DailyLib, DailySink, DailyTransport
 from agenthuman_local.transports.daily_rest import DailyRestClient, DailyRestError
 from agenthuman_local.transports.daily_room import DailyCallbacks, DailyJoinError
 
@@ -46,7 +45,6 @@ if TYPE_CHECKING:
     from agenthuman_local.sessions.live import LiveSession
     from agenthuman_local.sessions.runner import SessionRunner
     from agenthuman_local.store import Store
-    from agenthuman_local.transports.sinks import DailySink
 
 log = logging.getLogger(__name__)
 
@@ -316,11 +314,7 @@ class DailyOutput:
             log.exception("session %s: joining the Daily room failed", self.session_id)
             error = f"{type(exc).__name__}: {exc}"
         else:
-            # transports.sinks pulls in PyAV (~150 ms): never imported on the loop.
-            sinks = await asyncio.to_thread(
-                importlib.import_module, "agenthuman_local.transports.sinks"
-            )
-            self._sink = sinks.DailySink(self.transport)
+            self._sink = DailySink(self.transport)
             self._runner.emit_state(STATE_JOINED)
             await self._rooms.note_error(self.session_id, None)
             return

@@ -5,11 +5,12 @@ session's media runner is made it adds, as sinks of that runner,
 
 - a `RecorderSink` when `recording.enabled`: `recordings/<id>/recording.mp4`, beside the
   session's `timeline.jsonl`;
-- a `ViewerOutput`: frames to the `ViewerHub` (JPEG-encoded only while a page watches) and the
-  page's state line — `speaking` / `idle` as the published frames change, `ended (reason)`
-  when the session ends, and beside it the room's state: each `session.state` the runner emits
-  (`connecting`, `joined_room`, `room_error`, seen through `runner.add_event_listener`) goes
-  to the page as `{"type": "room", "state", "reason"}`, again to each page opened later;
+- a `ViewerOutput` (`transports.viewer`): frames to the `ViewerHub` (JPEG-encoded only while a
+  page watches) and the page's state line — `speaking` / `idle` as the published frames
+  change, `ended (reason)` when the session ends, and beside it the room's state: each
+  `session.state` the runner emits (`connecting`, `joined_room`, `room_error`, seen through
+  `runner.add_event_listener`) goes to the page as `{"type": "room", "state", "reason"}`,
+  again to each page opened later;
 - a `MetricsOutput`: every published frame, the runner's drops, its first-frame latency and
   the speech audio it received.
 
@@ -21,68 +22,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from agenthuman_local import protocol
 from agenthuman_local.config import Settings
 from agenthuman_local.engine.base import SAMPLE_RATE_HZ
 from agenthuman_local.metrics import Metrics
-from agenthuman_local.recording import Recorder, recording_path
-from agenthuman_local.transports.sinks import RecorderSink, ViewerSink
-from agenthuman_local.transports.viewer import ViewerHub
+from agenthuman_local.transports.recording import Recorder, RecorderSink, recording_path
+from agenthuman_local.transports.viewer import ViewerHub, ViewerOutput
 
 if TYPE_CHECKING:
     from agenthuman_local.sessions.live import LiveSession, MediaHook
     from agenthuman_local.sessions.runner import SessionRunner
-    from agenthuman_local.sessions.sinks import PublishedFrame
+    from agenthuman_local.transports.base import PublishedFrame
 
 log = logging.getLogger(__name__)
 
 # Speech is counted at 16 kHz s16le, as the runner queues it: 32 bytes a millisecond.
 _BYTES_PER_MS = SAMPLE_RATE_HZ * 2 // 1000
-
-
-class ViewerOutput:
-    """The session's frames, its speaking state and its room's state to the viewer pages."""
-
-    def __init__(self, hub: ViewerHub, session_id: str, runner: SessionRunner) -> None:
-        self.hub = hub
-        self.session_id = session_id
-        self.frames = ViewerSink(hub, session_id)
-        self._runner = runner
-        self._speaking: bool | None = None
-        self._room: dict[str, Any] | None = None  # the last room state, for pages opened later
-        self._viewers = 0
-        self._closed = False
-        runner.add_event_listener(self._on_event)
-
-    def _on_event(self, event: dict[str, Any]) -> None:
-        """On the loop, for each runner event: never waits (the hub's queues are bounded)."""
-        if self._closed or event.get("type") != protocol.SESSION_STATE:
-            return
-        self._room = {"type": "room", "state": event["state"], "reason": event.get("reason")}
-        self.hub.publish_event(self.session_id, self._room)
-        self._viewers = self.hub.viewer_count(self.session_id)  # these pages have it
-
-    async def publish(self, frame: PublishedFrame) -> None:
-        viewers = self.hub.viewer_count(self.session_id)
-        if self._room is not None and viewers > self._viewers:
-            # A page opened since the room's state changed (the hub keeps only the main state).
-            self.hub.publish_event(self.session_id, self._room)
-        self._viewers = viewers
-        if frame.speaking != self._speaking:
-            self._speaking = frame.speaking
-            # Remembered by the hub, so a page opened mid-sentence shows it too.
-            self.hub.publish_state(self.session_id, "speaking" if frame.speaking else "idle")
-        await self.frames.publish(frame)
-
-    async def aclose(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self._runner.remove_event_listener(self._on_event)
-        await self.frames.aclose()
-        self.hub.publish_state(self.session_id, "ended", self._runner.end_reason)
 
 
 class MetricsOutput:

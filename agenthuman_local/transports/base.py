@@ -1,8 +1,11 @@
-"""The one bounded, drop-oldest frame queue behind every output that does I/O.
+"""Where a session's published frames go: one small interface for every output (SPEC §10).
 
-Imports nothing from the package, so both `sessions.sinks` and `transports.sinks` use it.
-`publish` never waits: when the queue is full the oldest frame is dropped and counted in
-`dropped`; one named task drains the queue through the subclass's `async _write(frame)`.
+A `PublishedFrame` is one video frame together with exactly the audio it shows (SPEC §9).
+`Sink.publish` must return at once: an output that does I/O keeps its own bounded queue and
+drops its own oldest data when it falls behind (`QueuedSink`, the one drop-oldest frame queue:
+`publish` never waits; when the queue is full the oldest frame is dropped and counted in
+`dropped`; one named task drains the queue through the subclass's `async _write(frame)`), so no
+output slows the session. Pure: the session layer and every output import this module.
 """
 
 from __future__ import annotations
@@ -10,9 +13,61 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
+import numpy as np
+
+from agenthuman_local.engine.base import SAMPLE_RATE_HZ
+
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PublishedFrame:
+    session_id: str
+    frame_index: int
+    pts_ms: int
+    rgb: np.ndarray  # uint8 [H, W, 3]; shared by every sink, never written to
+    samples: np.ndarray  # int16 mono at `sample_rate_hz`: exactly the samples this frame shows
+    audio_start: int  # [audio_start, audio_end) in 16 kHz samples since the session's frame 0
+    audio_end: int
+    speaking: bool
+    late: bool
+    render_ms: float
+    queue_frames: int
+    sample_rate_hz: int = SAMPLE_RATE_HZ
+
+    @property
+    def pcm(self) -> bytes:
+        """The frame's audio as PCM s16le mono."""
+        return self.samples.astype("<i2").tobytes()
+
+
+class Sink(Protocol):
+    async def publish(self, frame: PublishedFrame) -> None:
+        """Take the frame; never waits on the output's own I/O."""
+        ...
+
+    async def aclose(self) -> None:
+        """Idempotent."""
+        ...
+
+
+# What an output reads of a frame: `PublishedFrame` has this shape.
+class MediaFrame(Protocol):
+    @property
+    def session_id(self) -> str: ...
+    @property
+    def frame_index(self) -> int: ...
+    @property
+    def pts_ms(self) -> int: ...
+    @property
+    def rgb(self) -> np.ndarray: ...
+    @property
+    def sample_rate_hz(self) -> int: ...
+    @property
+    def pcm(self) -> bytes: ...
 
 
 class Indexed(Protocol):

@@ -11,11 +11,8 @@ Timing: video timestamps are the frame's first audio sample (SPEC §9: frame n s
 one exact clock. A dropped frame leaves a gap in the video and silence in the audio, keeping
 what follows in sync.
 
-As a Sink::
-
-    recorder = Recorder(recording_path(data_dir, session_id), 960, 720, 25, 16000)
-    async def publish(frame): recorder.submit(frame.frame_index, frame.rgb, frame.pcm)
-    async def aclose(): await recorder.aclose()
+As a session Sink: `RecorderSink(Recorder(recording_path(data_dir, session_id), 960, 720, 25,
+16000))`.
 """
 
 from __future__ import annotations
@@ -31,6 +28,7 @@ import av
 import numpy as np
 
 from agenthuman_local.engine.base import frame_sample_range
+from agenthuman_local.transports.base import MediaFrame
 
 log = logging.getLogger(__name__)
 
@@ -200,3 +198,18 @@ class Recorder:
         for stream in (video, audio):
             for packet in stream.encode(None):
                 container.mux(packet)
+
+
+class RecorderSink:
+    def __init__(self, recorder: Recorder) -> None:
+        self.recorder = recorder
+
+    @property
+    def dropped(self) -> int:
+        return self.recorder.frames_dropped
+
+    async def publish(self, frame: MediaFrame) -> None:
+        self.recorder.submit(frame.frame_index, frame.rgb, frame.pcm)
+
+    async def aclose(self) -> None:
+        await self.recorder.aclose()

@@ -7,7 +7,7 @@ App-wide resources are cleanup contexts, opened in this order and closed in reve
    `outputs_ctx`  the viewer hub and the metrics (with the viewer-token lookup), and the
                   media hook that records, shows and counts every live session (`transports.local`);
    then `api.ws.live_ctx`: the render workers and the manager's runner factory;
-   `transports.daily_rooms.daily_ctx`: Daily rooms per session (REST client, media hook,
+   `daily_ctx`: Daily rooms per session (REST client, media hook,
    room hooks);
 3. `engine_ctx.engine_ctx`: the one Engine, loaded in the background (flips
    `app[keys.engine_status_key].ready`); then the `contexts` passed to `create_app` (tests),
@@ -31,27 +31,25 @@ from aiohttp import web
 
 from agenthuman_local import ids, keys
 from agenthuman_local.api.auth import RateLimiter, auth_middleware
-from agenthuman_local.api.metrics import metrics_key
 from agenthuman_local.api.middleware import error_middleware
 from agenthuman_local.api.routes import setup_routes
-from agenthuman_local.api.viewer import viewer_hub_key, viewer_tokens_key
-from agenthuman_local.api.ws import live_ctx, media_hooks_key
+from agenthuman_local.api.ws import live_ctx
 from agenthuman_local.avatars import SHIPPED_AVATARS, default_aliases
 from agenthuman_local.config import DevicesSettings, Settings
 from agenthuman_local.devices import DevicePool, probe_devices
 from agenthuman_local.engine_ctx import engine_ctx
 from agenthuman_local.metrics import Metrics
+from agenthuman_local.paths import api_key_path, db_path
 from agenthuman_local.rerig import rerig_ctx
 from agenthuman_local.sessions.manager import EngineStatus, SessionManager
 from agenthuman_local.store import Store
-from agenthuman_local.transports.daily_rooms import daily_ctx
+from agenthuman_local.transports.daily_rest import DailyRestClient
+from agenthuman_local.transports.daily_rooms import DailyRooms
 from agenthuman_local.transports.local import outputs_hook
 from agenthuman_local.transports.viewer import ViewerHub
 
 log = logging.getLogger(__name__)
 
-DB_FILE = "agenthuman.db"
-API_KEY_FILE = "api_key"
 API_KEY_ENV = "AGENTHUMAN_API_KEY"
 DEFAULT_ACCOUNT = "default"
 
@@ -88,10 +86,10 @@ async def ensure_first_key(store: Store, path: Path, env_key: str | None) -> key
 async def store_ctx(app: web.Application, *, env_key: str | None) -> AsyncIterator[None]:
     data_dir = app[keys.settings_key].data_dir
     data_dir.mkdir(parents=True, exist_ok=True)
-    store = await Store.open(data_dir / DB_FILE)
+    store = await Store.open(db_path(data_dir))
     try:
         await store.sync_shipped_avatars(SHIPPED_AVATARS)
-        app[keys.first_key_key] = await ensure_first_key(store, data_dir / API_KEY_FILE, env_key)
+        app[keys.first_key_key] = await ensure_first_key(store, api_key_path(data_dir), env_key)
         app[keys.store_key] = store
         yield
     finally:
@@ -148,16 +146,18 @@ async def outputs_ctx(app: web.Application) -> AsyncIterator[None]:
 
     metrics.add_refresher(device_load)
     metrics.add_async_refresher(sessions_by_status)
-    app[metrics_key] = metrics
+    app[keys.metrics_key] = metrics
 
     async def viewer_token(session_id: str) -> str | None:
         session = await app[keys.manager_key].lookup(session_id)
         return session.viewer_token if session is not None else None
 
-    app[viewer_tokens_key] = viewer_token
+    app[keys.viewer_tokens_key] = viewer_token
     hub = ViewerHub()
-    app[viewer_hub_key] = hub
-    app.setdefault(media_hooks_key, []).append(outputs_hook(app[keys.settings_key], hub, metrics))
+    app[keys.viewer_hub_key] = hub
+    app.setdefault(keys.media_hooks_key, []).append(
+        outputs_hook(app[keys.settings_key], hub, metrics)
+    )
     try:
         yield
     finally:
@@ -177,6 +177,28 @@ async def sessions_ctx(app: web.Application) -> AsyncIterator[None]:
     app[keys.manager_key] = manager
     yield
     await manager.aclose()
+
+
+async def daily_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The app's DailyRooms: the REST client (with `daily.api_key`), the media hook, the
+    manager's room hooks. Runs after live_ctx and closes after every session has ended."""
+    settings = app[keys.settings_key]
+    daily = settings.daily
+    rest = DailyRestClient(daily.api_url, daily.api_key) if daily.api_key else None
+    rooms = DailyRooms(
+        settings,
+        app[keys.store_key],
+        lambda sid, reason: app[keys.manager_key].end_soon(sid, reason),
+        rest=rest,
+        lib=app.get(keys.daily_lib_key),
+        transport_options=app.get(keys.daily_transport_options_key),
+    )
+    app[keys.rooms_key] = rooms
+    app[keys.media_hooks_key].append(rooms.media_hook)
+    try:
+        yield
+    finally:
+        await rooms.aclose()
 
 
 def create_app(

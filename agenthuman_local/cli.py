@@ -24,10 +24,11 @@ from typing import Any
 from aiohttp import web
 
 from agenthuman_local import __version__, ids, keys
-from agenthuman_local.app import DB_FILE, create_app
+from agenthuman_local.app import create_app
 from agenthuman_local.avatars import DEFAULT_AVATAR_ID, SHIPPED_AVATARS
 from agenthuman_local.config import ConfigError, Settings, load_settings, parse_set
 from agenthuman_local.errors import StorageUnavailable
+from agenthuman_local.paths import DB_FILE
 from agenthuman_local.store import Store
 
 EXIT_CONFIG = 2

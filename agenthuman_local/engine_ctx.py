@@ -41,7 +41,6 @@ log = logging.getLogger(__name__)
 EngineFactory = Callable[["Settings"], "Engine"]
 # Set before the app starts to build another engine (tests: one whose load fails or waits).
 # Called on a worker thread.
-engine_factory_key: web.AppKey[EngineFactory] = web.AppKey("engine_factory")
 # Renders many small tensor ops per frame: more intra-op threads only add hand-off cost and
 # fight the other sessions' render threads for the cores (1.4 ms → 40 ms a frame measured with
 # 2 threads under load). torch's setting is process-wide, so once is enough.
@@ -185,7 +184,7 @@ async def engine_ctx(app: web.Application) -> AsyncIterator[None]:
     app[keys.preview_cache_key] = {}
     status.error = None
     status.ready = not settings.engine.preload
-    factory = app.get(engine_factory_key, _default_engine)
+    factory = app.get(keys.engine_factory_key, _default_engine)
     task = asyncio.create_task(
         _load(slot, status, factory, settings, app.get(keys.store_key)), name="engine:load"
     )

@@ -13,10 +13,22 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+    from typing import Any
+
     from agenthuman_local.api.auth import RateLimiter
     from agenthuman_local.config import Settings
     from agenthuman_local.devices import DevicePool
-    from agenthuman_local.engine_ctx import EngineSlot
+    from agenthuman_local.engine.worker import RenderPool
+    from agenthuman_local.engine_ctx import EngineFactory, EngineSlot
+    from agenthuman_local.metrics import Metrics
+    from agenthuman_local.sessions.clock import Clock
+    from agenthuman_local.sessions.live import (
+        MediaHook,
+        MediaSpec,
+        RendererFactory,
+        SharedRenderers,
+    )
     from agenthuman_local.sessions.manager import (
         EngineStatus,
         RoomHooks,
@@ -24,6 +36,8 @@ if TYPE_CHECKING:
         SessionManager,
     )
     from agenthuman_local.store import Store
+    from agenthuman_local.transports.daily import DailyLib
+    from agenthuman_local.transports.viewer import ViewerHub
 
 
 @dataclass(frozen=True)
@@ -53,6 +67,28 @@ rooms_key: web.AppKey[RoomHooks] = web.AppKey("rooms")
 # and the shipped avatars' preview PNGs by id, rendered once.
 engine_key: web.AppKey[EngineSlot] = web.AppKey("engine")
 preview_cache_key: web.AppKey[dict[str, bytes]] = web.AppKey("preview_cache")
+
+# The render workers of the process and the renderers the live sessions share (app.live_ctx).
+render_pool_key: web.AppKey[RenderPool] = web.AppKey("render_pool")
+renderers_key: web.AppKey[SharedRenderers] = web.AppKey("shared_renderers")
+# Outputs (recorder, viewer, metrics, Daily) attach to a session's runner through these.
+media_hooks_key: web.AppKey[list[MediaHook]] = web.AppKey("media_hooks")
+# The viewer hub the runners publish into, and session id -> its viewer token (api/viewer.py).
+viewer_hub_key: web.AppKey[ViewerHub] = web.AppKey("viewer_hub")
+viewer_tokens_key: web.AppKey[Callable[[str], Awaitable[str | None]]] = web.AppKey("viewer_tokens")
+# What `/metrics` serves.
+metrics_key: web.AppKey[Metrics] = web.AppKey("metrics")
+
+# Optional overrides, set before the app starts (tests set them from a cleanup context):
+# the renderer, driver and clock of each session, read when a session starts;
+renderer_factory_key: web.AppKey[RendererFactory] = web.AppKey("renderer_factory")
+driver_factory_key: web.AppKey[Callable[[MediaSpec], Any]] = web.AppKey("driver_factory")
+clock_key: web.AppKey[Clock] = web.AppKey("session_clock")
+# the engine to build (one whose load fails or waits), called on a worker thread;
+engine_factory_key: web.AppKey[EngineFactory] = web.AppKey("engine_factory")
+# another daily-python (tests/fakes_daily.py), and keyword arguments for each DailyTransport.
+daily_lib_key: web.AppKey[DailyLib] = web.AppKey("daily_lib")
+daily_transport_options_key: web.AppKey[dict[str, Any]] = web.AppKey("daily_transport_options")
 
 # The account of the request's API key, set by the auth middleware on /v1 routes that need one.
 account_key: web.RequestKey[str] = web.RequestKey("account")

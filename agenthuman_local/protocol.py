@@ -15,6 +15,8 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
+from agenthuman_local.audio import MAX_RATE_HZ, MIN_RATE_HZ, SAMPLE_RATE_HZ
+
 # Client → server.
 SESSION_INIT = "session.init"
 AGENT_SPEAK = "agent.speak"
@@ -60,9 +62,9 @@ E_SESSION_ENDED = "SESSION_ENDED"
 
 FIRST_MESSAGE_MUST_BE_INIT = "First message must be session.init"
 
-MIN_SAMPLE_RATE_HZ = 8_000
-MAX_SAMPLE_RATE_HZ = 48_000
-DEFAULT_SAMPLE_RATE_HZ = 16_000
+MIN_SAMPLE_RATE_HZ = MIN_RATE_HZ
+MAX_SAMPLE_RATE_HZ = MAX_RATE_HZ
+DEFAULT_SAMPLE_RATE_HZ = SAMPLE_RATE_HZ
 MIN_SIDE_PX = 128
 MAX_SIDE_PX = 1920
 MIN_FPS = 10

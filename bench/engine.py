@@ -20,19 +20,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from agenthuman_local.engine.audio import FrameSlicer, StreamResampler, pcm16_to_float
+from agenthuman_local.audio import FrameSlicer, StreamResampler, pcm16_to_float
 from agenthuman_local.engine.base import FrameSize, Renderer, frame_sample_range
 from agenthuman_local.engine.driver import Driver
 from agenthuman_local.engine.engine import Engine
-from agenthuman_local.engine.lipsync_check import (
+from agenthuman_local.engine.procedural import ProceduralRenderer
+from bench import Figure
+from tests.lipsync_check import (
     drive,
     envelope_db,
     measure_sync,
     mouth_fraction,
     refined_lag_frames,
 )
-from agenthuman_local.engine.procedural import ProceduralRenderer
-from bench import Figure
 
 SPEECH_WAV = Path(__file__).resolve().parent.parent / "tests" / "data" / "speech.wav"
 SIZES = [FrameSize(1280, 720), FrameSize(512, 512), FrameSize(960, 720)]

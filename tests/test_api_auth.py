@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from agenthuman_local import keys
-from agenthuman_local.app import API_KEY_FILE, DB_FILE
+from agenthuman_local.paths import API_KEY_FILE, DB_FILE
 from tests.conftest import ApiClient, MakeClient
 from tests.test_errors import second_account_client
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from aiohttp import web
 
 from agenthuman_local import keys
-from agenthuman_local.app import DB_FILE
+from agenthuman_local.paths import DB_FILE
 from agenthuman_local.records import Session
 from agenthuman_local.sessions.manager import SessionManager
 from agenthuman_local.sessions.state import EndReason

@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from agenthuman_local.api.viewer import viewer_hub_key
+from agenthuman_local import keys
 from tests.conftest import ApiClient
 from tests.test_errors import assert_error
 
@@ -51,7 +51,7 @@ async def test_the_viewer_socket_gets_what_the_hub_publishes(api: ApiClient) -> 
     path, token = page_path(session)
     sid = session["session_id"]
     async with api.client.ws_connect(f"{path}/ws?token={token}") as ws:
-        api.app[viewer_hub_key].publish_state(sid, "connecting")
+        api.app[keys.viewer_hub_key].publish_state(sid, "connecting")
         message = await ws.receive(timeout=30)
         assert message.type is aiohttp.WSMsgType.TEXT
         assert json.loads(message.data) == {"type": "state", "state": "connecting", "reason": None}

@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from agenthuman_local.engine.audio import (
-    FeatureExtractor,
+from agenthuman_local.audio import (
     FrameSlicer,
     StreamResampler,
     float_to_pcm16,
     pcm16_to_float,
 )
 from agenthuman_local.engine.base import frame_sample_range
+from tests.audio_features import FeatureExtractor
 
 SPEECH_WAV = Path(__file__).parent / "data" / "speech.wav"
 RATES = [8000, 11025, 16000, 22050, 24000, 32000, 44100, 48000]

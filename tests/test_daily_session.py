@@ -20,11 +20,7 @@ from aiohttp import web
 from agenthuman_local import keys
 from agenthuman_local.app import create_app
 from agenthuman_local.sessions.clock import VirtualClock
-from agenthuman_local.transports.daily_rooms import (
-    choose_room,
-    daily_lib_key,
-    daily_transport_options_key,
-)
+from agenthuman_local.transports.daily_rooms import choose_room
 from tests.conftest import ApiClient, make_settings
 from tests.fakes_daily import FakeCallClient, FakeDaily
 from tests.test_daily_rest import KEY, fail_key, fake_daily_app, rooms_key, tokens_key
@@ -81,8 +77,8 @@ async def make_live(
     app = create_app(
         make_settings(tmp_path, **overrides), environ={}, contexts=[fake_renderer_ctx(clock)]
     )
-    app[daily_lib_key] = fake_daily.lib
-    app[daily_transport_options_key] = {"join_backoff_s": 0.01, "leave_timeout_s": 2.0}
+    app[keys.daily_lib_key] = fake_daily.lib
+    app[keys.daily_transport_options_key] = {"join_backoff_s": 0.01, "leave_timeout_s": 2.0}
     client = await aiohttp_client(app)
     return Live(ApiClient(client, app[keys.first_key_key].key), clock)
 

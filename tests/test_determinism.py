@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from agenthuman_local.engine.audio import FrameSlicer, StreamResampler, pcm16_to_float
+from agenthuman_local.audio import FrameSlicer, StreamResampler, pcm16_to_float
 from agenthuman_local.engine.base import FrameSize
 from agenthuman_local.engine.engine import Engine
 

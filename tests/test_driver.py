@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agenthuman_local.engine.audio import pcm16_to_float
+from agenthuman_local.audio import pcm16_to_float
 from agenthuman_local.engine.base import N_PARAMS, P, frame_sample_range
 from agenthuman_local.engine.driver import Driver
 

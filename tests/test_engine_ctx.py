@@ -14,7 +14,6 @@ from agenthuman_local import keys
 from agenthuman_local.app import create_app
 from agenthuman_local.config import Settings
 from agenthuman_local.engine.engine import Engine
-from agenthuman_local.engine_ctx import engine_factory_key
 from tests.conftest import ApiClient, make_settings
 from tests.test_errors import assert_error
 
@@ -43,7 +42,7 @@ async def start_client(
 ) -> ApiClient:
     app = create_app(make_settings(tmp_path, **kw), environ={})
     if factory is not None:
-        app[engine_factory_key] = factory
+        app[keys.engine_factory_key] = factory
     client = await aiohttp_client(app)
     return ApiClient(client, app[keys.first_key_key].key)
 

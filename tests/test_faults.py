@@ -21,8 +21,7 @@ import cv2
 import torch
 
 from agenthuman_local import keys
-from agenthuman_local.api.ws import render_pool_key, renderer_factory_key
-from agenthuman_local.sessions.timeline import timeline_path
+from agenthuman_local.paths import timeline_path
 from bench._server import recording_files, speech_pcm
 from tests.fakes import FakeRenderer
 from tests.server_proc import kill_9_while_speaking, session_after_restart, two_servers
@@ -88,7 +87,7 @@ async def test_a_renderer_exception_ends_only_its_session_with_error(make_client
             renderers[spec.width] = FakeRenderer(spec.width, spec.height)
             return renderers[spec.width]
 
-        app[renderer_factory_key] = make
+        app[keys.renderer_factory_key] = make
         yield
 
     live = await Live.make(make_client, contexts=[ctx])
@@ -104,7 +103,7 @@ async def test_a_renderer_exception_ends_only_its_session_with_error(make_client
     await live.tick(5, sessions=2)
 
     renderers[128].fail = True
-    worker = live.api.app[render_pool_key].get("cpu")
+    worker = live.api.app[keys.render_pool_key].get("cpu")
     for _ in range(20):
         if broken.of("error"):
             break
@@ -225,7 +224,7 @@ async def test_a_client_that_stops_reading_keeps_memory_bounded_and_the_session_
         async def make(spec: Any) -> NoiseRenderer:
             return NoiseRenderer(spec.width, spec.height)
 
-        app[renderer_factory_key] = make
+        app[keys.renderer_factory_key] = make
         yield
 
     live = await Live.make(make_client, contexts=[ctx])
@@ -290,7 +289,6 @@ async def test_a_daily_join_that_never_completes_is_room_error_and_the_session_g
 ) -> None:
     from agenthuman_local.app import create_app
     from agenthuman_local.sessions.clock import VirtualClock
-    from agenthuman_local.transports.daily_rooms import daily_lib_key, daily_transport_options_key
     from tests.conftest import ApiClient, make_settings
     from tests.fakes_daily import HANG, FakeDaily
     from tests.test_ws_helpers import fake_renderer_ctx
@@ -299,8 +297,8 @@ async def test_a_daily_join_that_never_completes_is_room_error_and_the_session_g
     daily = FakeDaily(join_results=[HANG], hang_s=2.0)
     clock = VirtualClock()
     app = create_app(make_settings(tmp_path), environ={}, contexts=[fake_renderer_ctx(clock)])
-    app[daily_lib_key] = daily.lib
-    app[daily_transport_options_key] = {"join_timeout_s": 0.2, "join_attempts": 1}
+    app[keys.daily_lib_key] = daily.lib
+    app[keys.daily_transport_options_key] = {"join_timeout_s": 0.2, "join_attempts": 1}
     client = await aiohttp_client(app)
     live = Live(ApiClient(client, app[keys.first_key_key].key), clock)
     room = {"url": "https://team.daily.co/standup", "token": "their-token"}

@@ -14,19 +14,19 @@ import numpy as np
 import pytest
 import torch
 
-from agenthuman_local.engine.audio import pcm16_to_float
+from agenthuman_local.audio import pcm16_to_float
 from agenthuman_local.engine.base import FrameSize
 from agenthuman_local.engine.faces import prepare_face, save_avatar
-from agenthuman_local.engine.lipsync_check import (
+from agenthuman_local.engine.photo import PhotoRenderer, open_photo_renderer
+from agenthuman_local.engine.procedural import ProceduralRenderer
+from tests import photos
+from tests.lipsync_check import (
     drive,
     envelope_db,
     measure_sync,
     mouth_fraction,
     silent_mask,
 )
-from agenthuman_local.engine.photo import PhotoRenderer, open_photo_renderer
-from agenthuman_local.engine.procedural import ProceduralRenderer
-from tests import photos
 
 SPEECH_WAV = Path(__file__).parent / "data" / "speech.wav"
 FPS = 25

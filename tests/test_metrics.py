@@ -5,7 +5,8 @@ from __future__ import annotations
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
-from agenthuman_local.api.metrics import metrics_handler, metrics_key
+from agenthuman_local import keys
+from agenthuman_local.api.metrics import metrics_handler
 from agenthuman_local.metrics import Metrics
 
 
@@ -83,10 +84,10 @@ def test_each_app_has_its_own_counters() -> None:
 
 async def test_the_handler_serves_the_text_format(aiohttp_client) -> None:
     app = web.Application()
-    app[metrics_key] = Metrics()
+    app[keys.metrics_key] = Metrics()
     app.router.add_get("/metrics", metrics_handler)
     client = await aiohttp_client(app)
-    app[metrics_key].audio_bytes_received(10)
+    app[keys.metrics_key].audio_bytes_received(10)
     resp = await client.get("/metrics")
     assert resp.status == 200
     assert resp.headers["Content-Type"].startswith("text/plain; version=")
@@ -107,7 +108,7 @@ async def test_the_handler_serves_the_text_format(aiohttp_client) -> None:
 
 async def test_async_refreshers_run_before_the_handler_renders(aiohttp_client) -> None:
     app = web.Application()
-    m = app[metrics_key] = Metrics()
+    m = app[keys.metrics_key] = Metrics()
     counts = {"created": 4}
 
     async def sessions() -> None:

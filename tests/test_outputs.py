@@ -14,9 +14,9 @@ import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
 from agenthuman_local import keys
-from agenthuman_local.api.viewer import viewer_hub_key
+from agenthuman_local.paths import recording_path
 from agenthuman_local.sessions.live import LiveSession
-from agenthuman_local.transports.recording import RecorderSink, recording_path
+from agenthuman_local.transports.recording import RecorderSink
 from bench._server import speech_pcm
 from tests.server_proc import kill_9_while_speaking, session_after_restart, two_servers
 from tests.test_ws_helpers import Live, wait_for
@@ -176,7 +176,7 @@ async def test_the_recording_route_is_404_when_there_is_none_and_per_account(mak
 
 async def test_frames_are_encoded_for_the_viewer_only_while_one_is_connected(make_client) -> None:
     live = await Live.make(make_client, virtual=False)
-    hub = live.api.app[viewer_hub_key]
+    hub = live.api.app[keys.viewer_hub_key]
     session = await live.api.create_session()
     sid = session["session_id"]
     await live.api.start_session(sid)
@@ -224,7 +224,7 @@ async def test_recording_and_a_stalled_viewer_never_hold_the_session_back(make_c
     await live.connect(sid, session["access_token"], video_width=160, video_height=128)
     url = session["viewer_url"].split("/v1/", 1)[1].replace("/viewer?", "/viewer/ws?")
     stalled = await live.api.client.ws_connect("/v1/" + url)  # connected, never read
-    await wait_for(lambda: live.api.app[viewer_hub_key].has_viewers(sid))
+    await wait_for(lambda: live.api.app[keys.viewer_hub_key].has_viewers(sid))
     await live.settle()
     await live.tick(100)  # four virtual seconds, far faster than the encoders run
     frames = [line for line in await timeline(live, sid) if line["t"] == "frame"]

@@ -30,11 +30,10 @@ import numpy as np
 import pytest
 import torch
 
-from agenthuman_local.engine.audio import pcm16_to_float
+from agenthuman_local.audio import pcm16_to_float
 from agenthuman_local.engine.base import FrameSize, P
 from agenthuman_local.engine.facemesh import face_mesh
 from agenthuman_local.engine.faces import prepare_face, save_avatar
-from agenthuman_local.engine.lipsync_check import drive, envelope_db, measure_sync
 from agenthuman_local.engine.photo import PhotoRenderer
 from agenthuman_local.engine.rig import (
     CHIN,
@@ -47,6 +46,7 @@ from agenthuman_local.engine.rig import (
     UNDER_NOSE,
 )
 from tests import photos
+from tests.lipsync_check import drive, envelope_db, measure_sync
 
 SPEECH_WAV = Path(__file__).parent / "data" / "speech.wav"
 FPS = 25

@@ -18,7 +18,6 @@ import pytest
 from aiohttp import web
 
 from agenthuman_local import keys, protocol
-from agenthuman_local.api.ws import clock_key
 from agenthuman_local.engine.base import frame_sample_range
 from agenthuman_local.sessions.clock import VirtualClock
 from tests.plugin_fixture import (
@@ -38,7 +37,7 @@ JPEG_TOLERANCE = 3.0
 
 def _clock_ctx(clock: VirtualClock) -> Any:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
-        app[clock_key] = clock
+        app[keys.clock_key] = clock
         yield
 
     return ctx

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from agenthuman_local.engine.base import frame_sample_range
-from agenthuman_local.transports.recording import Recorder, RecorderSink, recording_path
+from agenthuman_local.paths import recording_path
+from agenthuman_local.transports.recording import Recorder, RecorderSink
 from tests.fakes_daily import SinkFrame
 
 W, H, FPS, SR = 160, 120, 25, 16_000

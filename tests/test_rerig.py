@@ -17,7 +17,6 @@ import pytest
 import skimage.data
 
 from agenthuman_local import keys
-from agenthuman_local.app import DB_FILE
 from agenthuman_local.engine.rig import (
     HaarRig,
     MeshRig,
@@ -27,6 +26,7 @@ from agenthuman_local.engine.rig import (
     load_rig,
 )
 from agenthuman_local.migrations import MIGRATIONS
+from agenthuman_local.paths import DB_FILE
 from agenthuman_local.rerig import _rerig_one, rerig_avatars, rerig_task_key
 from agenthuman_local.store import Store
 from tests import photos

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from aiohttp import web
 
+from agenthuman_local import keys
 from agenthuman_local.api import viewer as viewer_api
 from agenthuman_local.api.auth import auth_middleware
 from agenthuman_local.api.middleware import error_middleware
@@ -181,8 +182,8 @@ async def app_client(aiohttp_client):
 
     # The server's own middlewares: the viewer routes must pass without an API key.
     app = web.Application(middlewares=[error_middleware, auth_middleware])
-    app[viewer_api.viewer_hub_key] = hub
-    app[viewer_api.viewer_tokens_key] = lookup
+    app[keys.viewer_hub_key] = hub
+    app[keys.viewer_tokens_key] = lookup
     app.cleanup_ctx.append(close_hub)
     app.router.add_get("/v1/sessions/{session_id}/viewer", viewer_api.viewer_page)
     app.router.add_get("/v1/sessions/{session_id}/viewer/ws", viewer_api.viewer_socket)

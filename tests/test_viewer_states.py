@@ -11,7 +11,6 @@ from typing import Any
 import aiohttp
 
 from agenthuman_local import keys
-from agenthuman_local.api.viewer import viewer_hub_key
 from agenthuman_local.sessions.live import LiveSession
 from tests.fakes_daily import FakeDaily
 from tests.test_daily_session import GIVEN, SIZE, URL_ERROR, make_live, noting, states
@@ -22,7 +21,7 @@ async def open_page(live: Live, session: dict[str, Any]) -> aiohttp.ClientWebSoc
     """The viewer page's socket, as the page opens it from the session's viewer_url."""
     url = session["viewer_url"].split("/v1/", 1)[1].replace("/viewer?", "/viewer/ws?")
     page = await live.api.client.ws_connect("/v1/" + url)
-    await wait_for(lambda: live.api.app[viewer_hub_key].has_viewers(session["session_id"]))
+    await wait_for(lambda: live.api.app[keys.viewer_hub_key].has_viewers(session["session_id"]))
     return page
 
 

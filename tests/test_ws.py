@@ -7,8 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from agenthuman_local import protocol
-from agenthuman_local.api.ws import media_hooks_key, renderers_key
+from agenthuman_local import keys, protocol
 from agenthuman_local.engine.base import frame_sample_range
 from tests.fakes import MemorySink, jaw_level
 from tests.test_ws_helpers import FPS, Live, counting_pcm
@@ -290,7 +289,7 @@ async def test_outputs_attach_through_the_media_hooks(make_client):
         rooms.append(live_session.init.room)
 
     async def ctx(app):
-        app[media_hooks_key].append(hook)
+        app[keys.media_hooks_key].append(hook)
         yield
 
     rooms = []
@@ -304,7 +303,7 @@ async def test_outputs_attach_through_the_media_hooks(make_client):
 
 
 async def test_sessions_of_one_avatar_and_size_share_a_renderer(live):
-    renderers = live.api.app[renderers_key]
+    renderers = live.api.app[keys.renderers_key]
     a_sid, a_tok = await live.started_session()
     b_sid, b_tok = await live.started_session()
     c_sid, c_tok = await live.started_session()

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from aiohttp import WSMsgType, web
 
-from agenthuman_local.api.ws import clock_key, render_pool_key, renderer_factory_key
+from agenthuman_local import keys
 from agenthuman_local.sessions.clock import VirtualClock
 from tests.fakes import FakeRenderer
 
@@ -24,9 +24,9 @@ def fake_renderer_ctx(clock: VirtualClock | None) -> Callable[[web.Application],
         async def make(spec: Any) -> FakeRenderer:
             return FakeRenderer(spec.width, spec.height)
 
-        app[renderer_factory_key] = make
+        app[keys.renderer_factory_key] = make
         if clock is not None:
-            app[clock_key] = clock
+            app[keys.clock_key] = clock
         yield
 
     return ctx
@@ -78,7 +78,7 @@ class Live:
     async def tick(self, n: int = 1, sessions: int = 1) -> None:
         """Advance the virtual clock `n` frames, every frame rendered in time."""
         assert self.clock is not None
-        worker = self.api.app[render_pool_key].get("cpu")
+        worker = self.api.app[keys.render_pool_key].get("cpu")
         for _ in range(n):
             await worker.drain()
             self.clock.advance(1 / FPS)

@@ -9,6 +9,7 @@ import sqlite3
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from agenthuman_local import keys
 from agenthuman_local.sessions.timeline import FRAME_KEYS
 from tests.test_ws_helpers import Live, counting_pcm
 
@@ -260,13 +261,12 @@ async def test_started_and_ended_exactly_once_over_random_sequences(make_client)
 
 
 async def test_a_renderer_that_cannot_load_ends_the_session_with_error(make_client):
-    from agenthuman_local.api.ws import renderer_factory_key
 
     async def broken(app):
         async def make(spec):
             raise FileNotFoundError("avatar files are gone")
 
-        app[renderer_factory_key] = make
+        app[keys.renderer_factory_key] = make
         yield
 
     live = await Live.make(make_client, contexts=[broken])

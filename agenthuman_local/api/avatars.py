@@ -36,12 +36,12 @@ from agenthuman_local.errors import (
     StorageUnavailable,
     ValidationError,
 )
+from agenthuman_local.paths import AVATARS_DIR
 from agenthuman_local.records import Avatar
 
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 FETCH_TIMEOUT_S = 20.0
 DEFAULT_UPLOAD_NAME = "My avatar"
-AVATARS_DIR = "avatars"
 INPUTS = ("file", "image_base64", "image_url")
 _CHUNK_BYTES = 64 * 1024
 _FACE_ERRORS: dict[str, type[errors.BadRequest]] = {

@@ -25,11 +25,11 @@ from agenthuman_local.api.parsing import (
 )
 from agenthuman_local.engine_ctx import loading_error
 from agenthuman_local.errors import NotFound, UnsupportedPlatform, ValidationError
+from agenthuman_local.paths import recording_path
 from agenthuman_local.records import Session
 from agenthuman_local.sessions.live import LiveSession
 from agenthuman_local.sessions.manager import VIDEO_SIZES
 from agenthuman_local.sessions.state import EndReason, SessionState
-from agenthuman_local.transports.recording import recording_path
 
 DEFAULT_LIST_LIMIT = 50
 MAX_LIST_LIMIT = 500

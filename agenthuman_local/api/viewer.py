@@ -6,8 +6,8 @@ Routes (no API key: the URL carries the session's viewer token, SPEC §2):
     GET /v1/sessions/{session_id}/viewer/ws?token=…   viewer_socket frames, audio, state
     GET /viewer/{name}                                viewer_asset  viewer.js, viewer-worklet.js
 
-The app provides two things: `app[viewer_hub_key]`, the hub the session runners publish into,
-and `app[viewer_tokens_key]`, an async function session id → that session's viewer token (None
+The app provides two things: `app[keys.viewer_hub_key]`, the hub the session runners publish into,
+and `app[keys.viewer_tokens_key]`, an async function session id → that session's viewer token (None
 for an unknown session), e.g. from `SessionManager.lookup`. A wrong token looks exactly like an
 unknown session.
 
@@ -26,9 +26,10 @@ from pathlib import Path
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from agenthuman_local import keys
 from agenthuman_local.api.auth import public
 from agenthuman_local.errors import NotFound, SessionNotFound
-from agenthuman_local.transports.viewer import Viewer, ViewerHub
+from agenthuman_local.transports.viewer import Viewer
 
 log = logging.getLogger(__name__)
 
@@ -45,14 +46,11 @@ _CSP = (
 
 ViewerTokenLookup = Callable[[str], Awaitable[str | None]]
 
-viewer_hub_key: web.AppKey[ViewerHub] = web.AppKey("viewer_hub", ViewerHub)
-viewer_tokens_key: web.AppKey[ViewerTokenLookup] = web.AppKey("viewer_tokens")
-
 
 async def _authorize(request: web.Request) -> str:
     session_id = request.match_info["session_id"]
     token = request.query.get("token", "")
-    expected = await request.app[viewer_tokens_key](session_id)
+    expected = await request.app[keys.viewer_tokens_key](session_id)
     if not token or expected is None or not hmac.compare_digest(expected, token):
         raise SessionNotFound()
     return session_id
@@ -86,7 +84,7 @@ async def viewer_asset(request: web.Request) -> web.StreamResponse:
 @public
 async def viewer_socket(request: web.Request) -> web.StreamResponse:
     session_id = await _authorize(request)
-    hub = request.app[viewer_hub_key]
+    hub = request.app[keys.viewer_hub_key]
     ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=64 * 1024)
     await ws.prepare(request)
     try:

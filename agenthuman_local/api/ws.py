@@ -16,28 +16,24 @@ import contextlib
 import json
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from agenthuman_local import ids, keys, protocol
 from agenthuman_local.api.auth import public
-from agenthuman_local.api.avatars import AVATARS_DIR
 from agenthuman_local.engine.worker import RenderPool
 from agenthuman_local.errors import NotFound
-from agenthuman_local.sessions.clock import Clock
+from agenthuman_local.paths import avatar_dir, timeline_path
 from agenthuman_local.sessions.live import (
     LiveSession,
-    MediaHook,
     MediaSpec,
-    RendererFactory,
     SessionClosed,
     SharedRenderers,
     frame_size,
 )
 from agenthuman_local.sessions.state import EndReason, SessionState
-from agenthuman_local.sessions.timeline import timeline_path
 from agenthuman_local.transports.socket import SocketMediaSink
 
 if TYPE_CHECKING:
@@ -47,14 +43,8 @@ log = logging.getLogger(__name__)
 
 E_MEDIA_FAILED = "MEDIA_FAILED"
 
-render_pool_key: web.AppKey[RenderPool] = web.AppKey("render_pool")
-renderers_key: web.AppKey[SharedRenderers] = web.AppKey("shared_renderers")
 # Optional overrides, read when a session starts (tests set them from a cleanup context).
-renderer_factory_key: web.AppKey[RendererFactory] = web.AppKey("renderer_factory")
-driver_factory_key: web.AppKey[Callable[[MediaSpec], Any]] = web.AppKey("driver_factory")
-clock_key: web.AppKey[Clock] = web.AppKey("session_clock")
 # Outputs (recorder, viewer, Daily) attach to a session's runner through these.
-media_hooks_key: web.AppKey[list[MediaHook]] = web.AppKey("media_hooks")
 
 
 class WsLink:
@@ -316,11 +306,11 @@ async def live_ctx(app: web.Application) -> AsyncIterator[None]:
     """Render workers for the process, and the session manager's runner factory."""
     settings = app[keys.settings_key]
     pool = RenderPool()
-    app[render_pool_key] = pool
-    app.setdefault(media_hooks_key, [])
+    app[keys.render_pool_key] = pool
+    app.setdefault(keys.media_hooks_key, [])
 
     async def make_renderer(spec: MediaSpec) -> Any:
-        override = app.get(renderer_factory_key)
+        override = app.get(keys.renderer_factory_key)
         if override is not None:
             return await override(spec)
         avatar = await app[keys.store_key].get_avatar(spec.avatar_id)
@@ -331,17 +321,17 @@ async def live_ctx(app: web.Application) -> AsyncIterator[None]:
             frame_size(spec),
             spec.device,
             avatar.kind if avatar is not None else "procedural",
-            settings.data_dir / AVATARS_DIR / spec.avatar_id,
+            avatar_dir(settings.data_dir, spec.avatar_id),
         )
 
     async def make_driver(spec: MediaSpec) -> Any:
-        override = app.get(driver_factory_key)
+        override = app.get(keys.driver_factory_key)
         if override is not None:
             return override(spec)
         return (await app[keys.engine_key].get()).make_driver(spec.fps)
 
     renderers = SharedRenderers(make_renderer)
-    app[renderers_key] = renderers
+    app[keys.renderers_key] = renderers
 
     async def runner_factory(session: Any) -> LiveSession:
         manager = app[keys.manager_key]
@@ -354,8 +344,8 @@ async def live_ctx(app: web.Application) -> AsyncIterator[None]:
             make_driver=make_driver,
             end_soon=lambda sid, reason: manager.end_soon(sid, EndReason(reason)),
             save_stats=store.set_session_stats,
-            clock=app.get(clock_key),
-            hooks=app[media_hooks_key],
+            clock=app.get(keys.clock_key),
+            hooks=app[keys.media_hooks_key],
         )
 
     app[keys.runner_factory_key] = runner_factory

@@ -11,7 +11,9 @@ import enum
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-SAMPLE_RATE_HZ = 16_000
+# Defined in the pure layer (`agenthuman_local.audio`); the engine's modules read them here.
+from agenthuman_local.audio import SAMPLE_RATE_HZ as SAMPLE_RATE_HZ
+from agenthuman_local.audio import frame_sample_range as frame_sample_range
 
 
 class P(enum.IntEnum):
@@ -41,13 +43,6 @@ class P(enum.IntEnum):
 
 
 N_PARAMS = len(P)
-
-
-def frame_sample_range(
-    frame_index: int, fps: int, sample_rate_hz: int = SAMPLE_RATE_HZ
-) -> tuple[int, int]:
-    """The samples frame n shows (SPEC §9): [floor(n·sr/fps), floor((n+1)·sr/fps)), no drift."""
-    return (frame_index * sample_rate_hz) // fps, ((frame_index + 1) * sample_rate_hz) // fps
 
 
 @dataclass(frozen=True)

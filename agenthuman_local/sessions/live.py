@@ -13,20 +13,19 @@ No aiohttp here: a socket is anything with the `SocketLink` shape (api/ws.py has
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from agenthuman_local import protocol
 from agenthuman_local.engine.base import FrameSize
 from agenthuman_local.engine.worker import RenderPool
+from agenthuman_local.paths import timeline_path
 from agenthuman_local.sessions.clock import Clock, WallClock
-from agenthuman_local.sessions.timeline import Timeline, timeline_path
+from agenthuman_local.sessions.runner import RunnerOptions, SessionRunner
+from agenthuman_local.sessions.timeline import Timeline
 
-if TYPE_CHECKING:
-    from agenthuman_local.sessions.runner import SessionRunner
 log = logging.getLogger(__name__)
 
 
@@ -144,20 +143,16 @@ class LiveSession:
         )
 
     async def _start_media(self, spec: MediaSpec) -> SessionRunner:
-        # The media modules pull in torch, seconds to import: never on the loop (SPEC §12).
-        runner_mod = await asyncio.to_thread(
-            importlib.import_module, "agenthuman_local.sessions.runner"
-        )
         renderer = await self._renderers.acquire(spec)
         try:
-            return await self._wire_media(spec, renderer, runner_mod)
+            return await self._wire_media(spec, renderer)
         except BaseException:
             self._renderers.release(spec)
             raise
 
-    async def _wire_media(self, spec: MediaSpec, renderer: Any, runner_mod: Any) -> SessionRunner:
+    async def _wire_media(self, spec: MediaSpec, renderer: Any) -> SessionRunner:
         settings = self.settings
-        options = runner_mod.RunnerOptions(
+        options = RunnerOptions(
             session_id=self.session_id,
             fps=spec.fps,
             sample_rate_hz=spec.sample_rate_hz,
@@ -169,7 +164,7 @@ class LiveSession:
         timeline = await asyncio.to_thread(
             Timeline, timeline_path(settings.data_dir, self.session_id)
         )
-        runner: SessionRunner = runner_mod.SessionRunner(
+        runner = SessionRunner(
             options,
             renderer=renderer,
             worker=self._pool.get(spec.device),

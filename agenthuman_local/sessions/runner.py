@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from agenthuman_local import protocol
-from agenthuman_local.engine.base import SAMPLE_RATE_HZ
+from agenthuman_local.audio import SAMPLE_RATE_HZ
 from agenthuman_local.engine.worker import RenderJob, RenderWorker, WorkerClosed, WorkerFull
 from agenthuman_local.sessions.clock import Clock, Pacer
 from agenthuman_local.sessions.outbox import EventLink, Outbox

@@ -23,8 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from agenthuman_local.engine.audio import StreamResampler
-from agenthuman_local.engine.base import SAMPLE_RATE_HZ, frame_sample_range
+from agenthuman_local.audio import SAMPLE_RATE_HZ, StreamResampler, frame_sample_range, to_int16
 from agenthuman_local.engine.worker import RenderJob
 from agenthuman_local.sessions.speech import FrameAudio, SpeechQueue
 
@@ -39,10 +38,6 @@ class Scheduled:
     job: RenderJob | None
     driver_before: Any  # the driver as it was before this frame was stepped
     window: np.ndarray | None = None  # the audio window of an audio-driven renderer
-
-
-def to_int16(x: np.ndarray) -> np.ndarray:
-    return np.clip(np.round(x * 32768.0), -32768, 32767).astype(np.int16)
 
 
 class AudioIn:

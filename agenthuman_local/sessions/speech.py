@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from agenthuman_local import protocol
-from agenthuman_local.engine.base import SAMPLE_RATE_HZ, frame_sample_range
+from agenthuman_local.audio import SAMPLE_RATE_HZ, frame_sample_range
 
 SAMPLES_PER_MS = SAMPLE_RATE_HZ // 1000
 

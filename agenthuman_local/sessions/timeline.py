@@ -28,10 +28,6 @@ FRAME_KEYS = (
 )
 
 
-def timeline_path(data_dir: Path, session_id: str) -> Path:
-    return data_dir / "recordings" / session_id / "timeline.jsonl"
-
-
 class Timeline:
     """Also a Sink, so the runner publishes frames to it like to any other output."""
 

@@ -18,7 +18,7 @@ from typing import Generic, Protocol, TypeVar
 
 import numpy as np
 
-from agenthuman_local.engine.base import SAMPLE_RATE_HZ
+from agenthuman_local.audio import SAMPLE_RATE_HZ
 
 log = logging.getLogger(__name__)
 

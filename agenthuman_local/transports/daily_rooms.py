@@ -16,7 +16,8 @@
   process dies first.
 
 The transport (`transports/daily.py`) is the only code that touches daily-python;
-`app[daily_lib_key]` swaps the library for a fake in tests.
+`app[keys.daily_lib_key]` swaps the library for a fake in tests; `app.daily_ctx` makes the
+one `DailyRooms` of the app.
 """
 
 from __future__ import annotations
@@ -24,16 +25,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from aiohttp import web
-
-from agenthuman_local import keys
-from agenthuman_local.api.ws import media_hooks_key
-from agenthuman_local.engine.base import SAMPLE_RATE_HZ
+from agenthuman_local.audio import SAMPLE_RATE_HZ
 from agenthuman_local.errors import AppError
 from agenthuman_local.sessions.state import EndReason
 from agenthuman_local.transports.daily import DailyLib, DailySink, DailyTransport
@@ -47,11 +44,6 @@ if TYPE_CHECKING:
     from agenthuman_local.store import Store
 
 log = logging.getLogger(__name__)
-
-# Set before the app starts to use another daily-python (tests: tests/fakes_daily.py).
-daily_lib_key: web.AppKey[DailyLib] = web.AppKey("daily_lib")
-# Keyword arguments for each DailyTransport (tests: shorter timeouts).
-daily_transport_options_key: web.AppKey[dict[str, Any]] = web.AppKey("daily_transport_options")
 
 STATE_CONNECTING = "connecting"
 STATE_JOINED = "joined_room"
@@ -353,25 +345,3 @@ class DailyOutput:
                 await self._join_task
         if self.transport is not None:
             await self.transport.aclose()
-
-
-async def daily_ctx(app: web.Application) -> AsyncIterator[None]:
-    """The app's DailyRooms: the REST client (with `daily.api_key`), the media hook, the
-    manager's room hooks. Runs after live_ctx and closes after every session has ended."""
-    settings = app[keys.settings_key]
-    daily = settings.daily
-    rest = DailyRestClient(daily.api_url, daily.api_key) if daily.api_key else None
-    rooms = DailyRooms(
-        settings,
-        app[keys.store_key],
-        lambda sid, reason: app[keys.manager_key].end_soon(sid, reason),
-        rest=rest,
-        lib=app.get(daily_lib_key),
-        transport_options=app.get(daily_transport_options_key),
-    )
-    app[keys.rooms_key] = rooms
-    app[media_hooks_key].append(rooms.media_hook)
-    try:
-        yield
-    finally:
-        await rooms.aclose()

@@ -24,10 +24,11 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
+from agenthuman_local.audio import SAMPLE_RATE_HZ
 from agenthuman_local.config import Settings
-from agenthuman_local.engine.base import SAMPLE_RATE_HZ
 from agenthuman_local.metrics import Metrics
-from agenthuman_local.transports.recording import Recorder, RecorderSink, recording_path
+from agenthuman_local.paths import recording_path
+from agenthuman_local.transports.recording import Recorder, RecorderSink
 from agenthuman_local.transports.viewer import ViewerHub, ViewerOutput
 
 if TYPE_CHECKING:

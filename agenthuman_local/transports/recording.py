@@ -27,7 +27,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from agenthuman_local.engine.base import frame_sample_range
+from agenthuman_local.audio import frame_sample_range
 from agenthuman_local.transports.base import MediaFrame
 
 log = logging.getLogger(__name__)
@@ -37,11 +37,6 @@ _MUXER_OPTIONS = {
     "movflags": "frag_keyframe+empty_moov+default_base_moof",
     "flush_packets": "1",
 }
-
-
-def recording_path(data_dir: Path, session_id: str) -> Path:
-    """Where a session's MP4 lives: beside its `timeline.jsonl` (`sessions/timeline.py`)."""
-    return Path(data_dir) / "recordings" / session_id / "recording.mp4"
 
 
 class Recorder:

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Callable
 
 from agenthuman_local import protocol
-from agenthuman_local.engine.base import SAMPLE_RATE_HZ
+from agenthuman_local.audio import SAMPLE_RATE_HZ, StreamResampler, float_to_pcm16
 from agenthuman_local.transports.base import PublishedFrame, QueuedSink
 from agenthuman_local.transports.jpeg import encode_jpeg
 
@@ -32,8 +32,6 @@ class SocketMediaSink(QueuedSink):
         jpeg_quality: int = 85,
         max_frames: int = 8,
     ) -> None:
-        from agenthuman_local.engine.audio import StreamResampler  # loaded with the runner
-
         super().__init__(f"{session_id}:socket", max_frames)
         self._send = send_media
         self._video = video_jpeg
@@ -60,8 +58,6 @@ class SocketMediaSink(QueuedSink):
         if self._audio:
             pcm = frame.pcm
             if self._resampler is not None:
-                from agenthuman_local.engine.audio import float_to_pcm16
-
                 pcm = float_to_pcm16(self._resampler.process(frame.samples / 32768.0))
             self._send(
                 protocol.pack_media(protocol.KIND_AUDIO_PCM, frame.pts_ms, frame.frame_index, pcm)

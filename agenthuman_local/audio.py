@@ -1,8 +1,8 @@
-"""The engine's audio front-end: PCM16 in, 16 kHz float out, cut into exact per-frame windows.
+"""Audio facts and PCM helpers every layer shares: the 16 kHz rate, frame n's samples, PCM16 <->
+float, and the streaming resampler and slicer. Pure numpy (L0).
 
 Everything here is streaming and accepts any push size: the transport hands us whatever chunk it
-got, and the counts must come out exact no matter how the stream was split (SPEC §9). The
-resampler and slicer are numpy; the log-mel features are plain torch (no torchaudio, no scipy).
+got, and the counts must come out exact no matter how the stream was split (SPEC §9).
 """
 
 from __future__ import annotations
@@ -11,12 +11,21 @@ import math
 from math import gcd
 
 import numpy as np
-import torch
 
-from agenthuman_local.engine.base import SAMPLE_RATE_HZ, frame_sample_range
-
+# The rate of every sample inside the server: the speech queue, the published frames, the outputs.
+SAMPLE_RATE_HZ = 16_000
+# What a client may send and ask for (SPEC §8 `sample_rate`).
 MIN_RATE_HZ = 8_000
 MAX_RATE_HZ = 48_000
+
+
+def frame_sample_range(
+    frame_index: int, fps: int, sample_rate_hz: int = SAMPLE_RATE_HZ
+) -> tuple[int, int]:
+    """The samples frame n shows (SPEC §9): [floor(n·sr/fps), floor((n+1)·sr/fps)), no drift."""
+    return (frame_index * sample_rate_hz) // fps, ((frame_index + 1) * sample_rate_hz) // fps
+
+
 # Zero crossings of the sinc on each side of the centre, at the narrower of the two rates. Twelve
 # keeps the stop band near -60 dB while the delay stays under 2 ms even from 8 kHz.
 _ZERO_CROSSINGS = 12
@@ -34,6 +43,11 @@ def float_to_pcm16(samples: np.ndarray) -> bytes:
     """float32 in [-1, 1] → little-endian s16 bytes, clipped."""
     clipped = np.clip(np.asarray(samples, dtype=np.float32), -1.0, 32767 / 32768)
     return (np.round(clipped * 32768.0)).astype("<i2").tobytes()
+
+
+def to_int16(x: np.ndarray) -> np.ndarray:
+    """float in [-1, 1] → int16 samples, rounded and clipped."""
+    return np.clip(np.round(x * 32768.0), -32768, 32767).astype(np.int16)
 
 
 class StreamResampler:
@@ -171,65 +185,3 @@ class FrameSlicer:
         self._buffer_start += part.size
         self.next_frame_index = n + 1
         return n, out
-
-
-def mel_filterbank(
-    n_fft: int = 400, n_mels: int = 80, sample_rate_hz: int = SAMPLE_RATE_HZ
-) -> torch.Tensor:
-    """Triangular HTK-mel filters, [n_fft // 2 + 1, n_mels], area-normalised like Slaney's."""
-
-    def hz_to_mel(hz: torch.Tensor) -> torch.Tensor:
-        return 2595.0 * torch.log10(1.0 + hz / 700.0)
-
-    def mel_to_hz(mel: torch.Tensor) -> torch.Tensor:
-        return 700.0 * (10.0 ** (mel / 2595.0) - 1.0)
-
-    n_freqs = n_fft // 2 + 1
-    freqs = torch.linspace(0.0, sample_rate_hz / 2, n_freqs, dtype=torch.float64)
-    top = hz_to_mel(torch.tensor(sample_rate_hz / 2, dtype=torch.float64))
-    edges = mel_to_hz(torch.linspace(0.0, float(top), n_mels + 2, dtype=torch.float64))
-    lower, centre, upper = edges[:-2], edges[1:-1], edges[2:]
-    rise = (freqs[:, None] - lower[None, :]) / (centre - lower)[None, :]
-    fall = (upper[None, :] - freqs[:, None]) / (upper - centre)[None, :]
-    fb = torch.clamp(torch.minimum(rise, fall), min=0.0)
-    fb = fb * (2.0 / (upper - lower))[None, :]
-    return fb.to(torch.float32)
-
-
-class FeatureExtractor:
-    """Causal log-mel and RMS at 16 kHz: 25 ms Hann windows every 10 ms, 80 mel bands.
-
-    A window is emitted only once its last sample has arrived (no centre padding), carrying the
-    last n_fft − hop samples over between pushes, so features never depend on future audio.
-    """
-
-    def __init__(
-        self,
-        n_fft: int = 400,
-        hop: int = 160,
-        n_mels: int = 80,
-        sample_rate_hz: int = SAMPLE_RATE_HZ,
-    ) -> None:
-        self.n_fft = n_fft
-        self.hop = hop
-        self.n_mels = n_mels
-        self.sample_rate_hz = sample_rate_hz
-        self._window = torch.hann_window(n_fft, periodic=True)
-        self._mel = mel_filterbank(n_fft, n_mels, sample_rate_hz)
-        self._pending = torch.zeros(0)
-
-    def push(self, samples: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """→ (log10 mel power [T, n_mels], RMS [T]) for every window completed by this push."""
-        x = torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32).reshape(-1))
-        buf = torch.cat([self._pending, x])
-        count = 0 if buf.numel() < self.n_fft else 1 + (buf.numel() - self.n_fft) // self.hop
-        if count == 0:
-            self._pending = buf
-            return torch.zeros(0, self.n_mels), torch.zeros(0)
-        frames = buf.unfold(0, self.n_fft, self.hop)[:count]
-        self._pending = buf[count * self.hop :].clone()
-        rms = torch.sqrt(torch.mean(frames * frames, dim=1))
-        spec = torch.fft.rfft(frames * self._window, dim=1)
-        power = spec.real**2 + spec.imag**2
-        log_mel = torch.log10(torch.clamp(power @ self._mel, min=1e-10))
-        return log_mel, rms

@@ -1,0 +1,322 @@
+"""The package's layers, checked: the import graph (read with `ast`) against the layer table, and
+every module imported on its own (into an interpreter holding no other module of the package)
+with pyproject's warning filters as errors (as aiohttp's tests/test_circular_imports.py does).
+
+The table, by what each module imports at run
+time, module level or inside a function; imports under `if TYPE_CHECKING:` are type hints only
+and are not edges. There is no allowlist: a module that breaks its row fails the test.
+
+- L0, pure (config errors ids protocol records migrations avatars paths audio engine.base
+  sessions.state transports.base): no aiohttp, torch, cv2, av, daily, aiosqlite; only L0 modules.
+- engine.*: no aiohttp, daily, av; none of api, app, cli, sessions, store, transports.
+- sessions.*: no aiohttp, torch, cv2, av, daily; none of api, app, cli; of transports only base.
+- store: no torch, daily, aiohttp; none of api, app, cli, transports, engine; of sessions only
+  state.
+- transports.*: no aiohttp.web; none of api, app, cli, store; of sessions only state, of engine
+  only base.
+- api.*: no torch, daily, av; none of app, cli; of transports only base, viewer (the hub it
+  serves) and socket (the socket it serves).
+- daily is imported by transports.daily only, PyAV by transports.recording only.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import json
+import os
+import pkgutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+import agenthuman_local
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "agenthuman_local"
+
+L0 = {
+    "config",
+    "errors",
+    "ids",
+    "protocol",
+    "records",
+    "migrations",
+    "avatars",
+    "paths",
+    "audio",
+    "engine.base",
+    "sessions.state",
+    "transports.base",
+}
+API_TRANSPORTS = ("transports.base", "transports.viewer", "transports.socket")
+HEAVY = ("aiohttp", "torch", "cv2", "av", "daily", "aiosqlite")
+
+
+def _name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _is_type_checking(node: ast.If) -> bool:
+    test = node.test
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def _runtime_imports(tree: ast.AST, module: str) -> set[str]:
+    """Absolute names of every module imported at run time, package-local ones without prefix."""
+    found: set[str] = set()
+
+    def visit(node: ast.AST) -> None:
+        if isinstance(node, ast.If) and _is_type_checking(node):
+            for child in node.orelse:
+                visit(child)
+            return
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = ("agenthuman_local." + module).split(".")[: -node.level]
+                base = ".".join([*anchor, base]) if base else ".".join(anchor)
+            found.add(base)
+            if base == "agenthuman_local" or base.startswith("agenthuman_local."):
+                found.update(f"{base}.{alias.name}" for alias in node.names)
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(tree)
+    local = set()
+    for name in found:
+        if name == "agenthuman_local" or name.startswith("agenthuman_local."):
+            inner = name.removeprefix("agenthuman_local").lstrip(".")
+            if inner and _module_exists(inner):
+                local.add(inner)
+        else:
+            local.add("!" + name)  # third party / stdlib, marked
+    return local
+
+
+def _module_exists(name: str) -> bool:
+    base = PACKAGE.joinpath(*name.split("."))
+    return base.with_suffix(".py").exists() or (base / "__init__.py").exists()
+
+
+def graph() -> dict[str, set[str]]:
+    edges = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        module = _name(path)
+        if not module:
+            continue
+        edges[module] = _runtime_imports(ast.parse(path.read_text(encoding="utf-8")), module)
+    return edges
+
+
+def _top(name: str) -> str:
+    return name.removeprefix("!").split(".")[0]
+
+
+def _under(name: str, prefix: str) -> bool:
+    return name == prefix or name.startswith(prefix + ".")
+
+
+def violations(edges: dict[str, set[str]]) -> list[str]:
+    """Every import that breaks the table, as 'module -> imported (rule)'."""
+    bad: list[str] = []
+
+    def forbid(module: str, imported: str, why: str) -> None:
+        bad.append(f"{module} -> {imported.removeprefix('!')} ({why})")
+
+    for module, imports in sorted(edges.items()):
+        libs = {i for i in imports if i.startswith("!")}
+        local = imports - libs
+        for lib in libs:
+            top = _top(lib)
+            if top == "daily" and module != "transports.daily":
+                forbid(module, lib, "only transports.daily imports daily")
+            if top == "av" and module != "transports.recording":
+                forbid(module, lib, "only transports.recording imports PyAV")
+        if module in L0:
+            for lib in libs:
+                if _top(lib) in HEAVY:
+                    forbid(module, lib, "L0 is pure")
+            for name in local:
+                if name not in L0:
+                    forbid(module, name, "L0 imports only L0")
+        if _under(module, "engine"):
+            for lib in libs:
+                if _top(lib) in ("aiohttp", "daily", "av"):
+                    forbid(module, lib, "engine has no I/O")
+            for name in local:
+                if any(_under(name, p) for p in ("api", "app", "cli", "sessions", "store")) or (
+                    _under(name, "transports")
+                ):
+                    forbid(module, name, "engine imports only L0 and engine")
+        if _under(module, "sessions"):
+            for lib in libs:
+                if _top(lib) in ("aiohttp", "torch", "cv2", "av", "daily"):
+                    forbid(module, lib, "sessions imports neither torch nor aiohttp")
+            for name in local:
+                if any(_under(name, p) for p in ("api", "app", "cli")) or (
+                    _under(name, "transports") and name != "transports.base"
+                ):
+                    forbid(module, name, "sessions sees outputs only as transports.base.Sink")
+        if module == "store":
+            for lib in libs:
+                if _top(lib) in ("torch", "daily", "aiohttp"):
+                    forbid(module, lib, "the store is SQL only")
+            for name in local:
+                if any(_under(name, p) for p in ("api", "app", "cli", "transports", "engine")) or (
+                    _under(name, "sessions") and name != "sessions.state"
+                ):
+                    forbid(module, name, "the store does not import the layers above it")
+        if _under(module, "transports"):
+            for lib in libs:
+                if _under(lib.removeprefix("!"), "aiohttp.web"):
+                    forbid(module, lib, "transports serve no HTTP")
+            for name in local:
+                if (
+                    any(_under(name, p) for p in ("api", "app", "cli", "store"))
+                    or (_under(name, "sessions") and name != "sessions.state")
+                    or (_under(name, "engine") and name != "engine.base")
+                ):
+                    forbid(module, name, "an output knows frames, not who made them")
+        if _under(module, "api"):
+            for lib in libs:
+                if _top(lib) in ("torch", "daily", "av"):
+                    forbid(module, lib, "the API imports no media library")
+            for name in local:
+                if any(_under(name, p) for p in ("app", "cli")) or (
+                    _under(name, "transports") and name not in API_TRANSPORTS
+                ):
+                    forbid(module, name, "the API reaches outputs only through the app")
+    return bad
+
+
+def test_the_import_graph_follows_the_layer_table() -> None:
+    edges = graph()
+    assert "sessions.runner" in edges and "transports.base" in edges  # the walk found the package
+    assert violations(edges) == []
+
+
+def test_the_layer_check_can_fail() -> None:
+    edges = graph()
+    before = set(violations(edges))
+    edges["sessions.runner"] = edges["sessions.runner"] | {"!torch", "api.ws"}
+    added = sorted(set(violations(edges)) - before)
+    assert [v.split(" (")[0] for v in added] == [
+        "sessions.runner -> api.ws",
+        "sessions.runner -> torch",
+    ]
+
+
+def _warning_filters() -> list[str]:
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    return list(config["tool"]["pytest"]["ini_options"]["filterwarnings"])
+
+
+# Optional extras: a module that needs one of these is skipped when it is not installed.
+OPTIONAL = ("daily",)
+# Third-party libraries loaded once before the forks, so that each module's own import (a few
+# ms) is what is timed, not torch's (seconds, 76 times over). The package itself is never
+# imported before a fork: each child imports its one module into an interpreter that holds no
+# agenthuman_local module, which is what finds cycles and missing imports.
+PRELOAD = ("numpy", "torch", "cv2", "av", "aiohttp.web", "aiosqlite", "prometheus_client", "yaml")
+
+_ALONE = r"""
+import importlib, json, os, sys, traceback, warnings
+preload, modules, filters = json.loads(sys.argv[1])
+for name in preload:
+    try:
+        importlib.import_module(name)
+    except ImportError:
+        pass
+assert not [m for m in sys.modules if m.startswith("agenthuman_local")]
+failed = {}
+for module in modules:
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read)
+        warnings.resetwarnings()
+        for spec in reversed(filters):  # as pytest applies them: the last one wins
+            action, _, rest = spec.partition("::")
+            category, _, where = rest.partition(":")
+            cls = {"": Warning}.get(category) or getattr(__import__("builtins"), category)
+            warnings.filterwarnings(action, category=cls, module=where)
+        code = 0
+        try:
+            importlib.import_module(module)
+        except BaseException:
+            os.write(write, traceback.format_exc()[-1500:].encode())
+            code = 1
+        os._exit(code)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        err = pipe.read().decode()
+    _, status = os.waitpid(pid, 0)
+    if status != 0:
+        failed[module] = err or f"exit status {status}"
+print(json.dumps(failed))
+"""
+
+
+def _modules() -> list[str]:
+    found = pkgutil.walk_packages(agenthuman_local.__path__, "agenthuman_local.")
+    # `__main__` runs the server when imported: it is `cli.main()`, and cli is imported.
+    return sorted(m.name for m in found if not m.name.endswith(".__main__"))
+
+
+def _installed(lib: str) -> bool:
+    return importlib.util.find_spec(lib) is not None
+
+
+def _needs(module: str, lib: str) -> bool:
+    path = PACKAGE.joinpath(*module.split(".")[1:])
+    file = path.with_suffix(".py") if path.with_suffix(".py").exists() else path / "__init__.py"
+    return f"!{lib}" in _runtime_imports(ast.parse(file.read_text()), _name(file))
+
+
+def import_each_alone(modules: list[str]) -> dict[str, str]:
+    """{module: traceback} for every module that fails to import on its own."""
+    arg = json.dumps([list(PRELOAD), modules, _warning_filters()])
+    proc = subprocess.run(
+        [sys.executable, "-c", _ALONE, arg],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+
+@pytest.mark.timeout(300)
+def test_every_module_imports_on_its_own_without_warnings() -> None:
+    modules = _modules()
+    assert "agenthuman_local.sessions.runner" in modules and len(modules) > 50
+    missing = [lib for lib in OPTIONAL if not _installed(lib)]
+    wanted = [m for m in modules if not any(_needs(m, lib) for lib in missing)]
+    assert import_each_alone(wanted) == {}
+    if missing:
+        pytest.skip(f"imported all but the modules that need {missing} (not installed)")
+
+
+def test_the_session_layer_loads_neither_torch_nor_aiohttp() -> None:
+    code = (
+        "import sys, agenthuman_local.sessions.runner, agenthuman_local.sessions.live;"
+        "print(sorted(m for m in ('torch', 'aiohttp', 'cv2', 'av') if m in sys.modules))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "[]"

@@ -23,7 +23,7 @@ import numpy as np
 
 from agenthuman_local import protocol
 from bench import Figure
-from bench._server import (
+from bench.server import (
     Client,
     Conn,
     Server,

@@ -22,8 +22,8 @@ import numpy as np
 
 from agenthuman_local import protocol
 from bench import Figure
-from bench._server import Client, Conn, Server, speak_utterance, speech_pcm, viewer
 from bench.live import SIZE
+from bench.server import Client, Conn, Server, speak_utterance, speech_pcm, viewer
 
 SECTION = "load"
 RSS_EVERY_S = 2.0

@@ -20,8 +20,8 @@ import time
 
 from agenthuman_local import protocol
 from bench import Figure
-from bench._server import Client, Conn, Server, speak_utterance, speech_pcm, viewer
 from bench.live import FPS, SIZE
+from bench.server import Client, Conn, Server, speak_utterance, speech_pcm, viewer
 
 SECTION = "soak"
 SAMPLE_EVERY_S = 10.0

@@ -21,7 +21,9 @@ class FakeRenderer:
     """Implements engine.base.Renderer. Every pixel is `jaw_level(params[JAW])`; the first row's
     green channel holds LISTEN·255 so the listening pose can be read back too.
 
-    Knobs: `delay_s` per call (a slow device), `fail` (raise on render).
+    Knobs: `delay_s` per call (a slow device), `fail` (raise on render), and a gate: with
+    `hold()` each call sets `started` and then waits until `release()`, so a test knows the
+    render thread has taken a job (no sleep assumed long enough).
     """
 
     def __init__(self, width: int = 64, height: int = 64, *, delay_s: float = 0.0) -> None:
@@ -33,6 +35,15 @@ class FakeRenderer:
         self.jaws: list[list[float]] = []  # the JAW of each frame, per call
         self.thread_names: set[str] = set()
         self._lock = threading.Lock()
+        self.started = threading.Event()
+        self._gate: threading.Event | None = None
+
+    def hold(self) -> None:
+        self._gate = threading.Event()
+
+    def release(self) -> None:
+        if self._gate is not None:
+            self._gate.set()
 
     def render(self, params: torch.Tensor) -> torch.Tensor:
         assert params.ndim == 2 and params.shape[1] == N_PARAMS
@@ -40,6 +51,9 @@ class FakeRenderer:
             self.batch_sizes.append(params.shape[0])
             self.jaws.append([round(float(j), 3) for j in params[:, P.JAW]])
             self.thread_names.add(threading.current_thread().name)
+        self.started.set()
+        if self._gate is not None:
+            self._gate.wait(timeout=30)
         if self.delay_s:
             time.sleep(self.delay_s)
         if self.fail:

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from bench._server import Client, Conn, Server
+from bench.server import Client, Conn, Server
 
 
 @contextlib.asynccontextmanager

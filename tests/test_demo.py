@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from agenthuman_local.demo import HELLO_WAV, read_wav
-from bench._server import ROOT, Client, Server
+from bench.server import ROOT, Client, Server
 
 
 async def demo(server: Server, *args: str) -> tuple[int, str]:

@@ -22,7 +22,7 @@ import torch
 
 from agenthuman_local import keys
 from agenthuman_local.paths import timeline_path
-from bench._server import recording_files, speech_pcm
+from bench.server import recording_files, speech_pcm
 from tests.fakes import FakeRenderer
 from tests.server_proc import kill_9_while_speaking, session_after_restart, two_servers
 from tests.test_ws_helpers import Live, counting_pcm, wait_for

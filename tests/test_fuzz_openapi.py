@@ -24,7 +24,7 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from bench._server import Server
+from bench.server import Server
 
 CHECKS = [
     not_a_server_error,

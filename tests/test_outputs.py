@@ -17,7 +17,7 @@ from agenthuman_local import keys
 from agenthuman_local.paths import recording_path
 from agenthuman_local.sessions.live import LiveSession
 from agenthuman_local.transports.recording import RecorderSink
-from bench._server import speech_pcm
+from bench.server import speech_pcm
 from tests.server_proc import kill_9_while_speaking, session_after_restart, two_servers
 from tests.test_ws_helpers import Live, wait_for
 

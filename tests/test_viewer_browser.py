@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from bench._server import speech_pcm
+from bench.server import speech_pcm
 from tests.chromium import CHROMIUM, DevTools, chromium
 from tests.conftest import ApiClient
 

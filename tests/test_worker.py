@@ -110,13 +110,15 @@ async def test_cancelled_jobs_are_skipped():
 
 async def test_full_queue_raises_instead_of_waiting():
     worker = RenderWorker("cpu", max_pending=2)
-    gate = FakeRenderer(delay_s=0.1)
+    gate = FakeRenderer()
+    gate.hold()
     worker.submit(gate, _params(0))
-    await asyncio.sleep(0.02)  # the thread has taken the gate job
+    assert await asyncio.to_thread(gate.started.wait, 30)  # the thread has taken the gate job
     worker.submit(gate, _params(0))
     worker.submit(gate, _params(0))
     with pytest.raises(WorkerFull):
         worker.submit(gate, _params(0))
+    gate.release()
     await worker.aclose()
 
 

@@ -110,7 +110,7 @@ class AgentHumanVideoService(AIService):
         end_timeout_s: float = 10.0,
         resume_for_s: float = 10.0,
         jitter_ms: float = 20.0,
-        audio_delay_frames: float = 1.0,
+        audio_delay_frames: float = 0.5,
         min_chunk_ms: float = 40.0,
         **kwargs: Any,
     ) -> None:
@@ -437,8 +437,9 @@ class AgentHumanVideoService(AIService):
         out = TTSAudioRawFrame(audio.pcm, audio.sample_rate, 1, context_id=self._context_id)
         out.metadata[PTS_KEY] = audio.pts_ms
         out.metadata[UTTERANCE_KEY] = utterance_id
-        # The live video queue draws an image about a frame after it is queued; the audio
-        # device plays at once: the audio waits that frame.
+        # The live video queue draws an image up to a frame after it is queued, at a phase of
+        # its own clock (seen: 0 to 40 ms); the audio device plays at once. Waiting half a frame
+        # keeps each chunk within ~20 ms of its image whatever that phase is.
         if not await self._pace(audio.pts_ms, self._audio_delay_frames / (self._fps or 25)):
             return
         if self._dropping or utterance_id in self._dead:

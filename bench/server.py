@@ -1,4 +1,5 @@
-"""A real `python run.py` in a subprocess for the live benchmarks, and a client that talks to it.
+"""A real `python run.py` in a subprocess, and a client that talks to it: public, for the live
+benchmarks and for the tests that need a whole process (kill -9, restart, browser, fuzzing).
 
 `Server` starts run.py on a free 127.0.0.1 port over a temporary data dir (rate limit off,
 config/default.yaml otherwise, so recording is on as shipped), waits for /healthz, reads the

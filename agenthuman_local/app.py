@@ -1,17 +1,22 @@
-"""create_app: the composition root. Builds the aiohttp app from Settings and nothing global.
+"""create_app: the composition root, the one place that opens app-wide resources and names
+concrete classes from every layer. Builds the aiohttp app from Settings and nothing global.
 
-App-wide resources are cleanup contexts, opened in this order and closed in reverse:
+App-wide resources are cleanup contexts, defined here except `rerig_ctx` and `engine_ctx`
+(`rerig.py`, `engine_ctx.py`), opened in this
+order and closed in reverse (every AppKey is in `keys.py`):
 
 1. `store_ctx`    open + migrate the database, write the shipped avatars, make the first key;
+   `rerig_ctx`    re-rig older photo avatars in the background (`rerig.py`, SPEC §9);
 2. `devices_ctx`  list the devices (CUDA probing runs on a thread after the server listens);
    `outputs_ctx`  the viewer hub and the metrics (with the viewer-token lookup), and the
-                  media hook that records, shows and counts every live session (`transports.local`);
-   then `api.ws.live_ctx`: the render workers and the manager's runner factory;
-   `daily_ctx`: Daily rooms per session (REST client, media hook,
-   room hooks);
-3. `engine_ctx.engine_ctx`: the one Engine, loaded in the background (flips
-   `app[keys.engine_status_key].ready`); then the `contexts` passed to `create_app` (tests),
-   which may set `app[keys.runner_factory_key]` or flip `ready` themselves;
+                  media hook that records, shows and counts every live session
+                  (`transports.local`);
+   `live_ctx`     the render workers, the shared renderers and the manager's runner factory:
+                  each `LiveSession` gets `app[keys.media_hooks_key]`, the outputs' hooks;
+   `daily_ctx`    Daily rooms per session (REST client, media hook, room hooks);
+3. `engine_ctx`   the one Engine, loaded in the background (flips
+                  `app[keys.engine_status_key].ready`); then the `contexts` passed to
+                  `create_app` (tests), which may set overrides or flip `ready` themselves;
 4. `sessions_ctx` the SessionManager: ends sessions a dead process left started
    (`server_restart`) on the way in, and every live session (`server_shutdown`) on the way out,
    so sessions stop before the engine and the store close.
@@ -26,6 +31,7 @@ import logging
 import os
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
@@ -33,15 +39,18 @@ from agenthuman_local import ids, keys
 from agenthuman_local.api.auth import RateLimiter, auth_middleware
 from agenthuman_local.api.middleware import error_middleware
 from agenthuman_local.api.routes import setup_routes
-from agenthuman_local.api.ws import live_ctx
 from agenthuman_local.avatars import SHIPPED_AVATARS, default_aliases
 from agenthuman_local.config import DevicesSettings, Settings
 from agenthuman_local.devices import DevicePool, probe_devices
+from agenthuman_local.engine.worker import RenderPool
 from agenthuman_local.engine_ctx import engine_ctx
 from agenthuman_local.metrics import Metrics
-from agenthuman_local.paths import api_key_path, db_path
+from agenthuman_local.paths import api_key_path, avatar_dir, db_path
+from agenthuman_local.records import Session
 from agenthuman_local.rerig import rerig_ctx
+from agenthuman_local.sessions.live import LiveSession, MediaSpec, SharedRenderers, frame_size
 from agenthuman_local.sessions.manager import EngineStatus, SessionManager
+from agenthuman_local.sessions.state import EndReason
 from agenthuman_local.store import Store
 from agenthuman_local.transports.daily_rest import DailyRestClient
 from agenthuman_local.transports.daily_rooms import DailyRooms
@@ -177,6 +186,57 @@ async def sessions_ctx(app: web.Application) -> AsyncIterator[None]:
     app[keys.manager_key] = manager
     yield
     await manager.aclose()
+
+
+async def live_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Render workers for the process, and the session manager's runner factory."""
+    settings = app[keys.settings_key]
+    pool = RenderPool()
+    app[keys.render_pool_key] = pool
+    app.setdefault(keys.media_hooks_key, [])
+
+    async def make_renderer(spec: MediaSpec) -> Any:
+        override = app.get(keys.renderer_factory_key)
+        if override is not None:
+            return await override(spec)
+        avatar = await app[keys.store_key].get_avatar(spec.avatar_id)
+        engine = await app[keys.engine_key].get()
+        return await asyncio.to_thread(
+            engine.make_renderer,
+            spec.avatar_id,
+            frame_size(spec),
+            spec.device,
+            avatar.kind if avatar is not None else "procedural",
+            avatar_dir(settings.data_dir, spec.avatar_id),
+        )
+
+    async def make_driver(spec: MediaSpec) -> Any:
+        override = app.get(keys.driver_factory_key)
+        if override is not None:
+            return override(spec)
+        return (await app[keys.engine_key].get()).make_driver(spec.fps)
+
+    renderers = SharedRenderers(make_renderer)
+    app[keys.renderers_key] = renderers
+
+    async def runner_factory(session: Session) -> LiveSession:
+        manager = app[keys.manager_key]
+        store = app[keys.store_key]
+        return LiveSession(
+            session,
+            settings=settings,
+            pool=pool,
+            renderers=renderers,
+            make_driver=make_driver,
+            end_soon=lambda sid, reason: manager.end_soon(sid, EndReason(reason)),
+            save_stats=store.set_session_stats,
+            clock=app.get(keys.clock_key),
+            hooks=app[keys.media_hooks_key],
+        )
+
+    app[keys.runner_factory_key] = runner_factory
+    yield
+    await pool.aclose()
 
 
 async def daily_ctx(app: web.Application) -> AsyncIterator[None]:

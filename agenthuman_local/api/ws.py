@@ -5,8 +5,7 @@ send queue (events first, then media), so nothing else ever writes to the socket
 `session.init` is checked in SPEC's order — 4002 protocol, 4004 unknown session, 4001 bad
 token, 4003 not started, 4009 ended — so a wrong token learns nothing about the session.
 
-`live_ctx` is the cleanup context that owns the render workers and gives the session manager its
-runner factory; tests swap the renderer, driver or clock through the AppKeys below.
+The render workers and the runner factory the session manager uses are `app.live_ctx`'s.
 """
 
 from __future__ import annotations
@@ -16,23 +15,15 @@ import contextlib
 import json
 import logging
 from collections import deque
-from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from agenthuman_local import ids, keys, protocol
 from agenthuman_local.api.auth import public
-from agenthuman_local.engine.worker import RenderPool
 from agenthuman_local.errors import NotFound
-from agenthuman_local.paths import avatar_dir, timeline_path
-from agenthuman_local.sessions.live import (
-    LiveSession,
-    MediaSpec,
-    SessionClosed,
-    SharedRenderers,
-    frame_size,
-)
+from agenthuman_local.paths import timeline_path
+from agenthuman_local.sessions.live import LiveSession, SessionClosed
 from agenthuman_local.sessions.state import EndReason, SessionState
 from agenthuman_local.transports.socket import SocketMediaSink
 
@@ -300,54 +291,3 @@ def _read_text(path: Any) -> str | None:
         return str(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return None
-
-
-async def live_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Render workers for the process, and the session manager's runner factory."""
-    settings = app[keys.settings_key]
-    pool = RenderPool()
-    app[keys.render_pool_key] = pool
-    app.setdefault(keys.media_hooks_key, [])
-
-    async def make_renderer(spec: MediaSpec) -> Any:
-        override = app.get(keys.renderer_factory_key)
-        if override is not None:
-            return await override(spec)
-        avatar = await app[keys.store_key].get_avatar(spec.avatar_id)
-        engine = await app[keys.engine_key].get()
-        return await asyncio.to_thread(
-            engine.make_renderer,
-            spec.avatar_id,
-            frame_size(spec),
-            spec.device,
-            avatar.kind if avatar is not None else "procedural",
-            avatar_dir(settings.data_dir, spec.avatar_id),
-        )
-
-    async def make_driver(spec: MediaSpec) -> Any:
-        override = app.get(keys.driver_factory_key)
-        if override is not None:
-            return override(spec)
-        return (await app[keys.engine_key].get()).make_driver(spec.fps)
-
-    renderers = SharedRenderers(make_renderer)
-    app[keys.renderers_key] = renderers
-
-    async def runner_factory(session: Any) -> LiveSession:
-        manager = app[keys.manager_key]
-        store = app[keys.store_key]
-        return LiveSession(
-            session,
-            settings=settings,
-            pool=pool,
-            renderers=renderers,
-            make_driver=make_driver,
-            end_soon=lambda sid, reason: manager.end_soon(sid, EndReason(reason)),
-            save_stats=store.set_session_stats,
-            clock=app.get(keys.clock_key),
-            hooks=app[keys.media_hooks_key],
-        )
-
-    app[keys.runner_factory_key] = runner_factory
-    yield
-    await pool.aclose()

@@ -15,7 +15,6 @@ import time
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _KEY_ALPHABET = string.ascii_letters + string.digits
-API_KEY_PREFIXES = ("ah_live_", "ah_test_")
 # How many leading characters of a key are kept in clear for listing and revoking.
 KEY_PREFIX_LEN = 12
 

@@ -6,8 +6,8 @@ byte received; the app fills each device's load and the sessions by status (coun
 store); `GET /metrics` serves `render()`. Gauges that are cheaper to read than to push can be
 filled at scrape time by a refresher (`add_refresher`); figures that need an await (the store's
 session counts) by an async refresher (`add_async_refresher`), which `GET /metrics` awaits
-(`refresh`) before it renders. Per-session figures are not labels (sessions are unbounded);
-`session_counts` keeps them for the session's own `stats` instead, until `forget_session`.
+(`refresh`) before it renders. Per-session figures are not labels (sessions are unbounded):
+the session's own `stats` (its runner's counters) give them.
 
 Names: `agenthuman_sessions{status}`, `agenthuman_frames_published_total`,
 `agenthuman_frames_late_total`, `agenthuman_frames_dropped_total`, `agenthuman_render_ms`,
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
@@ -31,13 +30,6 @@ SESSION_STATUSES = ("created", "started", "ended")
 # A frame's budget is 40 ms at 25 fps: the buckets are fine around it.
 RENDER_MS_BUCKETS = (1, 2, 5, 10, 15, 20, 25, 30, 35, 40, 50, 60, 80, 100, 150, 250, 500, 1000)
 FIRST_FRAME_MS_BUCKETS = (10, 20, 30, 40, 50, 60, 80, 100, 150, 200, 300, 500, 1000, 2000)
-
-
-@dataclass
-class SessionCounts:
-    frames_published: int = 0
-    frames_late: int = 0
-    frames_dropped: int = 0
 
 
 class Metrics:
@@ -80,22 +72,17 @@ class Metrics:
         )
         for status in SESSION_STATUSES:
             self._sessions.labels(status=status).set(0)
-        self._sessions_by_id: dict[str, SessionCounts] = {}
         self._refreshers: list[Callable[[], None]] = []
         self._async_refreshers: list[Callable[[], Awaitable[None]]] = []
 
     def frame_published(self, session_id: str, late: bool, render_ms: float) -> None:
         self._published.inc()
         self._render_ms.observe(render_ms)
-        counts = self._counts(session_id)
-        counts.frames_published += 1
         if late:
             self._late.inc()
-            counts.frames_late += 1
 
     def frame_dropped(self, session_id: str, n: int = 1) -> None:
         self._dropped.inc(n)
-        self._counts(session_id).frames_dropped += n
 
     def first_frame_latency(self, ms: float) -> None:
         self._first_frame_ms.observe(ms)
@@ -111,12 +98,6 @@ class Metrics:
     def set_device_load(self, device: str, *, sessions: int, capacity: int) -> None:
         self._device_sessions.labels(device=device).set(sessions)
         self._device_capacity.labels(device=device).set(capacity)
-
-    def session_counts(self, session_id: str) -> SessionCounts:
-        return self._sessions_by_id.get(session_id, SessionCounts())
-
-    def forget_session(self, session_id: str) -> None:
-        self._sessions_by_id.pop(session_id, None)
 
     def add_refresher(self, refresh: Callable[[], None]) -> None:
         """Called before each scrape, e.g. to copy the device pool's load into the gauges."""
@@ -140,9 +121,3 @@ class Metrics:
             except Exception:
                 log.exception("metrics refresher %r failed", refresh)
         return generate_latest(self.registry)
-
-    def _counts(self, session_id: str) -> SessionCounts:
-        counts = self._sessions_by_id.get(session_id)
-        if counts is None:
-            counts = self._sessions_by_id[session_id] = SessionCounts()
-        return counts

@@ -2,7 +2,8 @@
 
 import asyncio
 
-from agenthuman_local.sessions.clock import Pacer, VirtualClock, WallClock
+from agenthuman_local.sessions.clock import Pacer, WallClock
+from tests.fakes import VirtualClock
 
 
 async def test_ticks_wait_for_their_due_time():

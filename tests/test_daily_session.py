@@ -19,9 +19,9 @@ from aiohttp import web
 
 from agenthuman_local import keys
 from agenthuman_local.app import create_app
-from agenthuman_local.sessions.clock import VirtualClock
 from agenthuman_local.transports.daily_rooms import choose_room
 from tests.conftest import ApiClient, make_settings
+from tests.fakes import VirtualClock
 from tests.fakes_daily import FakeCallClient, FakeDaily
 from tests.test_daily_rest import KEY, fail_key, fake_daily_app, rooms_key, tokens_key
 from tests.test_errors import assert_error

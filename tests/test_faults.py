@@ -288,8 +288,8 @@ async def test_a_daily_join_that_never_completes_is_room_error_and_the_session_g
     aiohttp_client, tmp_path
 ) -> None:
     from agenthuman_local.app import create_app
-    from agenthuman_local.sessions.clock import VirtualClock
     from tests.conftest import ApiClient, make_settings
+    from tests.fakes import VirtualClock
     from tests.fakes_daily import HANG, FakeDaily
     from tests.test_ws_helpers import fake_renderer_ctx
 

@@ -19,7 +19,7 @@ from aiohttp import web
 
 from agenthuman_local import keys, protocol
 from agenthuman_local.engine.base import frame_sample_range
-from agenthuman_local.sessions.clock import VirtualClock
+from tests.fakes import VirtualClock
 from tests.plugin_fixture import (
     PROBE_FPS,
     SOURCE_URL,

@@ -8,9 +8,8 @@ import pytest
 from agenthuman_local.engine.base import frame_sample_range
 from agenthuman_local.engine.driver import Driver
 from agenthuman_local.engine.worker import RenderWorker
-from agenthuman_local.sessions.clock import VirtualClock
 from agenthuman_local.sessions.runner import RunnerOptions, SessionRunner
-from tests.fakes import FakeRenderer, MemorySink, jaw_level
+from tests.fakes import FakeRenderer, MemorySink, VirtualClock, jaw_level
 
 FPS = 25
 

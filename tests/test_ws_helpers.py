@@ -13,8 +13,7 @@ import numpy as np
 from aiohttp import WSMsgType, web
 
 from agenthuman_local import keys
-from agenthuman_local.sessions.clock import VirtualClock
-from tests.fakes import FakeRenderer
+from tests.fakes import FakeRenderer, VirtualClock
 
 FPS = 25
 

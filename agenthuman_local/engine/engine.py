@@ -31,7 +31,6 @@ from agenthuman_local.engine.procedural import ProceduralRenderer
 from agenthuman_local.engine.procedural_styles import STYLES
 
 SHIPPED_AVATARS: dict[str, str] = {s.avatar_id: s.name for s in STYLES.values()}
-DEFAULT_AVATAR_ID = "avat_local_ada"
 PREVIEW_SIZE = FrameSize(500, 500)
 # Sizes most sessions use (SPEC §3 defaults of both API eras), warmed at start-up.
 WARM_SIZES = (FrameSize(1280, 720), FrameSize(960, 720))

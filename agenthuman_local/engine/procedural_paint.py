@@ -20,7 +20,6 @@ EYE_Y = -0.05
 BROW_Y = -0.158
 NOSE_Y = 0.115
 MOUTH_Y = 0.268
-CHIN_Y = 0.5
 # Crop of the head around the face centre, in head units (hair top to chin, ear to ear).
 CROP_X = (-0.56, 0.56)
 CROP_Y = (-0.68, 0.56)

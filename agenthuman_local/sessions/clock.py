@@ -1,4 +1,5 @@
-"""Pacing: when frame n is due, against an injectable clock (wall or virtual).
+"""Pacing: when frame n is due, against an injectable clock (the wall clock here; tests use
+`tests.fakes.VirtualClock`).
 
 Frame n is due at `t0 + n / fps`. Frame indices never skip, so a frame's pts and its audio
 (SPEC §9) stay locked together whatever the wall clock does; when the loop falls more than
@@ -9,8 +10,6 @@ re-anchors `t0` instead of bursting to catch up.
 from __future__ import annotations
 
 import asyncio
-import heapq
-import itertools
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -32,55 +31,6 @@ class WallClock:
     async def sleep_until(self, t: float) -> None:
         delay = t - self.now()
         await asyncio.sleep(max(0.0, delay))
-
-
-# Steps of 1/fps summed in floats drift by an ulp; a deadline that close counts as reached.
-_EPSILON_S = 1e-9
-
-
-class VirtualClock:
-    """Time moves only when a test calls `advance`; `settled(n)` waits until n tasks sleep."""
-
-    def __init__(self, start: float = 1000.0) -> None:
-        self._now = start
-        self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
-        self._seq = itertools.count()
-        self._changed: asyncio.Event | None = None
-
-    def now(self) -> float:
-        return self._now
-
-    def _event(self) -> asyncio.Event:
-        if self._changed is None:
-            self._changed = asyncio.Event()
-        return self._changed
-
-    async def sleep_until(self, t: float) -> None:
-        if t <= self._now + _EPSILON_S:
-            await asyncio.sleep(0)
-            return
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._sleepers, (t, next(self._seq), fut))
-        self._event().set()
-        await fut
-
-    def advance(self, seconds: float) -> None:
-        self._now += seconds
-        while self._sleepers and self._sleepers[0][0] <= self._now + _EPSILON_S:
-            _, _, fut = heapq.heappop(self._sleepers)
-            if not fut.done():
-                fut.set_result(None)
-
-    @property
-    def sleeping(self) -> int:
-        """Tasks blocked on a deadline still in the future."""
-        return sum(1 for _, _, f in self._sleepers if not f.done())
-
-    async def settled(self, n: int = 1) -> None:
-        """Until at least `n` tasks sleep on deadlines still in the future."""
-        while self.sleeping < n:
-            self._event().clear()
-            await self._event().wait()
 
 
 @dataclass(frozen=True)
@@ -135,7 +85,3 @@ class Pacer:
         self.frames_late += late
         self.next_index = n + 1
         return Tick(n, self.pts_ms(n), self.pts_ms(n + 1), lateness_s * 1000.0, late, dropped)
-
-    def mark_late(self) -> None:
-        """The tick's own image was not ready (a repeat was shown)."""
-        self.frames_late += 1

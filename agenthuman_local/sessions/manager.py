@@ -131,9 +131,6 @@ class SessionManager:
     def runner(self, session_id: str) -> SessionRunner | None:
         return self._runners.get(session_id)
 
-    def live_session_ids(self) -> list[str]:
-        return sorted(self._live)
-
     async def get(self, account_id: str, session_id: str) -> Session:
         session = await self._store.get_session(session_id, account_id)
         if session is None:

@@ -78,7 +78,6 @@ class MetricsOutput:
             return
         self._closed = True
         self._sync()  # what arrived after the last frame
-        self.metrics.forget_session(self.session_id)
 
 
 def outputs_hook(settings: Settings, hub: ViewerHub, metrics: Metrics) -> MediaHook:

@@ -90,10 +90,18 @@ async def _until(ws: aiohttp.ClientWebSocketResponse, kind: str) -> dict[str, An
 
 
 async def run(
-    base_url: str, key: str, pcm: bytes, sample_rate_hz: int, seconds: float | None
+    base_url: str,
+    key: str,
+    pcm: bytes,
+    sample_rate_hz: int,
+    seconds: float | None,
+    avatar_id: str | None = None,
 ) -> None:
+    body: dict[str, Any] = {"aspect_ratio": "4:3"}
+    if avatar_id:
+        body["avatar_id"] = avatar_id
     async with aiohttp.ClientSession(headers={"x-api-key": key}) as http:
-        created = await _json(http, "POST", f"{base_url}/v1/sessions", json={"aspect_ratio": "4:3"})
+        created = await _json(http, "POST", f"{base_url}/v1/sessions", json=body)
         session = created["session"]
         sid = session["session_id"]
         try:
@@ -131,6 +139,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--wav", type=Path, help="16-bit PCM WAV to speak (default: hello.wav)")
     p.add_argument("--text", help="say this with espeak-ng (when installed)")
     p.add_argument("--seconds", type=float, help="idle this long after speaking, then end")
+    p.add_argument("--avatar", help="avatar id, e.g. one from upload-face (default: the server's)")
     return p.parse_args(argv)
 
 
@@ -143,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         pcm, rate = speech(args.wav, args.text)
-        asyncio.run(run(args.base_url.rstrip("/"), key, pcm, rate, args.seconds))
+        asyncio.run(run(args.base_url.rstrip("/"), key, pcm, rate, args.seconds, args.avatar))
     except KeyboardInterrupt:
         pass
     except (DemoError, aiohttp.ClientError, OSError, subprocess.CalledProcessError) as exc:

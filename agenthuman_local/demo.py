@@ -70,11 +70,18 @@ def speech(wav: Path | None, text: str | None) -> tuple[bytes, int]:
 
 
 async def run(
-    base_url: str, key: str, pcm: bytes, sample_rate_hz: int, seconds: float | None
+    base_url: str,
+    key: str,
+    pcm: bytes,
+    sample_rate_hz: int,
+    seconds: float | None,
+    avatar_id: str | None = None,
 ) -> None:
     async with AgentHuman(key, f"{base_url}/v1") as api:
         # Start retries `try_again` while the engine loads, and NO_CAPACITY per Retry-After.
-        session = await api.create_and_start(aspect_ratio="4:3", retry_for_s=START_WAIT_S)
+        session = await api.create_and_start(
+            avatar_id, aspect_ratio="4:3", retry_for_s=START_WAIT_S
+        )
         try:
             print(
                 f"\nOpen this URL and watch it talk:\n\n    {session.raw['viewer_url']}\n",
@@ -114,6 +121,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--wav", type=Path, help="16-bit PCM WAV to speak (default: hello.wav)")
     p.add_argument("--text", help="say this with espeak-ng (when installed)")
     p.add_argument("--seconds", type=float, help="idle this long after speaking, then end")
+    p.add_argument("--avatar", help="avatar id, e.g. one from upload-face (default: the server's)")
     return p.parse_args(argv)
 
 
@@ -126,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         pcm, rate = speech(args.wav, args.text)
-        asyncio.run(run(args.base_url.rstrip("/"), key, pcm, rate, args.seconds))
+        asyncio.run(run(args.base_url.rstrip("/"), key, pcm, rate, args.seconds, args.avatar))
     except KeyboardInterrupt:
         pass
     except (

@@ -27,8 +27,9 @@ async def demo(server: Server, *args: str) -> tuple[int, str]:
     return proc.returncode or 0, out.decode()
 
 
-async def spoken_ms(server: Server, output: str) -> int:
-    """The session the demo printed: ended by the client, after one whole utterance."""
+async def spoken_ms(server: Server, output: str, avatar_id: str | None = None) -> int:
+    """The session the demo printed: ended by the client, after one whole utterance (by
+    `avatar_id` when given)."""
     url = re.search(r"Open this URL and watch it talk:\s+(\S+)", output)
     assert url, output
     sid = re.search(r"/sessions/(sess_\w+)/viewer\?token=\w", url.group(1))
@@ -40,6 +41,8 @@ async def spoken_ms(server: Server, output: str) -> int:
     finally:
         await client.aclose()
     assert (session["status"], session["end_reason"]) == ("ended", "client_request")
+    if avatar_id is not None:
+        assert session["avatar"]["avatar_id"] == avatar_id
     ended = [e for e in events if e["type"] == "agent.speak_ended"]
     assert len(ended) == 1 and not ended[0]["interrupted"]
     return int(ended[0]["played_ms"])
@@ -61,6 +64,10 @@ async def test_the_demo_speaks_a_wav_then_ends_its_session(tmp_path: Path) -> No
         code, output = await demo(server, "--wav", str(wav))
         assert code == 0, output
         assert abs(await spoken_ms(server, output) - 800) <= 40
+        # --avatar names the avatar (not the default, avat_local_ada).
+        code, output = await demo(server, "--wav", str(wav), "--avatar", "avat_local_ben")
+        assert code == 0, output
+        assert abs(await spoken_ms(server, output, "avat_local_ben") - 800) <= 40
         if shutil.which("espeak-ng"):
             code, output = await demo(server, "--text", "Hello")
             assert code == 0, output

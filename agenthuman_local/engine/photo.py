@@ -243,7 +243,7 @@ class PhotoRenderer:
             ):
                 r = slice(rows.start - box_r.start, rows.stop - box_r.start)
                 c = slice(cols.start - box_c.start, cols.stop - box_c.start)
-                d_face_box[:, r, c, 1] += d * self._to_norm[1]
+                d_face_box[:, r, c] += d * self._to_norm
                 lid_gains.append((rows, cols, gain))
         d_face = torch.zeros_like(grid)
         rows, cols = self._face_box

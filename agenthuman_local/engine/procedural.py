@@ -48,6 +48,7 @@ BREATH_STEPS = 4  # pre-painted backgrounds between exhale and inhale
 # Drawn feature tiles kept per layer, float16 (K, L) [h, w, 4]: at 1280x720 about 270 eye and
 # 410 mouth shapes, a few sentences' worth. (Becomes a share of engine.cache_mb, issue 12.)
 TILE_CACHE_MB = 32
+LAID_TILES = 96  # and finished tiles at their shift and tilt, per layer: a still head reuses them
 # Head tilt: pre-rotated heads in whole steps, so a frame only picks one.
 ROLL_STEPS = 13
 ROLL_STEP_DEG = 0.5  # a step moves the crown under 2 px at 960x720
@@ -200,6 +201,9 @@ class ProceduralRenderer:
         # Sessions may share a renderer; the tile caches are not safe to touch from two threads.
         self._lock = threading.Lock()
         self._caches: list[OrderedDict[tuple, torch.Tensor]] = [OrderedDict() for _ in self._layers]
+        self._laid: list[OrderedDict[tuple, tuple[int, int, torch.Tensor]]] = [
+            OrderedDict() for _ in self._layers
+        ]
         self._cache_tiles = [
             max(16, TILE_CACHE_MB * 2**20 // (layer.box.height * layer.box.width * 4 * 2))
             for layer in self._layers
@@ -313,23 +317,36 @@ class ProceduralRenderer:
 
         Drawings are keyed by the layer's rounded parameters alone; frames that round alike
         share one, and each frame lays it over the skin where its feature shift puts the box
-        and tilts it with the head, so a frame's pixels depend on its parameters alone.
+        and tilts it with the head, so a frame's pixels depend on its parameters alone. The
+        laid tiles are kept too (a still head lays the same one again).
         """
-        layer, cache = self._layers[index], self._caches[index]
-        keys = [tuple(round(row[p] / step) for p, step in layer.steps.items()) for row in rows]
-        missing = [key for key in dict.fromkeys(keys) if key not in cache]
-        if missing:
-            self._draw_missing(index, missing)
-        drawings = []
+        layer, drawings, laid = self._layers[index], self._caches[index], self._laid[index]
+        keys = []
+        for row in rows:
+            q = tuple(round(row[p] / step) for p, step in layer.steps.items())
+            sx = round(self._shift_px[0] * row[P.YAW])
+            sy = round(self._shift_px[1] * row[P.PITCH])
+            keys.append((q, sx, sy, self.roll_index(row)))
+        todo = [key for key in dict.fromkeys(keys) if key not in laid]
+        if todo:
+            missing = [q for q in dict.fromkeys(key[0] for key in todo) if q not in drawings]
+            if missing:
+                self._draw_missing(index, missing)
+            for key in todo:
+                drawings.move_to_end(key[0])
+                laid[key] = self._lay(index, drawings[key[0]], *key[1:])
+            while len(drawings) > self._cache_tiles[index]:
+                drawings.popitem(last=False)
+        result = []
         for key in keys:
-            cache.move_to_end(key)
-            drawings.append(cache[key])
-        while len(cache) > self._cache_tiles[index]:
-            cache.popitem(last=False)
-        return [self._lay(index, drawing, row) for row, drawing in zip(rows, drawings, strict=True)]
+            laid.move_to_end(key)
+            result.append(laid[key])
+        while len(laid) > LAID_TILES:
+            laid.popitem(last=False)
+        return result
 
     def _lay(
-        self, index: int, drawing: torch.Tensor, row: list[float]
+        self, index: int, drawing: torch.Tensor, sx: int, sy: int, k: int
     ) -> tuple[int, int, torch.Tensor]:
         """(K, L) → this frame's tile: K · skin + L over the skin at its feature shift, tilted.
 
@@ -339,12 +356,10 @@ class ProceduralRenderer:
         """
         a, box = self._assets, self._layers[index].box
         h, w, upright = box.height, box.width, ROLL_STEPS // 2
-        c = box.col + round(self._shift_px[0] * row[P.YAW])
-        r = box.row + round(self._shift_px[1] * row[P.PITCH])
+        c, r = box.col + sx, box.row + sy
         d = drawing.float()
         skin = a.head_straight[upright, r : r + h, c : c + w].float()
         rgb = torch.addcmul(d[..., 1:], skin, d[..., :1]).clamp_(0.0, 1.0)
-        k = self.roll_index(row)
         if k != upright:
             src = torch.cat([rgb, torch.ones_like(rgb[..., :1])], -1).permute(2, 0, 1)[None]
             turned = F.grid_sample(

@@ -45,6 +45,10 @@ EngineFactory = Callable[["Settings"], "Engine"]
 # fight the other sessions' render threads for the cores (1.4 ms → 40 ms a frame measured with
 # 2 threads under load). torch's setting is process-wide, so once is enough.
 TORCH_THREADS = 1
+# OpenCV (viewer JPEG, recording colour conversion, photo warps) is called from one thread per
+# encoder or renderer, already one per core's worth of work: its own pool only spun in
+# sched_yield between calls (0.4 ms of CPU per viewer frame at 1280x720, issue 13).
+OPENCV_THREADS = 1
 # How long a preview request waits for the engine to be built before it fails.
 PREVIEW_WAIT_S = 60.0
 
@@ -113,6 +117,9 @@ def _build(factory: EngineFactory, settings: Settings) -> Engine:
     from agenthuman_local.engine import engine as engine_module
 
     engine_module.torch.set_num_threads(TORCH_THREADS)
+    import cv2  # process-wide too; this thread is off the loop, so the import costs nothing
+
+    cv2.setNumThreads(OPENCV_THREADS)
     return engine
 
 

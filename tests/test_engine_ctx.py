@@ -140,12 +140,14 @@ async def test_the_server_answers_before_the_engine_is_built(
     assert (await api.json("GET", "/healthz", key=None))["engine"] == "ready"
 
 
-def test_torch_runs_one_intra_op_thread_after_the_build() -> None:
+def test_torch_and_opencv_run_one_thread_after_the_build() -> None:
+    import cv2
     import torch
 
-    from agenthuman_local.engine_ctx import TORCH_THREADS, _build
+    from agenthuman_local.engine_ctx import OPENCV_THREADS, TORCH_THREADS, _build
 
-    before = torch.get_num_threads()
+    before, cv_before = torch.get_num_threads(), cv2.getNumThreads()
+    cv2.setNumThreads(-1)  # OpenCV's default: a thread per core
     try:
         seen: list[int] = []
         worker = threading.Thread(target=lambda: _build(lambda s: CountingEngine(), None))  # type: ignore[arg-type]
@@ -156,8 +158,10 @@ def test_torch_runs_one_intra_op_thread_after_the_build() -> None:
         probe.start()
         probe.join()
         assert torch.get_num_threads() == TORCH_THREADS and seen == [TORCH_THREADS]
+        assert cv2.getNumThreads() == OPENCV_THREADS
     finally:
         torch.set_num_threads(before)
+        cv2.setNumThreads(cv_before)
 
 
 async def test_the_real_engine_loads_in_the_background(aiohttp_client: Any, tmp_path: Any) -> None:

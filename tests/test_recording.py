@@ -83,6 +83,65 @@ async def test_frames_duration_audio_and_sync_survive_the_round_trip(tmp_path: P
     assert abs(click_s - white_s) < 1 / FPS
 
 
+COLOURS = np.array(
+    [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255), (0, 0, 0), (243, 201, 168),
+     (128, 64, 200), (20, 200, 180)],
+    np.uint8,
+)  # fmt: skip
+BLOCK = 40  # W × H holds 4 × 3 blocks, whole macroblocks apart from the last row
+
+
+def colour_blocks(n: int) -> np.ndarray:
+    """Flat blocks of known colours, shuffled by frame so every frame differs."""
+    ids = (np.arange(12) * 5 + n) % len(COLOURS)
+    return np.kron(COLOURS[ids].reshape(3, 4, 3), np.ones((BLOCK, BLOCK, 1), np.uint8))
+
+
+def bt601_limited(rgb: np.ndarray) -> np.ndarray:
+    """The textbook BT.601 limited-range Y, Cb, Cr of 8-bit RGB."""
+    r, g, b = (rgb.astype(np.float64) / 255.0).T
+    y = 0.299 * r + 0.587 * g + 0.114 * b
+    return np.stack([16 + 219 * y, 128 + 224 * (b - y) / 1.772, 128 + 224 * (r - y) / 1.402], -1)
+
+
+async def test_colours_survive_as_tagged_bt601_limited_range(tmp_path: Path) -> None:
+    n_frames = 30
+    rec = Recorder(tmp_path / "c.mp4", W, H, FPS, SR, queue_frames=n_frames)
+    sent = [colour_blocks(n) for n in range(n_frames)]
+    for n, img in enumerate(sent):
+        assert rec.submit(n, img, frame_audio(n))
+    await rec.aclose()
+    assert rec.error is None and rec.frames_written == n_frames
+
+    with av.open(str(tmp_path / "c.mp4")) as c:
+        cc = c.streams.video[0].codec_context
+        assert cc.color_range == av.video.reformatter.ColorRange.MPEG
+        assert cc.colorspace == av.video.reformatter.Colorspace.ITU601
+        assert cc.color_primaries == av.video.reformatter.ColorPrimaries.SMPTE170M
+        assert cc.color_trc == av.video.reformatter.ColorTrc.SMPTE170M
+        frames = list(c.decode(video=0))
+    assert len(frames) == n_frames
+    for n, (frame, img) in enumerate(zip(frames, sent, strict=True)):
+        assert frame.format.name == "yuv420p" and frame.color_range == 1  # MPEG
+        got = frame.to_ndarray(format="rgb24")  # converted as the tags say, like a player
+        planes = frame.to_ndarray()  # I420: Y rows, then the U and V quarter planes
+        y = planes[:H]
+        u = planes[H : H + H // 4].reshape(H // 2, W // 2)
+        v = planes[H + H // 4 :].reshape(H // 2, W // 2)
+        for by in range(0, H, BLOCK):
+            for bx in range(0, W, BLOCK):
+                want = img[by, bx]
+                y0, x0 = by + 8, bx + 8  # block centres: clear of chroma and DCT edges
+                y1, x1 = y0 + BLOCK - 16, x0 + BLOCK - 16
+                mean = got[y0:y1, x0:x1].reshape(-1, 3).mean(0)  # x264 noise averages out
+                assert np.abs(mean - want).max() <= 3, (n, by, bx)
+                chroma = (slice(y0 // 2, y1 // 2), slice(x0 // 2, x1 // 2))
+                ycc = bt601_limited(want)
+                assert abs(float(y[y0:y1, x0:x1].mean()) - ycc[0]) <= 2
+                assert abs(float(u[chroma].mean()) - ycc[1]) <= 2
+                assert abs(float(v[chroma].mean()) - ycc[2]) <= 2
+
+
 async def test_a_gap_in_frame_indices_stays_a_gap_in_time(tmp_path: Path) -> None:
     rec = Recorder(tmp_path / "gap.mp4", W, H, FPS, SR)
     for n in [*range(10), *range(20, 30)]:

@@ -246,6 +246,14 @@ async def test_the_socket_streams_state_and_media_then_lets_go(app_client) -> No
     assert not hub.has_viewers("sess_1")
 
 
+async def test_a_browser_offering_deflate_gets_no_extension(app_client) -> None:
+    _, client = app_client  # compress=15 offers permessage-deflate the way browsers do
+    ws = await client.ws_connect("/v1/sessions/sess_1/viewer/ws?token=tok-1", compress=15)
+    assert ws.compress == 0
+    assert "Sec-WebSocket-Extensions" not in ws._response.headers
+    await ws.close()
+
+
 async def test_a_socket_opened_after_shutdown_is_turned_away(app_client) -> None:
     hub, client = app_client
     await hub.aclose()

@@ -30,6 +30,14 @@ async def test_init_era_b_at_ws_uri(live):
     await conn.barrier()
 
 
+async def test_a_client_offering_deflate_gets_no_extension(live):
+    sid, _ = await live.started_session()  # compress=15 offers permessage-deflate like a browser
+    ws = await live.api.client.ws_connect(f"/v1/sessions/{sid}/ws", compress=15)
+    assert ws.compress == 0
+    assert "Sec-WebSocket-Extensions" not in ws._response.headers
+    await ws.close()
+
+
 async def test_init_era_c_at_the_fixed_url(live):
     created = await live.api.json("POST", "/v1/sessions", 201, json={"room": {"platform": "local"}})
     session = created["session"]

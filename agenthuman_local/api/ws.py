@@ -185,7 +185,8 @@ def _dispatch(runner: SessionRunner, cmd: protocol.Command) -> None:
 @public
 async def session_ws(request: web.Request) -> web.WebSocketResponse:
     settings = request.app[keys.settings_key]
-    ws = web.WebSocketResponse(max_msg_size=int(settings.ws.max_message_mb * 1024 * 1024))
+    # No permessage-deflate: the output is JPEG/PCM media, which does not compress.
+    ws = web.WebSocketResponse(max_msg_size=int(settings.ws.max_message_mb * 2**20), compress=False)
     await ws.prepare(request)
     try:
         first = await ws.receive(timeout=settings.ws.connect_timeout_s)

@@ -2,8 +2,11 @@
 
 Per frame the only full-frame work is a copy of the cached background (SPEC §9): the still head
 crop is blended over it where head sway puts it, and only the eye and mouth boxes are drawn
-fresh (and cached by their rounded parameters). Head tilt picks one of a few pre-rotated heads;
-breathing picks one of a few pre-painted backgrounds with the shoulders raised by whole pixels.
+fresh: cached by their rounded parameters as (K, L), drawn = K · skin + L, and laid over the
+skin where the feature shift puts the box (then tilted) per frame, so neither the shift nor the
+tilt, which change every frame of a moving head, is part of the cache key. Head tilt picks one of a
+few pre-rotated heads; breathing picks one of a few pre-painted backgrounds with the shoulders
+raised by whole pixels.
 Frames larger than the crop budget draw the crop at ≤ 384 px and scale it up.
 """
 
@@ -42,7 +45,10 @@ SWAY_X = 0.045  # head units of paste shift per unit of TX
 SWAY_Y = 0.03  # per unit of TY
 BREATH_LIFT = 0.012  # shoulder rise at full inhale, head units
 BREATH_STEPS = 4  # pre-painted backgrounds between exhale and inhale
-TILE_CACHE = 96  # drawn feature tiles kept per layer (a few MB)
+# Drawn feature tiles kept per layer, float16 (K, L) [h, w, 4]: at 1280x720 about 270 eye and
+# 410 mouth shapes, a few sentences' worth. (Becomes a share of engine.cache_mb, issue 12.)
+TILE_CACHE_MB = 32
+LAID_TILES = 96  # and finished tiles at their shift and tilt, per layer: a still head reuses them
 # Head tilt: pre-rotated heads in whole steps, so a frame only picks one.
 ROLL_STEPS = 13
 ROLL_STEP_DEG = 0.5  # a step moves the crown under 2 px at 960x720
@@ -126,11 +132,19 @@ def _tilted(rgba: torch.Tensor, unit: float) -> torch.Tensor:
 
 def _rotate(images: torch.Tensor, pivot: tuple[float, float], degrees: list[float]) -> torch.Tensor:
     """[N, C, h, w] → each rotated by its angle about `pivot` (pixel units); zeros outside."""
-    n, _, h, w = images.shape
+    _, _, h, w = images.shape
+    grids = _rotation_grids(h, w, pivot, degrees, images.device)
+    return F.grid_sample(images, grids, align_corners=False, padding_mode="zeros")
+
+
+def _rotation_grids(
+    h: int, w: int, pivot: tuple[float, float], degrees: list[float], device: str | torch.device
+) -> torch.Tensor:
+    """The `grid_sample` grids [N, h, w, 2] that rotate an h × w image about `pivot`."""
     px, py = pivot
     ys, xs = torch.meshgrid(
-        torch.arange(h, dtype=torch.float32, device=images.device),
-        torch.arange(w, dtype=torch.float32, device=images.device),
+        torch.arange(h, dtype=torch.float32, device=device),
+        torch.arange(w, dtype=torch.float32, device=device),
         indexing="ij",
     )
     grids = []
@@ -141,7 +155,7 @@ def _rotate(images: torch.Tensor, pivot: tuple[float, float], degrees: list[floa
         sx = px + cos * (xs - px) + sin * (ys - py)
         sy = py - sin * (xs - px) + cos * (ys - py)
         grids.append(torch.stack([(2 * sx + 1) / w - 1, (2 * sy + 1) / h - 1], -1))
-    return F.grid_sample(images, torch.stack(grids), align_corners=False, padding_mode="zeros")
+    return torch.stack(grids)
 
 
 def roll_degrees(index: int) -> float:
@@ -186,8 +200,19 @@ class ProceduralRenderer:
         self._shift_px = (FEATURE_SHIFT_X * u, FEATURE_SHIFT_Y * u)
         # Sessions may share a renderer; the tile caches are not safe to touch from two threads.
         self._lock = threading.Lock()
-        self._caches: list[OrderedDict[tuple, tuple[int, int, torch.Tensor]]] = [
+        self._caches: list[OrderedDict[tuple, torch.Tensor]] = [OrderedDict() for _ in self._layers]
+        self._laid: list[OrderedDict[tuple, tuple[int, int, torch.Tensor]]] = [
             OrderedDict() for _ in self._layers
+        ]
+        self._cache_tiles = [
+            max(16, TILE_CACHE_MB * 2**20 // (layer.box.height * layer.box.width * 4 * 2))
+            for layer in self._layers
+        ]
+        # A tilted tile turns about its own centre; its grids are the same for every frame.
+        degrees = [roll_degrees(k) for k in range(ROLL_STEPS)]
+        self._tilt_grids = [
+            _rotation_grids(b.height, b.width, (b.width / 2, b.height / 2), degrees, device)
+            for b in (layer.box for layer in self._layers)
         ]
         px, py = roll_pivot(u)
         self._tilt_offsets = []
@@ -288,68 +313,80 @@ class ProceduralRenderer:
         return out
 
     def _tiles(self, index: int, rows: list[list[float]]) -> list[tuple[int, int, torch.Tensor]]:
-        """One layer's drawn tile for each frame: (crop col, crop row, premultiplied tile).
+        """One layer's tile for each frame: (crop col, crop row, premultiplied tile).
 
-        Tiles are keyed by the layer's rounded parameters, the feature shift and the tilt;
-        frames that round alike share a tile, so a frame's pixels depend on its parameters alone.
+        Drawings are keyed by the layer's rounded parameters alone; frames that round alike
+        share one, and each frame lays it over the skin where its feature shift puts the box
+        and tilts it with the head, so a frame's pixels depend on its parameters alone. The
+        laid tiles are kept too (a still head lays the same one again).
         """
-        layer, cache = self._layers[index], self._caches[index]
+        layer, drawings, laid = self._layers[index], self._caches[index], self._laid[index]
         keys = []
         for row in rows:
             q = tuple(round(row[p] / step) for p, step in layer.steps.items())
             sx = round(self._shift_px[0] * row[P.YAW])
             sy = round(self._shift_px[1] * row[P.PITCH])
             keys.append((q, sx, sy, self.roll_index(row)))
-        missing = [key for key in dict.fromkeys(keys) if key not in cache]
-        if missing:
-            self._draw_missing(index, missing)
+        todo = [key for key in dict.fromkeys(keys) if key not in laid]
+        if todo:
+            missing = [q for q in dict.fromkeys(key[0] for key in todo) if q not in drawings]
+            if missing:
+                self._draw_missing(index, missing)
+            for key in todo:
+                drawings.move_to_end(key[0])
+                laid[key] = self._lay(index, drawings[key[0]], *key[1:])
+            while len(drawings) > self._cache_tiles[index]:
+                drawings.popitem(last=False)
         result = []
         for key in keys:
-            cache.move_to_end(key)
-            result.append(cache[key])
-        while len(cache) > TILE_CACHE:
-            cache.popitem(last=False)
+            laid.move_to_end(key)
+            result.append(laid[key])
+        while len(laid) > LAID_TILES:
+            laid.popitem(last=False)
         return result
 
-    def _draw_missing(self, index: int, missing: list[tuple]) -> None:
-        """Draw tiles upright over the upright head, then tilt them with the head.
+    def _lay(
+        self, index: int, drawing: torch.Tensor, sx: int, sy: int, k: int
+    ) -> tuple[int, int, torch.Tensor]:
+        """(K, L) → this frame's tile: K · skin + L over the skin at its feature shift, tilted.
 
-        A tilted tile sits where the tilted head has the box; its corners, which the rotation
-        leaves empty, take the tilted head's own skin, so the edges do not show.
+        A tilted tile turns about the box's centre and sits where the tilted head has the
+        box; its corners, which the rotation leaves empty, take the tilted head's own skin, so
+        the edges do not show.
         """
-        layer, a, box = self._layers[index], self._assets, self._layers[index].box
+        a, box = self._assets, self._layers[index].box
         h, w, upright = box.height, box.width, ROLL_STEPS // 2
-        qparams = torch.zeros(len(missing), N_PARAMS)
-        for j, (q, _, _, _) in enumerate(missing):
-            for (p, step), v in zip(layer.steps.items(), q, strict=True):
-                qparams[j, p] = v * step
-        spots = [(box.col + sx, box.row + sy) for _, sx, sy, _ in missing]
-        base = torch.stack([a.head_straight[upright, r : r + h, c : c + w] for c, r in spots])
-        rgb = layer.draw(base.float(), qparams.to(self.device))
-        tilted = [j for j, key in enumerate(missing) if key[3] != upright]
-        if tilted:
-            src = torch.cat([rgb[tilted], torch.ones_like(rgb[tilted][..., :1])], -1)
-            angles = [roll_degrees(missing[j][3]) for j in tilted]
-            turned = _rotate(src.permute(0, 3, 1, 2), (w / 2, h / 2), angles)
-            turned = turned.permute(0, 2, 3, 1)
-            for i, j in enumerate(tilted):
-                c, r = spots[j]
-                tx, ty = self._tilt_offsets[index][missing[j][3]]
-                spots[j] = (c + tx, r + ty)
-                skin = a.head_straight[missing[j][3], r + ty : r + ty + h, c + tx : c + tx + w]
-                rgb[j] = turned[i, ..., :3] + skin.float() * (1.0 - turned[i, ..., 3:])
-        alpha = torch.stack(
-            [
-                a.head_alpha[key[3], r : r + h, c : c + w, None]
-                for key, (c, r) in zip(missing, spots, strict=True)
-            ]
-        )
-        premul = rgb * alpha.float()
+        c, r = box.col + sx, box.row + sy
+        d = drawing.float()
+        skin = a.head_straight[upright, r : r + h, c : c + w].float()
+        rgb = torch.addcmul(d[..., 1:], skin, d[..., :1]).clamp_(0.0, 1.0)
+        if k != upright:
+            src = torch.cat([rgb, torch.ones_like(rgb[..., :1])], -1).permute(2, 0, 1)[None]
+            turned = F.grid_sample(
+                src, self._tilt_grids[index][k : k + 1], align_corners=False, padding_mode="zeros"
+            )[0].permute(1, 2, 0)
+            tx, ty = self._tilt_offsets[index][k]
+            c, r = c + tx, r + ty
+            skin = a.head_straight[k, r : r + h, c : c + w].float()
+            rgb = turned[..., :3] + skin * (1.0 - turned[..., 3:])
+        premul = rgb * a.head_alpha[k, r : r + h, c : c + w, None].float()
         if not self.scaled:
             premul = torch.floor(premul * 255.0).to(torch.int16)
+        return c, r, premul
+
+    def _draw_missing(self, index: int, missing: list[tuple]) -> None:
+        """Draw upright (K, L) for each rounded parameter set: drawn = K · skin + L."""
+        layer, box = self._layers[index], self._layers[index].box
+        qparams = torch.zeros(len(missing), N_PARAMS)
+        for j, q in enumerate(missing):
+            for (p, step), v in zip(layer.steps.items(), q, strict=True):
+                qparams[j, p] = v * step
+        canvas = torch.zeros(len(missing), box.height, box.width, 4, device=self.device)
+        canvas[..., 0] = 1.0  # skin factor 1, colour 0: the drawing comes back as (K, L)
+        drawn = layer.draw(canvas, qparams.to(self.device))
         cache = self._caches[index]
-        for key, (c, r), tile in zip(missing, spots, premul.cpu(), strict=True):
-            cache[key] = (c, r, tile)
+        for key, tile in zip(missing, drawn.half().cpu(), strict=True):
+            cache[key] = tile
 
     @staticmethod
     def _clip(frame: torch.Tensor, h: int, w: int, x0: int, y0: int):

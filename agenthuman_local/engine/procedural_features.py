@@ -5,6 +5,11 @@ not depend on the frame's parameters (the eyeballs, lid curves, brow shapes, pix
 computed once here, so a frame costs a few dozen tensor ops; head turns move the whole box by
 whole pixels instead of re-evaluating shapes. Shapes are vertical-distance fields between
 curves, exact enough for one-pixel anti-aliasing where lids and lips are nearly horizontal.
+
+A layer's drawing is affine in the skin it draws over: every step scales the canvas or paints
+over it. So a layer can also draw onto the 4-channel canvas (1, 0, 0, 0) = (skin factor, colour)
+and get back (K, L) with drawn = K · skin + L: one drawing then serves the box wherever the
+feature shift puts it over the skin (`procedural.ProceduralRenderer` caches (K, L)).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import math
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from agenthuman_local.engine.base import P
 from agenthuman_local.engine.procedural_paint import (
@@ -43,6 +49,16 @@ CAVITY = (0.3, 0.07, 0.09)
 THROAT = (0.14, 0.03, 0.05)
 TEETH = (0.97, 0.96, 0.92)
 TONGUE = (0.8, 0.38, 0.42)
+
+
+def onto(canvas: Tensor, paint: Tensor, alpha: Tensor) -> Tensor:
+    """`over` for a canvas of colour [..., 3] or skin factor and colour [..., 4] (see above).
+
+    Paint does not depend on the skin, so it brings a skin factor of 0.
+    """
+    if canvas.shape[-1] > paint.shape[-1]:
+        paint = F.pad(paint, (canvas.shape[-1] - paint.shape[-1], 0))
+    return over(canvas, paint, alpha)
 
 
 def _param(params: Tensor, index: P) -> Tensor:
@@ -123,7 +139,7 @@ class EyesLayer:
         self.brow_col = color(style.brow, dev)
 
     def draw(self, base: Tensor, params: Tensor) -> Tensor:
-        """`base` [B, h, w, 3] straight skin → the box with eyes and brows drawn in."""
+        """`base` [B, h, w, 3] straight skin (or [..., 4], see above) → eyes and brows drawn in."""
         blink = torch.clamp(_param(params, P.BLINK), 0.0, 1.0)
         lid = self.top + (self.bottom - self.top) * blink  # [B, 1, w]
         y = self.y
@@ -133,17 +149,17 @@ class EyesLayer:
         rgb = base * self.darken
         lid_skin = cover(torch.maximum(self.above_fold, y - lid), self.px)
         rgb = rgb * (1.0 - 0.06 * lid_skin).unsqueeze(-1)
-        rgb = over(rgb, eye_col, eye_a)
+        rgb = onto(rgb, eye_col, eye_a)
         lash = torch.maximum(
             torch.abs(y - (lid - 0.3 * self.lash_w)) - self.lash_w, self.lash_bound
         )
-        rgb = over(rgb, self.lash_col, cover(lash, self.px))
+        rgb = onto(rgb, self.lash_col, cover(lash, self.px))
         # Brow raise in whole pixels: slice the pre-drawn brows (negative values do not lower).
         lift = torch.clamp(_param(params, P.BROW), 0.0, 1.0).view(-1).tolist()
         h = self.box.height
         rows = [round(v * self.raise_px) for v in lift]
         brows = torch.stack([self.brow_alpha[0, r : r + h] for r in rows])
-        return over(rgb, self.brow_col, brows)
+        return onto(rgb, self.brow_col, brows)
 
     def _eyeball(self, params: Tensor) -> Tensor:
         """Sclera, iris with a darker rim, pupil and catch-light, looking where the gaze says."""
@@ -257,16 +273,16 @@ class MouthLayer:
             tongue_d = (torch.sqrt(c["tongue_x"] + ty * ty) - 1.0) * 0.02
             tongue = self.tongue * (0.75 + 0.25 * depth).unsqueeze(-1)
             cav = over(cav, tongue, cover(tongue_d, px) * c["tongue_on"])
-            rgb = over(rgb, cav, open_a)
+            rgb = onto(rgb, cav, open_a)
 
         upper = torch.maximum(torch.maximum(c["lip_top"] - y, y - c["y_up"] - 0.002), c["beyond"])
         lower = torch.maximum(torch.maximum(c["y_lo"] - 0.002 - y, y - c["y_lo_o"]), c["beyond"])
         hi = torch.clamp(1.0 - torch.abs(y - c["hi_y"]) * (1 / 0.009), min=0.0) * c["so"]
-        rgb = over(rgb, self.lip_upper, cover(upper, px))
-        rgb = over(rgb, self.lip_lower * (1.0 + 0.22 * hi).unsqueeze(-1), cover(lower, px))
+        rgb = onto(rgb, self.lip_upper, cover(upper, px))
+        rgb = onto(rgb, self.lip_lower * (1.0 + 0.22 * hi).unsqueeze(-1), cover(lower, px))
         # Where the lips meet: a darker line, fading as the mouth opens.
         seam = torch.maximum(torch.abs(y - c["midline"]) - 0.0022, c["beyond"])
-        rgb = over(rgb, self.seam_col, cover(seam, px) * (0.85 * c["closed"]))
+        rgb = onto(rgb, self.seam_col, cover(seam, px) * (0.85 * c["closed"]))
         return rgb.clamp(0.0, 1.0)
 
 

@@ -25,7 +25,9 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
+from av.video.reformatter import ColorPrimaries, ColorRange, Colorspace, ColorTrc
 
 from agenthuman_local.audio import frame_sample_range
 from agenthuman_local.transports.base import MediaFrame
@@ -153,6 +155,9 @@ class Recorder:
         )
         video.width, video.height, video.pix_fmt = self.width, self.height, "yuv420p"
         video.codec_context.time_base = Fraction(1, sr)
+        # Frames arrive as BT.601 limited-range I420 (`_yuv420p`); say so in the stream, so
+        # players do not guess (and 720p players guess BT.709).
+        tag_bt601_limited(video.codec_context)
         # One encoder thread: the renderer owns the cores.
         video.codec_context.thread_count = 1
         audio = container.add_stream("aac", rate=sr)
@@ -171,7 +176,8 @@ class Recorder:
                 continue  # repeated or out of order: its time has been written already
             last_index = frame_index
             start, _ = frame_sample_range(frame_index - first_index - 1, self.fps, sr)
-            vframe = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            vframe = av.VideoFrame.from_ndarray(_yuv420p(rgb), format="yuv420p")
+            tag_bt601_limited(vframe)
             vframe.pts = start
             vframe.time_base = Fraction(1, sr)
             for packet in video.encode(vframe):
@@ -208,3 +214,20 @@ class RecorderSink:
 
     async def aclose(self) -> None:
         await self.recorder.aclose()
+
+
+def _yuv420p(rgb: np.ndarray) -> np.ndarray:
+    """RGB [H, W, 3] → I420 [H·3/2, W], BT.601 limited range.
+
+    OpenCV's conversion costs about a third of swscale's rgb24 → yuv420p inside `encode`
+    (research/profile-2026-12.md); chroma is averaged over each 2×2 block.
+    """
+    return cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420)
+
+
+def tag_bt601_limited(target: av.VideoFrame | av.video.codeccontext.VideoCodecContext) -> None:
+    """Tag a frame or an encoder as BT.601 (SMPTE 170M), limited (MPEG) range."""
+    target.color_range = ColorRange.MPEG
+    target.colorspace = Colorspace.ITU601  # "bt470bg": the BT.601 matrix, as SMPTE 170M's
+    target.color_primaries = ColorPrimaries.SMPTE170M
+    target.color_trc = ColorTrc.SMPTE170M

@@ -25,7 +25,6 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
-import cv2
 import numpy as np
 from av.video.reformatter import ColorPrimaries, ColorRange, Colorspace, ColorTrc
 
@@ -222,6 +221,8 @@ def _yuv420p(rgb: np.ndarray) -> np.ndarray:
     OpenCV's conversion costs about a third of swscale's rgb24 → yuv420p inside `encode`
     (research/profile-2026-12.md); chroma is averaged over each 2×2 block.
     """
+    import cv2  # on the recorder's thread: importing the app loads no cv2 (tests/test_imports.py)
+
     return cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420)
 
 

@@ -32,7 +32,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-E_MEDIA_FAILED = "MEDIA_FAILED"
 
 # Optional overrides, read when a session starts (tests set them from a cleanup context).
 # Outputs (recorder, viewer, Daily) attach to a session's runner through these.
@@ -221,7 +220,10 @@ async def session_ws(request: web.Request) -> web.WebSocketResponse:
             log.exception("session %s: media failed to start", init.session_id)
             manager.end_soon(init.session_id, EndReason.ERROR)
             await _reject(
-                ws, WSCloseCode.INTERNAL_ERROR, E_MEDIA_FAILED, "The avatar could not be loaded"
+                ws,
+                WSCloseCode.INTERNAL_ERROR,
+                protocol.E_MEDIA_FAILED,
+                "The avatar could not be loaded",
             )
             return ws
         if init.output.video_jpeg or init.output.video_rgb24 or init.output.audio:

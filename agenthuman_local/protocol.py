@@ -58,6 +58,13 @@ E_SESSION_NOT_FOUND = "SESSION_NOT_FOUND"
 E_UNAUTHORIZED = "UNAUTHORIZED"
 E_NOT_STARTED = "SESSION_NOT_STARTED"
 E_SESSION_ENDED = "SESSION_ENDED"
+E_RENDER_FAILED = "RENDER_FAILED"  # an error event: the renderer raised, the session goes on
+E_MEDIA_FAILED = "MEDIA_FAILED"  # the avatar could not be loaded at session.init (then 1011)
+
+# `session.state` states of the room (the session's own end is `ended`).
+STATE_CONNECTING = "connecting"
+STATE_JOINED_ROOM = "joined_room"
+STATE_ROOM_ERROR = "room_error"
 
 FIRST_MESSAGE_MUST_BE_INIT = "First message must be session.init"
 

@@ -22,7 +22,7 @@ def setup_routes(app: web.Application) -> None:
             web.post("/v1/sessions/{session_id}/end", sessions.end_session),
             web.get("/v1/sessions/{session_id}/ws", ws.session_ws),
             web.get("/v1/ws", ws.session_ws),
-            web.get("/v1/sessions/{session_id}/timeline", ws.get_timeline),
+            web.get("/v1/sessions/{session_id}/timeline", sessions.get_timeline),
             web.get("/v1/sessions/{session_id}/recording", sessions.get_recording),
             web.get("/v1/sessions/{session_id}/viewer", viewer.viewer_page),
             web.get("/v1/sessions/{session_id}/viewer/ws", viewer.viewer_socket),

@@ -25,7 +25,7 @@ from agenthuman_local.api.parsing import (
 )
 from agenthuman_local.engine_ctx import loading_error
 from agenthuman_local.errors import NotFound, UnsupportedPlatform, ValidationError
-from agenthuman_local.paths import recording_path
+from agenthuman_local.paths import recording_path, timeline_path
 from agenthuman_local.records import Session
 from agenthuman_local.sessions.live import LiveSession
 from agenthuman_local.sessions.manager import VIDEO_SIZES
@@ -244,3 +244,26 @@ async def list_sessions(request: web.Request) -> web.Response:
             "next_cursor": next_cursor,
         }
     )
+
+
+async def get_timeline(request: web.Request) -> web.Response:
+    """JSON Lines of the session's published frames and events (SPEC §10)."""
+    manager = request.app[keys.manager_key]
+    session_id = request.match_info["session_id"]
+    await manager.get(request[keys.account_key], session_id)
+    live = manager.runner(session_id)
+    if isinstance(live, LiveSession) and live.runner and live.runner.timeline.path is None:
+        text: str | None = live.runner.timeline.jsonl()
+    else:
+        path = timeline_path(request.app[keys.settings_key].data_dir, session_id)
+        text = await asyncio.to_thread(_read_text, path)
+    if text is None:
+        raise NotFound("This session has no timeline yet", suggestion="Send session.init first.")
+    return web.Response(text=text, content_type="application/x-ndjson")
+
+
+def _read_text(path: Any) -> str | None:
+    try:
+        return str(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None

@@ -1,4 +1,4 @@
-"""The session WebSocket (SPEC §8) and the timeline route (SPEC §10).
+"""The session WebSocket (SPEC §8).
 
 The handler task is the only reader of its socket; one writer task per socket drains a bounded
 send queue (events first, then media), so nothing else ever writes to the socket directly.
@@ -21,8 +21,6 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from agenthuman_local import ids, keys, protocol
 from agenthuman_local.api.auth import public
-from agenthuman_local.errors import NotFound
-from agenthuman_local.paths import timeline_path
 from agenthuman_local.sessions.live import LiveSession, SessionClosed
 from agenthuman_local.sessions.state import EndReason, SessionState
 from agenthuman_local.transports.socket import SocketMediaSink
@@ -32,7 +30,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-E_MEDIA_FAILED = "MEDIA_FAILED"
 
 # Optional overrides, read when a session starts (tests set them from a cleanup context).
 # Outputs (recorder, viewer, Daily) attach to a session's runner through these.
@@ -222,7 +219,10 @@ async def session_ws(request: web.Request) -> web.WebSocketResponse:
             log.exception("session %s: media failed to start", init.session_id)
             manager.end_soon(init.session_id, EndReason.ERROR)
             await _reject(
-                ws, WSCloseCode.INTERNAL_ERROR, E_MEDIA_FAILED, "The avatar could not be loaded"
+                ws,
+                WSCloseCode.INTERNAL_ERROR,
+                protocol.E_MEDIA_FAILED,
+                "The avatar could not be loaded",
             )
             return ws
         if init.output.video_jpeg or init.output.video_rgb24 or init.output.audio:
@@ -269,26 +269,3 @@ async def _read(
                 return
         except protocol.ProtocolError as exc:
             runner.emit_error(exc.code, exc.message)
-
-
-async def get_timeline(request: web.Request) -> web.Response:
-    """JSON Lines of the session's published frames and events (SPEC §10)."""
-    manager = request.app[keys.manager_key]
-    session_id = request.match_info["session_id"]
-    await manager.get(request[keys.account_key], session_id)
-    live = manager.runner(session_id)
-    if isinstance(live, LiveSession) and live.runner and live.runner.timeline.path is None:
-        text: str | None = live.runner.timeline.jsonl()
-    else:
-        path = timeline_path(request.app[keys.settings_key].data_dir, session_id)
-        text = await asyncio.to_thread(_read_text, path)
-    if text is None:
-        raise NotFound("This session has no timeline yet", suggestion="Send session.init first.")
-    return web.Response(text=text, content_type="application/x-ndjson")
-
-
-def _read_text(path: Any) -> str | None:
-    try:
-        return str(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None

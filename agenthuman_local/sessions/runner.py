@@ -41,8 +41,6 @@ from agenthuman_local.transports.base import PublishedFrame, Sink
 
 log = logging.getLogger(__name__)
 
-E_RENDER_FAILED = "RENDER_FAILED"
-
 
 @dataclass(frozen=True)
 class RunnerOptions:
@@ -311,7 +309,7 @@ class SessionRunner:
                 await self._publish(tick)
                 self._fill()
         except RenderFailed as exc:
-            self.emit_error(E_RENDER_FAILED, f"The renderer failed: {exc}")
+            self.emit_error(protocol.E_RENDER_FAILED, f"The renderer failed: {exc}")
             self._request_end("error")
 
     async def _first_frame(self) -> None:

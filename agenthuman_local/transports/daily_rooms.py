@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from agenthuman_local import protocol
 from agenthuman_local.audio import SAMPLE_RATE_HZ
 from agenthuman_local.errors import AppError
 from agenthuman_local.sessions.state import EndReason
@@ -45,9 +46,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-STATE_CONNECTING = "connecting"
-STATE_JOINED = "joined_room"
-STATE_ROOM_ERROR = "room_error"
 # A room outlives its session only if the process dies before deleting it; Daily then closes
 # it this long after the session could have ended at the latest.
 ROOM_SPARE_S = 24 * 3600.0
@@ -181,7 +179,7 @@ class DailyRooms:
                 self._settings.daily.display_name,
             )
         except RoomChoiceError as exc:
-            runner.emit_state(STATE_ROOM_ERROR, str(exc))
+            runner.emit_state(protocol.STATE_ROOM_ERROR, str(exc))
             await self.note_error(sid, str(exc))
             return
         if room is None:
@@ -209,7 +207,7 @@ class DailyRooms:
             lib=self._lib,
             **options,
         )
-        runner.emit_state(STATE_CONNECTING)
+        runner.emit_state(protocol.STATE_CONNECTING)
         runner.add_sink(output)
         output.start()
 
@@ -307,18 +305,18 @@ class DailyOutput:
             error = f"{type(exc).__name__}: {exc}"
         else:
             self._sink = DailySink(self.transport)
-            self._runner.emit_state(STATE_JOINED)
+            self._runner.emit_state(protocol.STATE_JOINED_ROOM)
             await self._rooms.note_error(self.session_id, None)
             return
         log.warning("session %s: Daily join failed: %s", self.session_id, error)
-        self._runner.emit_state(STATE_ROOM_ERROR, error)
+        self._runner.emit_state(protocol.STATE_ROOM_ERROR, error)
         await self._rooms.note_error(self.session_id, error)
 
     def _on_call_state(self, state: str) -> None:
         if state == "left" and not self._closed:  # thrown out, or the room was closed
             self._sink = None
             reason = "the avatar is no longer in the Daily room"
-            self._runner.emit_state(STATE_ROOM_ERROR, reason)
+            self._runner.emit_state(protocol.STATE_ROOM_ERROR, reason)
             self._rooms.spawn(
                 self._rooms.note_error(self.session_id, reason), f"daily:{self.session_id}:note"
             )

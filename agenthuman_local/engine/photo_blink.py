@@ -29,7 +29,18 @@ class LidWarp:
 
     def __init__(self, geo: MeshGeometry, photo: np.ndarray, device: str = "cpu") -> None:
         """`photo`: the crop at rest, RGB uint8 [H, W, 3], the lid's tone is measured on."""
-        self._eyes: list[tuple[slice, slice, torch.Tensor, ...]] = []  # type: ignore[misc]
+        self._eyes: list[
+            tuple[
+                slice,
+                slice,
+                torch.Tensor,
+                torch.Tensor,
+                torch.Tensor,
+                torch.Tensor,
+                float,
+                torch.Tensor,
+            ]
+        ] = []
         self._gains: list[float] = []
         lum = photo.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
         for upper, lower in geo.eye_lids:

@@ -258,8 +258,8 @@ def piecewise_affine(
     for t, tri in enumerate(triangles):
         cv2.fillPoly(label, [fixed[tri].reshape(-1, 1, 2)], int(t), lineType=cv2.LINE_8, shift=4)
     ys, xs = np.nonzero(label >= 0)
-    t = label[ys, xs]
-    tri = triangles[t]
+    owner = label[ys, xs]
+    tri = triangles[owner]
     p0, p1, p2 = vertices[tri[:, 0]], vertices[tri[:, 1]], vertices[tri[:, 2]]
     e1, e2 = p1 - p0, p2 - p0
     det = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]

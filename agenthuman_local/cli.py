@@ -29,7 +29,7 @@ from agenthuman_local.avatars import DEFAULT_AVATAR_ID, SHIPPED_AVATARS
 from agenthuman_local.config import ConfigError, Settings, load_settings, parse_set
 from agenthuman_local.errors import StorageUnavailable
 from agenthuman_local.paths import DB_FILE
-from agenthuman_local.store import Store
+from agenthuman_local.store import AmbiguousKeyPrefix, Store
 
 EXIT_CONFIG = 2
 
@@ -67,8 +67,13 @@ def _keys_parser() -> argparse.ArgumentParser:
     create = sub.add_parser("create", parents=[flags], help="a new key for an account")
     create.add_argument("--account", required=True, help="account name (made if new)")
     sub.add_parser("list", parents=[flags], help="list keys by prefix")
-    revoke = sub.add_parser("revoke", parents=[flags], help="revoke the keys starting with PREFIX")
-    revoke.add_argument("prefix")
+    revoke = sub.add_parser(
+        "revoke", parents=[flags], help="revoke the key with this prefix (or this whole key)"
+    )
+    revoke.add_argument("prefix", help="a key's prefix as `keys list` prints it, or the key")
+    revoke.add_argument(
+        "--all", action="store_true", help="revoke every active key the prefix matches (even '')"
+    )
     return parser
 
 
@@ -154,7 +159,17 @@ async def _keys(settings: Settings, args: argparse.Namespace) -> int:
                 state = f"revoked {_fmt_time(k.revoked_at)}" if k.revoked_at else "active"
                 print(f"{k.prefix}  {k.account_name}  created {_fmt_time(k.created_at)}  {state}")
         else:
-            count = await store.revoke_api_keys(args.prefix)
+            if not args.prefix.strip() and not args.all:
+                print("refusing an empty prefix: it matches every key (add --all)", file=sys.stderr)
+                return 2
+            try:
+                count = await store.revoke_api_keys(args.prefix, at_most=None if args.all else 1)
+            except AmbiguousKeyPrefix as exc:
+                print(
+                    f"refusing: {exc}; give a longer prefix or the whole key, or add --all",
+                    file=sys.stderr,
+                )
+                return 2
             if count == 0:
                 print(f"no active key starts with {args.prefix!r}", file=sys.stderr)
                 return 1

@@ -98,6 +98,15 @@ def _storage_errors() -> Iterator[None]:
         raise StorageUnavailable("Storage is unavailable: the database is closed") from exc
 
 
+class AmbiguousKeyPrefix(Exception):
+    """A key prefix given to revoke matches more than one active key."""
+
+    def __init__(self, prefix: str, matches: int) -> None:
+        super().__init__(f"{prefix!r} matches {matches} active keys")
+        self.prefix = prefix
+        self.matches = matches
+
+
 class Store:
     def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
         self._conn: aiosqlite.Connection | None = conn
@@ -225,14 +234,25 @@ class Store:
         )
         return [ApiKey(r[0], r[1], r[2], r[3], r[4]) for r in rows]
 
-    async def revoke_api_keys(self, prefix: str) -> int:
-        """Revoke the active keys whose stored prefix starts with `prefix`; returns how many."""
-        escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    async def revoke_api_keys(self, prefix: str, *, at_most: int | None = None) -> int:
+        """Revoke the active keys whose stored prefix starts with `prefix` — or, given a whole
+        key, that key — and return how many. With `at_most`, a prefix matching more active keys
+        revokes nothing and raises `AmbiguousKeyPrefix` (a typed prefix must not take others)."""
+        if len(prefix) > ids.KEY_PREFIX_LEN:
+            where, arg = "key_hash = ?", ids.secret_hash(prefix)
+        else:
+            escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            where, arg = "prefix LIKE ? ESCAPE '\\'", escaped + "%"
         async with self._write() as tx:
+            row = await tx.fetch_one(
+                f"SELECT count(*) AS n FROM api_keys WHERE {where} AND revoked_at IS NULL", (arg,)
+            )
+            matches = int(row["n"]) if row else 0
+            if at_most is not None and matches > at_most:
+                raise AmbiguousKeyPrefix(prefix, matches)
             return await tx.run(
-                "UPDATE api_keys SET revoked_at = ?"
-                " WHERE prefix LIKE ? ESCAPE '\\' AND revoked_at IS NULL",
-                (time.time(), escaped + "%"),
+                f"UPDATE api_keys SET revoked_at = ? WHERE {where} AND revoked_at IS NULL",
+                (time.time(), arg),
             )
 
     # -- avatars --------------------------------------------------------------------------------

@@ -253,3 +253,25 @@ def test_keys_create_list_revoke(data_dir: Path) -> None:
     assert "revoked" in run_py("keys", "list", data_dir=data_dir).stdout.split(key[:12])[1]
     missing = run_py("keys", "revoke", "ah_live_zzzz", data_dir=data_dir)
     assert missing.returncode == 1 and "no active key" in missing.stderr
+
+
+def test_keys_revoke_refuses_empty_and_ambiguous_prefixes(data_dir: Path) -> None:
+    keys = [
+        run_py("keys", "create", "--account", name, data_dir=data_dir).stdout.strip()
+        for name in ("bob", "eve")
+    ]
+    for prefix in ("", "  ", "ah_live_", "ah_"):
+        refused = run_py("keys", "revoke", prefix, data_dir=data_dir)
+        assert refused.returncode == 2, (prefix, refused.stdout, refused.stderr)
+        assert "refusing" in refused.stderr and "--all" in refused.stderr
+    listed = run_py("keys", "list", data_dir=data_dir).stdout
+    assert listed.count("active") >= 2 and "revoked" not in listed
+    # The whole key names exactly one key, whatever its prefix shares with others.
+    whole = run_py("keys", "revoke", keys[0], data_dir=data_dir)
+    assert whole.returncode == 0 and "revoked 1" in whole.stdout, whole.stderr
+    listed = run_py("keys", "list", data_dir=data_dir).stdout
+    assert "revoked" in listed.split(keys[0][:12])[1].splitlines()[0]
+    assert "active" in listed.split(keys[1][:12])[1].splitlines()[0]
+    every = run_py("keys", "revoke", "", "--all", data_dir=data_dir)
+    assert every.returncode == 0 and "revoked" in every.stdout
+    assert "active" not in run_py("keys", "list", data_dir=data_dir).stdout

@@ -251,3 +251,76 @@ def test_a_version_1_rig_is_drawn_by_the_legacy_renderer(tmp_path: Path) -> None
     x0, y0, x1, y1 = r.mouth_region()
     dark = [(luminance(f[y0:y1, x0:x1]) < 0.2).sum() for f in (rest, opened)]
     assert dark[1] > dark[0] + 50
+
+
+@pytest.fixture(scope="module")
+def grace(tmp_path_factory: pytest.TempPathFactory) -> PhotoRenderer:
+    path = tmp_path_factory.mktemp("avatars") / "avat_grace"
+    save_avatar(prepare_face(photos.encode(photos.grace_hopper())), path)
+    r = open_photo_renderer(path, FrameSize(960, 720))
+    assert isinstance(r, PhotoRenderer) and not r.rig.teeth_at_rest
+    return r
+
+
+def _under_the_upper_lip(r: PhotoRenderer, frame: np.ndarray, below_px: float) -> np.ndarray:
+    """Luminance along the mouth, `below_px` under the upper lip's edge (the split line), over
+    the middle 1.4 half widths of the mouth."""
+    geo = r.geometry
+    x0, y0 = r.crop_box[:2]
+    mx = float(geo.mouth[0])
+    xs = np.arange(int(mx - 0.7 * geo.half_w), int(mx + 0.7 * geo.half_w) + 1)
+    ys = np.interp(xs, geo.split_x, geo.split_y) + below_px
+    lum = luminance(frame)
+    return lum[np.round(ys).astype(int) + y0, xs + x0]
+
+
+def test_a_photo_without_teeth_opens_onto_shaped_teeth_in_its_own_light(
+    grace: PhotoRenderer,
+) -> None:
+    rest, opened = (f.numpy() for f in grace.render(torch.cat([params(), params(jaw=1.0)])))
+    fh = grace.rig.face_height
+    teeth = _under_the_upper_lip(grace, opened, 0.012 * fh)
+    cavity = _under_the_upper_lip(grace, opened, 0.07 * fh)
+    # Teeth show under the upper lip, far brighter than the cavity behind them...
+    assert np.median(teeth) > 2.5 * np.median(cavity)
+    # ...as bright as teeth in this light: near the lit skin (a cheek or the chin), neither a
+    # dark band nor a white bar.
+    lm = grace.rig.points(list(range(468)))
+    r = int(0.03 * fh)
+    skin = max(
+        float(luminance(rest)[int(y) - r : int(y) + r, int(x) - r : int(x) + r].mean())
+        for x, y in (lm[50], lm[280], (lm[17] + lm[152]) / 2)
+    )
+    assert 0.55 * skin < np.median(teeth) < 1.15 * skin
+    # Separate teeth, not a flat band: the row dips between teeth at least four times.
+    smooth = np.convolve(teeth, np.ones(9) / 9, mode="same")
+    dips = (teeth[4:-4] < smooth[4:-4] - 0.02) & (
+        teeth[4:-4] <= np.minimum(teeth[3:-5], teeth[5:-3])
+    )
+    assert dips.sum() >= 4, dips.sum()
+    # An arch: the row of teeth is longer in the middle of the mouth than towards its corners.
+    centre = _under_the_upper_lip(grace, opened, 0.03 * fh)
+    mid = len(centre) // 2
+    assert centre[mid - 3 : mid + 4].mean() > centre[[0, 1, 2, -3, -2, -1]].mean() + 0.1
+
+
+def test_a_smile_keeps_its_own_teeth(renderer: PhotoRenderer) -> None:
+    rest, opened = (f.numpy() for f in renderer.render(torch.cat([params(), params(jaw=1.0)])))
+    # Her own upper teeth, between the upper lip's inner edge and the split under them, stay
+    # as they were, nothing painted over them (the mouth narrowing as it opens may carry them
+    # a pixel or two along the mouth, and a pixel down).
+    rig, geo = renderer.rig, renderer.geometry
+    x0, y0 = renderer.crop_box[:2]
+    mx = float(geo.mouth[0])
+    shifts = [(dy, dx) for dy in (-1, 0, 1) for dx in range(-2, 3)]
+    best, darker = [], []
+    for x in range(int(mx - 0.5 * geo.half_w), int(mx + 0.5 * geo.half_w) + 1):
+        top = float(np.interp(x + x0 + 0.5, *rig.points(rig.inner_upper_lip).T)) + 1
+        split = float(np.interp(x, geo.split_x, geo.split_y)) + y0 - 1
+        ys = np.arange(int(np.ceil(top)), int(np.floor(split)))
+        now = luminance(opened[ys, x + x0])
+        then = [luminance(rest[ys + dy, x + x0 + dx]) for dy, dx in shifts]
+        best.append(min(float(np.abs(t - now).mean()) for t in then))
+        darker.append(float((np.min(then, axis=0) - now).max()))  # darker than any source
+    assert len(best) > 10
+    assert np.mean(best) < 0.02 and max(darker) < 0.15, (np.mean(best), max(darker))

@@ -6,11 +6,14 @@ upper lip's edge, which stays) while the lower field samples the photo from abov
 the opening is exactly the gap between the lips, with anti-aliased edges, and nothing is
 painted over a lip.
 
-Inside: a cavity shaded from the lips inward (each lip's inner shadow, a darker throat), upper
-teeth as a row partly hidden under the upper lip — synthesized in the photo's own light (the
-eye whites' tone) when the photo shows no teeth at rest; a photo that does keeps its own, which
-the split carries with the upper lip — and a hint of tongue. Colours come from the photo's lips
-so the cavity matches the skin tone and exposure.
+Inside: a cavity shaded from the lips inward (light falling past the upper lip, a darker
+throat, the cheeks' shadow at the corners, each lip's inner shadow), a hint of tongue (a mound
+with a rounded, lit top), and upper teeth — the photo's own where it shows them (the split
+carries them with the upper lip), else synthesized: a row along an arch under the upper lip,
+narrowing towards the corners, with separations, rounded tips, a lit upper part fading into
+shadow towards the back, and the tips of the lower teeth on a wide opening. Colours come from
+the photo: the cavity from its lips, the teeth from its eye whites and lit skin, so both match
+the skin tone and exposure (a black-and-white photo gets greys).
 """
 
 from __future__ import annotations
@@ -21,9 +24,12 @@ import cv2
 import numpy as np
 import torch
 
-from agenthuman_local.engine.photo_warp import JAW_DROP_FH, MeshGeometry
+from agenthuman_local.engine.photo_warp import JAW_DROP_FH, MeshGeometry, smoothstep
 
-TONGUE_MAX = 0.8
+TONGUE_MAX = 0.85
+LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+_U_MAX, _U_STEPS = 1.5, 601  # tables along the mouth: −1.5…1.5 half widths
+_T_STEPS = 257  # tables between the lips: 0 (upper) … 1 (lower)
 
 
 def _polygon_mean(rgb: np.ndarray, polygon: np.ndarray, fallback: np.ndarray) -> np.ndarray:
@@ -33,8 +39,9 @@ def _polygon_mean(rgb: np.ndarray, polygon: np.ndarray, fallback: np.ndarray) ->
     return pix.mean(axis=0) if len(pix) >= 4 else fallback
 
 
-def _eye_white(rgb: np.ndarray, geo: MeshGeometry) -> np.ndarray:
-    """The colour of white under this photo's light: the brighter sclera pixels."""
+def _eye_white(rgb: np.ndarray, geo: MeshGeometry) -> np.ndarray | None:
+    """The colour of white under this photo's light: the brighter sclera pixels (None when the
+    eyes show too little sclera to tell)."""
     mask = np.zeros(rgb.shape[:2], np.uint8)
     for upper, lower in geo.eye_lids:
         cv2.fillPoly(mask, [np.round(np.concatenate([upper, lower[::-1]])).astype(np.int32)], 1)
@@ -43,9 +50,71 @@ def _eye_white(rgb: np.ndarray, geo: MeshGeometry) -> np.ndarray:
         cv2.circle(mask, tuple(int(v) for v in np.round(iris[0])), max(1, int(r)), 0, -1)
     pix = rgb[mask.astype(bool)].astype(np.float32)
     if len(pix) < 6:
-        return np.array([215.0, 205.0, 190.0])
-    lum = pix @ np.array([0.299, 0.587, 0.114], np.float32)
+        return None
+    lum = pix @ LUMA
     return pix[lum >= np.percentile(lum, 70)].mean(axis=0)
+
+
+def _skin(rgb: np.ndarray, geo: MeshGeometry) -> np.ndarray:
+    """The lit skin's colour: the brighter of patches on both cheeks and the chin."""
+    lm = geo.vertices
+    r = max(2, int(0.03 * geo.fh))
+    best, best_lum = np.array([190.0, 150.0, 130.0], np.float32), -1.0
+    for centre in (lm[50], lm[280], (lm[17] + geo.chin) / 2):
+        x, y = (int(v) for v in np.round(centre))
+        patch = rgb[max(0, y - r) : y + r + 1, max(0, x - r) : x + r + 1].reshape(-1, 3)
+        if len(patch) >= 4:
+            mean = patch.astype(np.float32).mean(axis=0)
+            if float(mean @ LUMA) > best_lum:
+                best, best_lum = mean, float(mean @ LUMA)
+    return best
+
+
+def _teeth_colour(rgb: np.ndarray, geo: MeshGeometry, chroma: float) -> np.ndarray:
+    """Teeth in this photo's light: an ivory as bright as the eye whites when those can be
+    read (and are near-neutral), kept within the lit skin's brightness range, tinted by the
+    photo's light as far as the photo has colour at all."""
+    skin = _skin(rgb, geo)
+    skin_lum = float(skin @ LUMA)
+    lum = 0.95 * skin_lum
+    white = _eye_white(rgb, geo)
+    if white is not None:
+        sat = float((white.max() - white.min()) / max(float(white.max()), 1.0))
+        if sat < 0.22:
+            lum = float(white @ LUMA)
+    lum = float(np.clip(lum, 0.8 * skin_lum, 1.1 * skin_lum))
+    light = skin / max(skin_lum, 1.0)  # warm, from the skin; only a touch of it
+    tone = np.array([1.0, 0.95, 0.85], np.float32) * (1.0 + 0.45 * (light - 1.0))
+    tone = 1.0 + chroma * (tone / float(tone @ LUMA) - 1.0)
+    return np.clip(lum * tone, 0, 250)
+
+
+def _teeth(
+    u: torch.Tensor, step: float, length_px: float, reach: float, half_w: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A row of teeth seen from the front, along the mouth (`u`: −1…1 corner to corner).
+
+    The row is an arch: a tooth every `step` radians around it, so the teeth narrow towards
+    the corners, the two middle ones a little wider, with the midline between them. Returns
+    each column's visible length in pixels (longest in the middle, each tooth's tip rounded
+    off at its sides, the canines a touch longer than their neighbours), the light across
+    the row (bright in front, fading into shadow towards the back) with each tooth's face a
+    little rounded, and how far into a separation each column is (1 in it, 0 on a tooth).
+    """
+    theta = torch.asin((u / 1.15).clamp(-0.99, 0.99))
+    phase = theta.abs() / step
+    phase = phase * (1.0 - 0.15 * torch.exp(-(phase**2)))  # the middle incisors are wider
+    k = phase.floor()
+    w = phase - k  # across one tooth, 0…1
+    edge = torch.minimum(w, 1.0 - w)
+    tooth_px = (half_w * 1.15 * step * torch.cos(theta)).clamp(min=1.0)
+    length = 1.0 - 0.12 * k.clamp(max=3.0) + 0.1 * (k == 2).float()
+    tip = 1.0 - 0.35 * (2.0 * edge - 1.0).abs() ** 6
+    arch = (1.0 - (u / reach) ** 2).clamp(min=0.0).sqrt()
+    height = length_px * arch * length.clamp(min=0.4) * tip
+    form = (0.45 + 0.55 * torch.cos(theta) ** 3) * (0.93 + 0.07 * torch.sin(math.pi * w))
+    seam = torch.exp(-(((edge * tooth_px) / 0.55) ** 2))
+    return height, form, seam
 
 
 class Cavity:
@@ -67,11 +136,11 @@ class Cavity:
         self._split = split
         self._drop = drop
         self._hw = hw
-        self._mx = mx
+        self._mx, self._my = mx, my
+        self._ex = (float(geo.ex[0]), float(geo.ex[1]))  # along the mouth, corner to corner
         lm = geo.vertices
         lower_lip = np.concatenate([lm[list(geo.outer_lower)], lm[list(geo.inner_lower)][::-1]])
         lip = _polygon_mean(photo, lower_lip, np.array([150.0, 90.0, 90.0]))
-        white = _eye_white(photo, geo)
 
         def rgb(c: np.ndarray) -> torch.Tensor:
             return torch.tensor(np.clip(c, 0, 255), dtype=torch.float32, device=device).view(
@@ -79,22 +148,48 @@ class Cavity:
             )
 
         # The cavity and tongue are a mouth's dark reds at the lips' brightness, as saturated as
-        # the photo's colours allow (a black-and-white photo gets greys); teeth are a warm
-        # off-white in the light that falls on the eye whites, a little shaded by the lips.
-        lum = float(lip @ np.array([0.299, 0.587, 0.114]))
+        # the photo's colours allow (a black-and-white photo gets greys); teeth are an ivory in
+        # this photo's light (`_teeth_colour`), shaded in `composite`.
+        lum = float(lip @ LUMA)
         chroma = float(np.clip((lip.max() - lip.min()) / max(lip.max(), 1.0) / 0.25, 0.0, 1.0))
 
         def mouth_red(red: tuple[float, float, float]) -> np.ndarray:
-            tone = np.asarray(red) / float(np.asarray(red) @ np.array([0.299, 0.587, 0.114]))
+            tone = np.asarray(red) / float(np.asarray(red) @ LUMA)
             return lum * (1.0 + chroma * (tone - 1.0))
 
-        self._lit = rgb(mouth_red((0.75, 0.3, 0.3)) * 0.5)
-        self._deep = rgb(mouth_red((0.6, 0.2, 0.22)) * 0.14)
-        self._tongue = rgb(mouth_red((0.85, 0.42, 0.45)) * 0.78)
-        self._teeth = rgb(white * np.array([0.82, 0.8, 0.74]))
-        self._upper_teeth_px = 0.0 if geo.teeth_at_rest else 0.045 * fh
-        self._lower_teeth_px = 0.0 if geo.teeth_at_rest else 0.015 * fh
-        self._tooth_w = 0.42 * hw
+        self._lit = rgb(mouth_red((0.75, 0.32, 0.32)) * 0.56)
+        self._deep = rgb(mouth_red((0.6, 0.2, 0.22)) * 0.12)
+        self._tongue = rgb(mouth_red((0.8, 0.36, 0.38)) * 0.6)
+        self._teeth = rgb(_teeth_colour(photo, geo, chroma))
+        self._upper_teeth_px = 0.0 if geo.teeth_at_rest else 0.042 * fh
+        self._lower_teeth_px = 0.0 if geo.teeth_at_rest else 0.016 * fh
+        # The rows of teeth depend on the place along the mouth alone: tabulated once, looked
+        # up per pixel (a gather instead of the arch's two dozen operations every frame).
+        # The same for the shading's factors that depend on the place along the mouth alone
+        # (`_across`) or on the depth between the lips alone (`_between`).
+        u = torch.linspace(-_U_MAX, _U_MAX, _U_STEPS, device=device)
+        self._across = torch.stack(
+            [
+                *_teeth(u, 0.27, self._upper_teeth_px, 0.95, hw),
+                *_teeth(u, 0.22, self._lower_teeth_px, 0.6, hw),
+                (1.0 - 0.6 * u * u).clamp(min=0.0),  # light reaching in, across the mouth
+                torch.exp(-((u / 0.5) ** 2)),  # the throat's width
+                (1.0 - 0.65 * smoothstep(0.55, 1.1, u.abs())),  # the cheeks' shadow
+                (1.0 - (u / 0.78) ** 2).clamp(min=0.0),  # the tongue's mound
+                (1.0 - 0.5 * u * u).clamp(min=0.0)  # the tongue's sides and groove
+                * (1.0 - 0.12 * torch.exp(-((u / 0.06) ** 2))),
+                u.abs() - 1.12,  # past the corners
+            ]
+        )
+        t = torch.linspace(0.0, 1.0, _T_STEPS, device=device)
+        self._between = torch.stack(
+            [
+                torch.exp(-1.8 * t),  # light reaching in, from the upper lip
+                torch.exp(-(((t - 0.5) / 0.3) ** 2)),  # the throat's depth
+                1.0 - 0.35 * smoothstep(0.8, 1.0, t),  # the tongue's front, under the lip
+                0.35 * (2.0 * t - 1.0) ** 2,  # the corners' rounding
+            ]
+        )
 
     def _split_at(self, x: torch.Tensor) -> torch.Tensor:
         """The split line's y at fractional columns x (linear between columns)."""
@@ -123,45 +218,79 @@ class Cavity:
         rows_on, cols_on = inside.any(dim=1).nonzero(), inside.any(dim=0).nonzero()
         r0, r1 = int(rows_on.min()), int(rows_on.max()) + 1
         c0, c1 = int(cols_on.min()), int(cols_on.max()) + 1
-        qx, from_top, to_bottom, gap, alpha = (
-            v[..., r0:r1, c0:c1] for v in (qx, from_top, to_bottom, gap, alpha)
+        qx, qy, from_top, to_bottom, gap, alpha = (
+            v[..., r0:r1, c0:c1] for v in (qx, qy, from_top, to_bottom, gap, alpha)
         )
         gap = gap.clamp(min=1.0)
         t = (from_top / gap).clamp(0.0, 1.0)  # 0 at the upper lip, 1 at the lower
-        u = ((qx - self._mx) / self._hw).clamp(-1.5, 1.5)
-        # The opening closes into the lips' corners, never past them into the cheek.
-        alpha = alpha * ((1.12 - u.abs()) / 0.12).clamp(0.0, 1.0)
+        # Along the mouth in the face's own axes, so a tilted mouth closes into its corners.
+        along = (qx - self._mx) * self._ex[0] + (qy - self._my) * self._ex[1]
+        at = (along * (_U_STEPS - 1) / (2 * _U_MAX * self._hw) + (_U_STEPS - 1) / 2).round_()
+        at = at.clamp_(0, _U_STEPS - 1).long()
+        (
+            up_height,
+            up_form,
+            up_seam,
+            lo_height,
+            lo_form,
+            lo_seam,
+            lit_across,
+            throat_across,
+            cheeks,
+            mound,
+            tongue_across,
+            past,
+        ) = self._across[:, at]
+        lit_down, throat_down, tongue_front, rounding = self._between[
+            :, (t * (_T_STEPS - 1)).round().long()
+        ]
         openness = (gap / self._drop).clamp(0.0, 1.0)
+        # The opening closes into the lips' corners, never past them into the cheek, as a
+        # rounded point (a straight cut across a turned face's corner reads as an edge); a
+        # thin sliver along the split stops short of the corners.
+        tall = (openness * (0.08 / 0.3)).clamp_(max=0.08)
+        alpha = alpha * ((tall - rounding - past) * 10.0).clamp_(0.0, 1.0)
 
-        # Light falls in past the upper lip and dies towards the throat and the corners.
-        lit = torch.exp(-2.5 * t) * (1.0 - 0.7 * u * u).clamp(min=0.0)
-        colour = self._deep + (self._lit - self._deep) * lit
-        # The throat: darkest in the middle of a wide opening.
-        throat = torch.exp(-(((t - 0.55) / 0.25) ** 2) - (u / 0.45) ** 2) * openness
-        colour = colour * (1.0 - 0.35 * throat)
-        # A hint of tongue: a soft mound at the bottom, once the mouth is well open.
-        mound = 1.0 - ((1.0 - t) / 0.45) ** 2 - (u / 0.65) ** 2
-        tongue = (mound * 1.5).clamp(0.0, 1.0) * (openness * 1.6 - 0.3).clamp(0.0, TONGUE_MAX)
-        tongue_shade = (0.35 + 0.45 * (1.0 - u * u).clamp(min=0.0)) * (0.55 + 0.45 * t)
+        # Light falls in past the upper lip onto the palate and dies towards the throat and
+        # into the cheeks' shadow at the corners.
+        colour = self._deep + (self._lit - self._deep) * (lit_down * lit_across)
+        dark = (throat_down * throat_across * openness).mul_(-0.45).add_(1.0).mul_(cheeks)
+        colour = colour * dark
+        # The tongue: a mound rising from behind the lower lip once the mouth is well open,
+        # its rounded top catching the light, a faint groove down the middle, its sides and
+        # its front (under the lower lip) in shade.
+        rise = (openness * 0.51 - 0.119).clamp_(0.0, 0.34)
+        into = (t - 1.0 + rise * mound) * gap  # pixels under its top edge
+        soft = gap * 0.12 + 1.0  # its top edge is round: it fades in over this many pixels
+        tongue = (into / soft + 0.35).clamp_(0.0, 1.0) * (rise * 8.0).clamp_(0.0, TONGUE_MAX)
+        sheen = ((into - soft) / soft).square_().neg_().exp_().mul_(0.12).add_(1.0)
+        tongue_shade = sheen * tongue_across * tongue_front
         colour = colour + (self._tongue * tongue_shade - colour) * tongue
-        # Teeth: a row under the upper lip (and the tips of the lower ones on a wide opening),
-        # shaded towards the corners, with faint gaps so they read as teeth, not a white bar.
-        across = (1.0 - (u / 0.8) ** 2).clamp(min=0.0)
-        gaps = 1.0 - 0.08 * torch.cos(math.pi * (qx - self._mx) / self._tooth_w).abs() ** 10
         if self._upper_teeth_px > 0:
-            height = torch.minimum(self._upper_teeth_px * across.sqrt(), 0.45 * gap)
-            upper = (height - from_top + 0.5).clamp(0.0, 1.0)
-            shade = (0.62 + 0.38 * across) * gaps * (1.0 - 0.3 * (from_top / height.clamp(min=1)))
-            colour = colour + (self._teeth * shade.clamp(0, 1) - colour) * upper
+            height = torch.minimum(up_height, 0.38 * gap)
+            v = (from_top / height.clamp(min=1.0)).clamp_(0.0, 1.0)  # 0 at the lip, 1 at tips
+            upper = (height - from_top + 0.5).clamp_(0.0, 1.0)
+            # Shadowed right under the lip, lit across the upper part, the tips a little
+            # translucent; the separations open up towards the tips.
+            vertical = (0.8 + 0.2 * smoothstep(0.0, 0.3, v)) * (
+                torch.exp(-(((v - 0.3) / 0.25) ** 2)) * 0.1 + 1.0
+            )
+            vertical = vertical * (v**4 * -0.2 + 1.0)
+            gaps = ((v * 0.3 + 0.12) * up_seam).neg_().add_(1.0)
+            light = (vertical * up_form * gaps).clamp_(0.0, 1.1)
+            # What light the teeth lose in the mouth's shadow comes back warm off its walls.
+            tooth = self._teeth * light + self._lit * (light.neg() + 1.0).clamp_(min=0.0).mul_(0.6)
+            colour = colour + (tooth - colour) * upper
         if self._lower_teeth_px > 0:
-            across_lo = (1.0 - (u / 0.5) ** 2).clamp(min=0.0)
-            height = torch.minimum(self._lower_teeth_px * across_lo.sqrt(), 0.2 * gap)
-            lower = (height - to_bottom + 0.5).clamp(0.0, 1.0) * (openness * 2 - 0.6).clamp(0, 1)
-            shade = (0.5 + 0.25 * across_lo) * gaps
-            colour = colour + (self._teeth * shade - colour) * lower
+            height = torch.minimum(lo_height, 0.2 * gap)
+            show = (openness * 2.0 - 0.8).clamp_(0.0, 1.0)
+            lower = (height - to_bottom + 0.5).clamp_(0.0, 1.0) * show
+            light = (lo_seam * -0.3 + 1.0) * lo_form * 0.6
+            tooth = self._teeth * light + self._lit * (light.neg() + 1.0).mul_(0.6)
+            colour = colour + (tooth - colour) * lower
         # Each lip's inner shadow: the last pixels before a lip are darker.
-        shadow = (0.65 + 0.35 * (from_top / 2.0).clamp(0, 1)) * (
-            0.7 + 0.3 * (to_bottom / 2.5).clamp(0, 1)
+        shadow = (from_top * (0.35 / 2.0)).clamp_(max=0.35).add_(0.65) * (
+            (to_bottom * (0.3 / 2.5)).clamp_(max=0.3).add_(0.7)
         )
         colour = colour * shadow
         rows, cols = self.rows, self.cols

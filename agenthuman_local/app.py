@@ -20,6 +20,11 @@ order and closed in reverse (every AppKey is in `keys.py`):
 4. `sessions_ctx` the SessionManager: ends sessions a dead process left started
    (`server_restart`) on the way in, and every live session (`server_shutdown`) on the way out,
    so sessions stop before the engine and the store close.
+
+Shutdown starts earlier, in `end_live_sessions` (`on_shutdown`, which aiohttp runs before it
+waits for open handlers): every live session ends `server_shutdown` there — its socket gets
+`ended` and 4009, its recording is finalised — and every viewer socket closes, so the handlers
+return at once and the wait for them is short. The cleanup contexts then find nothing live.
 """
 
 from __future__ import annotations
@@ -188,6 +193,16 @@ async def sessions_ctx(app: web.Application) -> AsyncIterator[None]:
     await manager.aclose()
 
 
+async def end_live_sessions(app: web.Application) -> None:
+    """on_shutdown: end every live session and close every viewer socket (module docstring)."""
+    manager = app.get(keys.manager_key)
+    if manager is not None:
+        await manager.aclose()
+    hub = app.get(keys.viewer_hub_key)
+    if hub is not None:
+        await hub.aclose()
+
+
 async def live_ctx(app: web.Application) -> AsyncIterator[None]:
     """Render workers for the process, and the session manager's runner factory."""
     settings = app[keys.settings_key]
@@ -288,5 +303,6 @@ def create_app(
     app.cleanup_ctx.append(engine_ctx)
     app.cleanup_ctx.extend(contexts)
     app.cleanup_ctx.append(sessions_ctx)
+    app.on_shutdown.append(end_live_sessions)
     setup_routes(app)
     return app

@@ -40,6 +40,7 @@ from agenthuman_local.errors import (
     SessionEnded,
     SessionNotFound,
     StorageUnavailable,
+    Unavailable,
 )
 from agenthuman_local.records import Avatar, Session
 from agenthuman_local.sessions.state import EndReason, SessionState, transition
@@ -290,7 +291,8 @@ class SessionManager:
         return ended
 
     async def aclose(self) -> None:
-        """End every live session with `server_shutdown` and await all owned tasks. Idempotent."""
+        """End every live session with `server_shutdown` and await all owned tasks; a session
+        that starts afterwards ends at once (start fails 503). Idempotent."""
         if self._closed:
             return
         self._closed = True
@@ -324,6 +326,9 @@ class SessionManager:
         """A session just stored as started: make its runner, arm its timers (lock held)."""
         sid = session.session_id
         self._live.add(sid)
+        if self._closed:  # a start that raced the shutdown: no runner, no timers
+            await self._end_locked(session, EndReason.SERVER_SHUTDOWN)
+            raise Unavailable("The server is shutting down")
         if self._runner_factory is not None:
             try:
                 self._runners[sid] = await self._runner_factory(session)

@@ -186,6 +186,7 @@ async def sessions_ctx(app: web.Application) -> AsyncIterator[None]:
         app[keys.engine_status_key],
         runner_factory=app.get(keys.runner_factory_key),
         rooms=app.get(keys.rooms_key),
+        clock=app.get(keys.clock_key),
     )
     await manager.recover()
     app[keys.manager_key] = manager

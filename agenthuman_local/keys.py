@@ -80,7 +80,8 @@ viewer_tokens_key: web.AppKey[Callable[[str], Awaitable[str | None]]] = web.AppK
 metrics_key: web.AppKey[Metrics] = web.AppKey("metrics")
 
 # Optional overrides, set before the app starts (tests set them from a cleanup context):
-# the renderer, driver and clock of each session, read when a session starts;
+# the renderer and driver of each session, read when a session starts, and the clock its
+# pacer and the manager's session timers run on;
 renderer_factory_key: web.AppKey[RendererFactory] = web.AppKey("renderer_factory")
 driver_factory_key: web.AppKey[Callable[[MediaSpec], Any]] = web.AppKey("driver_factory")
 clock_key: web.AppKey[Clock] = web.AppKey("session_clock")

@@ -16,6 +16,8 @@ How live-session code plugs in (no aiohttp here; the app wires it):
   instead: `end` awaits the runner's `aclose`, which would wait on the caller itself.
 - `manager.mark_connected(session_id)` — the WebSocket handler calls it on a valid
   `session.init`; it disarms the `ws.connect_timeout_s` timer (else: `websocket_timeout`).
+- The timers (connect, `session.max_duration_s` → `expired`) sleep on `clock`, the same
+  injectable clock the sessions' pacers use (the wall clock unless a test gives its own).
 - `manager.lookup(session_id)` finds a session without an account (the WebSocket authenticates
   by token: `ids.secret_matches(token, session.token_hash)`); `manager.runner(session_id)` gives
   the live runner.
@@ -43,6 +45,7 @@ from agenthuman_local.errors import (
     Unavailable,
 )
 from agenthuman_local.records import Avatar, Session
+from agenthuman_local.sessions.clock import Clock, WallClock
 from agenthuman_local.sessions.state import EndReason, SessionState, transition
 from agenthuman_local.store import Store
 
@@ -101,8 +104,10 @@ class SessionManager:
         *,
         runner_factory: RunnerFactory | None = None,
         rooms: RoomHooks | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self._settings = settings
+        self._clock = clock or WallClock()
         self._rooms = rooms
         self._store = store
         self._devices = devices
@@ -349,7 +354,7 @@ class SessionManager:
 
     async def _end_after(self, session_id: str, delay_s: float, reason: EndReason) -> None:
         # Only sleeps, then hands over to an end task, so cancelling a timer never cuts an end.
-        await asyncio.sleep(max(0.0, delay_s))
+        await self._clock.sleep_until(self._clock.now() + max(0.0, delay_s))
         self.end_soon(session_id, reason)
 
     async def _end_locked(

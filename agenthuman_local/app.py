@@ -12,7 +12,7 @@ order and closed in reverse (every AppKey is in `keys.py`):
    `daily_ctx`    Daily rooms per session (REST client, the manager's room hooks);
    `live_ctx`     the render workers, the shared renderers, the outputs every session gets
                   (`session_outputs`: recording, viewer, metrics, Daily) and the manager's
-                  runner factory, which hands each `LiveSession` those output factories;
+                  live-session factory, which hands each `LiveSession` those output factories;
 3. `engine_ctx`   the one Engine, loaded in the background (flips
                   `app[keys.engine_status_key].ready`); then the `contexts` passed to
                   `create_app` (tests), which may set overrides or flip `ready` themselves;
@@ -35,7 +35,6 @@ import logging
 import os
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
 
 from aiohttp import web
 
@@ -46,6 +45,7 @@ from agenthuman_local.api.routes import setup_routes
 from agenthuman_local.avatars import SHIPPED_AVATARS, default_aliases
 from agenthuman_local.config import DevicesSettings, Settings
 from agenthuman_local.devices import DevicePool, probe_devices
+from agenthuman_local.engine.base import FrameDriver, Renderer
 from agenthuman_local.engine.worker import RenderPool
 from agenthuman_local.engine_ctx import engine_ctx
 from agenthuman_local.metrics import Metrics
@@ -186,7 +186,7 @@ async def sessions_ctx(app: web.Application) -> AsyncIterator[None]:
         app[keys.store_key],
         app[keys.devices_key],
         app[keys.engine_status_key],
-        runner_factory=app.get(keys.runner_factory_key),
+        live_factory=app.get(keys.live_factory_key),
         rooms=app.get(keys.rooms_key),
         clock=app.get(keys.clock_key),
     )
@@ -217,13 +217,13 @@ def session_outputs(app: web.Application) -> tuple[OutputFactory, ...]:
 
 
 async def live_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Render workers for the process, the sessions' outputs, the manager's runner factory."""
+    """The render workers, the sessions' outputs, the manager's live-session factory."""
     settings = app[keys.settings_key]
     pool = RenderPool()
     app[keys.render_pool_key] = pool
     app[keys.outputs_key] = session_outputs(app)
 
-    async def make_renderer(spec: MediaSpec) -> Any:
+    async def make_renderer(spec: MediaSpec) -> Renderer:
         override = app.get(keys.renderer_factory_key)
         if override is not None:
             return await override(spec)
@@ -238,16 +238,13 @@ async def live_ctx(app: web.Application) -> AsyncIterator[None]:
             avatar_dir(settings.data_dir, spec.avatar_id),
         )
 
-    async def make_driver(spec: MediaSpec) -> Any:
-        override = app.get(keys.driver_factory_key)
-        if override is not None:
-            return override(spec)
+    async def make_driver(spec: MediaSpec) -> FrameDriver:
         return (await app[keys.engine_key].get()).make_driver(spec.fps)
 
     renderers = SharedRenderers(make_renderer)
     app[keys.renderers_key] = renderers
 
-    async def runner_factory(session: Session) -> LiveSession:
+    async def live_factory(session: Session) -> LiveSession:
         manager = app[keys.manager_key]
         store = app[keys.store_key]
         outputs = app[keys.outputs_key]  # read here: a test's context may have replaced them
@@ -263,7 +260,7 @@ async def live_ctx(app: web.Application) -> AsyncIterator[None]:
             outputs=outputs,
         )
 
-    app[keys.runner_factory_key] = runner_factory
+    app[keys.live_factory_key] = live_factory
     yield
     await pool.aclose()
 

@@ -24,14 +24,14 @@ if TYPE_CHECKING:
     from agenthuman_local.metrics import Metrics
     from agenthuman_local.sessions.clock import Clock
     from agenthuman_local.sessions.live import (
-        MediaSpec,
+        LiveSession,
         OutputFactory,
         RendererFactory,
         SharedRenderers,
     )
     from agenthuman_local.sessions.manager import (
         EngineStatus,
-        RunnerFactory,
+        LiveFactory,
         SessionManager,
     )
     from agenthuman_local.store import Store
@@ -53,13 +53,14 @@ settings_key: web.AppKey[Settings] = web.AppKey("settings")
 store_key: web.AppKey[Store] = web.AppKey("store")
 devices_key: web.AppKey[DevicePool] = web.AppKey("devices")
 engine_status_key: web.AppKey[EngineStatus] = web.AppKey("engine_status")
-manager_key: web.AppKey[SessionManager] = web.AppKey("manager")
+manager_key: web.AppKey[SessionManager[LiveSession]] = web.AppKey("manager")
 rate_limiter_key: web.AppKey[RateLimiter] = web.AppKey("rate_limiter")
 # Ids that resolve to the default avatar (the clients' defaults and AGENTHUMAN_AVATAR).
 avatar_aliases_key: web.AppKey[frozenset[str]] = web.AppKey("avatar_aliases")
 first_key_key: web.AppKey[FirstKey] = web.AppKey("first_key")
-# Set by a cleanup context that runs before the session manager's (see app.create_app).
-runner_factory_key: web.AppKey[RunnerFactory] = web.AppKey("runner_factory")
+# What the manager makes of each session it starts (app.live_ctx sets it; a test's context,
+# which runs before the session manager's, may replace it).
+live_factory_key: web.AppKey[LiveFactory[LiveSession]] = web.AppKey("live_factory")
 # Daily per session (app.daily_ctx): the manager's room hooks and the Daily output.
 rooms_key: web.AppKey[DailyRooms] = web.AppKey("rooms")
 # The one Engine of the process, filled in the background after the server listens (await
@@ -81,10 +82,9 @@ viewer_tokens_key: web.AppKey[Callable[[str], Awaitable[str | None]]] = web.AppK
 metrics_key: web.AppKey[Metrics] = web.AppKey("metrics")
 
 # Optional overrides, set before the app starts (tests set them from a cleanup context):
-# the renderer and driver of each session, read when a session starts, and the clock its
-# pacer and the manager's session timers run on;
+# the renderer of each session, read when a session starts, and the clock its pacer and the
+# manager's session timers run on;
 renderer_factory_key: web.AppKey[RendererFactory] = web.AppKey("renderer_factory")
-driver_factory_key: web.AppKey[Callable[[MediaSpec], Any]] = web.AppKey("driver_factory")
 clock_key: web.AppKey[Clock] = web.AppKey("session_clock")
 # the engine to build (one whose load fails or waits), called on a worker thread;
 engine_factory_key: web.AppKey[EngineFactory] = web.AppKey("engine_factory")

@@ -27,7 +27,6 @@ from agenthuman_local.engine_ctx import loading_error
 from agenthuman_local.errors import NotFound, UnsupportedPlatform, ValidationError
 from agenthuman_local.paths import recording_path, timeline_path
 from agenthuman_local.records import Session
-from agenthuman_local.sessions.live import LiveSession
 from agenthuman_local.sessions.manager import VIDEO_SIZES
 from agenthuman_local.sessions.state import EndReason, SessionState
 
@@ -93,12 +92,11 @@ def _aspect_ratio(body: dict[str, Any], default: str) -> str:
 def _session_out(request: web.Request, session: Session) -> dict[str, Any]:
     out = session_json(session, request.app[keys.settings_key].base_url, time.time())
     if session.status is SessionState.STARTED:
-        # The store has the stats of ended sessions; a live one's come from its runner.
-        live = request.app[keys.manager_key].runner(session.session_id)
-        if isinstance(live, LiveSession) and live.runner is not None:
-            out["stats"] = {
-                k: (None if v is None else int(round(v))) for k, v in live.runner.stats().items()
-            }
+        # The store has the stats of ended sessions; a live one's come from the live session.
+        live = request.app[keys.manager_key].live(session.session_id)
+        stats = live.stats() if live is not None else None
+        if stats is not None:
+            out["stats"] = stats
     return out
 
 
@@ -251,10 +249,9 @@ async def get_timeline(request: web.Request) -> web.Response:
     manager = request.app[keys.manager_key]
     session_id = request.match_info["session_id"]
     await manager.get(request[keys.account_key], session_id)
-    live = manager.runner(session_id)
-    if isinstance(live, LiveSession) and live.runner and live.runner.timeline.path is None:
-        text: str | None = live.runner.timeline.jsonl()
-    else:
+    live = manager.live(session_id)
+    text = live.timeline_jsonl() if live is not None else None
+    if text is None:  # not kept in memory: the file (SPEC §10)
         path = timeline_path(request.app[keys.settings_key].data_dir, session_id)
         text = await asyncio.to_thread(_read_text, path)
     if text is None:

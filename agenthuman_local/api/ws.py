@@ -156,8 +156,8 @@ async def _authenticate(
             "Session not started: call start first",
         )
         return None
-    live = manager.runner(init.session_id)
-    if session.status is SessionState.ENDED or not isinstance(live, LiveSession):
+    live = manager.live(init.session_id)
+    if session.status is SessionState.ENDED or live is None:
         await _reject(ws, protocol.CLOSE_ENDED, protocol.E_SESSION_ENDED, "Session has ended")
         return None
     return live
@@ -238,8 +238,7 @@ async def session_ws(request: web.Request) -> web.WebSocketResponse:
         await _read(ws, runner, init.sample_rate_hz, link)
     finally:
         if sink is not None:
-            if live.runner is not None:
-                live.runner.remove_sink(sink)
+            runner.remove_sink(sink)
             await sink.aclose()
         live.disconnect(link)
         await link.finish()

@@ -19,11 +19,11 @@ import copy
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from agenthuman_local.audio import SAMPLE_RATE_HZ, StreamResampler, frame_sample_range, to_int16
+from agenthuman_local.engine.base import FrameDriver, Renderer, audio_window_samples
 from agenthuman_local.engine.worker import RenderJob
 from agenthuman_local.sessions.speech import FrameAudio, SpeechQueue
 
@@ -36,7 +36,7 @@ class Scheduled:
     audio: FrameAudio
     params: np.ndarray
     job: RenderJob | None
-    driver_before: Any  # the driver as it was before this frame was stepped
+    driver_before: FrameDriver  # the driver as it was before this frame was stepped
     window: np.ndarray | None = None  # the audio window of an audio-driven renderer
 
 
@@ -62,7 +62,12 @@ class FrameSchedule:
     """The scheduled frames, oldest first (`pending`), and the driver that steps new ones."""
 
     def __init__(
-        self, speech: SpeechQueue, fps: int, renderer: Any, driver: Any, submit: Submit
+        self,
+        speech: SpeechQueue,
+        fps: int,
+        renderer: Renderer,
+        driver: FrameDriver,
+        submit: Submit,
     ) -> None:
         self.pending: deque[Scheduled] = deque()
         self.next_index = 0
@@ -70,11 +75,8 @@ class FrameSchedule:
         self._fps = fps
         self._driver = driver
         self._submit = submit
-        manifest = getattr(renderer, "manifest", None)
         # Samples each frame's render_audio window holds; 0 for renderers driven by params only.
-        self.window_samples: int = (
-            manifest.audio_window_samples if hasattr(renderer, "render_audio") and manifest else 0
-        )
+        self.window_samples = audio_window_samples(renderer)
 
     def __len__(self) -> int:
         return len(self.pending)
@@ -156,7 +158,7 @@ class FrameSchedule:
 
     def _lookahead(self, frame_index: int) -> list[np.ndarray]:
         """The queued audio of the driver's `lookahead_frames` after `frame_index`, per frame."""
-        n = getattr(self._driver, "lookahead_frames", 0)
+        n = self._driver.lookahead_frames
         if not n:
             return []
         start = frame_sample_range(frame_index + 1, self._fps)[0]

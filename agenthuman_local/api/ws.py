@@ -197,7 +197,7 @@ async def session_ws(request: web.Request) -> web.WebSocketResponse:
     try:
         if first.type is not WSMsgType.TEXT:
             raise protocol.ProtocolError(protocol.E_PROTOCOL, protocol.FIRST_MESSAGE_MUST_BE_INIT)
-        init = protocol.parse_init(first.data)
+        init = protocol.parse_init(first.data, max_depth=settings.http.max_json_depth)
     except protocol.ProtocolError as exc:
         await _reject(ws, protocol.CLOSE_PROTOCOL, exc.code, exc.message)
         return ws
@@ -235,7 +235,7 @@ async def session_ws(request: web.Request) -> web.WebSocketResponse:
                 sample_rate_hz=init.sample_rate_hz,
             )
             runner.add_sink(sink)
-        await _read(ws, runner, init.sample_rate_hz, link)
+        await _read(ws, runner, init.sample_rate_hz, link, settings.http.max_json_depth)
     finally:
         if sink is not None:
             if live.runner is not None:
@@ -247,7 +247,11 @@ async def session_ws(request: web.Request) -> web.WebSocketResponse:
 
 
 async def _read(
-    ws: web.WebSocketResponse, runner: SessionRunner, sample_rate_hz: int, link: WsLink
+    ws: web.WebSocketResponse,
+    runner: SessionRunner,
+    sample_rate_hz: int,
+    link: WsLink,
+    max_depth: int,
 ) -> None:
     """Until the client goes or someone asks `link` to close the socket."""
     while True:
@@ -262,7 +266,7 @@ async def _read(
         msg = receive.result()
         try:
             if msg.type is WSMsgType.TEXT:
-                _dispatch(runner, protocol.parse_text(msg.data))
+                _dispatch(runner, protocol.parse_text(msg.data, max_depth=max_depth))
             elif msg.type is WSMsgType.BINARY:
                 _dispatch(runner, protocol.parse_binary(msg.data, sample_rate_hz))
             else:

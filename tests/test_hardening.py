@@ -1,0 +1,163 @@
+"""Hostile and careless clients (issue 12): each limit refuses early in the JSON error shape, and
+what is costly runs off the event loop. The timing of a neighbour under attack belongs to the
+bench; these tests show the mechanisms."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from typing import Any
+
+import pytest
+
+from agenthuman_local import protocol
+from agenthuman_local.api import parsing
+from tests.conftest import ApiClient, MakeClient
+from tests.test_errors import assert_error
+from tests.test_ws_helpers import Live, counting_pcm
+
+
+def _multipart_parts(n: int, name: str = "j") -> bytes:
+    part = f'--xx\r\nContent-Disposition: form-data; name="{name}"\r\n\r\na\r\n'.encode()
+    return part * n
+
+
+async def _raw_request(api: ApiClient, head: bytes, body: bytes) -> tuple[int, dict[str, Any]]:
+    """Send `head` + `body` over a bare socket without finishing the body; → (status, JSON)."""
+    server = api.client.server
+    reader, writer = await asyncio.open_connection(server.host, server.port)
+    try:
+        writer.write(head + body)
+        await writer.drain()
+        async with asyncio.timeout(10):
+            status_line = await reader.readline()
+            headers: dict[str, str] = {}
+            while (line := await reader.readline()) not in (b"\r\n", b""):
+                name, _, value = line.decode().partition(":")
+                headers[name.strip().lower()] = value.strip()
+            payload = await reader.readexactly(int(headers["content-length"]))
+        return int(status_line.split()[1]), json.loads(payload)
+    finally:
+        writer.close()
+
+
+# -- item 1: many-part and large bodies ---------------------------------------------------------
+
+
+async def test_a_many_part_multipart_body_is_refused_after_the_limit_is_read(
+    make_client: MakeClient,
+) -> None:
+    """50 000 parts promised, 300 sent (aiohttp's reader looks a chunk ahead) and the rest never:
+    the 400 comes anyway, so the server stopped at the limit (16 parts) instead of parsing every
+    part on the loop."""
+    api = await make_client()
+    body = _multipart_parts(300)
+    head = (
+        b"POST /v1/avatars/upload-face HTTP/1.1\r\nHost: x\r\n"
+        + f"x-api-key: {api.key}\r\n".encode()
+        + b"Content-Type: multipart/form-data; boundary=xx\r\n"
+        + f"Content-Length: {len(_multipart_parts(1)) * 50_000}\r\n\r\n".encode()
+    )
+    status, answer = await _raw_request(api, head, body)
+    assert status == 400
+    assert answer["error"]["code"] == "VALIDATION_ERROR"
+    assert "more than 16 form fields" in answer["error"]["message"]
+    assert (await api.get("/healthz")).status == 200
+
+
+async def test_many_parts_in_a_whole_body_and_a_urlencoded_form_are_400(
+    make_client: MakeClient,
+) -> None:
+    api = await make_client(http__max_form_parts=4)
+    multipart = _multipart_parts(5) + b"--xx--\r\n"
+    response = await api.post(
+        "/v1/avatars/upload-face",
+        data=multipart,
+        headers={"Content-Type": "multipart/form-data; boundary=xx"},
+    )
+    await assert_error(response, 400, "VALIDATION_ERROR")
+    form = "&".join(f"f{i}=a" for i in range(5))
+    response = await api.post(
+        "/v1/avatars/upload-face",
+        data=form,
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    error = await assert_error(response, 400, "VALIDATION_ERROR")
+    assert error["details"] == {"field": "body"}
+
+
+async def test_a_large_json_body_is_decoded_on_a_worker_thread(
+    api: ApiClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    threads: list[int] = []
+    decode = parsing.decode_json
+
+    def spy(raw: bytes, max_depth: int) -> Any:
+        threads.append(threading.get_ident())
+        return decode(raw, max_depth)
+
+    monkeypatch.setattr(parsing, "decode_json", spy)
+    await api.create_session({"metadata": {"k": "v"}})
+    big = {"metadata": {"k": "x" * 12_000}, "pad": ["y" * 100] * 1000}
+    await api.json("POST", "/v1/sessions", 201, json=big)
+    loop_thread = threading.get_ident()
+    assert threads[0] == loop_thread  # a small body: decoded in place
+    assert threads[1] != loop_thread  # > THREAD_DECODE_BYTES: off the loop
+
+
+# -- item 6: deeply nested JSON -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("depth", [33, 500, 980])
+async def test_deep_metadata_is_a_400_and_nothing_is_stored(api: ApiClient, depth: int) -> None:
+    raw = '{"metadata": {"a": ' + "[" * depth + "]" * depth + "}}"
+    response = await api.post(
+        "/v1/sessions", data=raw, headers={"Content-Type": "application/json"}
+    )
+    error = await assert_error(response, 400, "INVALID_JSON")
+    assert "deeper than 32 levels" in error["message"]
+    assert (await api.json("GET", "/v1/sessions"))["sessions"] == []
+
+
+async def test_metadata_as_deep_as_the_limit_is_stored(api: ApiClient) -> None:
+    metadata: Any = "leaf"
+    for _ in range(31):  # the body object is the 32nd level
+        metadata = {"a": metadata}
+    created = await api.create_session({"metadata": metadata})
+    got = await api.json("GET", f"/v1/sessions/{created['session_id']}")
+    assert got["session"]["metadata"] == metadata
+
+
+async def test_deep_json_as_the_first_ws_message_closes_4002(make_client: MakeClient) -> None:
+    live = await Live.make(make_client)
+    conn = await live.raw("/v1/ws")
+    await conn.ws.send_str("[" * 100_000 + "]" * 100_000)
+    event = await conn.next_event()
+    assert event["type"] == "error" and event["code"] == protocol.E_PROTOCOL
+    assert await conn.closed() == protocol.CLOSE_PROTOCOL
+
+
+async def test_deep_json_on_a_live_socket_is_an_error_event_and_the_session_lives(
+    make_client: MakeClient,
+) -> None:
+    live = await Live.make(make_client)
+    sid, token = await live.started_session()
+    conn = await live.connect(sid, token, video_width=128, video_height=128)
+    await conn.ws.send_str("[" * 100_000 + "]" * 100_000)
+    error = await conn.until("error")
+    assert error["code"] == protocol.E_INVALID_JSON and "deeper than 32" in error["error"]
+    await conn.speak(counting_pcm(160).tobytes())
+    await conn.barrier()
+    assert conn.of("agent.speak.confirmed")[-1]["audio_samples"] == 160
+
+
+async def test_metadata_over_its_limit_is_413_and_at_the_limit_is_stored(
+    make_client: MakeClient,
+) -> None:
+    api = await make_client(session__max_metadata_kb=1)
+    await api.create_session({"metadata": {"k": "x" * 1000}})  # 1 008 bytes: stored
+    response = await api.post("/v1/sessions", json={"metadata": {"k": "x" * 1020}})
+    error = await assert_error(response, 413, "PAYLOAD_TOO_LARGE")
+    assert "limit is 1024" in error["message"]
+    assert len((await api.json("GET", "/v1/sessions"))["sessions"]) == 1

@@ -39,6 +39,7 @@ from agenthuman_local import ids, keys
 from agenthuman_local.api.auth import RateLimiter, auth_middleware
 from agenthuman_local.api.middleware import error_middleware
 from agenthuman_local.api.routes import setup_routes
+from agenthuman_local.api.server import handler_args
 from agenthuman_local.avatars import SHIPPED_AVATARS, default_aliases
 from agenthuman_local.config import DevicesSettings, Settings
 from agenthuman_local.devices import DevicePool, probe_devices
@@ -274,6 +275,7 @@ def create_app(
     app = web.Application(
         client_max_size=int(settings.max_request_mb * 1024 * 1024),
         middlewares=[error_middleware, auth_middleware],
+        handler_args=handler_args(settings.http.idle_timeout_s),
     )
     app[keys.settings_key] = settings
     app[keys.engine_status_key] = EngineStatus(ready=True)

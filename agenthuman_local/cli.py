@@ -24,6 +24,7 @@ from typing import Any
 from aiohttp import web
 
 from agenthuman_local import __version__, ids, keys
+from agenthuman_local.api.server import Runner
 from agenthuman_local.app import create_app
 from agenthuman_local.avatars import DEFAULT_AVATAR_ID, SHIPPED_AVATARS
 from agenthuman_local.config import ConfigError, Settings, load_settings, parse_set
@@ -125,7 +126,7 @@ async def _serve(settings: Settings) -> None:
     if settings.port == 0:
         settings = dataclasses.replace(settings, port=sock.getsockname()[1])
     app = create_app(settings)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    runner = Runner(app, handle_signals=False, access_log=None)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

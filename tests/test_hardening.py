@@ -5,14 +5,20 @@ bench; these tests show the mechanisms."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 import threading
 from typing import Any
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from agenthuman_local import protocol
 from agenthuman_local.api import parsing
+from agenthuman_local.api.server import Runner
+from agenthuman_local.app import create_app
 from tests.conftest import ApiClient, MakeClient
 from tests.test_errors import assert_error
 from tests.test_ws_helpers import Live, counting_pcm
@@ -161,3 +167,87 @@ async def test_metadata_over_its_limit_is_413_and_at_the_limit_is_stored(
     error = await assert_error(response, 413, "PAYLOAD_TOO_LARGE")
     assert "limit is 1024" in error["message"]
     assert len((await api.json("GET", "/v1/sessions"))["sessions"]) == 1
+
+
+# -- item 4: idle and slow connections, over-long request lines ---------------------------------
+
+
+async def _closed_by_server(reader: asyncio.StreamReader, limit_s: float) -> bool:
+    """Whether the server closes the connection within `limit_s` (anything it sends is read)."""
+    try:
+        async with asyncio.timeout(limit_s):
+            while await reader.read(4096):
+                pass
+        return True
+    except TimeoutError:
+        return False
+
+
+async def test_idle_and_half_sent_connections_are_closed(make_client: MakeClient) -> None:
+    api = await make_client(http__idle_timeout_s=0.5)
+    server = api.client.server
+    conns = [await asyncio.open_connection(server.host, server.port) for _ in range(12)]
+    for _, writer in conns[4:8]:  # headers that never end
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+    for _, writer in conns[8:]:  # a whole request, then an idle keep-alive connection
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    trickle = conns[0][1]
+
+    async def drip() -> None:  # one header byte every 0.1 s: never a whole request
+        for byte in b"GET /healthz HTTP/1.1\r\nHost: xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx":
+            trickle.write(bytes([byte]))
+            await asyncio.sleep(0.1)
+
+    dripping = asyncio.create_task(drip())
+    try:
+        assert (await api.get("/healthz")).status == 200  # the server answers meanwhile
+        closed = await asyncio.gather(*(_closed_by_server(r, 5) for r, _ in conns))
+    finally:
+        dripping.cancel()
+        with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+            await dripping
+        for _, writer in conns:
+            writer.close()
+    assert all(closed)
+    await api.create_session()  # and still works
+
+
+async def test_a_body_that_stops_arriving_is_408(make_client: MakeClient) -> None:
+    api = await make_client(http__body_timeout_s=0.3)
+    head = (
+        b"POST /v1/sessions HTTP/1.1\r\nHost: x\r\n"
+        + f"x-api-key: {api.key}\r\n".encode()
+        + b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+    )
+    status, answer = await _raw_request(api, head, b'{"metadata": ')
+    assert (status, answer["error"]["code"]) == (408, "REQUEST_TIMEOUT")
+    head = (
+        b"POST /v1/avatars/upload-face HTTP/1.1\r\nHost: x\r\n"
+        + f"x-api-key: {api.key}\r\n".encode()
+        + b"Content-Type: multipart/form-data; boundary=xx\r\nContent-Length: 100000\r\n\r\n"
+    )
+    part = b'--xx\r\nContent-Disposition: form-data; name="file"\r\n\r\n' + b"\xff\xd8" * 9000
+    status, answer = await _raw_request(api, head, part)
+    assert (status, answer["error"]["code"]) == (408, "REQUEST_TIMEOUT")
+
+
+async def test_an_over_long_request_line_gets_our_json_400_and_no_traceback(
+    settings: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Server(TestServer):
+        async def _make_runner(self, **kwargs: Any) -> web.BaseRunner:
+            return Runner(self.app, **kwargs)
+
+    app = create_app(settings, environ={})
+    async with Server(app) as server:
+        reader, writer = await asyncio.open_connection(server.host, server.port)
+        writer.write(b"GET /v1/sessions/" + b"a" * 70_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+        async with asyncio.timeout(10):
+            answer = await reader.read()
+        writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.split(b"\r\n")[0].split()[1] == b"400"
+    assert b"application/json" in head
+    error = json.loads(body)["error"]
+    assert error["code"] == "VALIDATION_ERROR" and "too long" in error["message"]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]

@@ -18,6 +18,7 @@ from aiohttp.test_utils import TestServer
 from agenthuman_local import protocol
 from agenthuman_local.api import parsing
 from agenthuman_local.api.server import Runner
+from agenthuman_local.api.ws import MessageBudget
 from agenthuman_local.app import create_app
 from tests.conftest import ApiClient, MakeClient
 from tests.test_errors import assert_error
@@ -251,3 +252,48 @@ async def test_an_over_long_request_line_gets_our_json_400_and_no_traceback(
     error = json.loads(body)["error"]
     assert error["code"] == "VALIDATION_ERROR" and "too long" in error["message"]
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+
+
+# -- item 2: a message storm on one socket ------------------------------------------------------
+
+
+def test_message_budget_allows_its_rate_and_a_burst_then_spaces_messages() -> None:
+    now = [0.0]
+    budget = MessageBudget(10, lambda: now[0])
+    assert [budget.take() for _ in range(20)] == [0.0] * 20  # the burst: twice the rate
+    assert budget.take() == pytest.approx(0.1)
+    assert budget.take() == pytest.approx(0.2)
+    now[0] = 0.2  # the reader waited: two tokens back, two spent
+    assert budget.take() == pytest.approx(0.1)
+    assert budget.should_warn() and not budget.should_warn()
+    now[0] = 1.3
+    assert budget.should_warn()
+    now[0] = 100.0  # idle: full again, never more than the burst
+    assert [budget.take() for _ in range(20)] == [0.0] * 20
+    assert budget.take() > 0
+
+
+async def test_a_storm_is_read_more_slowly_nothing_dropped_and_told_once(
+    make_client: MakeClient,
+) -> None:
+    live = await Live.make(make_client, ws__max_messages_per_s=50)
+    sid, token = await live.started_session()
+    conn = await live.connect(sid, token, video_width=128, video_height=128)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    for _ in range(60):
+        await conn.speak(counting_pcm(160).tobytes())
+    for _ in range(90):
+        await conn.ws.send_json({"type": "session.keep_alive"})
+    while len(conn.of("session.keep_alive.ack")) < 90:
+        await conn.next_event()
+    elapsed = loop.time() - started
+    # 151 messages (init included) at 50/s after a burst of 100: at least 1 s of reading.
+    assert elapsed >= 0.9
+    confirmed = conn.of("agent.speak.confirmed")
+    assert len(confirmed) == 60 and all(c["audio_samples"] == 160 for c in confirmed)
+    limited = [e for e in conn.events if e["type"] == "error"]
+    assert [e["code"] for e in limited] == ["RATE_LIMITED"]
+    await conn.ws.send_json({"type": "agent.interrupt"})
+    done = await conn.until("agent.interrupt.confirmed")
+    assert done["played_ms"] + done["dropped_ms"] == 60 * 10  # every chunk was queued

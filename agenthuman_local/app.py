@@ -46,7 +46,13 @@ from agenthuman_local.devices import DevicePool, probe_devices
 from agenthuman_local.engine.worker import RenderPool
 from agenthuman_local.engine_ctx import engine_ctx
 from agenthuman_local.metrics import Metrics
-from agenthuman_local.paths import api_key_path, avatar_dir, db_path
+from agenthuman_local.paths import (
+    api_key_path,
+    avatar_dir,
+    db_path,
+    make_private,
+    viewer_secret_path,
+)
 from agenthuman_local.records import Session
 from agenthuman_local.rerig import rerig_ctx
 from agenthuman_local.sessions.live import LiveSession, MediaSpec, SharedRenderers, frame_size
@@ -93,9 +99,25 @@ async def ensure_first_key(store: Store, path: Path, env_key: str | None) -> key
     return keys.FirstKey(path=path, key=saved, created=False)
 
 
+def read_or_make_secret(path: Path) -> bytes:
+    """The viewer secret in `path` (hex), made (0600) on first use."""
+    try:
+        return bytes.fromhex(path.read_text(encoding="ascii").strip())
+    except FileNotFoundError:
+        pass
+    secret = ids.new_viewer_secret()
+    write_key_file(path, secret.hex())
+    return secret
+
+
 async def store_ctx(app: web.Application, *, env_key: str | None) -> AsyncIterator[None]:
     data_dir = app[keys.settings_key].data_dir
-    data_dir.mkdir(parents=True, exist_ok=True)
+    tightened = await asyncio.to_thread(make_private, data_dir)
+    if tightened:
+        log.warning("data folder %s: made %d files and folders private", data_dir, tightened)
+    app[keys.viewer_secret_key] = await asyncio.to_thread(
+        read_or_make_secret, viewer_secret_path(data_dir)
+    )
     store = await Store.open(db_path(data_dir))
     try:
         await store.sync_shipped_avatars(SHIPPED_AVATARS)
@@ -160,7 +182,7 @@ async def outputs_ctx(app: web.Application) -> AsyncIterator[None]:
 
     async def viewer_token(session_id: str) -> str | None:
         session = await app[keys.manager_key].lookup(session_id)
-        return session.viewer_token if session is not None else None
+        return ids.viewer_token(app[keys.viewer_secret_key], session_id) if session else None
 
     app[keys.viewer_tokens_key] = viewer_token
     hub = ViewerHub()

@@ -29,7 +29,7 @@ from agenthuman_local.app import create_app
 from agenthuman_local.avatars import DEFAULT_AVATAR_ID, SHIPPED_AVATARS
 from agenthuman_local.config import ConfigError, Settings, load_settings, parse_set
 from agenthuman_local.errors import StorageUnavailable
-from agenthuman_local.paths import DB_FILE
+from agenthuman_local.paths import DB_FILE, PRIVATE_UMASK, make_private
 from agenthuman_local.store import AmbiguousKeyPrefix, Store
 
 EXIT_CONFIG = 2
@@ -147,7 +147,7 @@ def _fmt_time(ts: float | None) -> str:
 
 
 async def _keys(settings: Settings, args: argparse.Namespace) -> int:
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    make_private(settings.data_dir)
     store = await Store.open(settings.data_dir / DB_FILE)
     try:
         if args.action == "create":
@@ -181,6 +181,9 @@ async def _keys(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    # Everything the process writes (database, recordings, avatars) is its user's alone,
+    # whatever umask it was started under (paths.make_private tightens what is already there).
+    os.umask(PRIVATE_UMASK)
     argv = list(sys.argv[1:] if argv is None else argv)
     is_keys = argv[:1] == ["keys"]
     args = (_keys_parser() if is_keys else _parser()).parse_args(argv[1:] if is_keys else argv)

@@ -2,19 +2,30 @@
 
 data_dir/
   agenthuman.db                      the store (SQLite)
-  api_key                            the first API key, 0600
+  api_key                            the first API key
+  viewer_secret                      the key viewer tokens are derived with (ids.viewer_token)
   avatars/<avatar_id>/               an uploaded avatar's image, preview and rig
   recordings/<session_id>/
     timeline.jsonl                   one line per published frame and event
     recording.mp4                    the fragmented MP4, when recording is on
+
+The folder is private: `make_private` creates it 0700 and tightens what is in it (folders 0700,
+files 0600) at every start; `run.py` sets the umask to 077, so what the server writes later is
+private too, whatever the umask it was started under.
 """
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 DB_FILE = "agenthuman.db"
 API_KEY_FILE = "api_key"
+VIEWER_SECRET_FILE = "viewer_secret"
+PRIVATE_UMASK = 0o077
+PRIVATE_DIR_MODE = 0o700
+PRIVATE_FILE_MODE = 0o600
 AVATARS_DIR = "avatars"
 RECORDINGS_DIR = "recordings"
 
@@ -25,6 +36,30 @@ def db_path(data_dir: Path) -> Path:
 
 def api_key_path(data_dir: Path) -> Path:
     return Path(data_dir) / API_KEY_FILE
+
+
+def viewer_secret_path(data_dir: Path) -> Path:
+    return Path(data_dir) / VIEWER_SECRET_FILE
+
+
+def make_private(data_dir: Path) -> int:
+    """Create `data_dir` 0700 if missing; make every folder under it 0700 and every file 0600
+    (symlinks are left alone: they may point outside). → how many modes were tightened."""
+    data_dir = Path(data_dir)
+    data_dir.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+    changed = _tighten(str(data_dir), PRIVATE_DIR_MODE)
+    for root, dirs, files in os.walk(data_dir):
+        changed += sum(_tighten(os.path.join(root, d), PRIVATE_DIR_MODE) for d in dirs)
+        changed += sum(_tighten(os.path.join(root, f), PRIVATE_FILE_MODE) for f in files)
+    return changed
+
+
+def _tighten(path: str, mode: int) -> int:
+    st = os.lstat(path)
+    if stat.S_ISLNK(st.st_mode) or stat.S_IMODE(st.st_mode) == mode:
+        return 0
+    os.chmod(path, mode)
+    return 1
 
 
 def avatar_dir(data_dir: Path, avatar_id: str) -> Path:

@@ -54,7 +54,6 @@ class Session:
     avatar_id: str
     avatar_name: str  # kept so a session outlives the deletion of its avatar
     token_hash: str  # SHA-256 of the access/session token
-    viewer_token: str
     aspect_ratio: str
     video_width: int
     video_height: int

@@ -8,18 +8,25 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
+import sqlite3
+import stat
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from agenthuman_local import protocol
+from agenthuman_local import ids, keys, protocol
 from agenthuman_local.api import parsing
 from agenthuman_local.api.server import Runner
 from agenthuman_local.api.ws import MessageBudget
 from agenthuman_local.app import create_app
+from agenthuman_local.migrations import MIGRATIONS
+from agenthuman_local.store import Store
+from bench.server import Client, Server
 from tests.conftest import ApiClient, MakeClient
 from tests.test_errors import assert_error
 from tests.test_ws_helpers import Live, counting_pcm
@@ -297,3 +304,110 @@ async def test_a_storm_is_read_more_slowly_nothing_dropped_and_told_once(
     await conn.ws.send_json({"type": "agent.interrupt"})
     done = await conn.until("agent.interrupt.confirmed")
     assert done["played_ms"] + done["dropped_ms"] == 60 * 10  # every chunk was queued
+
+
+# -- item 7: a private data folder, no viewer tokens stored, longer key prefixes ----------------
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+async def test_a_server_started_under_umask_000_keeps_its_data_folder_private(
+    tmp_path: Path,
+) -> None:
+    """A real run.py: loose modes left by an older server are tightened at start, and what the
+    process writes itself is private though its umask was 000."""
+    data = tmp_path / "data"
+    old = data / "recordings" / "sess_old"
+    old.mkdir(parents=True)
+    (old / "timeline.jsonl").write_text("{}\n")
+    for path, mode in [(data, 0o777), (data / "recordings", 0o755), (old, 0o755)]:
+        path.chmod(mode)
+    (old / "timeline.jsonl").chmod(0o666)
+    server = Server({"engine.preload": "false"}, data_dir=data)
+    previous = os.umask(0)
+    try:
+        await server.start(engine_ready=False)
+    finally:
+        os.umask(previous)
+    try:
+        client = Client(server)
+        try:
+            status, _ = await client.json("POST", "/v1/sessions", json={})
+            assert status == 201
+        finally:
+            await client.aclose()
+        entries = [data, *data.rglob("*")]
+        names = {p.relative_to(data).as_posix() for p in entries}
+        assert {"agenthuman.db", "api_key", "viewer_secret", "recordings/sess_old"} <= names
+        loose = {
+            p.relative_to(data).as_posix(): oct(_mode(p))
+            for p in entries
+            if _mode(p) != (0o700 if p.is_dir() else 0o600)
+        }
+        assert loose == {}
+    finally:
+        server.cleanup()
+
+
+async def test_viewer_tokens_are_derived_not_stored(api: ApiClient) -> None:
+    session = await api.create_session()
+    sid = session["session_id"]
+    token = session["viewer_url"].split("token=")[1]
+    secret = api.app[keys.viewer_secret_key]
+    assert token == ids.viewer_token(secret, sid) and len(token) == 43
+    assert token != ids.viewer_token(ids.new_viewer_secret(), sid)
+    db = api.app[keys.settings_key].data_dir / "agenthuman.db"
+    conn = sqlite3.connect(db)
+    try:
+        columns = [row[1] for row in conn.execute("PRAGMA table_info(sessions)")]
+        dump = "\n".join(conn.iterdump())
+    finally:
+        conn.close()
+    assert "viewer_token" not in columns and token not in dump
+    page = await api.get(f"/v1/sessions/{sid}/viewer?token={token}", key=None)
+    assert page.status == 200
+
+
+async def test_migration_4_drops_stored_viewer_tokens(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    for migration in MIGRATIONS[:3]:
+        for statement in migration:
+            conn.execute(statement)
+    conn.execute("PRAGMA user_version = 3")
+    conn.execute("INSERT INTO accounts VALUES ('acct_1', 'me', 1.0)")
+    conn.execute(
+        "INSERT INTO sessions (session_id, account_id, avatar_id, avatar_name, token_hash,"
+        " viewer_token, aspect_ratio, video_width, video_height, fps, metadata, created_at,"
+        " stats) VALUES ('sess_1', 'acct_1', 'avat_local_ada', 'Ada', 'h', 'SECRETVIEWER',"
+        " '16:9', 1280, 720, 25, '{}', 5.0, '{}')"
+    )
+    conn.commit()
+    conn.close()
+    st = await Store.open(path)
+    try:
+        assert await st.schema_version() == 4
+        session = await st.get_session("sess_1")
+        assert session is not None and session.avatar_name == "Ada"
+    finally:
+        await st.close()
+    conn = sqlite3.connect(path)
+    try:
+        assert "SECRETVIEWER" not in "\n".join(conn.iterdump())
+    finally:
+        conn.close()
+
+
+async def test_new_keys_list_16_character_prefixes(tmp_path: Path) -> None:
+    st = await Store.open(tmp_path / "k.db")
+    try:
+        account = await st.ensure_account("a")
+        key = ids.new_api_key()
+        await st.add_api_key(account, key)
+        [listed] = await st.list_api_keys()
+        assert listed.prefix == key[:16] and len(listed.prefix) == 16
+        assert await st.revoke_api_keys(key[:16], at_most=1) == 1
+    finally:
+        await st.close()

@@ -117,7 +117,10 @@ def _aspect_ratio(body: dict[str, Any], default: str) -> str:
 
 
 def _session_out(request: web.Request, session: Session) -> dict[str, Any]:
-    out = session_json(session, request.app[keys.settings_key].base_url, time.time())
+    app = request.app
+    out = session_json(
+        session, app[keys.settings_key].base_url, time.time(), app[keys.viewer_secret_key]
+    )
     if session.status is SessionState.STARTED:
         # The store has the stats of ended sessions; a live one's come from its runner.
         live = request.app[keys.manager_key].runner(session.session_id)

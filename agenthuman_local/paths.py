@@ -9,8 +9,8 @@ data_dir/
     timeline.jsonl                   one line per published frame and event
     recording.mp4                    the fragmented MP4, when recording is on
 
-The folder is private: `make_private` creates it 0700 and tightens what is in it (folders 0700,
-files 0600) at every start; `run.py` sets the umask to 077, so what the server writes later is
+The folder is private: `make_private` creates it 0700 and tightens what is ours in it (folders
+0700, files 0600) at every start; `run.py` sets the umask to 077, so what the server writes later is
 private too, whatever the umask it was started under.
 """
 
@@ -43,14 +43,24 @@ def viewer_secret_path(data_dir: Path) -> Path:
 
 
 def make_private(data_dir: Path) -> int:
-    """Create `data_dir` 0700 if missing; make every folder under it 0700 and every file 0600
-    (symlinks are left alone: they may point outside). → how many modes were tightened."""
+    """Create `data_dir` 0700 if missing; make it and what this layout names in it (the
+    database and its journals, the key files, everything under avatars/ and recordings/)
+    0700 for folders and 0600 for files. Other entries are not ours and are left alone (a
+    data_dir pointed at a home folder must not make it unreadable), as are symlinks.
+    → how many modes were tightened."""
     data_dir = Path(data_dir)
     data_dir.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
     changed = _tighten(str(data_dir), PRIVATE_DIR_MODE)
-    for root, dirs, files in os.walk(data_dir):
-        changed += sum(_tighten(os.path.join(root, d), PRIVATE_DIR_MODE) for d in dirs)
-        changed += sum(_tighten(os.path.join(root, f), PRIVATE_FILE_MODE) for f in files)
+    for name in (DB_FILE, f"{DB_FILE}-wal", f"{DB_FILE}-shm", API_KEY_FILE, VIEWER_SECRET_FILE):
+        if os.path.lexists(data_dir / name):
+            changed += _tighten(str(data_dir / name), PRIVATE_FILE_MODE)
+    for top in (AVATARS_DIR, RECORDINGS_DIR):
+        if not (data_dir / top).is_dir():
+            continue
+        changed += _tighten(str(data_dir / top), PRIVATE_DIR_MODE)
+        for root, dirs, files in os.walk(data_dir / top):
+            changed += sum(_tighten(os.path.join(root, d), PRIVATE_DIR_MODE) for d in dirs)
+            changed += sum(_tighten(os.path.join(root, f), PRIVATE_FILE_MODE) for f in files)
     return changed
 
 

@@ -325,6 +325,8 @@ async def test_a_server_started_under_umask_000_keeps_its_data_folder_private(
     for path, mode in [(data, 0o777), (data / "recordings", 0o755), (old, 0o755)]:
         path.chmod(mode)
     (old / "timeline.jsonl").chmod(0o666)
+    (data / "notes.txt").write_text("not the server's")
+    (data / "notes.txt").chmod(0o644)
     server = Server({"engine.preload": "false"}, data_dir=data)
     previous = os.umask(0)
     try:
@@ -346,7 +348,7 @@ async def test_a_server_started_under_umask_000_keeps_its_data_folder_private(
             for p in entries
             if _mode(p) != (0o700 if p.is_dir() else 0o600)
         }
-        assert loose == {}
+        assert loose == {"notes.txt": "0o644"}  # not the server's: left as it was
     finally:
         server.cleanup()
 

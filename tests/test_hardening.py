@@ -20,7 +20,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from agenthuman_local import ids, keys, protocol
-from agenthuman_local.api import parsing
+from agenthuman_local.api import fetch, parsing
 from agenthuman_local.api.server import Runner
 from agenthuman_local.api.ws import MessageBudget
 from agenthuman_local.app import create_app
@@ -413,3 +413,74 @@ async def test_new_keys_list_16_character_prefixes(tmp_path: Path) -> None:
         assert await st.revoke_api_keys(key[:16], at_most=1) == 1
     finally:
         await st.close()
+
+
+# -- image_url: no loopback, private or link-local fetches --------------------------------------
+
+
+@pytest.fixture
+async def redirecting_server(aiohttp_server: Any) -> TestServer:
+    """On 127.0.0.1: /to?url=U redirects to U, /loop redirects to itself."""
+
+    async def to(request: web.Request) -> web.Response:
+        raise web.HTTPFound(request.query["url"])
+
+    async def loop(request: web.Request) -> web.Response:
+        raise web.HTTPFound("/loop")
+
+    app = web.Application()
+    app.router.add_get("/to", to)
+    app.router.add_get("/loop", loop)
+    server: TestServer = await aiohttp_server(app)
+    return server
+
+
+async def test_image_url_to_loopback_private_or_link_local_is_refused(
+    make_client: MakeClient,
+) -> None:
+    api = await make_client(upload__allow_private_urls=False)
+    own = api.client.server
+    urls = [
+        f"http://127.0.0.1:{own.port}/healthz",  # the server's own routes: an open port
+        "http://127.0.0.1:1/face.jpg",  # a closed one: the same answer
+        f"http://localhost:{own.port}/metrics",  # a name that resolves to loopback
+        "http://[::1]:1/x.jpg",
+        "http://[::ffff:127.0.0.1]:1/x.jpg",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://10.1.2.3/x.jpg",
+        "http://192.168.0.1/x.jpg",
+    ]
+    messages = set()
+    for url in urls:
+        response = await api.post("/v1/avatars/upload-face", json={"image_url": url})
+        error = await assert_error(response, 400, "VALIDATION_ERROR")
+        messages.add(error["message"])
+    assert len(messages) == 1 and "private" in messages.pop()
+
+
+async def test_redirects_are_followed_and_checked_at_every_hop(
+    make_client: MakeClient,
+    redirecting_server: TestServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """127.0.0.1 stands in for a public host (is_public says so); 127.0.0.2 stays private."""
+    monkeypatch.setattr(fetch, "is_public", lambda address: address == "127.0.0.1")
+    api = await make_client(upload__allow_private_urls=False)
+    hop = f"http://127.0.0.2:{redirecting_server.port}/face.jpg"
+    url = str(redirecting_server.make_url("/to").with_query(url=hop))
+    response = await api.post("/v1/avatars/upload-face", json={"image_url": url})
+    error = await assert_error(response, 400, "VALIDATION_ERROR")
+    assert "private" in error["message"]
+    response = await api.post(
+        "/v1/avatars/upload-face", json={"image_url": str(redirecting_server.make_url("/loop"))}
+    )
+    error = await assert_error(response, 400, "VALIDATION_ERROR")
+    assert "redirects" in error["message"]
+
+
+def test_public_addresses() -> None:
+    assert fetch.is_public("8.8.8.8") and fetch.is_public("2001:4860:4860::8888")
+    for address in ("127.0.0.1", "10.0.0.1", "172.16.0.1", "100.64.0.1", "169.254.1.1", "::1"):
+        assert not fetch.is_public(address), address
+    assert not fetch.is_public("::ffff:10.0.0.1") and not fetch.is_public("224.0.0.1")
+    assert not fetch.is_public("fe80::1%eth0") and not fetch.is_public("0.0.0.0")

@@ -17,13 +17,14 @@ import shutil
 from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, unquote
 
 import aiohttp
 from aiohttp import web
 
 from agenthuman_local import errors, ids, keys
 from agenthuman_local.api.auth import public
+from agenthuman_local.api.fetch import fetch_image
 from agenthuman_local.api.objects import avatar_image_url, avatar_json, avatar_preview_url
 from agenthuman_local.api.parsing import json_object, optional_str, read_body
 from agenthuman_local.avatars import resolve_alias
@@ -41,7 +42,6 @@ from agenthuman_local.paths import AVATARS_DIR
 from agenthuman_local.records import Avatar
 
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
-FETCH_TIMEOUT_S = 20.0
 DEFAULT_UPLOAD_NAME = "My avatar"
 INPUTS = ("file", "image_base64", "image_url")
 _CHUNK_BYTES = 64 * 1024
@@ -162,7 +162,7 @@ async def upload_face(request: web.Request) -> web.Response:
             details={"fields": [field for field, _ in inputs]},
         )
     field, value = inputs[0]
-    data = value if isinstance(value, bytes) else await image_bytes(field, value)
+    data = value if isinstance(value, bytes) else await image_bytes(request.app, field, value)
     avatar = await create_photo_avatar(request.app, request[keys.account_key], data, name)
     base = request.app[keys.settings_key].base_url
     return web.json_response(
@@ -193,7 +193,7 @@ async def session_avatar(
         yield await find_avatar(request.app, account_id, value)
         return
     kind = "image_base64" if value.startswith("data:") else "image_url"
-    data = await image_bytes(kind, value, label=field)
+    data = await image_bytes(request.app, kind, value, label=field)
     avatar = await create_photo_avatar(request.app, account_id, data, DEFAULT_UPLOAD_NAME)
     try:
         yield avatar
@@ -203,11 +203,19 @@ async def session_avatar(
         raise
 
 
-async def image_bytes(kind: str, value: str, *, label: str | None = None) -> bytes:
+async def image_bytes(
+    app: web.Application, kind: str, value: str, *, label: str | None = None
+) -> bytes:
     """The image an `image_base64` or `image_url` value stands for."""
     if kind == "image_base64":
         return await asyncio.to_thread(_decode_base64, value)
-    return await fetch_image(value, label or kind)
+    return await fetch_image(
+        value,
+        label or kind,
+        max_bytes=MAX_UPLOAD_BYTES,
+        too_large=_too_large,
+        allow_private=app[keys.settings_key].upload.allow_private_urls,
+    )
 
 
 async def create_photo_avatar(
@@ -230,39 +238,6 @@ async def create_photo_avatar(
     except BaseException:
         await asyncio.to_thread(shutil.rmtree, _avatar_dir(app, avatar_id), True)
         raise
-
-
-async def fetch_image(url: str, field: str) -> bytes:
-    """GET an http(s) image with a timeout and the upload size cap."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValidationError(field, "must be an http(s) URL")
-    timeout = aiohttp.ClientTimeout(total=FETCH_TIMEOUT_S)
-    try:
-        async with (
-            aiohttp.ClientSession(timeout=timeout) as http,
-            http.get(url) as response,
-        ):
-            if response.status != 200:
-                raise ValidationError(
-                    field, f"could not be fetched: the server answered HTTP {response.status}"
-                )
-            if (response.content_length or 0) > MAX_UPLOAD_BYTES:
-                raise _too_large()
-            data = bytearray()
-            async for chunk in response.content.iter_chunked(_CHUNK_BYTES):
-                data += chunk
-                if len(data) > MAX_UPLOAD_BYTES:
-                    raise _too_large()
-            return bytes(data)
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        reason = "timed out" if isinstance(exc, TimeoutError) else str(exc) or type(exc).__name__
-        raise ValidationError(
-            field,
-            f"is unreachable ({reason})",
-            suggestion="Check that the URL is public and reachable from the server, or upload "
-            "the file itself.",
-        ) from exc
 
 
 def _avatar_dir(app: web.Application, avatar_id: str) -> Path:

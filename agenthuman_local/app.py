@@ -302,6 +302,7 @@ def create_app(
     app[keys.settings_key] = settings
     app[keys.engine_status_key] = EngineStatus(ready=True)
     app[keys.rate_limiter_key] = RateLimiter(settings.rate_limit_per_minute)
+    app[keys.upload_slots_key] = asyncio.Semaphore(settings.upload.max_concurrent)
     app[keys.avatar_aliases_key] = default_aliases(environ)
     app.cleanup_ctx.append(functools.partial(store_ctx, env_key=environ.get(API_KEY_ENV)))
     app.cleanup_ctx.append(rerig_ctx)  # older photo rigs, in the background (SPEC §9)

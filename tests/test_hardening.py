@@ -11,16 +11,20 @@ import logging
 import os
 import sqlite3
 import stat
+import struct
 import threading
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+import cv2
+import numpy as np
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from agenthuman_local import ids, keys, protocol
-from agenthuman_local.api import fetch, parsing
+from agenthuman_local import errors, ids, keys, protocol
+from agenthuman_local.api import avatars, fetch, parsing
 from agenthuman_local.api.server import Runner
 from agenthuman_local.api.ws import MessageBudget
 from agenthuman_local.app import create_app
@@ -484,3 +488,74 @@ def test_public_addresses() -> None:
         assert not fetch.is_public(address), address
     assert not fetch.is_public("::ffff:10.0.0.1") and not fetch.is_public("224.0.0.1")
     assert not fetch.is_public("fe80::1%eth0") and not fetch.is_public("0.0.0.0")
+
+
+# -- uploads: pixels declared before decoding, uploads at once, names ---------------------------
+
+
+def _jpeg_claiming(width: int, height: int) -> bytes:
+    """A small real JPEG whose frame header (SOF0) is rewritten to claim width×height."""
+    ok, buf = cv2.imencode(".jpg", np.full((64, 64, 3), 128, np.uint8))
+    assert ok
+    data = bytearray(buf.tobytes())
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5 : sof + 9] = struct.pack(">HH", height, width)
+    return bytes(data)
+
+
+async def test_an_image_declaring_too_many_pixels_is_refused_before_decoding(
+    api: ApiClient,
+) -> None:
+    data = _jpeg_claiming(7000, 7000)  # 49 MP in under 1 KB
+    form = aiohttp.FormData()
+    form.add_field("file", data, filename="big.jpg", content_type="image/jpeg")
+    response = await api.post("/v1/avatars/upload-face", data=form)
+    error = await assert_error(response, 400, "VALIDATION_ERROR")
+    assert "7000×7000" in error["message"] and "limit is 25 megapixels" in error["message"]
+
+
+async def test_uploads_run_at_most_max_concurrent_at_once(
+    make_client: MakeClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    api = await make_client(upload__max_concurrent=2)
+    release = threading.Event()
+    lock = threading.Lock()
+    running = [0]
+    most = [0]
+
+    def slow(data: bytes, avatar_dir: Path, max_pixels: int) -> dict[str, Any]:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        release.wait(10)
+        with lock:
+            running[0] -= 1
+        raise errors.NoFace()
+
+    monkeypatch.setattr(avatars, "_prepare_and_save", slow)
+    jpeg = _jpeg_claiming(64, 64)
+
+    async def upload() -> int:
+        form = aiohttp.FormData()
+        form.add_field("file", jpeg, filename="a.jpg", content_type="image/jpeg")
+        return (await api.post("/v1/avatars/upload-face", data=form)).status
+
+    tasks = [asyncio.create_task(upload()) for _ in range(5)]
+    for _ in range(200):
+        if most[0] >= 2:
+            break
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.1)  # a third would have started by now; the others wait their turn
+    assert running[0] == 2
+    release.set()
+    assert await asyncio.gather(*tasks) == [400] * 5
+    assert most[0] == 2
+
+
+async def test_upload_names_are_bounded(api: ApiClient) -> None:
+    form = aiohttp.FormData()
+    form.add_field("file", _jpeg_claiming(64, 64), filename="a.jpg", content_type="image/jpeg")
+    form.add_field("name", "n" * 201)
+    response = await api.post("/v1/avatars/upload-face", data=form)
+    error = await assert_error(response, 400, "VALIDATION_ERROR")
+    assert error["details"] == {"field": "name"}

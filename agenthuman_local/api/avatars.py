@@ -43,6 +43,7 @@ from agenthuman_local.records import Avatar
 
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 DEFAULT_UPLOAD_NAME = "My avatar"
+MAX_NAME_CHARS = 200  # an avatar's name (a file's name is cut to it)
 INPUTS = ("file", "image_base64", "image_url")
 _CHUNK_BYTES = 64 * 1024
 _T = TypeVar("_T")
@@ -224,7 +225,13 @@ async def create_photo_avatar(
     """Check, rig and store one photo as the account's private avatar (SPEC §5 upload-face)."""
     _check_image(data)
     avatar_id = ids.new_id("avat")
-    rig = await asyncio.to_thread(_prepare_and_save, data, _avatar_dir(app, avatar_id))
+    max_pixels = int(app[keys.settings_key].upload.max_megapixels * 1_000_000)
+    # Decoding and rigging take ~0.1-0.5 s and up to ~5 bytes of memory per pixel: only
+    # `upload.max_concurrent` at once, the others wait their turn.
+    async with app[keys.upload_slots_key]:
+        rig = await asyncio.to_thread(
+            _prepare_and_save, data, _avatar_dir(app, avatar_id), max_pixels
+        )
     try:
         return await app[keys.store_key].create_avatar(
             avatar_id=avatar_id,
@@ -270,10 +277,20 @@ def _decode_base64(text: str) -> bytes:
         raise NotAnImage(exc.message) from exc
 
 
-def _prepare_and_save(data: bytes, avatar_dir: Path) -> dict[str, Any]:
-    """On a worker thread: detect and rig the face, write the files; returns the rig."""
+def _prepare_and_save(data: bytes, avatar_dir: Path, max_pixels: int) -> dict[str, Any]:
+    """On a worker thread: detect and rig the face, write the files; returns the rig. An image
+    whose header declares more than `max_pixels` is refused before it is decoded (a 75 KB
+    JPEG may declare 49 megapixels: ~270 MB decoded)."""
     from agenthuman_local.engine import faces
 
+    header = faces.image_dimensions(data)
+    if header is not None and header[1] * header[2] > max_pixels:
+        fmt, width, height = header
+        raise ValidationError(
+            "image",
+            f"is {width}×{height} pixels ({fmt}); the limit is {max_pixels / 1e6:g} megapixels",
+            suggestion="Resize the photo (the limit is the server's upload.max_megapixels).",
+        )
     try:
         prepared = faces.prepare_face(data)
     except faces.FaceError as exc:
@@ -313,8 +330,11 @@ async def _upload_inputs(request: web.Request) -> tuple[list[tuple[str, bytes | 
             value = value.strip()
         if value is not None and (isinstance(value, bytes) or value):
             found.append((field, value))
-    name = fields.get("name")
-    return found, (name.strip() if isinstance(name, str) else "") or DEFAULT_UPLOAD_NAME
+    raw_name = fields.get("name")
+    name = raw_name.strip() if isinstance(raw_name, str) else ""
+    if len(name) > MAX_NAME_CHARS:
+        raise ValidationError("name", f"must be at most {MAX_NAME_CHARS} characters")
+    return found, name or DEFAULT_UPLOAD_NAME
 
 
 def _too_many_parts(max_parts: int) -> ValidationError:
@@ -358,7 +378,8 @@ async def _multipart_fields(request: web.Request) -> dict[str, bytes | str]:
             fields["file"] = await _read_part(part, MAX_UPLOAD_BYTES, timeout)
             if part.filename:
                 # Clients percent-encode what a quoted header value cannot hold (HTML spec).
-                fields.setdefault("name", Path(unquote(part.filename)).stem)
+                stem = Path(unquote(part.filename)).stem[:MAX_NAME_CHARS]
+                fields.setdefault("name", stem)
         elif part.name in (*INPUTS[1:], "name"):
             raw = await _read_part(part, limit, timeout)
             fields[part.name] = raw.decode("utf-8", "replace")

@@ -29,6 +29,7 @@ import contextlib
 import functools
 import logging
 import os
+import shutil
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,8 @@ from agenthuman_local.paths import (
     avatar_dir,
     db_path,
     make_private,
+    stale_staging_dirs,
+    timeline_path,
     viewer_secret_path,
 )
 from agenthuman_local.records import Session
@@ -58,6 +61,7 @@ from agenthuman_local.rerig import rerig_ctx
 from agenthuman_local.sessions.live import LiveSession, MediaSpec, SharedRenderers, frame_size
 from agenthuman_local.sessions.manager import EngineStatus, SessionManager
 from agenthuman_local.sessions.state import EndReason
+from agenthuman_local.sessions.timeline import backfill_stats
 from agenthuman_local.store import Store
 from agenthuman_local.transports.daily_rest import DailyRestClient
 from agenthuman_local.transports.daily_rooms import DailyRooms
@@ -115,6 +119,10 @@ async def store_ctx(app: web.Application, *, env_key: str | None) -> AsyncIterat
     tightened = await asyncio.to_thread(make_private, data_dir)
     if tightened:
         log.warning("data folder %s: made %d files and folders private", data_dir, tightened)
+    # Nothing uploads yet: a staging folder now is a killed process's half-written upload.
+    for stale in await asyncio.to_thread(stale_staging_dirs, data_dir):
+        log.warning("removing %s, an upload a stopped process did not finish", stale)
+        await asyncio.to_thread(shutil.rmtree, stale, True)
     app[keys.viewer_secret_key] = await asyncio.to_thread(
         read_or_make_secret, viewer_secret_path(data_dir)
     )
@@ -205,9 +213,21 @@ async def sessions_ctx(app: web.Application) -> AsyncIterator[None]:
         runner_factory=app.get(keys.runner_factory_key),
         rooms=app.get(keys.rooms_key),
     )
-    await manager.recover()
+    restarted = await manager.recover()
     app[keys.manager_key] = manager
+    data_dir = app[keys.settings_key].data_dir
+    # Their runners died with the process: their stats come from their timelines (issue 12).
+    backfill = asyncio.create_task(
+        backfill_stats(
+            {sid: timeline_path(data_dir, sid) for sid in restarted},
+            app[keys.store_key].set_session_stats,
+        ),
+        name="sessions:restart-stats",
+    )
     yield
+    backfill.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await backfill
     await manager.aclose()
 
 

@@ -5,6 +5,8 @@ data_dir/
   api_key                            the first API key
   viewer_secret                      the key viewer tokens are derived with (ids.viewer_token)
   avatars/<avatar_id>/               an uploaded avatar's image, preview and rig
+  avatars/.<avatar_id>.tmp/          an upload being written (renamed when whole; removed
+                                     at start-up when a killed process left one)
   recordings/<session_id>/
     timeline.jsonl                   one line per published frame and event
     recording.mp4                    the fragmented MP4, when recording is on
@@ -74,6 +76,19 @@ def _tighten(path: str, mode: int) -> int:
 
 def avatar_dir(data_dir: Path, avatar_id: str) -> Path:
     return Path(data_dir) / AVATARS_DIR / avatar_id
+
+
+def staging_dir(avatar_path: Path) -> Path:
+    """Where an upload's files are written before the rename to `avatar_path`."""
+    return avatar_path.with_name(f".{avatar_path.name}.tmp")
+
+
+def stale_staging_dirs(data_dir: Path) -> list[Path]:
+    """Staging folders left in avatars/ (by a process killed mid-upload)."""
+    avatars = Path(data_dir) / AVATARS_DIR
+    if not avatars.is_dir():
+        return []
+    return sorted(p for p in avatars.glob(".*.tmp") if p.is_dir() and not p.is_symlink())
 
 
 def session_dir(data_dir: Path, session_id: str) -> Path:

@@ -26,7 +26,7 @@ EMPTY_STATS: dict[str, int | None] = {k: 0 for k in STAT_KEYS} | {"first_frame_l
 
 @dataclass(frozen=True)
 class ApiKey:
-    prefix: str  # the key's first 12 characters; the key itself is never stored
+    prefix: str  # the key's first 16 characters (12 for older keys); the key is never stored
     account_id: str
     account_name: str
     created_at: float

@@ -29,6 +29,8 @@ from agenthuman_local.api.server import Runner
 from agenthuman_local.api.ws import MessageBudget
 from agenthuman_local.app import create_app
 from agenthuman_local.migrations import MIGRATIONS
+from agenthuman_local.paths import timeline_path
+from agenthuman_local.sessions.timeline import stats_from_timeline
 from agenthuman_local.store import Store
 from bench.server import Client, Server
 from tests.conftest import ApiClient, MakeClient
@@ -559,3 +561,89 @@ async def test_upload_names_are_bounded(api: ApiClient) -> None:
     response = await api.post("/v1/avatars/upload-face", data=form)
     error = await assert_error(response, 400, "VALIDATION_ERROR")
     assert error["details"] == {"field": "name"}
+
+
+# -- after a kill -9: stats from the timeline, no staging folder left ---------------------------
+
+
+def _timeline_lines() -> list[dict[str, Any]]:
+    """What a killed process leaves: 10 frames at 25 fps (640 samples each), an utterance that
+    ended after 4 frames, a second one still playing (3 frames) at the kill, frame 5 dropped."""
+    lines: list[dict[str, Any]] = [
+        {"t": "event", "pts_ms": 0, "type": "agent.speak.confirmed", "audio_samples": 3200},
+        {"t": "event", "pts_ms": 0, "type": "agent.speak_started"},
+    ]
+    for index in [0, 1, 2, 3, 4, 6, 7, 8, 9]:
+        lines.append(
+            {
+                "t": "frame",
+                "frame_index": index,
+                "pts_ms": index * 40,
+                "audio_start": index * 640,
+                "audio_end": (index + 1) * 640,
+                "render_ms": 1.0,
+                "queue_frames": 1,
+                "late": index in (2, 7),
+            }
+        )
+        if index == 3:
+            lines.append(
+                {"t": "event", "pts_ms": 160, "type": "agent.speak_ended", "played_ms": 160}
+            )
+            lines.append(
+                {
+                    "t": "event",
+                    "pts_ms": 160,
+                    "type": "agent.speak.confirmed",
+                    "audio_samples": 1600,
+                }
+            )
+        if index == 6:
+            lines.append({"t": "event", "pts_ms": 280, "type": "agent.speak_started"})
+    return lines
+
+
+def test_stats_from_a_killed_sessions_timeline(tmp_path: Path) -> None:
+    path = tmp_path / "timeline.jsonl"
+    text = "".join(json.dumps(line) + "\n" for line in _timeline_lines())
+    path.write_text(text + '{"t": "frame", "frame_in')  # the kill came mid-line
+    assert stats_from_timeline(path) == {
+        "frames_published": 9,
+        "frames_late": 2,
+        "frames_dropped": 1,
+        "audio_ms_received": 300,
+        "audio_ms_played": 160 + 3 * 40,
+        "first_frame_latency_ms": None,
+    }
+    assert stats_from_timeline(tmp_path / "missing.jsonl") is None
+
+
+async def test_restart_fills_in_stats_from_timelines_and_removes_staging(
+    make_client: MakeClient,
+) -> None:
+    first = await make_client()
+    sid = (await first.create_session())["session_id"]
+    await first.start_session(sid)
+    data_dir = first.app[keys.settings_key].data_dir
+    path = timeline_path(data_dir, sid)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(line) + "\n" for line in _timeline_lines()))
+    stale = data_dir / "avatars" / ".avat_01KILLED.tmp"
+    stale.mkdir(parents=True)
+    (stale / "image.jpg").write_bytes(b"half")
+    second = await make_client()  # a new process on the same data dir
+    assert not stale.exists()
+    for _ in range(500):
+        session = (await second.json("GET", f"/v1/sessions/{sid}"))["session"]
+        if session["stats"]["frames_published"]:
+            break
+        await asyncio.sleep(0.01)
+    assert session["end_reason"] == "server_restart"
+    assert session["stats"] == {
+        "frames_published": 9,
+        "frames_late": 2,
+        "frames_dropped": 1,
+        "audio_ms_received": 300,
+        "audio_ms_played": 280,
+        "first_frame_latency_ms": None,
+    }

@@ -38,7 +38,7 @@ from agenthuman_local.errors import (
     StorageUnavailable,
     ValidationError,
 )
-from agenthuman_local.paths import AVATARS_DIR
+from agenthuman_local.paths import AVATARS_DIR, staging_dir
 from agenthuman_local.records import Avatar
 
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
@@ -297,7 +297,7 @@ def _prepare_and_save(data: bytes, avatar_dir: Path, max_pixels: int) -> dict[st
         raise _FACE_ERRORS.get(exc.code, BadRequest)(
             exc.message, suggestion=exc.suggestion
         ) from exc
-    staging = avatar_dir.with_name(f".{avatar_dir.name}.tmp")
+    staging = staging_dir(avatar_dir)
     try:
         faces.save_avatar(prepared, staging)
         staging.rename(avatar_dir)

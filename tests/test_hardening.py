@@ -647,3 +647,16 @@ async def test_restart_fills_in_stats_from_timelines_and_removes_staging(
         "audio_ms_played": 280,
         "first_frame_latency_ms": None,
     }
+
+
+async def test_invalid_keys_are_rate_limited_together_and_valid_ones_are_not(
+    make_client: MakeClient,
+) -> None:
+    api = await make_client(rate_limit_per_minute=3)
+    for attempt in range(3):
+        response = await api.get("/v1/sessions", key=f"ah_live_wrong{attempt}")
+        await assert_error(response, 401, "UNAUTHORIZED")
+    response = await api.get("/v1/sessions", key="ah_live_wrong4")
+    await assert_error(response, 429, "RATE_LIMITED")
+    assert "Retry-After" in response.headers
+    assert (await api.get("/v1/sessions")).status == 200

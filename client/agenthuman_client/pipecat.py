@@ -130,6 +130,12 @@ class AgentHumanVideoService(AIService):
         self._jitter_s = jitter_ms / 1000
         self._audio_delay_frames = audio_delay_frames
         self._offset: float | None = None
+        # After an interrupt of a playing utterance: images with pts below this were shown by
+        # the server before it stopped and are not pushed (inf until its speak_ended says
+        # where it stopped); None when nothing is cut.
+        self._cut_pts: float | None = None
+        self._wake = asyncio.Event()  # an interrupt cuts a pacing wait short
+        self._interrupted_at: float | None = None
         self._warmup = WARMUP_FRAMES
         self._api: AgentHuman | None = None
         self._session: Session | None = None
@@ -154,6 +160,9 @@ class AgentHumanVideoService(AIService):
         # ms from the first TTS audio frame into the service to the first speaking image out
         # of it, one per utterance.
         self.first_image_latencies_ms: list[float] = []
+        # ms from an InterruptionFrame into the service to the first image after the cut out
+        # of it, one per interrupt of a playing utterance.
+        self.interrupt_latencies_ms: list[float] = []
 
     # --- public ----------------------------------------------------------------------------
 
@@ -324,6 +333,7 @@ class AgentHumanVideoService(AIService):
         self._unconfirmed += sent - 1
 
     async def _interrupt(self) -> None:
+        playing = self._gate.speaking()
         self._speech_sent = False
         self._coalescer.clear()
         self._first_audio_at = None
@@ -332,6 +342,16 @@ class AgentHumanVideoService(AIService):
         self._gate.clear()
         if self._sock is not None and self._sock.closed is None:
             self._dropping = True
+            if playing:
+                # Images the server showed before it stopped, still in the jitter buffer or
+                # on the way, are not pushed: the output transport restarts its video queue
+                # on this InterruptionFrame, and the next image it gets is the first idle one.
+                self._cut_pts = float("inf")
+                self._interrupted_at = time.perf_counter()
+                self._wake.set()
+                self._backlog = deque(
+                    f for f in self._backlog if not isinstance(f, OutputImageRawFrame)
+                )
             self._backlog = deque(f for f in self._backlog if not isinstance(f, TTSAudioRawFrame))
             await self._send(self._sock.interrupt())
 
@@ -352,7 +372,7 @@ class AgentHumanVideoService(AIService):
         while len(self._backlog) > limit:
             self._backlog.popleft()
 
-    async def _pace(self, pts_ms: float, extra_s: float = 0.0) -> bool:
+    async def _pace(self, pts_ms: float, extra_s: float = 0.0, *, now_ok: bool = False) -> bool:
         """Sleep until `pts_ms` is due; False while the clock is still being found.
 
         The server publishes at pts in real time. The first `WARMUP_FRAMES` frames (idle, the
@@ -360,7 +380,10 @@ class AgentHumanVideoService(AIService):
         pushed, so the output transport's live video queue, which keeps the schedule of its
         first image, starts on the steady one; after that every frame is pushed at that
         offset plus the jitter buffer, so the audio device never starves and video and audio
-        stay in step. A stream that falls behind by more than 200 ms is re-anchored."""
+        stay in step. A stream that falls behind by more than 200 ms is re-anchored. With
+        `now_ok` (the first image after an interrupt's cut) it does not wait: that image
+        replaces speech already stopped, and the frames after it keep their schedule. An
+        interrupt cuts a wait short."""
         now = time.perf_counter()
         offset = now - pts_ms / 1000
         if self._warmup > 0:
@@ -371,8 +394,10 @@ class AgentHumanVideoService(AIService):
         due = pts_ms / 1000 + self._offset + self._jitter_s + extra_s
         if now - due > 0.2:
             self._offset = offset - self._jitter_s - extra_s
-        elif due > now:
-            await asyncio.sleep(due - now)
+        elif due > now and not now_ok:
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), due - now)
         return True
 
     async def _receive(self) -> None:
@@ -393,6 +418,8 @@ class AgentHumanVideoService(AIService):
                 for audio, utterance_id in self._gate.event(item):
                     await self._on_speech(audio, utterance_id)
             elif isinstance(item, SpeakEnded):
+                if item.interrupted and self._cut_pts == float("inf"):
+                    self._cut_pts = item.pts_ms if item.pts_ms is not None else None
                 self._gate.event(item)
                 self._current_start_pts = None
                 self._open.discard(item.utterance_id)
@@ -402,6 +429,8 @@ class AgentHumanVideoService(AIService):
                     self._pending_stop.append(item.pts_ms)
             elif isinstance(item, InterruptConfirmed):
                 self._dropping = False
+                if self._cut_pts == float("inf"):
+                    self._cut_pts = None  # it had ended before the interrupt: nothing to cut
             elif isinstance(item, ServerError):
                 await self._error(item.code, f"AgentHuman: {item.error}")
             elif isinstance(item, SocketResumed):
@@ -416,15 +445,26 @@ class AgentHumanVideoService(AIService):
             self._changed.set()
 
     async def _on_video(self, frame: VideoFrame) -> None:
+        first_after_cut = False
+        if self._cut_pts is not None:
+            if frame.pts_ms < self._cut_pts:
+                return  # shown by the server before it stopped: never pushed, never waited on
+            self._cut_pts = None
+            first_after_cut = True
         if frame.jpeg is not None:
             rgb = await asyncio.to_thread(frame.rgb_bytes)
         else:
             rgb = frame.rgb_bytes()
         image = OutputImageRawFrame(rgb, (frame.width, frame.height), "RGB")
         image.metadata[PTS_KEY] = frame.pts_ms
-        if not await self._pace(frame.pts_ms):
+        if not await self._pace(frame.pts_ms, now_ok=first_after_cut):
             return
+        if self._cut_pts is not None and frame.pts_ms < self._cut_pts:
+            return  # an interrupt came while it waited
         await self._out(image)
+        if first_after_cut and self._interrupted_at is not None:
+            self.interrupt_latencies_ms.append((time.perf_counter() - self._interrupted_at) * 1e3)
+            self._interrupted_at = None
         start = self._current_start_pts
         if start is not None and frame.pts_ms >= start and self._first_audio_at is not None:
             self.first_image_latencies_ms.append((time.perf_counter() - self._first_audio_at) * 1e3)

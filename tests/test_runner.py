@@ -398,3 +398,25 @@ async def test_a_client_that_stalls_mid_frame_still_gets_its_audio_played(worker
     started, ended = _speaking_span(h)
     assert ended["played_ms"] == (16000 + 300) // 16 and not ended["interrupted"]
     await h.runner.aclose("client_request")
+
+
+async def test_an_utterance_starts_on_a_whole_frame_even_when_a_tick_comes_first(worker):
+    """The first 10 ms chunk arrives, a tick comes with no frame left scheduled (an underrun),
+    then the rest: the first speaking frame still starts with the whole first frame of audio
+    (the old code showed that chunk padded with 30 ms of silence)."""
+    h = Harness(worker)
+    await h.start()
+    await h.step(3)
+    audio = tone(16000)
+    h.runner.speak(audio[:160].tobytes())
+    await h.step(2)
+    for i in range(160, len(audio), 160):
+        h.runner.speak(audio[i : i + 160].tobytes())
+    h.runner.speak_end()
+    await h.step(40)
+    speaking = [f for f in h.frames if f.speaking]
+    assert len(speaking) == 25
+    assert np.array_equal(np.concatenate([f.samples for f in speaking]), audio)
+    started, ended = _speaking_span(h)
+    assert ended["played_ms"] == 1000 == ended["pts_ms"] - started["pts_ms"]
+    await h.runner.aclose("client_request")

@@ -46,7 +46,6 @@ from agenthuman_client.events import (
 )
 from agenthuman_client.media import (
     AudioFrame,
-    SpeechCoalescer,
     UtteranceGate,
     VideoFrame,
     video_format_for,
@@ -75,9 +74,8 @@ class AgentHumanVideoGenerator(VideoGenerator):
     the consumer is behind.
     """
 
-    def __init__(self, sock: SessionSocket, *, min_chunk_ms: float = 40.0) -> None:
+    def __init__(self, sock: SessionSocket) -> None:
         self.sock = sock
-        self._coalescer = SpeechCoalescer(min_chunk_ms)
         self._gate = UtteranceGate()
         self._dropping = False
         self._dead: set[str] = set()
@@ -92,8 +90,6 @@ class AgentHumanVideoGenerator(VideoGenerator):
 
     async def push_audio(self, frame: rtc.AudioFrame | AudioSegmentEnd) -> None:
         if isinstance(frame, AudioSegmentEnd):
-            for pcm, rate in self._coalescer.flush():
-                await self.sock.speak(pcm, rate)
             if self._speech_sent:
                 self._speech_sent = False
                 await self.sock.speak_end()
@@ -102,13 +98,13 @@ class AgentHumanVideoGenerator(VideoGenerator):
         if frame.num_channels > 1:
             samples = samples.reshape(-1, frame.num_channels).mean(axis=1).astype(np.int16)
         self._speech_sent = True
-        for pcm, rate in self._coalescer.add(samples.tobytes(), frame.sample_rate):
-            await self.sock.speak(pcm, rate)
+        # As it comes (10 ms frames from the runner's queue): the server never pads a frame
+        # whose audio is still arriving with silence.
+        await self.sock.speak(samples.tobytes(), frame.sample_rate)
 
     async def clear_buffer(self) -> None:
         """Interrupt: returns once the server confirmed it (or after 2 s)."""
         self._speech_sent = False
-        self._coalescer.clear()
         self._pending_end.clear()
         self._gate.clear()
         if self.sock.closed is not None:

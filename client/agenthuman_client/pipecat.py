@@ -70,7 +70,6 @@ from agenthuman_client.events import (
 )
 from agenthuman_client.media import (
     AudioFrame,
-    SpeechCoalescer,
     UtteranceGate,
     VideoFrame,
     video_format_for,
@@ -111,7 +110,6 @@ class AgentHumanVideoService(AIService):
         resume_for_s: float = 10.0,
         jitter_ms: float = 20.0,
         audio_delay_frames: float = 0.5,
-        min_chunk_ms: float = 40.0,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("settings", ServiceSettings(model=None))
@@ -142,7 +140,6 @@ class AgentHumanVideoService(AIService):
         self._sock: SessionSocket | None = None
         self._receive_task: asyncio.Task[None] | None = None
         self._gate = UtteranceGate()
-        self._coalescer = SpeechCoalescer(min_chunk_ms)
         self._ready = False
         self._backlog: deque[Frame] = deque()
         self._unconfirmed = 0
@@ -216,7 +213,6 @@ class AgentHumanVideoService(AIService):
         await super().stop(frame)
         if self._sock is not None and self._sock.closed is None:
             if self._speech_sent:
-                await self._flush_speech()
                 with contextlib.suppress(ConnectionError, TimeoutError):
                     await self._sock.speak_end()
                 self._speech_sent = False
@@ -267,7 +263,6 @@ class AgentHumanVideoService(AIService):
             await self._speak(frame)
         elif isinstance(frame, TTSStoppedFrame):
             if self._speech_sent and self._sock is not None:
-                await self._flush_speech()
                 self._speech_sent = False
                 self._stops.append(frame)
                 await self._send(self._sock.speak_end())
@@ -314,18 +309,11 @@ class AgentHumanVideoService(AIService):
             self._speech_sent = True
             if self._first_audio_at is None:
                 self._first_audio_at = time.perf_counter()
-        for chunk, rate in self._coalescer.add(pcm, frame.sample_rate):
-            await self._speak_now(chunk, rate)
-
-    async def _flush_speech(self) -> None:
-        for chunk, rate in self._coalescer.flush():
-            await self._speak_now(chunk, rate)
-
-    async def _speak_now(self, pcm: bytes, rate: int) -> None:
-        assert self._sock is not None
+        # As it comes, however short: the server never pads a frame whose audio is still
+        # arriving with silence.
         self._unconfirmed += 1
         try:
-            sent = await self._sock.speak(pcm, rate)
+            sent = await self._sock.speak(pcm, frame.sample_rate)
         except (ConnectionError, TimeoutError, RuntimeError) as exc:
             self._unconfirmed -= 1
             await self._error("SOCKET_CLOSED", f"AgentHuman socket unusable: {exc}", exc)
@@ -335,7 +323,6 @@ class AgentHumanVideoService(AIService):
     async def _interrupt(self) -> None:
         playing = self._gate.speaking()
         self._speech_sent = False
-        self._coalescer.clear()
         self._first_audio_at = None
         self._stops.clear()
         self._pending_stop.clear()

@@ -220,16 +220,18 @@ def mouth_motion(frames: list[OutputImageRawFrame]) -> float:
     return float(np.mean(diffs)) if diffs else 0.0
 
 
-@pytest.mark.parametrize("video", ["auto", "jpeg"])  # auto: rgb24, the server is local
+# auto: rgb24, the server is local. 10 ms chunks, as many TTS services send them, go to the
+# server as they come: it never pads a speaking frame with silence (played_ms would not count it).
+@pytest.mark.parametrize(("video", "chunk_ms"), [("auto", 10), ("jpeg", 40)])
 async def test_an_utterance_through_a_real_output_transport(
-    server: RunningServer, api: AgentHuman, video: str
+    server: RunningServer, api: AgentHuman, video: str, chunk_ms: int
 ) -> None:
     pcm = speech(3.0)
 
     async def script(run: Run) -> None:
         await wait_idle_frames(run, 10)
         run.marks["speak"] = time.perf_counter()
-        await run.say(pcm)
+        await run.say(pcm, chunk_ms=chunk_ms)
         sock = run.service.socket
         assert sock is not None
         await sock.wait_for(SpeakEnded, timeout_s=30)
@@ -248,6 +250,7 @@ async def test_an_utterance_through_a_real_output_transport(
     speaking = [f for f in images if started.pts_ms <= f.metadata[PTS_KEY] < ended.pts_ms]
     idle = [f for f in images if f.metadata[PTS_KEY] < started.pts_ms]
     assert abs(len(speaking) - 3000 / FRAME_MS) <= 1
+    assert ended.played_ms == 3000 and ended.pts_ms - started.pts_ms == 3000
     assert mouth_motion(speaking) > 2 * mouth_motion(idle[-10:])
     # The audio out is the audio in, and it starts with the first speaking image.
     out = run.output.audio_samples()

@@ -338,6 +338,28 @@ async def test_end_frame_after_the_last_chunk_plays_it_all(
     assert (session.status, session.end_reason) == ("ended", "client_request")
 
 
+async def test_end_frame_waits_for_queued_speech_no_longer_than_end_timeout(
+    server: RunningServer, api: AgentHuman
+) -> None:
+    """The drain on EndFrame is bounded: 6 s queued, `end_timeout_s=1` → the pipeline ends
+    about 1 s later, with the session ended, not after the whole utterance."""
+
+    async def script(run: Run) -> None:
+        await wait_idle_frames(run, 3)
+        await run.say(speech(6.0), chunk_ms=200, stop=False)
+        run.marks["end"] = time.perf_counter()
+        await run.send(EndFrame())
+
+    run = await run_pipeline(server, script, end_timeout_s=1.0)
+    waited = time.perf_counter() - run.marks["end"]
+    assert 0.9 <= waited < 1.0 + 2.0, waited
+    assert len(run.output.audio_samples()) / RATE < 3.0  # it did not play the 6 s
+    sock = run.service.socket
+    assert sock is not None
+    session = await api.get_session(sock.session_id)
+    assert (session.status, session.end_reason) == ("ended", "client_request")
+
+
 async def test_cancel_ends_the_session_at_once(server: RunningServer, api: AgentHuman) -> None:
     async def script(run: Run) -> None:
         await wait_idle_frames(run, 3)

@@ -23,6 +23,13 @@ transport's params unless given), then:
   until then the latest idle image is held, and from the first speech on everything (up to
   ten seconds), and pushed when it is. The server publishes frames at their pts in
   real time, so pushing on arrival keeps the transport's video and audio queues in step.
+- Captions follow the avatar, not the TTS: a TTS stamps its word frames (`TTSTextFrame` and
+  other frames with a `pts`) for audio that would play as soon as it is made, and the output
+  transport releases them at that pts; the avatar plays it later (the server's first-frame
+  latency and the jitter buffer). Timed frames of an utterance are held until its first speech
+  audio goes out and then pushed with their pts moved by that delay; untimed `TTSTextFrame`s
+  (services that push a sentence's text with its audio) go out with the utterance's
+  `TTSStoppedFrame`, after its last audio. An interrupt drops the held ones.
 - `EndFrame` lets queued speech finish (at most `end_timeout_s`), then ends the session;
   `CancelFrame` ends it at once. A dropped socket resumes within the server's grace. Errors
   become `AgentHumanErrorFrame`s (an `ErrorFrame` with our error `code`).
@@ -49,9 +56,11 @@ from pipecat.frames.frames import (
     OutputImageRawFrame,
     OutputTransportReadyFrame,
     StartFrame,
+    SystemFrame,
     TTSAudioRawFrame,
     TTSStartedFrame,
     TTSStoppedFrame,
+    TTSTextFrame,
     UserStartedSpeakingFrame,
     UserStoppedSpeakingFrame,
 )
@@ -134,6 +143,13 @@ class AgentHumanVideoService(AIService):
         self._cut_pts: float | None = None
         self._wake = asyncio.Event()  # an interrupt cuts a pacing wait short
         self._interrupted_at: float | None = None
+        # Captions (see the module doc): the pipeline-clock time the utterance's first TTS audio
+        # came in, the shift of its timed frames once its first speech audio went out, and
+        # what waits for either.
+        self._tts_in_ns: int | None = None
+        self._caption_shift_ns: int | None = None
+        self._held_timed: deque[Frame] = deque()
+        self._held_text: deque[Frame] = deque()
         self._warmup = WARMUP_FRAMES
         self._api: AgentHuman | None = None
         self._session: Session | None = None
@@ -221,6 +237,9 @@ class AgentHumanVideoService(AIService):
                 self._changed.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._changed.wait(), deadline - time.monotonic())
+        for held in (self._held_timed, self._held_text):  # captions whose audio never came out
+            while held:
+                await self._out(held.popleft())
         await self._teardown()
 
     async def cancel(self, frame: CancelFrame) -> None:
@@ -260,6 +279,8 @@ class AgentHumanVideoService(AIService):
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         await super().process_frame(frame, direction)
         if isinstance(frame, TTSAudioRawFrame):
+            if self._tts_in_ns is None and self._caption_shift_ns is None:
+                self._tts_in_ns = self.get_clock().get_time()
             await self._speak(frame)
         elif isinstance(frame, TTSStoppedFrame):
             if self._speech_sent and self._sock is not None:
@@ -278,7 +299,10 @@ class AgentHumanVideoService(AIService):
                 await self.push_frame(self._backlog.popleft())
         elif isinstance(frame, TTSStartedFrame):
             self._context_id = frame.context_id
+            self._caption_shift_ns = None  # a new utterance: its captions wait for its audio
             await self.push_frame(frame, direction)
+        elif direction == FrameDirection.DOWNSTREAM and self._is_caption(frame):
+            await self._caption(frame)
         elif isinstance(frame, UserStartedSpeakingFrame):
             if self._sock is not None:
                 await self._send(self._sock.start_listening())
@@ -289,6 +313,35 @@ class AgentHumanVideoService(AIService):
             await self.push_frame(frame, direction)
         else:
             await self.push_frame(frame, direction)
+
+    def _is_caption(self, frame: Frame) -> bool:
+        if isinstance(frame, SystemFrame) or self._sock is None:
+            return False
+        return frame.pts is not None or isinstance(frame, TTSTextFrame)
+
+    async def _caption(self, frame: Frame) -> None:
+        """A timed frame (or a TTS text) of the speech: moved to when the avatar says it."""
+        if frame.pts is None:
+            if self._speech_sent or self._stops or self._pending_stop:
+                self._held_text.append(frame)  # out with this utterance's TTSStoppedFrame
+            else:
+                await self.push_frame(frame)
+        elif self._caption_shift_ns is not None:
+            frame.pts += self._caption_shift_ns
+            await self.push_frame(frame)
+        else:
+            self._held_timed.append(frame)
+
+    async def _release_captions(self) -> None:
+        """The utterance's first speech audio went out: its timed frames follow, shifted."""
+        if self._tts_in_ns is None:
+            return
+        self._caption_shift_ns = max(0, self.get_clock().get_time() - self._tts_in_ns)
+        self._tts_in_ns = None
+        while self._held_timed:
+            frame = self._held_timed.popleft()
+            frame.pts += self._caption_shift_ns
+            await self._out(frame)
 
     async def _send(self, command: Any) -> bool:
         try:
@@ -324,6 +377,10 @@ class AgentHumanVideoService(AIService):
         playing = self._gate.speaking()
         self._speech_sent = False
         self._first_audio_at = None
+        self._tts_in_ns = None
+        self._caption_shift_ns = None
+        self._held_timed.clear()
+        self._held_text.clear()
         self._stops.clear()
         self._pending_stop.clear()
         self._gate.clear()
@@ -472,11 +529,15 @@ class AgentHumanVideoService(AIService):
         if self._dropping or utterance_id in self._dead:
             return  # interrupted while it waited
         await self._out(out)
+        await self._release_captions()
 
     async def _maybe_stop(self, media_end_ms: float) -> None:
         """Push the held TTSStoppedFrame once the utterance's last audio has gone out."""
         while self._pending_stop and media_end_ms >= self._pending_stop[0]:
             self._pending_stop.popleft()
             stop = self._stops.popleft() if self._stops else TTSStoppedFrame()
+            while self._held_text:
+                await self._out(self._held_text.popleft())
             await self._out(stop)
+            self._caption_shift_ns = None  # the utterance is over
             self._changed.set()

@@ -34,6 +34,7 @@ from pipecat.frames.frames import (  # noqa: E402
     TTSAudioRawFrame,
     TTSStartedFrame,
     TTSStoppedFrame,
+    TTSTextFrame,
 )
 from pipecat.pipeline.pipeline import Pipeline  # noqa: E402
 from pipecat.pipeline.worker import PipelineParams, PipelineWorker  # noqa: E402
@@ -174,7 +175,9 @@ async def run_pipeline(
         fps=FPS,
         **service_kwargs,
     )
-    down = Recorder((BotStartedSpeakingFrame, BotStoppedSpeakingFrame), FrameDirection.DOWNSTREAM)
+    down = Recorder(
+        (BotStartedSpeakingFrame, BotStoppedSpeakingFrame, TTSTextFrame), FrameDirection.DOWNSTREAM
+    )
     up = Recorder((ErrorFrame,), FrameDirection.UPSTREAM)
     worker = PipelineWorker(
         Pipeline([up, service, output, down]),
@@ -272,6 +275,47 @@ async def test_an_utterance_through_a_real_output_transport(
     assert len(run.service.first_image_latencies_ms) == 1
     session = await api.get_session(sock.session_id)
     assert (session.status, session.end_reason) == ("ended", "client_request")
+
+
+async def test_captions_come_out_when_the_avatar_says_them(server: RunningServer) -> None:
+    """Word frames stamped as a word-timestamp TTS stamps them (pts = the pipeline clock at its
+    first audio + the word's offset) leave the output transport when the avatar plays that
+    audio, not the server's first-frame latency earlier; a sentence's untimed text leaves after
+    its last audio. (Without the service's shift the first word came out ~130 ms early.)"""
+    pcm = speech(3.0)
+    step = RATE * 40 // 1000
+
+    async def script(run: Run) -> None:
+        await wait_idle_frames(run, 10)
+        await run.send(TTSStartedFrame(context_id="ctx"))
+        clock = run.service.get_clock()
+        for i, start in enumerate(range(0, len(pcm), step)):
+            chunk = TTSAudioRawFrame(pcm[start : start + step].tobytes(), RATE, 1)
+            chunk.context_id = "ctx"
+            await run.send(chunk)
+            if i == 0:
+                t0 = clock.get_time()
+                for word, offset_s in (("first", 0.0), ("later", 1.5)):
+                    text = TTSTextFrame(word, "word", context_id="ctx")
+                    text.pts = t0 + int(offset_s * 1e9)
+                    await run.send(text)
+            await asyncio.sleep(0.01)
+        await run.send(TTSTextFrame("The whole sentence.", "sentence", context_id="ctx"))
+        await run.send(TTSStoppedFrame(context_id="ctx"))
+        sock = run.service.socket
+        assert sock is not None
+        await sock.wait_for(SpeakEnded, timeout_s=30)
+        await asyncio.sleep(0.5)
+        await run.send(EndFrame())
+
+    run = await run_pipeline(server, script)
+    assert not run.up.frames, run.up.frames
+    texts = {f.text: t for t, f in run.down.of(TTSTextFrame)}
+    assert set(texts) == {"first", "later", "The whole sentence."}
+    t_audio = run.output.audio[0][0]  # when the avatar's first speech sample plays
+    assert abs(texts["first"] - t_audio) <= FRAME_MS / 1000, texts["first"] - t_audio
+    assert abs(texts["later"] - (t_audio + 1.5)) <= FRAME_MS / 1000, texts["later"] - t_audio
+    assert texts["The whole sentence."] >= run.output.audio[-1][0]
 
 
 async def test_interrupt_mid_utterance(server: RunningServer, api: AgentHuman) -> None:

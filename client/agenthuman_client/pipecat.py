@@ -17,8 +17,13 @@ transport's params unless given), then:
   comes back as `TTSAudioRawFrame`s **only inside an utterance** (between our
   `agent.speak_started` and `agent.speak_ended`), and the held `TTSStoppedFrame` follows the
   utterance's last audio, so the output transport's own bot-speaking detection says started
-  once, when the avatar really starts to speak, and stopped once, after its last sample. Audio
-  of an interrupted utterance that arrives after the interrupt is dropped.
+  once, when the avatar really starts to speak, and stopped once, after its last sample.
+- At an interrupt of a playing utterance its audio that arrives afterwards is dropped, and so
+  are the images the server showed before it stopped (below the interrupted
+  `agent.speak_ended`'s pts); the first image after that cut is pushed at once, without the
+  jitter buffer: within 2 frames of the `InterruptionFrame` (the server stops at its next
+  tick). Pipecat's live video queue, which the `InterruptionFrame` restarts, writes it one
+  frame later.
 - Nothing is pushed before the output transport says it is ready (`OutputTransportReadyFrame`):
   until then the latest idle image is held, and from the first speech on everything (up to
   ten seconds), and pushed when it is. The server publishes frames at their pts in

@@ -33,6 +33,7 @@ import contextlib
 import functools
 import logging
 import os
+import shutil
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from pathlib import Path
 
@@ -42,6 +43,7 @@ from agenthuman_local import ids, keys
 from agenthuman_local.api.auth import RateLimiter, auth_middleware
 from agenthuman_local.api.middleware import error_middleware
 from agenthuman_local.api.routes import setup_routes
+from agenthuman_local.api.server import handler_args
 from agenthuman_local.avatars import SHIPPED_AVATARS, default_aliases
 from agenthuman_local.config import DevicesSettings, Settings
 from agenthuman_local.devices import DevicePool, probe_devices
@@ -49,7 +51,15 @@ from agenthuman_local.engine.base import FrameDriver, Renderer
 from agenthuman_local.engine.worker import RenderPool
 from agenthuman_local.engine_ctx import engine_ctx
 from agenthuman_local.metrics import Metrics
-from agenthuman_local.paths import api_key_path, avatar_dir, db_path
+from agenthuman_local.paths import (
+    api_key_path,
+    avatar_dir,
+    db_path,
+    make_private,
+    stale_staging_dirs,
+    timeline_path,
+    viewer_secret_path,
+)
 from agenthuman_local.records import Session
 from agenthuman_local.rerig import rerig_ctx
 from agenthuman_local.sessions.live import (
@@ -61,6 +71,7 @@ from agenthuman_local.sessions.live import (
 )
 from agenthuman_local.sessions.manager import EngineStatus, SessionManager
 from agenthuman_local.sessions.state import EndReason
+from agenthuman_local.sessions.timeline import backfill_stats
 from agenthuman_local.store import Store
 from agenthuman_local.transports.daily_rest import DailyRestClient
 from agenthuman_local.transports.daily_rooms import DailyRooms
@@ -102,9 +113,29 @@ async def ensure_first_key(store: Store, path: Path, env_key: str | None) -> key
     return keys.FirstKey(path=path, key=saved, created=False)
 
 
+def read_or_make_secret(path: Path) -> bytes:
+    """The viewer secret in `path` (hex), made (0600) on first use."""
+    try:
+        return bytes.fromhex(path.read_text(encoding="ascii").strip())
+    except FileNotFoundError:
+        pass
+    secret = ids.new_viewer_secret()
+    write_key_file(path, secret.hex())
+    return secret
+
+
 async def store_ctx(app: web.Application, *, env_key: str | None) -> AsyncIterator[None]:
     data_dir = app[keys.settings_key].data_dir
-    data_dir.mkdir(parents=True, exist_ok=True)
+    tightened = await asyncio.to_thread(make_private, data_dir)
+    if tightened:
+        log.warning("data folder %s: made %d files and folders private", data_dir, tightened)
+    # Nothing uploads yet: a staging folder now is a killed process's half-written upload.
+    for stale in await asyncio.to_thread(stale_staging_dirs, data_dir):
+        log.warning("removing %s, an upload a stopped process did not finish", stale)
+        await asyncio.to_thread(shutil.rmtree, stale, True)
+    app[keys.viewer_secret_key] = await asyncio.to_thread(
+        read_or_make_secret, viewer_secret_path(data_dir)
+    )
     store = await Store.open(db_path(data_dir))
     try:
         await store.sync_shipped_avatars(SHIPPED_AVATARS)
@@ -169,7 +200,7 @@ async def outputs_ctx(app: web.Application) -> AsyncIterator[None]:
 
     async def viewer_token(session_id: str) -> str | None:
         session = await app[keys.manager_key].lookup(session_id)
-        return session.viewer_token if session is not None else None
+        return ids.viewer_token(app[keys.viewer_secret_key], session_id) if session else None
 
     app[keys.viewer_tokens_key] = viewer_token
     hub = ViewerHub()
@@ -190,9 +221,21 @@ async def sessions_ctx(app: web.Application) -> AsyncIterator[None]:
         rooms=app.get(keys.rooms_key),
         clock=app.get(keys.clock_key),
     )
-    await manager.recover()
+    restarted = await manager.recover()
     app[keys.manager_key] = manager
+    data_dir = app[keys.settings_key].data_dir
+    # Their runners died with the process: their stats come from their timelines (issue 12).
+    backfill = asyncio.create_task(
+        backfill_stats(
+            {sid: timeline_path(data_dir, sid) for sid in restarted},
+            app[keys.store_key].set_session_stats,
+        ),
+        name="sessions:restart-stats",
+    )
     yield
+    backfill.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await backfill
     await manager.aclose()
 
 
@@ -299,10 +342,12 @@ def create_app(
     app = web.Application(
         client_max_size=int(settings.max_request_mb * 1024 * 1024),
         middlewares=[error_middleware, auth_middleware],
+        handler_args=handler_args(settings.http.idle_timeout_s),
     )
     app[keys.settings_key] = settings
     app[keys.engine_status_key] = EngineStatus(ready=True)
     app[keys.rate_limiter_key] = RateLimiter(settings.rate_limit_per_minute)
+    app[keys.upload_slots_key] = asyncio.Semaphore(settings.upload.max_concurrent)
     app[keys.avatar_aliases_key] = default_aliases(environ)
     app.cleanup_ctx.append(functools.partial(store_ctx, env_key=environ.get(API_KEY_ENV)))
     app.cleanup_ctx.append(rerig_ctx)  # older photo rigs, in the background (SPEC §9)

@@ -28,11 +28,12 @@ from typing import Any
 from aiohttp import web
 
 from agenthuman_local import __version__, ids, keys
+from agenthuman_local.api.server import Runner
 from agenthuman_local.app import create_app
 from agenthuman_local.avatars import DEFAULT_AVATAR_ID, SHIPPED_AVATARS
 from agenthuman_local.config import ConfigError, Settings, load_settings, parse_set
 from agenthuman_local.errors import StorageUnavailable
-from agenthuman_local.paths import DB_FILE
+from agenthuman_local.paths import DB_FILE, PRIVATE_UMASK, make_private
 from agenthuman_local.store import AmbiguousKeyPrefix, Store
 
 EXIT_CONFIG = 2
@@ -135,9 +136,7 @@ async def _serve(settings: Settings) -> None:
     if settings.port == 0:
         settings = dataclasses.replace(settings, port=sock.getsockname()[1])
     app = create_app(settings)
-    runner = web.AppRunner(
-        app, handle_signals=False, access_log=None, shutdown_timeout=SHUTDOWN_GRACE_S
-    )
+    runner = Runner(app, handle_signals=False, access_log=None, shutdown_timeout=SHUTDOWN_GRACE_S)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
 
@@ -172,7 +171,7 @@ def _fmt_time(ts: float | None) -> str:
 
 
 async def _keys(settings: Settings, args: argparse.Namespace) -> int:
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    make_private(settings.data_dir)
     store = await Store.open(settings.data_dir / DB_FILE)
     try:
         if args.action == "create":
@@ -206,6 +205,9 @@ async def _keys(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    # Everything the process writes (database, recordings, avatars) is its user's alone,
+    # whatever umask it was started under (paths.make_private tightens what is already there).
+    os.umask(PRIVATE_UMASK)
     argv = list(sys.argv[1:] if argv is None else argv)
     is_keys = argv[:1] == ["keys"]
     args = (_keys_parser() if is_keys else _parser()).parse_args(argv[1:] if is_keys else argv)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 if TYPE_CHECKING:
+    import asyncio
     from collections.abc import Awaitable, Callable
     from typing import Any
 
@@ -77,6 +78,10 @@ renderers_key: web.AppKey[SharedRenderers] = web.AppKey("shared_renderers")
 outputs_key: web.AppKey[tuple[OutputFactory, ...]] = web.AppKey("session_outputs")
 # The viewer hub the runners publish into, and session id -> its viewer token (api/viewer.py).
 viewer_hub_key: web.AppKey[ViewerHub] = web.AppKey("viewer_hub")
+# Uploads (decode, detect, rig) running at once are bounded by `upload.max_concurrent`.
+upload_slots_key: web.AppKey[asyncio.Semaphore] = web.AppKey("upload_slots")
+# The data folder's viewer secret: viewer tokens are HMACs of session ids under it (ids.py).
+viewer_secret_key: web.AppKey[bytes] = web.AppKey("viewer_secret")
 viewer_tokens_key: web.AppKey[Callable[[str], Awaitable[str | None]]] = web.AppKey("viewer_tokens")
 # What `/metrics` serves.
 metrics_key: web.AppKey[Metrics] = web.AppKey("metrics")

@@ -190,7 +190,6 @@ class SessionManager(Generic[H]):
             avatar_id=avatar.avatar_id,
             avatar_name=avatar.name,
             token_hash=ids.secret_hash(token),
-            viewer_token=ids.new_token(),
             aspect_ratio=aspect_ratio,
             video_width=width,
             video_height=height,

@@ -1,0 +1,150 @@
+"""Hostile neighbours (in `make bench`; alone: `python -m bench --only hostile`; issue 12): a
+witness session speaks real speech at real time while, window by window, another client attacks
+the server.
+
+Windows, each BENCH_HOSTILE_S seconds (default 8): a baseline; a multipart bomb (bodies of
+50 000 tiny parts, four at a time, again and again); a JSON bomb (11 MB create bodies, two at a
+time); a message storm (a second session's socket sending keep-alives and tiny speaks as fast
+as the server reads them). The figure per window is the witness's late frames in it (the delta
+of its live `stats`), with the goal of SPEC §12's neighbour bound: ≤ 1 %.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import os
+import time
+from collections.abc import Awaitable, Callable
+
+import numpy as np
+
+from bench import Figure
+from bench.live import SIZE
+from bench.server import Client, Conn, Server, chunks, speech_pcm
+
+SECTION = "hostile"
+GOAL = "<= 1"
+
+_PART = b'--xx\r\nContent-Disposition: form-data; name="j"\r\n\r\na\r\n'
+_MULTIPART = _PART * 50_000 + b"--xx--\r\n"
+_JSON = json.dumps({"metadata": {"k": ["x" * 100] * 100_000}}).encode()  # ~11 MB
+
+
+async def _speak_forever(conn: Conn, speech: np.ndarray) -> None:
+    """The witness: 200 ms chunks at real time, the speech file over and over."""
+    while True:
+        for chunk in chunks(speech, 200):
+            await conn.speak(chunk)
+            await asyncio.sleep(0.2)
+
+
+async def _repeat(n: int, attack: Callable[[], Awaitable[None]]) -> None:
+    async def one() -> None:
+        while True:
+            with contextlib.suppress(Exception):
+                await attack()
+
+    await asyncio.gather(*(one() for _ in range(n)))
+
+
+async def _window(
+    client: Client, witness: str, seconds: float, attack: Callable[[], Awaitable[None]] | None
+) -> tuple[int, int]:
+    """(frames published, frames late) by the witness while `attack` runs."""
+    before = (await client.session(witness))["stats"]
+    task = asyncio.create_task(attack()) if attack is not None else None
+    await asyncio.sleep(seconds)
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    after = (await client.session(witness))["stats"]
+    return (
+        after["frames_published"] - before["frames_published"],
+        after["frames_late"] - before["frames_late"],
+    )
+
+
+async def _run() -> list[Figure]:
+    seconds = float(os.environ.get("BENCH_HOSTILE_S", 8))
+    speech = speech_pcm()
+    server = Server({"devices.cpu_sessions": 4, "devices.cuda_sessions": 4})
+    figures: list[Figure] = []
+    try:
+        await server.start()
+        client = Client(server)
+        conns: list[Conn] = []
+        speaker: asyncio.Task[None] | None = None
+        try:
+            session, _ = await client.create_start()
+            witness = await Conn.open(client.http, session, **SIZE)
+            conns.append(witness)
+            speaker = asyncio.create_task(_speak_forever(witness, speech), name="bench:witness")
+            other, _ = await client.create_start()
+            stormer = await Conn.open(client.http, other, video_width=128, video_height=128)
+            conns.append(stormer)
+            await asyncio.sleep(2)  # past the first frames
+
+            async def multipart() -> None:
+                async with client.http.post(
+                    "/v1/avatars/upload-face",
+                    data=_MULTIPART,
+                    headers={"Content-Type": "multipart/form-data; boundary=xx"},
+                ) as r:
+                    await r.read()
+
+            async def json_bomb() -> None:
+                async with client.http.post(
+                    "/v1/sessions", data=_JSON, headers={"Content-Type": "application/json"}
+                ) as r:
+                    await r.read()
+
+            tiny = base64.b64encode(np.zeros(16, np.int16).tobytes()).decode()
+
+            async def storm() -> None:
+                while True:
+                    await stormer.ws.send_json({"type": "session.keep_alive"})
+                    await stormer.ws.send_json({"type": "agent.speak", "audio": tiny})
+
+            windows: list[tuple[str, Callable[[], Awaitable[None]] | None]] = [
+                ("baseline", None),
+                ("multipart bomb (50 000 parts, 4 at a time)", lambda: _repeat(4, multipart)),
+                ("JSON bomb (11 MB bodies, 2 at a time)", lambda: _repeat(2, json_bomb)),
+                ("message storm (keep-alives + tiny speaks)", storm),
+            ]
+            for name, attack in windows:
+                t0 = time.monotonic()
+                published, late = await _window(client, session["session_id"], seconds, attack)
+                cond = (
+                    f"witness 960x720 speaking at real time; {published} frames in "
+                    f"{time.monotonic() - t0:.1f} s"
+                )
+                figures.append(
+                    Figure(
+                        SECTION,
+                        f"witness late frames, {name}",
+                        100 * late / max(published, 1),
+                        "%",
+                        GOAL,
+                        cond,
+                    )
+                )
+        finally:
+            if speaker is not None:
+                speaker.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await speaker
+            for conn in conns:
+                await conn.aclose()
+            await client.aclose()
+        await server.stop()
+    finally:
+        server.cleanup()
+    return figures
+
+
+def run() -> list[Figure]:
+    return asyncio.run(_run())

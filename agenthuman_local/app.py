@@ -8,18 +8,22 @@ order and closed in reverse (every AppKey is in `keys.py`):
 1. `store_ctx`    open + migrate the database, write the shipped avatars, make the first key;
    `rerig_ctx`    re-rig older photo avatars in the background (`rerig.py`, SPEC §9);
 2. `devices_ctx`  list the devices (CUDA probing runs on a thread after the server listens);
-   `outputs_ctx`  the viewer hub and the metrics (with the viewer-token lookup), and the
-                  media hook that records, shows and counts every live session
-                  (`transports.local`);
-   `live_ctx`     the render workers, the shared renderers and the manager's runner factory:
-                  each `LiveSession` gets `app[keys.media_hooks_key]`, the outputs' hooks;
-   `daily_ctx`    Daily rooms per session (REST client, media hook, room hooks);
+   `outputs_ctx`  the viewer hub and the metrics (with the viewer-token lookup);
+   `daily_ctx`    Daily rooms per session (REST client, the manager's room hooks);
+   `live_ctx`     the render workers, the shared renderers, the outputs every session gets
+                  (`session_outputs`: recording, viewer, metrics, Daily) and the manager's
+                  runner factory, which hands each `LiveSession` those output factories;
 3. `engine_ctx`   the one Engine, loaded in the background (flips
                   `app[keys.engine_status_key].ready`); then the `contexts` passed to
                   `create_app` (tests), which may set overrides or flip `ready` themselves;
 4. `sessions_ctx` the SessionManager: ends sessions a dead process left started
    (`server_restart`) on the way in, and every live session (`server_shutdown`) on the way out,
    so sessions stop before the engine and the store close.
+
+Shutdown starts earlier, in `end_live_sessions` (`on_shutdown`, which aiohttp runs before it
+waits for open handlers): every live session ends `server_shutdown` there — its socket gets
+`ended` and 4009, its recording is finalised — and every viewer socket closes, so the handlers
+return at once and the wait for them is short. The cleanup contexts then find nothing live.
 """
 
 from __future__ import annotations
@@ -58,14 +62,20 @@ from agenthuman_local.paths import (
 )
 from agenthuman_local.records import Session
 from agenthuman_local.rerig import rerig_ctx
-from agenthuman_local.sessions.live import LiveSession, MediaSpec, SharedRenderers, frame_size
+from agenthuman_local.sessions.live import (
+    LiveSession,
+    MediaSpec,
+    OutputFactory,
+    SharedRenderers,
+    frame_size,
+)
 from agenthuman_local.sessions.manager import EngineStatus, SessionManager
 from agenthuman_local.sessions.state import EndReason
 from agenthuman_local.sessions.timeline import backfill_stats
 from agenthuman_local.store import Store
 from agenthuman_local.transports.daily_rest import DailyRestClient
 from agenthuman_local.transports.daily_rooms import DailyRooms
-from agenthuman_local.transports.local import outputs_hook
+from agenthuman_local.transports.local import metrics_output, recording_output, viewer_output
 from agenthuman_local.transports.viewer import ViewerHub
 
 log = logging.getLogger(__name__)
@@ -195,9 +205,6 @@ async def outputs_ctx(app: web.Application) -> AsyncIterator[None]:
     app[keys.viewer_tokens_key] = viewer_token
     hub = ViewerHub()
     app[keys.viewer_hub_key] = hub
-    app.setdefault(keys.media_hooks_key, []).append(
-        outputs_hook(app[keys.settings_key], hub, metrics)
-    )
     try:
         yield
     finally:
@@ -212,6 +219,7 @@ async def sessions_ctx(app: web.Application) -> AsyncIterator[None]:
         app[keys.engine_status_key],
         runner_factory=app.get(keys.runner_factory_key),
         rooms=app.get(keys.rooms_key),
+        clock=app.get(keys.clock_key),
     )
     restarted = await manager.recover()
     app[keys.manager_key] = manager
@@ -231,12 +239,32 @@ async def sessions_ctx(app: web.Application) -> AsyncIterator[None]:
     await manager.aclose()
 
 
+async def end_live_sessions(app: web.Application) -> None:
+    """on_shutdown: end every live session and close every viewer socket (module docstring)."""
+    manager = app.get(keys.manager_key)
+    if manager is not None:
+        await manager.aclose()
+    hub = app.get(keys.viewer_hub_key)
+    if hub is not None:
+        await hub.aclose()
+
+
+def session_outputs(app: web.Application) -> tuple[OutputFactory, ...]:
+    """What every live session publishes to, in this order, beside its timeline and socket."""
+    return (
+        recording_output(app[keys.settings_key]),
+        viewer_output(app[keys.viewer_hub_key]),
+        metrics_output(app[keys.metrics_key]),
+        app[keys.rooms_key].output,
+    )
+
+
 async def live_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Render workers for the process, and the session manager's runner factory."""
+    """Render workers for the process, the sessions' outputs, the manager's runner factory."""
     settings = app[keys.settings_key]
     pool = RenderPool()
     app[keys.render_pool_key] = pool
-    app.setdefault(keys.media_hooks_key, [])
+    app[keys.outputs_key] = session_outputs(app)
 
     async def make_renderer(spec: MediaSpec) -> Any:
         override = app.get(keys.renderer_factory_key)
@@ -265,6 +293,7 @@ async def live_ctx(app: web.Application) -> AsyncIterator[None]:
     async def runner_factory(session: Session) -> LiveSession:
         manager = app[keys.manager_key]
         store = app[keys.store_key]
+        outputs = app[keys.outputs_key]  # read here: a test's context may have replaced them
         return LiveSession(
             session,
             settings=settings,
@@ -274,7 +303,7 @@ async def live_ctx(app: web.Application) -> AsyncIterator[None]:
             end_soon=lambda sid, reason: manager.end_soon(sid, EndReason(reason)),
             save_stats=store.set_session_stats,
             clock=app.get(keys.clock_key),
-            hooks=app[keys.media_hooks_key],
+            outputs=outputs,
         )
 
     app[keys.runner_factory_key] = runner_factory
@@ -283,8 +312,8 @@ async def live_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def daily_ctx(app: web.Application) -> AsyncIterator[None]:
-    """The app's DailyRooms: the REST client (with `daily.api_key`), the media hook, the
-    manager's room hooks. Runs after live_ctx and closes after every session has ended."""
+    """The app's DailyRooms: the REST client (with `daily.api_key`), the manager's room hooks
+    and the Daily output (`session_outputs`). Closes after every session has ended."""
     settings = app[keys.settings_key]
     daily = settings.daily
     rest = DailyRestClient(daily.api_url, daily.api_key) if daily.api_key else None
@@ -297,7 +326,6 @@ async def daily_ctx(app: web.Application) -> AsyncIterator[None]:
         transport_options=app.get(keys.daily_transport_options_key),
     )
     app[keys.rooms_key] = rooms
-    app[keys.media_hooks_key].append(rooms.media_hook)
     try:
         yield
     finally:
@@ -328,10 +356,11 @@ def create_app(
     app.cleanup_ctx.append(rerig_ctx)  # older photo rigs, in the background (SPEC §9)
     app.cleanup_ctx.append(devices_ctx)
     app.cleanup_ctx.append(outputs_ctx)
-    app.cleanup_ctx.append(live_ctx)
     app.cleanup_ctx.append(daily_ctx)
+    app.cleanup_ctx.append(live_ctx)
     app.cleanup_ctx.append(engine_ctx)
     app.cleanup_ctx.extend(contexts)
     app.cleanup_ctx.append(sessions_ctx)
+    app.on_shutdown.append(end_live_sessions)
     setup_routes(app)
     return app

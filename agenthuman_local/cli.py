@@ -2,8 +2,12 @@
 
 The server binds its socket before anything else, so it listens at once (and `--port 0` picks a
 free port that every handed-out URL then uses), runs on uvloop (installed here only), prints how
-to reach it, and on SIGINT/SIGTERM shuts down cleanly: live sessions end with `server_shutdown`
-and the database is closed. A config error names the key and exits with status 2.
+to reach it, and on SIGINT/SIGTERM shuts down cleanly and promptly: live sessions end with
+`server_shutdown` at once (their sockets get `ended` and 4009, their recordings are finalised),
+other requests get `SHUTDOWN_GRACE_S` to finish before they are cancelled, and the database is
+closed; a second signal exits at once (status 128 + the signal's number), leaving what the
+crash-safe writers already wrote (SPEC §10: the recording plays up to its last whole second). A
+config error names the key and exits with status 2.
 """
 
 from __future__ import annotations
@@ -33,6 +37,12 @@ from agenthuman_local.paths import DB_FILE, PRIVATE_UMASK, make_private
 from agenthuman_local.store import AmbiguousKeyPrefix, Store
 
 EXIT_CONFIG = 2
+# How long open requests get to finish once the live sessions have ended, then as long again
+# after they are cancelled (aiohttp's `shutdown_timeout`; its default is 60 s).
+SHUTDOWN_GRACE_S = 3.0
+_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+log = logging.getLogger(__name__)
 
 
 def _config_flags() -> argparse.ArgumentParser:
@@ -126,20 +136,34 @@ async def _serve(settings: Settings) -> None:
     if settings.port == 0:
         settings = dataclasses.replace(settings, port=sock.getsockname()[1])
     app = create_app(settings)
-    runner = Runner(app, handle_signals=False, access_log=None)
+    runner = Runner(app, handle_signals=False, access_log=None, shutdown_timeout=SHUTDOWN_GRACE_S)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+
+    def first_signal(sig: signal.Signals) -> None:
+        log.info("%s: shutting down (a second signal exits at once)", sig.name)
+        for s in _SIGNALS:
+            loop.add_signal_handler(s, second_signal, s)
+        stop.set()
+
+    for sig in _SIGNALS:
+        loop.add_signal_handler(sig, first_signal, sig)
     try:
         await runner.setup()
         await web.SockSite(runner, sock).start()
         print(_banner(app), flush=True)
         await stop.wait()
-        logging.getLogger(__name__).info("shutting down")
     finally:
         await runner.cleanup()
         sock.close()
+    log.info("shut down")
+
+
+def second_signal(sig: signal.Signals) -> None:
+    """Exit now, as a process killed by `sig` would; nothing waits (not even threads)."""
+    log.warning("%s again: exiting at once", sig.name)
+    logging.shutdown()
+    os._exit(128 + sig.value)
 
 
 def _fmt_time(ts: float | None) -> str:

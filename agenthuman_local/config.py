@@ -58,6 +58,8 @@ class HttpSettings:
     max_form_parts: int = 16
     # Most levels of nested arrays and objects in a JSON body (and a WebSocket message).
     max_json_depth: int = 32
+    # Most values (counted as `,` `[` `{`, before decoding) in a JSON body or socket message.
+    max_json_items: int = 10_000
 
 
 @dataclass(frozen=True)
@@ -163,6 +165,7 @@ _CHECKS: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "http.body_timeout_s": (lambda v: v > 0, "a number > 0"),
     "http.max_form_parts": (lambda v: v >= 1, "an integer >= 1"),
     "http.max_json_depth": (lambda v: 1 <= v <= 500, "an integer 1-500"),
+    "http.max_json_items": (lambda v: v >= 1, "an integer >= 1"),
     "upload.max_megapixels": (lambda v: v > 0, "a number > 0"),
     "upload.max_concurrent": (lambda v: v >= 1, "an integer >= 1"),
     "ws.max_messages_per_s": (lambda v: v >= 0, "a number >= 0 (0 = no bound)"),

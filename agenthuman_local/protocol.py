@@ -16,6 +16,7 @@ from typing import Any
 
 from agenthuman_local import jsonsafe
 from agenthuman_local.audio import MAX_RATE_HZ, MIN_RATE_HZ, SAMPLE_RATE_HZ
+from agenthuman_local.jsonsafe import DEFAULT_LIMITS, JsonLimits
 
 # Client → server.
 SESSION_INIT = "session.init"
@@ -76,7 +77,6 @@ MIN_SIDE_PX = 128
 MAX_SIDE_PX = 1920
 MIN_FPS = 10
 MAX_FPS = 60
-MAX_JSON_DEPTH = 32  # the default of `http.max_json_depth`
 
 # Binary output messages: `kind u8, reserved u8[3], pts_ms u64, frame_index u32`, little-endian,
 # 16 bytes, then the payload: a JPEG (kind 1), PCM s16le mono at the session's sample rate
@@ -151,11 +151,14 @@ class KeepAlive:
 Command = SessionInit | Speak | SpeakEnd | Interrupt | Listening | KeepAlive
 
 
-def _load_object(text: str | bytes, max_depth: int) -> dict[str, Any]:
+def _load_object(text: str | bytes, limits: JsonLimits) -> dict[str, Any]:
     try:
-        obj = jsonsafe.loads(text, max_depth=max_depth, constants=True)
+        obj = jsonsafe.loads(text, limits, constants=True)
     except jsonsafe.JsonTooDeep as exc:
-        message = f"Message nests deeper than {max_depth} levels"
+        message = f"Message nests deeper than {limits.max_depth} levels"
+        raise ProtocolError(E_INVALID_JSON, message) from exc
+    except jsonsafe.JsonTooBig as exc:
+        message = f"Message has more than {limits.max_items} JSON values"
         raise ProtocolError(E_INVALID_JSON, message) from exc
     except ValueError as exc:  # UnicodeDecodeError too
         raise ProtocolError(E_INVALID_JSON, "Message is not valid JSON") from exc
@@ -204,10 +207,10 @@ def _output(value: Any) -> OutputOptions:
     return OutputOptions(video_jpeg=video == "jpeg", audio=audio, video_rgb24=video == "rgb24")
 
 
-def parse_init(text: str | bytes, *, max_depth: int = MAX_JSON_DEPTH) -> SessionInit:
+def parse_init(text: str | bytes, *, limits: JsonLimits = DEFAULT_LIMITS) -> SessionInit:
     """The first message. Raises `ProtocolError` (close 4002) for anything but a valid init."""
     try:
-        obj = _load_object(text, max_depth)
+        obj = _load_object(text, limits)
     except ProtocolError as exc:
         raise ProtocolError(E_PROTOCOL, FIRST_MESSAGE_MUST_BE_INIT) from exc
     if obj.get("type") != SESSION_INIT:
@@ -248,10 +251,10 @@ def check_pcm(pcm: bytes) -> bytes:
     return pcm
 
 
-def parse_text(text: str | bytes, *, max_depth: int = MAX_JSON_DEPTH) -> Command:
+def parse_text(text: str | bytes, *, limits: JsonLimits = DEFAULT_LIMITS) -> Command:
     """A text message after `session.init`. Raises `ProtocolError` naming the problem; JSON
-    nested deeper than `max_depth` is INVALID_JSON (`http.max_json_depth`)."""
-    obj = _load_object(text, max_depth)
+    past `limits` (`http.max_json_depth`, `http.max_json_items`) is INVALID_JSON."""
+    obj = _load_object(text, limits)
     kind = obj.get("type")
     if kind == AGENT_SPEAK:
         audio = obj.get("audio")
@@ -273,7 +276,7 @@ def parse_text(text: str | bytes, *, max_depth: int = MAX_JSON_DEPTH) -> Command
     if kind == SESSION_KEEP_ALIVE:
         return KeepAlive()
     if kind == SESSION_INIT:
-        return parse_init(text, max_depth=max_depth)
+        return parse_init(text, limits=limits)
     raise ProtocolError(E_UNKNOWN_TYPE, f"Unknown message type {kind!r}")
 
 

@@ -23,8 +23,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from agenthuman_local import errors, ids, keys, protocol
-from agenthuman_local.api import avatars, fetch, parsing
+from agenthuman_local import errors, ids, jsonsafe, keys, protocol
+from agenthuman_local.api import avatars, fetch
 from agenthuman_local.api.server import Runner
 from agenthuman_local.api.ws import MessageBudget
 from agenthuman_local.app import create_app
@@ -107,23 +107,45 @@ async def test_many_parts_in_a_whole_body_and_a_urlencoded_form_are_400(
     assert error["details"] == {"field": "body"}
 
 
-async def test_a_large_json_body_is_decoded_on_a_worker_thread(
-    api: ApiClient, monkeypatch: pytest.MonkeyPatch
+async def test_a_json_body_of_many_values_is_refused_before_decoding(
+    make_client: MakeClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    threads: list[int] = []
-    decode = parsing.decode_json
+    """10 MB of tiny values take seconds to decode (holding the GIL, so no thread helps): the
+    count of separators is checked first."""
+    decoded: list[str] = []
+    loads = jsonsafe.json.loads
 
-    def spy(raw: bytes, max_depth: int) -> Any:
-        threads.append(threading.get_ident())
-        return decode(raw, max_depth)
+    def spy(text: Any, **kwargs: Any) -> Any:
+        decoded.append(text)
+        return loads(text, **kwargs)
 
-    monkeypatch.setattr(parsing, "decode_json", spy)
-    await api.create_session({"metadata": {"k": "v"}})
-    big = {"metadata": {"k": "x" * 12_000}, "pad": ["y" * 100] * 1000}
-    await api.json("POST", "/v1/sessions", 201, json=big)
-    loop_thread = threading.get_ident()
-    assert threads[0] == loop_thread  # a small body: decoded in place
-    assert threads[1] != loop_thread  # > THREAD_DECODE_BYTES: off the loop
+    monkeypatch.setattr(jsonsafe.json, "loads", spy)
+    api = await make_client(http__max_json_items=100)
+    bomb = {"metadata": {"k": [{"a": 1}] * 60}}  # 60 objects + 59 commas + 3 brackets
+    error = await assert_error(await api.post("/v1/sessions", json=bomb), 413, "PAYLOAD_TOO_LARGE")
+    assert "more than 100 JSON values" in error["message"]
+    assert json.dumps(bomb) not in decoded  # refused without decoding
+    await api.json("POST", "/v1/sessions", 201, json={"metadata": {"k": [1] * 90}})
+    image = {"metadata": {"png": "data:image/png;base64," + "A" * 200_000}}
+    await assert_error(await api.post("/v1/sessions", json=image), 413, "PAYLOAD_TOO_LARGE")
+    assert json.dumps(image) in decoded  # a long string is one value (then over the metadata limit)
+    await assert_error(
+        await api.post(
+            "/v1/sessions", data=b"[" * 100_000, headers={"Content-Type": "application/json"}
+        ),
+        413,
+        "PAYLOAD_TOO_LARGE",
+    )
+
+
+async def test_a_ws_message_of_many_values_is_an_error_event(make_client: MakeClient) -> None:
+    live = await Live.make(make_client, http__max_json_items=100)
+    sid, token = await live.started_session()
+    conn = await live.connect(sid, token, video_width=128, video_height=128)
+    await conn.ws.send_str(json.dumps({"type": "session.keep_alive", "x": [{}] * 200}))
+    error = await conn.until("error")
+    assert error["code"] == protocol.E_INVALID_JSON and "more than 100" in error["error"]
+    await conn.barrier()  # the session lives on
 
 
 # -- item 6: deeply nested JSON -----------------------------------------------------------------
@@ -164,7 +186,10 @@ async def test_deep_json_on_a_live_socket_is_an_error_event_and_the_session_live
     live = await Live.make(make_client)
     sid, token = await live.started_session()
     conn = await live.connect(sid, token, video_width=128, video_height=128)
-    await conn.ws.send_str("[" * 100_000 + "]" * 100_000)
+    await conn.ws.send_str("[" * 100_000 + "]" * 100_000)  # too many values, before depth
+    error = await conn.until("error")
+    assert error["code"] == protocol.E_INVALID_JSON and "more than 10000" in error["error"]
+    await conn.ws.send_str("[" * 500 + "]" * 500)
     error = await conn.until("error")
     assert error["code"] == protocol.E_INVALID_JSON and "deeper than 32" in error["error"]
     await conn.speak(counting_pcm(160).tobytes())

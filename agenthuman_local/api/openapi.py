@@ -101,8 +101,9 @@ OPERATIONS: list[Operation] = [
         errors={
             **_BODY_LIMITS,
             413: (
-                "PAYLOAD_TOO_LARGE: the body is over `max_request_mb`, or `metadata` over "
-                "`session.max_metadata_kb` of compact JSON",
+                "PAYLOAD_TOO_LARGE: the body is over `max_request_mb` or has more than "
+                "`http.max_json_items` values, or `metadata` is over `session.max_metadata_kb` "
+                "of compact JSON",
                 ref("Error"),
             ),
             502: (

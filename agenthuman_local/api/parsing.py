@@ -1,9 +1,10 @@
 """Reading request bodies and fields strictly: every complaint names the field (SPEC §4).
 
 A body costs the event loop little whatever its shape: it is read with a timeout between
-chunks (`http.body_timeout_s` → 408), bounded by `max_request_mb` (413), and a JSON body larger
-than `THREAD_DECODE_BYTES` is decoded on a worker thread; nesting past `http.max_json_depth` is
-a 400 (`jsonsafe`).
+chunks (`http.body_timeout_s` → 408) and bounded by `max_request_mb` (413); a JSON body with
+more than `http.max_json_items` values is refused (413) before it is decoded and one nested
+past `http.max_json_depth` is a 400 (`jsonsafe`: decoding holds the GIL, so a worker thread
+would not spare the loop — the bound does).
 """
 
 from __future__ import annotations
@@ -15,10 +16,7 @@ from aiohttp import web
 
 from agenthuman_local import jsonsafe, keys
 from agenthuman_local.errors import InvalidJson, PayloadTooLarge, RequestTimeout, ValidationError
-
-# Decoding JSON runs at ~100-300 MB/s: 64 KB is well under a millisecond on the loop, a 16 MB
-# body about a tenth of a second or more, which would stall every live session.
-THREAD_DECODE_BYTES = 64 * 1024
+from agenthuman_local.jsonsafe import JsonLimits
 
 
 async def read_body(request: web.Request) -> bytes:
@@ -42,13 +40,18 @@ async def read_body(request: web.Request) -> bytes:
             raise PayloadTooLarge()
 
 
-def decode_json(raw: bytes, max_depth: int) -> Any:
-    """`raw` as JSON (UTF-8, no NaN, at most `max_depth` deep), else a 400."""
+def decode_json(raw: bytes, limits: JsonLimits) -> Any:
+    """`raw` as JSON (UTF-8, no NaN, within `limits`), else a 400 or 413."""
     try:
-        return jsonsafe.loads(raw.decode("utf-8"), max_depth=max_depth)
+        return jsonsafe.loads(raw.decode("utf-8"), limits)
+    except jsonsafe.JsonTooBig as exc:
+        raise PayloadTooLarge(
+            f"Request body has more than {limits.max_items} JSON values",
+            suggestion="Send fewer values (the limit is the server's http.max_json_items).",
+        ) from exc
     except jsonsafe.JsonTooDeep as exc:
         raise InvalidJson(
-            f"Request body nests arrays or objects deeper than {max_depth} levels",
+            f"Request body nests arrays or objects deeper than {limits.max_depth} levels",
             suggestion="Flatten the JSON (the limit is the server's http.max_json_depth).",
         ) from exc
     except ValueError as exc:  # UnicodeDecodeError is one
@@ -60,11 +63,8 @@ async def json_object(request: web.Request) -> dict[str, Any]:
     raw = await read_body(request)
     if not raw.strip():
         return {}
-    max_depth = request.app[keys.settings_key].http.max_json_depth
-    if len(raw) > THREAD_DECODE_BYTES:
-        body = await asyncio.to_thread(decode_json, raw, max_depth)
-    else:
-        body = decode_json(raw, max_depth)
+    http = request.app[keys.settings_key].http
+    body = decode_json(raw, JsonLimits(http.max_json_depth, http.max_json_items))
     if not isinstance(body, dict):
         raise ValidationError("body", "must be a JSON object")
     return body

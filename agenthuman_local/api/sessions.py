@@ -46,14 +46,14 @@ def _metadata_bytes(metadata: dict[str, Any]) -> int:
     return len(json.dumps(metadata, separators=(",", ":"), ensure_ascii=False).encode())
 
 
-async def _check_metadata_size(request: web.Request, metadata: dict[str, Any]) -> None:
+def _check_metadata_size(request: web.Request, metadata: dict[str, Any]) -> None:
     """`metadata` is stored and returned in every list page: at most `session.max_metadata_kb`
-    of compact JSON (413). A body no larger than the limit needs no measuring; a larger one is
-    measured on a worker thread."""
+    of compact JSON (413). A body no larger than the limit needs no measuring; a larger one has
+    at most `http.max_json_items` values, so encoding it is cheap."""
     limit = int(request.app[keys.settings_key].session.max_metadata_kb * 1024)
     if not metadata or (request.content_length is not None and request.content_length <= limit):
         return
-    size = await asyncio.to_thread(_metadata_bytes, metadata)
+    size = _metadata_bytes(metadata)
     if size > limit:
         raise PayloadTooLarge(
             f"metadata is {size} bytes of JSON; the limit is {limit}",
@@ -139,7 +139,7 @@ async def create_session(request: web.Request) -> web.Response:
     metadata = body.get("metadata", {})
     if not isinstance(metadata, dict):
         raise ValidationError("metadata", "must be a JSON object")
-    await _check_metadata_size(request, metadata)
+    _check_metadata_size(request, metadata)
     manager = request.app[keys.manager_key]
     if era_c and not manager.ready:  # before any upload work the create could not use
         raise loading_error(request.app[keys.engine_status_key])

@@ -29,6 +29,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from agenthuman_local import ids, keys, protocol
 from agenthuman_local.api.auth import public
+from agenthuman_local.jsonsafe import JsonLimits
 from agenthuman_local.sessions.live import LiveSession, SessionClosed
 from agenthuman_local.sessions.state import EndReason, SessionState
 from agenthuman_local.transports.socket import SocketMediaSink
@@ -235,7 +236,8 @@ async def session_ws(request: web.Request) -> web.WebSocketResponse:
     try:
         if first.type is not WSMsgType.TEXT:
             raise protocol.ProtocolError(protocol.E_PROTOCOL, protocol.FIRST_MESSAGE_MUST_BE_INIT)
-        init = protocol.parse_init(first.data, max_depth=settings.http.max_json_depth)
+        limits = JsonLimits(settings.http.max_json_depth, settings.http.max_json_items)
+        init = protocol.parse_init(first.data, limits=limits)
     except protocol.ProtocolError as exc:
         await _reject(ws, protocol.CLOSE_PROTOCOL, exc.code, exc.message)
         return ws
@@ -275,7 +277,7 @@ async def session_ws(request: web.Request) -> web.WebSocketResponse:
             runner.add_sink(sink)
         rate = settings.ws.max_messages_per_s
         budget = MessageBudget(rate, asyncio.get_running_loop().time) if rate else None
-        await _read(ws, runner, init.sample_rate_hz, link, settings.http.max_json_depth, budget)
+        await _read(ws, runner, init.sample_rate_hz, link, limits, budget)
     finally:
         if sink is not None:
             runner.remove_sink(sink)
@@ -290,7 +292,7 @@ async def _read(
     runner: SessionRunner,
     sample_rate_hz: int,
     link: WsLink,
-    max_depth: int,
+    limits: JsonLimits,
     budget: MessageBudget | None,
 ) -> None:
     """Until the client goes or someone asks `link` to close the socket."""
@@ -316,7 +318,7 @@ async def _read(
         msg = receive.result()
         try:
             if msg.type is WSMsgType.TEXT:
-                _dispatch(runner, protocol.parse_text(msg.data, max_depth=max_depth))
+                _dispatch(runner, protocol.parse_text(msg.data, limits=limits))
             elif msg.type is WSMsgType.BINARY:
                 _dispatch(runner, protocol.parse_binary(msg.data, sample_rate_hz))
             else:

@@ -143,7 +143,8 @@ async def test_oversized_body(make_client: MakeClient) -> None:
 
 @pytest.mark.parametrize(
     "raw",
-    [b"{", b"{'a': 1}", b"\xff\xfe", b'{"a": NaN}', b"[" * 100_000, b'{"a": Infinity}'],
+    # (100 000 `[` are too many values: 413, tests/test_hardening.py)
+    [b"{", b"{'a': 1}", b"\xff\xfe", b'{"a": NaN}', b"[" * 900, b'{"a": Infinity}'],
 )
 async def test_malformed_json(api: ApiClient, raw: bytes) -> None:
     response = await api.post(

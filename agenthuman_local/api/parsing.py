@@ -1,28 +1,70 @@
-"""Reading request bodies and fields strictly: every complaint names the field (SPEC §4)."""
+"""Reading request bodies and fields strictly: every complaint names the field (SPEC §4).
+
+A body costs the event loop little whatever its shape: it is read with a timeout between
+chunks (`http.body_timeout_s` → 408) and bounded by `max_request_mb` (413); a JSON body with
+more than `http.max_json_items` values is refused (413) before it is decoded and one nested
+past `http.max_json_depth` is a 400 (`jsonsafe`: decoding holds the GIL, so a worker thread
+would not spare the loop — the bound does).
+"""
 
 from __future__ import annotations
 
-import json
+import asyncio
 from typing import Any
 
 from aiohttp import web
 
-from agenthuman_local.errors import InvalidJson, ValidationError
+from agenthuman_local import jsonsafe, keys
+from agenthuman_local.errors import InvalidJson, PayloadTooLarge, RequestTimeout, ValidationError
+from agenthuman_local.jsonsafe import JsonLimits
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
+async def read_body(request: web.Request) -> bytes:
+    """The whole body: at most the app's `client_max_size` (413), and no gap between chunks
+    longer than `http.body_timeout_s` (408), so a stalled client does not hold a handler."""
+    timeout = request.app[keys.settings_key].http.body_timeout_s
+    limit = request.client_max_size
+    if (request.content_length or 0) > limit:
+        raise PayloadTooLarge()
+    body = bytearray()
+    while True:
+        try:
+            async with asyncio.timeout(timeout):
+                chunk = await request.content.readany()
+        except TimeoutError as exc:
+            raise RequestTimeout() from exc
+        if not chunk:
+            return bytes(body)
+        body += chunk
+        if len(body) > limit:
+            raise PayloadTooLarge()
+
+
+def decode_json(raw: bytes, limits: JsonLimits) -> Any:
+    """`raw` as JSON (UTF-8, no NaN, within `limits`), else a 400 or 413."""
+    try:
+        return jsonsafe.loads(raw.decode("utf-8"), limits)
+    except jsonsafe.JsonTooBig as exc:
+        raise PayloadTooLarge(
+            f"Request body has more than {limits.max_items} JSON values",
+            suggestion="Send fewer values (the limit is the server's http.max_json_items).",
+        ) from exc
+    except jsonsafe.JsonTooDeep as exc:
+        raise InvalidJson(
+            f"Request body nests arrays or objects deeper than {limits.max_depth} levels",
+            suggestion="Flatten the JSON (the limit is the server's http.max_json_depth).",
+        ) from exc
+    except ValueError as exc:  # UnicodeDecodeError is one
+        raise InvalidJson() from exc
 
 
 async def json_object(request: web.Request) -> dict[str, Any]:
     """The body as a JSON object; an empty body is `{}`. Oversized bodies raise 413 here."""
-    raw = await request.read()
+    raw = await read_body(request)
     if not raw.strip():
         return {}
-    try:
-        body = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise InvalidJson() from exc
+    http = request.app[keys.settings_key].http
+    body = decode_json(raw, JsonLimits(http.max_json_depth, http.max_json_items))
     if not isinstance(body, dict):
         raise ValidationError("body", "must be a JSON object")
     return body

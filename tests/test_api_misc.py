@@ -134,6 +134,20 @@ async def test_shutdown_ends_live_sessions(make_client: MakeClient, tmp_path: Pa
         await store.close()
 
 
+async def test_a_start_after_shutdown_began_ends_at_once(make_client: MakeClient) -> None:
+    """`on_shutdown` has ended the live sessions; a start that comes after (a request already
+    in flight) must not leave a session rendering: 503, and the session is ended."""
+    log: list[tuple[str, str]] = []
+    api = await make_client(contexts=[runner_context(log)])
+    sid = (await api.create_session())["session_id"]
+    await api.app[keys.manager_key].aclose()
+    await assert_error(await api.put(f"/v1/sessions/{sid}/start"), 503, "UNAVAILABLE")
+    session = (await api.json("GET", f"/v1/sessions/{sid}"))["session"]
+    assert (session["status"], session["end_reason"]) == ("ended", "server_shutdown")
+    assert log == []  # no runner was made
+    assert api.app[keys.devices_key].concurrency()["current"] == 0
+
+
 async def test_restart_ends_sessions_left_started(make_client: MakeClient) -> None:
     first = await make_client()
     sid = (await first.create_session())["session_id"]

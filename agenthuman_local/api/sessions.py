@@ -7,6 +7,7 @@ ratio 4:3); otherwise era [B] (created only, 16:9). Unknown request fields are i
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,12 @@ from agenthuman_local.api.parsing import (
     required_str,
 )
 from agenthuman_local.engine_ctx import loading_error
-from agenthuman_local.errors import NotFound, UnsupportedPlatform, ValidationError
+from agenthuman_local.errors import (
+    NotFound,
+    PayloadTooLarge,
+    UnsupportedPlatform,
+    ValidationError,
+)
 from agenthuman_local.paths import recording_path, timeline_path
 from agenthuman_local.records import Session
 from agenthuman_local.sessions.live import LiveSession
@@ -35,6 +41,26 @@ DEFAULT_LIST_LIMIT = 50
 MAX_LIST_LIMIT = 500
 TRY_AGAIN = "try_again"
 _UNSUPPORTED_PLATFORMS = frozenset({"livekit", "proxy"})
+
+
+def _metadata_bytes(metadata: dict[str, Any]) -> int:
+    return len(json.dumps(metadata, separators=(",", ":"), ensure_ascii=False).encode())
+
+
+async def _check_metadata_size(request: web.Request, metadata: dict[str, Any]) -> None:
+    """`metadata` is stored and returned in every list page: at most `session.max_metadata_kb`
+    of compact JSON (413). A body no larger than the limit needs no measuring; a larger one is
+    measured on a worker thread."""
+    limit = int(request.app[keys.settings_key].session.max_metadata_kb * 1024)
+    if not metadata or (request.content_length is not None and request.content_length <= limit):
+        return
+    size = await asyncio.to_thread(_metadata_bytes, metadata)
+    if size > limit:
+        raise PayloadTooLarge(
+            f"metadata is {size} bytes of JSON; the limit is {limit}",
+            suggestion="Keep large data in your own store and put its id in metadata "
+            "(the limit is the server's session.max_metadata_kb).",
+        )
 
 
 def _daily_room(url: str, token: str, field: str) -> dict[str, Any]:
@@ -91,7 +117,10 @@ def _aspect_ratio(body: dict[str, Any], default: str) -> str:
 
 
 def _session_out(request: web.Request, session: Session) -> dict[str, Any]:
-    out = session_json(session, request.app[keys.settings_key].base_url, time.time())
+    app = request.app
+    out = session_json(
+        session, app[keys.settings_key].base_url, time.time(), app[keys.viewer_secret_key]
+    )
     if session.status is SessionState.STARTED:
         # The store has the stats of ended sessions; a live one's come from its runner.
         live = request.app[keys.manager_key].runner(session.session_id)
@@ -112,6 +141,7 @@ async def create_session(request: web.Request) -> web.Response:
     metadata = body.get("metadata", {})
     if not isinstance(metadata, dict):
         raise ValidationError("metadata", "must be a JSON object")
+    await _check_metadata_size(request, metadata)
     manager = request.app[keys.manager_key]
     if era_c and not manager.ready:  # before any upload work the create could not use
         raise loading_error(request.app[keys.engine_status_key])

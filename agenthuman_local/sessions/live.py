@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -25,6 +25,7 @@ from agenthuman_local.paths import timeline_path
 from agenthuman_local.sessions.clock import Clock, WallClock
 from agenthuman_local.sessions.runner import RunnerOptions, SessionRunner
 from agenthuman_local.sessions.timeline import Timeline
+from agenthuman_local.transports.base import Sink
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +52,10 @@ class MediaSpec:
 
 RendererFactory = Callable[[MediaSpec], Awaitable[Any]]
 DriverFactory = Callable[[MediaSpec], Awaitable[Any]]
-# Called once the media runner exists (outputs attach here: recorder, viewer, Daily).
-MediaHook = Callable[["LiveSession", "SessionRunner"], Awaitable[None]]
+# Makes one output of a session once its media runner exists (the recorder, the viewer, the
+# metrics, Daily): the sink the runner then publishes to, or None (nothing for this session).
+# The composition root lists them (`app.live_ctx`).
+OutputFactory = Callable[["LiveSession", "SessionRunner"], Awaitable[Sink | None]]
 
 
 class SharedRenderers:
@@ -111,7 +114,7 @@ class LiveSession:
         end_soon: Callable[[str, str], None],
         save_stats: Callable[[str, dict[str, Any]], Awaitable[None]] | None = None,
         clock: Clock | None = None,
-        hooks: list[MediaHook] | None = None,
+        outputs: Sequence[OutputFactory] = (),
     ) -> None:
         self.session = session
         self.session_id: str = session.session_id
@@ -127,7 +130,7 @@ class LiveSession:
         self._end_soon = end_soon
         self._save_stats = save_stats
         self._clock = clock or WallClock()
-        self._hooks = hooks or []
+        self._outputs = tuple(outputs)
         self._lock = asyncio.Lock()
         self._closed = False
 
@@ -173,8 +176,10 @@ class LiveSession:
             timeline=timeline,
             on_end=lambda reason: self._end_soon(self.session_id, reason),
         )
-        for hook in self._hooks:
-            await hook(self, runner)
+        for make_output in self._outputs:
+            sink = await make_output(self, runner)
+            if sink is not None:
+                runner.add_sink(sink)
         runner.start()
         return runner
 

@@ -16,6 +16,8 @@ How live-session code plugs in (no aiohttp here; the app wires it):
   instead: `end` awaits the runner's `aclose`, which would wait on the caller itself.
 - `manager.mark_connected(session_id)` — the WebSocket handler calls it on a valid
   `session.init`; it disarms the `ws.connect_timeout_s` timer (else: `websocket_timeout`).
+- The timers (connect, `session.max_duration_s` → `expired`) sleep on `clock`, the same
+  injectable clock the sessions' pacers use (the wall clock unless a test gives its own).
 - `manager.lookup(session_id)` finds a session without an account (the WebSocket authenticates
   by token: `ids.secret_matches(token, session.token_hash)`); `manager.runner(session_id)` gives
   the live runner.
@@ -40,8 +42,10 @@ from agenthuman_local.errors import (
     SessionEnded,
     SessionNotFound,
     StorageUnavailable,
+    Unavailable,
 )
 from agenthuman_local.records import Avatar, Session
+from agenthuman_local.sessions.clock import Clock, WallClock
 from agenthuman_local.sessions.state import EndReason, SessionState, transition
 from agenthuman_local.store import Store
 
@@ -100,8 +104,10 @@ class SessionManager:
         *,
         runner_factory: RunnerFactory | None = None,
         rooms: RoomHooks | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self._settings = settings
+        self._clock = clock or WallClock()
         self._rooms = rooms
         self._store = store
         self._devices = devices
@@ -179,7 +185,6 @@ class SessionManager:
             avatar_id=avatar.avatar_id,
             avatar_name=avatar.name,
             token_hash=ids.secret_hash(token),
-            viewer_token=ids.new_token(),
             aspect_ratio=aspect_ratio,
             video_width=width,
             video_height=height,
@@ -290,7 +295,8 @@ class SessionManager:
         return ended
 
     async def aclose(self) -> None:
-        """End every live session with `server_shutdown` and await all owned tasks. Idempotent."""
+        """End every live session with `server_shutdown` and await all owned tasks; a session
+        that starts afterwards ends at once (start fails 503). Idempotent."""
         if self._closed:
             return
         self._closed = True
@@ -324,6 +330,9 @@ class SessionManager:
         """A session just stored as started: make its runner, arm its timers (lock held)."""
         sid = session.session_id
         self._live.add(sid)
+        if self._closed:  # a start that raced the shutdown: no runner, no timers
+            await self._end_locked(session, EndReason.SERVER_SHUTDOWN)
+            raise Unavailable("The server is shutting down")
         if self._runner_factory is not None:
             try:
                 self._runners[sid] = await self._runner_factory(session)
@@ -344,7 +353,7 @@ class SessionManager:
 
     async def _end_after(self, session_id: str, delay_s: float, reason: EndReason) -> None:
         # Only sleeps, then hands over to an end task, so cancelling a timer never cuts an end.
-        await asyncio.sleep(max(0.0, delay_s))
+        await self._clock.sleep_until(self._clock.now() + max(0.0, delay_s))
         self.end_soon(session_id, reason)
 
     async def _end_locked(

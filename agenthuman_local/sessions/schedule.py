@@ -6,7 +6,9 @@ as it was before the frame was stepped, so throwing frames away (`rewind`) puts 
 An audio-driven renderer (a plug-in, SPEC §9: `render_audio` and a `manifest`) gets with each
 frame its audio window: the frame's own samples then its look-ahead, `audio_window_samples` in
 all. Frame n is held back until the queue holds that window, unless the utterance has ended or
-no other frame is left to show (an underrun); what has not arrived then is silence. The frame's
+no other frame is left to show (an underrun); what has not arrived then is silence. Every
+renderer's frame is held the same way until its own samples have arrived, so sub-frame chunks
+(10 ms from a TTS) never put silence inside an utterance. The frame's
 own audio, and so its timeline range, never changes with the look-ahead. A driver with
 `lookahead_frames` gets the queued audio of that many following frames.
 
@@ -134,13 +136,18 @@ class FrameSchedule:
         return sum(1 for q in self.pending if q.job is not None and q.job.future.done())
 
     def hold(self) -> bool:
-        """The next frame's audio window has not all arrived, more may come, and a frame is
-        still scheduled to show meanwhile."""
+        """The next frame's own audio (an audio-driven renderer's: its whole window) has not all
+        arrived, more may come, and a frame is still scheduled to show meanwhile.
+
+        So speech sent in chunks shorter than a frame is never split by silence that
+        `played_ms` does not count: a frame is padded only in an underrun, when nothing else
+        is left to show."""
+        start, end = frame_sample_range(self.next_index, self._fps)
+        need = max(self.window_samples, end - start)
         return (
-            self.window_samples > 0
-            and bool(self.pending)
+            bool(self.pending)
             and self._speech.open_utterance_id is not None
-            and 0 < self._speech.unscheduled_samples < self.window_samples
+            and 0 < self._speech.unscheduled_samples < need
         )
 
     def _window(self, audio: FrameAudio) -> np.ndarray | None:

@@ -33,7 +33,7 @@ _BAND = 0.8
 _KEEP = 0.7
 # How far past the contour the eye is looked for: up (a lid the model put too low), down, and
 # past each corner (along the eye), in eye openings / eye lengths.
-_GROW_UP, _GROW_DOWN, _GROW_SIDE = 0.45, 0.3, 0.12
+_GROW_UP, _GROW_DOWN, _GROW_SIDE = 0.45, 0.0, 0.12
 # White of the eye: this much brighter than the skin around it (×, and + levels), at most this
 # saturated relative to that skin.
 _SCLERA_GAIN, _SCLERA_LEVELS, _SCLERA_SAT = 1.18, 10.0, 0.6
@@ -41,7 +41,9 @@ _LASH_DARK = 0.25  # the closed lid's lash line, at its darkest
 # The closed lid's edge moves this share of the way to the cheek's colour, by at most this many
 # levels (luma).
 _LIFT, _LIFT_MAX = 0.3, 25.0
+_MATCH_MAX = 40.0  # the stretched skin brought to the visible lid's tone by at most this (luma)
 _LASH_PX = 0.9  # its half-width, pixels
+_LASH_MAX = 0.45  # the thickest lash line over the eye that rides down whole, in openings
 
 
 def _local(
@@ -180,7 +182,7 @@ def _eye_bounds(
     return t_up, t_lo, np.where(in_eye, np.clip(t_lo - t_up, 0.0, None), 0.0)
 
 
-def _band_height(
+def _lid_rows(
     lum: np.ndarray,
     s_px: np.ndarray,
     t_px: np.ndarray,
@@ -188,24 +190,38 @@ def _band_height(
     h: np.ndarray,
     length: float,
     h_max: float,
-) -> float:
-    """How tall the band of lid skin above the eye is: up to the crease, a brow or a glasses
-    frame (where the rows above the lashes turn clearly darker), at most `_BAND` openings."""
+) -> tuple[float, float]:
+    """(lashes, band): how thick the lash line over the eye is (the dark rows right above it,
+    which ride down whole on the lid's edge), and how tall the band of lid skin is from the
+    eye up to the crease, a brow or a glasses frame (where the rows above the lashes turn
+    clearly darker), at most `_BAND` openings. From the rows' mean tone across the eye's
+    middle."""
     mid = (s_px > 0.15 * length) & (s_px < 0.85 * length) & (h > 0)
     above = t_up - t_px  # how far above the eye's top edge
-    lash = max(1.0, 0.22 * h_max)
-    steps = np.arange(lash, _BAND * h_max + lash, 0.5)
+    steps = np.arange(0.0, _BAND * h_max + 1.0, 0.5)
     rows = []
     for k in steps:
         sel = mid & (above >= k) & (above < k + 1.0)
         rows.append(float(np.mean(lum[sel])) if sel.sum() >= 2 else np.nan)
     profile = np.array(rows)
+    thin = max(1.0, 0.22 * h_max)
     if not np.isfinite(profile).any():
-        return _BAND * h_max
-    ref = float(np.nanmedian(profile[: max(1, len(profile) // 3)]))
-    dark = np.nonzero(np.isfinite(profile) & (profile < 0.75 * ref))[0]
+        return thin, _BAND * h_max
+    skin_rows = np.isfinite(profile) & (steps >= 0.3 * h_max) & (steps <= 0.8 * h_max)
+    skin = float(np.percentile(profile[skin_rows], 75)) if skin_rows.any() else np.nan
+    lash = thin
+    if np.isfinite(skin):
+        out = np.nonzero(np.isfinite(profile) & (steps >= thin) & (profile >= 0.85 * skin))[0]
+        if len(out):
+            lash = float(steps[out[0]])
+    lash = float(np.clip(lash, thin, _LASH_MAX * h_max))
+    lid = np.isfinite(profile) & (steps >= lash) & (steps < lash + 0.3 * h_max)
+    if not lid.any():
+        return lash, _BAND * h_max
+    ref = float(np.median(profile[lid]))
+    dark = np.nonzero(np.isfinite(profile) & (steps >= lash) & (profile < 0.75 * ref))[0]
     band = _BAND * h_max if len(dark) == 0 else float(steps[dark[0]]) - 0.5
-    return float(np.clip(band, 0.35 * h_max, _BAND * h_max))
+    return lash, float(np.clip(band, lash + 0.25 * h_max, max(_BAND * h_max, lash + 0.25 * h_max)))
 
 
 def _lid_lift(
@@ -217,43 +233,50 @@ def _lid_lift(
     h: np.ndarray,
     top: np.ndarray,
     h_max: float,
+    lash: float,
 ) -> np.ndarray:
-    """Per pixel (by its column along the eye), the colour [h, w, 3] added at the closed lid's
-    edge to bring its skin towards the skin under the eye: skin folded away while the eye is
-    open is shaded (a hooded or shadowed lid), the closed lid sits where the eye's surface is
-    lit. Added, not multiplied, so the skin's own texture keeps its contrast; the closed lid
-    runs from its own tone under the crease to this, so it joins the skin above and below
-    without a patch's edge; never darker."""
+    """Per pixel (by its column along the eye), the colour [h, w, 3] added to the closed lid's
+    stretched skin. Two parts: (1) the stretched skin is the band's part above the lashes, which
+    is lighter than the lid as it shows (lashes, shade and wrinkles in it): it is brought back
+    to the tone of the visible lid, so the closed lid is no pale patch; (2) a share of the way
+    towards the skin under the eye: skin folded away while the eye is open is shaded (a hooded
+    or shadowed lid), the closed lid sits where the eye's surface is lit, so it does not close
+    as a dark smudge. Added, not multiplied, so the skin's texture keeps its contrast."""
     zero = np.zeros((*h.shape, 3), np.float32)
-    lash = max(1.0, 0.22 * h_max)
-    band = (t_px >= top) & (t_px < t_up - lash) & (h > 0)
+    thin = max(1.0, 0.22 * h_max)
+    source = (t_px >= top) & (t_px < t_up - lash) & (h > 0)
+    shown = (t_px >= top) & (t_px < t_up - thin) & (h > 0)
     under = (t_px > t_lo + 0.3 * h_max) & (t_px < t_lo + 0.9 * h_max) & (h > 0)
-    if band.sum() < 4 or under.sum() < 4:
+    if source.sum() < 4 or under.sum() < 4:
         return zero
     lo, hi = float(s_px[h > 0].min()), float(s_px[h > 0].max())
     bins = np.arange(np.floor(lo), np.ceil(hi) + 1.0, 1.0)
-    diff = np.full((len(bins), 3), np.nan)
+    match = np.full((len(bins), 3), np.nan)
+    cheek = np.full((len(bins), 3), np.nan)
     for i, b in enumerate(bins):
         col = np.abs(s_px - b) <= 1.0
-        if (band & col).sum() >= 2 and (under & col).sum() >= 2:
-            diff[i] = rgb[under & col].mean(0) - rgb[band & col].mean(0)
-    ok = np.isfinite(diff[:, 0])
+        if (source & col).sum() >= 2 and (under & col).sum() >= 2:
+            vis = rgb[shown & col].mean(0)
+            match[i] = vis - rgb[source & col].mean(0)
+            cheek[i] = rgb[under & col].mean(0) - vis
+    ok = np.isfinite(match[:, 0])
     if not ok.any():
         return zero
     # Smooth along the eye: the lid's tone changes slowly across it.
     width = max(1, int(0.3 * len(bins)) | 1)
-    diff = np.stack(
-        [
-            uniform_filter1d(np.interp(bins, bins[ok], diff[ok, c]), width, mode="nearest")
-            for c in range(3)
-        ],
-        -1,
-    )
-    diff *= _LIFT
-    # Never darker, and at most _LIFT_MAX levels lighter (luma); the hue moves with it.
-    luma = diff @ _LUMA
-    scale = np.where(luma > 0, np.minimum(1.0, _LIFT_MAX / np.maximum(luma, 1e-6)), 0.0)
-    diff *= scale[:, None]
+
+    def smooth(a: np.ndarray) -> np.ndarray:
+        cols = [np.interp(bins, bins[ok], a[ok, c]) for c in range(3)]
+        return np.stack([uniform_filter1d(c, width, mode="nearest") for c in cols], -1)
+
+    match, cheek = smooth(match), smooth(cheek) * _LIFT
+    # The lift: never darker, at most _LIFT_MAX levels lighter (luma); the hue moves with it.
+    luma = cheek @ _LUMA
+    cheek *= np.where(luma > 0, np.minimum(1.0, _LIFT_MAX / np.maximum(luma, 1e-6)), 0.0)[:, None]
+    # The match: at most _MATCH_MAX levels either way.
+    luma = np.abs(match @ _LUMA)
+    match *= np.minimum(1.0, _MATCH_MAX / np.maximum(luma, 1e-6))[:, None]
+    diff = match + cheek
     out = np.stack([np.interp(s_px, bins, diff[:, c]) for c in range(3)], -1)
     return np.where((h > 0)[..., None], out, 0.0).astype(np.float32)
 
@@ -283,10 +306,11 @@ class LidWarp:
                 continue
             iris = geo.irises[e]
             radius = float(np.mean(np.hypot(*(iris[1:] - iris[0]).T)))
-            # Room for the eye grown past the contour and for the lid's band above it.
+            # Room for the eye grown past the contour, the lid's band above it and the skin under
+            # it (the lid's tone is measured there).
             reach = (_GROW_UP + _BAND) * h_max + 2.0
             pts = np.concatenate(
-                [upper, lower, upper - nrm * reach, lower + nrm * _GROW_DOWN * h_max]
+                [upper, lower, upper - nrm * reach, lower + nrm * (_GROW_DOWN + 1.0) * h_max]
                 + [np.stack([c0 - ax * _GROW_SIDE * length, c1 + ax * _GROW_SIDE * length])]
                 + [np.stack([iris[0] - radius - 1, iris[0] + radius + 1])]
             )
@@ -300,13 +324,12 @@ class LidWarp:
             gy, gx = np.mgrid[rows, cols].astype(np.float32)
             s_px, t_px = _local(np.stack([gx, gy], -1), c0, ax, nrm)
             t_up, t_lo, h = _eye_bounds(mask, s_px, t_px, (su, tu), (sl, tl), length)
-            band = _band_height(lum_all[rows, cols], s_px, t_px, t_up, h, length, h_max)
+            lash, band = _lid_rows(lum_all[rows, cols], s_px, t_px, t_up, h, length, h_max)
             # The lid's skin band thins into the corners with the eye's opening.
             top = t_up - band * np.sqrt(np.clip(h / max(h_max, float(h.max())), 0, 1))
             lift = _lid_lift(
-                photo[rows, cols].astype(np.float32), s_px, t_px, t_up, t_lo, h, top, h_max
+                photo[rows, cols].astype(np.float32), s_px, t_px, t_up, t_lo, h, top, h_max, lash
             )
-            lash = max(1.0, 0.22 * h_max)
 
             def t(a: np.ndarray) -> torch.Tensor:
                 return torch.tensor(a, dtype=torch.float32, device=device).unsqueeze(0)
@@ -358,10 +381,10 @@ class LidWarp:
             src = torch.where(lid, src, ts)
             d = ts - src
             cover = torch.where(lid, (edge + 0.5 - ts).clamp(0, 1), torch.ones_like(ts))
-            # The lid's tone: its own under the crease, nearer the cheek's towards its edge,
-            # back to its own over the lashes; and the lash line along the edge, a soft dark
-            # line on the lid side.
-            ramp = ((ts - top) / (edge - lash - top).clamp(min=1.0)).clamp(0, 1)
+            # The lid's tone (`_lid_lift`): its own at the crease, the shown lid's (nudged
+            # towards the cheek's) from halfway down, its own again over the lashes; and the
+            # lash line along the edge, a soft dark line on the lid side.
+            ramp = ((ts - top) / (0.5 * (edge - lash - top)).clamp(min=1.0)).clamp(0, 1)
             ramp = ramp * ((edge - ts) / lash).clamp(0, 1) * (ts >= top).float()
             line = torch.exp(-(((ts - edge + 0.7) / _LASH_PX) ** 2)) * (h > 0).float()
             opening = (h / h.amax().clamp(min=1.0)).clamp(0, 1).sqrt()

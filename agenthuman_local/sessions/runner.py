@@ -109,6 +109,8 @@ class SessionRunner:
         self.frames_published = 0
         self.frames_late = 0
         self.frames_repeated = 0
+        # (output, "shed" | "repeated") → frames, as the outputs report them (`output_loss`).
+        self.output_losses: dict[tuple[str, str], int] = {}
         self.first_frame_latency_ms: float | None = None
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -369,7 +371,23 @@ class SessionRunner:
         self._emit_all(self._speech.take_events())
 
     def add_sink(self, sink: Sink) -> None:
+        """An output; one that can shed or repeat pictures (`report_losses_to`) reports each
+        loss back here."""
         self.sinks.append(sink)
+        report_losses_to = getattr(sink, "report_losses_to", None)
+        if report_losses_to is not None:
+            report_losses_to(self.output_loss)
+
+    def output_loss(self, output: str, what: str, frame_index: int, pts_ms: int) -> None:
+        """An output shed a frame's picture (`shed`) or recorded it as a repeat of the previous
+        one (`repeated`): counted (`output_losses`, read by the metrics) and written to the
+        timeline as `{"t": "event", "type": "output.shed" | "output.repeated", "output",
+        "frame_index"}` — the timeline only, not the socket."""
+        key = (output, what)
+        self.output_losses[key] = self.output_losses.get(key, 0) + 1
+        self.timeline.event(
+            pts_ms, {"type": f"output.{what}", "output": output, "frame_index": frame_index}
+        )
 
     def remove_sink(self, sink: Sink) -> None:
         if sink in self.sinks:

@@ -110,10 +110,12 @@ class FrameSchedule:
         for _ in dropped:
             self.pending.pop()
 
-    def redo_idle(self) -> None:
-        # New audio would otherwise wait behind frames already scheduled as silence.
-        if len(self.pending) > 1 and not any(p.audio.speaking for p in list(self.pending)[1:]):
-            self.rewind(1)
+    def redo_idle(self, keep: int = 1) -> None:
+        """New audio would otherwise wait behind frames already scheduled as silence: those
+        after the first `keep` are scheduled again."""
+        rest = list(self.pending)[keep:]
+        if rest and not any(p.audio.speaking for p in rest):
+            self.rewind(keep)
 
     def silence_next(self) -> None:
         """The next frame keeps its image but loses its audio."""

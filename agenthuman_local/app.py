@@ -301,6 +301,10 @@ async def live_ctx(app: web.Application) -> AsyncIterator[None]:
             save_stats=store.set_session_stats,
             clock=app.get(keys.clock_key),
             outputs=outputs,
+            relet=app[keys.devices_key].relet,
+            save_video=lambda sid, w, h, fps: store.set_session_video(
+                sid, width=w, height=h, fps=fps
+            ),
         )
 
     app[keys.live_factory_key] = live_factory

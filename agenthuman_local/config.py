@@ -81,6 +81,9 @@ class SpeechSettings:
 @dataclass(frozen=True)
 class VideoSettings:
     fps: int = 25
+    # Bounds on what `session.init` may ask for (issue 12): frame area in pixels and fps.
+    max_pixels: int = 1920 * 1080
+    max_fps: int = 60
 
 
 @dataclass(frozen=True)
@@ -98,6 +101,8 @@ class EngineSettings:
     preload: bool = True
     # Neural plug-ins (SPEC §9), one folder each; see models/README.md.
     models_dir: Path = Path("./models")
+    # One memory budget for the engine's caches: per-size assets and the feature tiles.
+    cache_mb: int = 512
 
 
 @dataclass(frozen=True)
@@ -175,6 +180,9 @@ _CHECKS: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "speech.silence_gap_ms": (lambda v: v > 0, "an integer > 0"),
     "speech.max_buffer_s": (lambda v: v > 0, "a number > 0"),
     "video.fps": (lambda v: 10 <= v <= 60, "an integer 10-60"),
+    "video.max_pixels": (lambda v: 128 * 128 <= v <= 1920 * 1920, "an integer 16384-3686400"),
+    "video.max_fps": (lambda v: 10 <= v <= 60, "an integer 10-60"),
+    "engine.cache_mb": (lambda v: v >= 16, "an integer >= 16"),
     "devices.cuda_sessions": (lambda v: v >= 0, "an integer >= 0"),
     "devices.cpu_sessions": (lambda v: v >= 0, "an integer >= 0"),
     "daily.api_url": (lambda v: v.startswith(("http://", "https://")), "an http(s) URL"),

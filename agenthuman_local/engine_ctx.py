@@ -117,6 +117,10 @@ def _build(factory: EngineFactory, settings: Settings) -> Engine:
     from agenthuman_local.engine import engine as engine_module
 
     engine_module.torch.set_num_threads(TORCH_THREADS)
+    from agenthuman_local.engine.cache import BUDGET
+
+    if settings is not None:
+        BUDGET.set_limit_mb(settings.engine.cache_mb)  # one budget for every renderer's caches
     import cv2  # process-wide too; this thread is off the loop, so the import costs nothing
 
     cv2.setNumThreads(OPENCV_THREADS)

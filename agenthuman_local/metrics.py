@@ -12,7 +12,11 @@ the session's own `stats` (its runner's counters) give them.
 Names: `agenthuman_sessions{status}`, `agenthuman_frames_published_total`,
 `agenthuman_frames_late_total`, `agenthuman_frames_dropped_total`, `agenthuman_render_ms`,
 `agenthuman_first_frame_latency_ms`, `agenthuman_audio_bytes_received_total`,
-`agenthuman_device_sessions{device}`, `agenthuman_device_capacity{device}`.
+`agenthuman_device_sessions{device}`, `agenthuman_device_capacity{device}`,
+`agenthuman_output_frames_lost_total{output, kind}` (kind `shed`: the viewer or socket output
+skipped the frame's picture and sent its audio; `repeated`: the recording repeated the previous
+picture with the frame's audio; the timeline has an `output.shed` / `output.repeated` event for
+each).
 """
 
 from __future__ import annotations
@@ -45,6 +49,14 @@ class Metrics:
         )
         self._dropped = Counter(
             "agenthuman_frames_dropped", "Frames dropped before publication", registry=r
+        )
+        self._output_losses = Counter(
+            "agenthuman_output_frames_lost",
+            "Frames an output published without their own picture under load:"
+            " kind=shed (viewer, socket: picture skipped, audio sent),"
+            " kind=repeated (recording: the previous picture again, with the frame's audio)",
+            ["output", "kind"],
+            registry=r,
         )
         self._render_ms = Histogram(
             "agenthuman_render_ms",
@@ -83,6 +95,9 @@ class Metrics:
 
     def frame_dropped(self, session_id: str, n: int = 1) -> None:
         self._dropped.inc(n)
+
+    def output_frames_lost(self, output: str, kind: str, n: int = 1) -> None:
+        self._output_losses.labels(output=output, kind=kind).inc(n)
 
     def first_frame_latency(self, ms: float) -> None:
         self._first_frame_ms.observe(ms)

@@ -44,6 +44,7 @@ CLOSE_BAD_TOKEN = 4001
 CLOSE_PROTOCOL = 4002
 CLOSE_NOT_STARTED = 4003
 CLOSE_UNKNOWN_SESSION = 4004
+CLOSE_NO_CAPACITY = 4005  # session.init asked for a size and fps its device has no room for
 CLOSE_ENDED = 4009
 
 # `error` event codes.
@@ -62,6 +63,8 @@ E_NOT_STARTED = "SESSION_NOT_STARTED"
 E_SESSION_ENDED = "SESSION_ENDED"
 E_RENDER_FAILED = "RENDER_FAILED"  # an error event: the renderer raised, the session goes on
 E_MEDIA_FAILED = "MEDIA_FAILED"  # the avatar could not be loaded at session.init (then 1011)
+E_INVALID_VIDEO_SIZE = "INVALID_VIDEO_SIZE"  # past video.max_pixels / video.max_fps (then 4002)
+E_NO_CAPACITY = "NO_CAPACITY"  # the size and fps do not fit the session's device (then 4005)
 
 # `session.state` states of the room (the session's own end is `ended`).
 STATE_CONNECTING = "connecting"

@@ -473,12 +473,15 @@ class Store:
                 (_dumps(dict(daily_room)) if daily_room is not None else None, session_id),
             )
 
-    async def set_session_video(self, session_id: str, *, width: int, height: int) -> None:
-        """The frame size `session.init` asked for, replacing the aspect ratio's default."""
+    async def set_session_video(
+        self, session_id: str, *, width: int, height: int, fps: int | None = None
+    ) -> None:
+        """The frame size (and fps) `session.init` asked for, replacing the defaults."""
         async with self._write() as tx:
             await tx.run(
-                "UPDATE sessions SET video_width = ?, video_height = ? WHERE session_id = ?",
-                (width, height, session_id),
+                "UPDATE sessions SET video_width = ?, video_height = ?, fps = COALESCE(?, fps)"
+                " WHERE session_id = ?",
+                (width, height, fps, session_id),
             )
 
 

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import Figure, hostile, live, load, soak
+from bench import Figure, capacity, hostile, live, load, soak
 from bench import engine as engine_bench
 
 RESULTS = Path(__file__).resolve().parent / "results.json"
@@ -24,9 +24,10 @@ SECTIONS: dict[str, Callable[[], list[Figure]]] = {
     "load": load.run,
     "soak": soak.run,
     "hostile": hostile.run,
+    "capacity": capacity.run,
 }
 # Long sections run only when named with --only.
-OPT_IN = {"load", "soak"}
+OPT_IN = {"load", "soak", "capacity"}
 
 
 def _machine() -> dict[str, object]:

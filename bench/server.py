@@ -304,10 +304,13 @@ async def speak_utterance(conn: Conn, pcm: np.ndarray, *, chunk_ms: int = 200, s
     return t_first
 
 
-async def viewer(http: aiohttp.ClientSession, session: Mapping[str, Any]) -> ViewerCount:
-    """Attach one viewer (SPEC §10) to the session; counts what it receives."""
+async def viewer(
+    http: aiohttp.ClientSession, session: Mapping[str, Any], *, compress: int = 0
+) -> ViewerCount:
+    """Attach one viewer (SPEC §10) to the session; counts what it receives. `compress=15`
+    offers permessage-deflate as a browser does (the server declines it)."""
     url = session["viewer_url"].replace("http", "ws", 1).replace("/viewer?", "/viewer/ws?", 1)
-    count = ViewerCount(await http.ws_connect(url, max_msg_size=0))
+    count = ViewerCount(await http.ws_connect(url, max_msg_size=0, compress=compress))
     count.task = asyncio.create_task(count.run(), name=f"bench:{session['session_id']}:viewer")
     return count
 

@@ -23,7 +23,9 @@ async def test_healthz(api: ApiClient) -> None:
     assert body == {
         "status": "ok",
         "engine": "ready",
-        "devices": [{"name": "cpu", "kind": "cpu", "label": "CPU", "sessions": 0, "capacity": 4}],
+        "devices": [
+            {"name": "cpu", "kind": "cpu", "label": "CPU", "sessions": 0, "capacity": 4, "load": 0}
+        ],
     }
 
 
@@ -38,7 +40,7 @@ async def test_usage(api: ApiClient) -> None:
     assert usage["minutes"] == {"total_remaining": None}
     assert [s["session_id"] for s in usage["active_sessions"]] == [live]
     assert usage["devices"] == [
-        {"name": "cpu", "kind": "cpu", "label": "CPU", "sessions": 1, "capacity": 4}
+        {"name": "cpu", "kind": "cpu", "label": "CPU", "sessions": 1, "capacity": 4, "load": 1.0}
     ]
 
 

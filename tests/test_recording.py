@@ -156,18 +156,17 @@ async def test_a_gap_in_frame_indices_stays_a_gap_in_time(tmp_path: Path) -> Non
     assert 30 * SR // FPS + AAC_FRAME <= audio.size < 30 * SR // FPS + 2 * AAC_FRAME
 
 
-async def test_submit_never_blocks_and_every_frame_is_written_or_counted_dropped(
-    tmp_path: Path,
-) -> None:
+async def test_submit_never_blocks_and_every_frame_is_written(tmp_path: Path) -> None:
     rec = Recorder(tmp_path / "burst.mp4", 640, 480, FPS, SR, queue_frames=3)
-    img = np.random.default_rng(0).integers(0, 255, (480, 640, 3), np.uint8)
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 255, (480, 640, 3), np.uint8) for _ in range(4)]
     for n in range(100):
-        assert rec.submit(n, img, frame_audio(n))
+        assert rec.submit(n, images[n % 4], frame_audio(n))
     await rec.aclose()
-    assert rec.frames_written + rec.frames_dropped == 100
-    assert rec.frames_dropped > 0  # 100 noisy VGA frames cannot all be encoded in a burst
+    # Behind, the recorder repeats pictures (tests/test_overload.py); it never drops a frame.
+    assert rec.frames_written == 100 and rec.frames_dropped == 0
     video, _, _ = decode(tmp_path / "burst.mp4")
-    assert len(video) == rec.frames_written
+    assert len(video) == 100
 
 
 async def test_close_is_idempotent_and_later_frames_are_refused(tmp_path: Path) -> None:

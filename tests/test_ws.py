@@ -125,6 +125,8 @@ async def test_either_token_name_in_either_era(live):
 async def test_speak_confirmed_counts_at_16k(live, rate):
     sid, token = await live.started_session()
     conn = await live.connect(sid, token, video_width=128, video_height=128)
+    await live.settle()
+    live.clock.advance(0.8 / FPS)  # close to the next tick: no speech plays before it
     sizes = [4800, 1, 333, 2400, 7]
     for n in sizes:
         await conn.speak(counting_pcm(n).tobytes(), rate)

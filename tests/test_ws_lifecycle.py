@@ -23,6 +23,9 @@ async def test_resume_inside_the_grace_gets_missed_events_in_order(make_client):
     sid, token = await live.started_session()
     conn = await live.connect(sid, token, video_width=128, video_height=128)
     await live.settle()
+    # Close to the next tick, so the first speaking frame is the one after it (not published
+    # at once, before the socket closes).
+    live.clock.advance(0.8 / 25)
     await conn.speak(counting_pcm(4000).tobytes())
     await conn.ws.send_json({"type": "agent.speak_end"})
     await conn.barrier()

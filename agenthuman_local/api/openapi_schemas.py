@@ -167,7 +167,9 @@ SCHEMAS: dict[str, JsonSchema] = {
             "kind": {"enum": ["cuda", "cpu"]},
             "label": STRING,
             "sessions": INT,
+            # In cost units (1 = a 1280x720@25 session; a session costs width x height x fps).
             "capacity": INT,
+            "load": {"type": "number", "minimum": 0},
         }
     ),
     "Usage": obj(_USAGE_PROPS),

@@ -30,7 +30,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from agenthuman_local import ids, keys, protocol
 from agenthuman_local.api.auth import public
 from agenthuman_local.jsonsafe import JsonLimits
-from agenthuman_local.sessions.live import LiveSession, SessionClosed
+from agenthuman_local.sessions.live import LiveSession, MediaRefused, SessionClosed
 from agenthuman_local.sessions.state import EndReason, SessionState
 from agenthuman_local.transports.socket import SocketMediaSink
 
@@ -253,6 +253,9 @@ async def session_ws(request: web.Request) -> web.WebSocketResponse:
             runner, _ = await live.connect(link, init)
         except SessionClosed:
             await _reject(ws, protocol.CLOSE_ENDED, protocol.E_SESSION_ENDED, "Session has ended")
+            return ws
+        except MediaRefused as exc:  # too big, or no room for it: the session keeps its seat
+            await _reject(ws, exc.close_code, exc.code, exc.message)
             return ws
         except Exception:
             # The renderer could not be made (e.g. an avatar's files are gone): SPEC §11.

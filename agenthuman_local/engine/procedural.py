@@ -12,7 +12,6 @@ Frames larger than the crop budget draw the crop at ≤ 384 px and scale it up.
 
 from __future__ import annotations
 
-import functools
 import math
 import threading
 from collections import OrderedDict
@@ -23,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from agenthuman_local.engine.base import N_PARAMS, FrameSize, P
+from agenthuman_local.engine.cache import BudgetedCache, tensor_bytes
 from agenthuman_local.engine.procedural_features import (
     FEATURE_SHIFT_X,
     FEATURE_SHIFT_Y,
@@ -46,7 +46,7 @@ SWAY_Y = 0.03  # per unit of TY
 BREATH_LIFT = 0.012  # shoulder rise at full inhale, head units
 BREATH_STEPS = 4  # pre-painted backgrounds between exhale and inhale
 # Drawn feature tiles kept per layer, float16 (K, L) [h, w, 4]: at 1280x720 about 270 eye and
-# 410 mouth shapes, a few sentences' worth. (Becomes a share of engine.cache_mb, issue 12.)
+# 410 mouth shapes, a few sentences' worth; all of them together within engine.cache_mb.
 TILE_CACHE_MB = 32
 LAID_TILES = 96  # and finished tiles at their shift and tilt, per layer: a still head reuses them
 # Head tilt: pre-rotated heads in whole steps, so a frame only picks one.
@@ -99,8 +99,26 @@ class _Assets:
     inv_alpha: torch.Tensor  # int16 [tilts, h2, w2, 1], (1 - alpha) · 128
 
 
-@functools.lru_cache(maxsize=8)  # ~30 MB each at 960x720: sizes in use, both avatars
+def _asset_bytes(a: _Assets) -> int:
+    return tensor_bytes(a.backgrounds, a.head_alpha, a.head_straight, a.head_i16, a.inv_alpha)
+
+
+# ~30 MB each at 960x720; the sizes in use and recently used, within `engine.cache_mb`.
+_ASSETS: BudgetedCache[tuple[Style, int, int, str], _Assets] = BudgetedCache(
+    "procedural assets", _asset_bytes
+)
+
+
 def _assets(style: Style, width: int, height: int, device: str) -> _Assets:
+    key = (style, width, height, device)
+    assets = _ASSETS.get(key)
+    if assets is None:
+        assets = _paint_assets(style, width, height, device)
+        _ASSETS.put(key, assets)
+    return assets
+
+
+def _paint_assets(style: Style, width: int, height: int, device: str) -> _Assets:
     lay = layout_for(FrameSize(width, height))
     # At most a few backgrounds: big frames breathe in steps of more than a pixel.
     top = round(BREATH_LIFT * lay.unit_px)
@@ -200,13 +218,19 @@ class ProceduralRenderer:
         self._shift_px = (FEATURE_SHIFT_X * u, FEATURE_SHIFT_Y * u)
         # Sessions may share a renderer; the tile caches are not safe to touch from two threads.
         self._lock = threading.Lock()
-        self._caches: list[OrderedDict[tuple, torch.Tensor]] = [OrderedDict() for _ in self._layers]
+        # Drawn tiles, per layer: at most TILE_CACHE_MB each, all within `engine.cache_mb`.
+        self._caches: list[BudgetedCache[tuple, torch.Tensor]] = [
+            BudgetedCache(
+                f"tiles {size.width}x{size.height} {type(layer).__name__}",
+                tensor_bytes,
+                max_entries=max(
+                    16, TILE_CACHE_MB * 2**20 // (layer.box.height * layer.box.width * 4 * 2)
+                ),
+            )
+            for layer in self._layers
+        ]
         self._laid: list[OrderedDict[tuple, tuple[int, int, torch.Tensor]]] = [
             OrderedDict() for _ in self._layers
-        ]
-        self._cache_tiles = [
-            max(16, TILE_CACHE_MB * 2**20 // (layer.box.height * layer.box.width * 4 * 2))
-            for layer in self._layers
         ]
         # A tilted tile turns about its own centre; its grids are the same for every frame.
         degrees = [roll_degrees(k) for k in range(ROLL_STEPS)]
@@ -329,14 +353,14 @@ class ProceduralRenderer:
             keys.append((q, sx, sy, self.roll_index(row)))
         todo = [key for key in dict.fromkeys(keys) if key not in laid]
         if todo:
-            missing = [q for q in dict.fromkeys(key[0] for key in todo) if q not in drawings]
+            found = {q: drawings.get(q) for q in dict.fromkeys(key[0] for key in todo)}
+            missing = [q for q, drawing in found.items() if drawing is None]
             if missing:
-                self._draw_missing(index, missing)
+                found.update(self._draw_missing(index, missing))
             for key in todo:
-                drawings.move_to_end(key[0])
-                laid[key] = self._lay(index, drawings[key[0]], *key[1:])
-            while len(drawings) > self._cache_tiles[index]:
-                drawings.popitem(last=False)
+                drawing = found[key[0]]
+                assert drawing is not None
+                laid[key] = self._lay(index, drawing, *key[1:])
         result = []
         for key in keys:
             laid.move_to_end(key)
@@ -374,7 +398,7 @@ class ProceduralRenderer:
             premul = torch.floor(premul * 255.0).to(torch.int16)
         return c, r, premul
 
-    def _draw_missing(self, index: int, missing: list[tuple]) -> None:
+    def _draw_missing(self, index: int, missing: list[tuple]) -> dict[tuple, torch.Tensor]:
         """Draw upright (K, L) for each rounded parameter set: drawn = K · skin + L."""
         layer, box = self._layers[index], self._layers[index].box
         qparams = torch.zeros(len(missing), N_PARAMS)
@@ -384,9 +408,11 @@ class ProceduralRenderer:
         canvas = torch.zeros(len(missing), box.height, box.width, 4, device=self.device)
         canvas[..., 0] = 1.0  # skin factor 1, colour 0: the drawing comes back as (K, L)
         drawn = layer.draw(canvas, qparams.to(self.device))
-        cache = self._caches[index]
+        cache, fresh = self._caches[index], {}
         for key, tile in zip(missing, drawn.half().cpu(), strict=True):
-            cache[key] = tile
+            cache.put(key, tile)
+            fresh[key] = tile
+        return fresh
 
     @staticmethod
     def _clip(frame: torch.Tensor, h: int, w: int, x0: int, y0: int):

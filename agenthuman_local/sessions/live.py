@@ -2,7 +2,11 @@
 
 The manager makes one when a session starts (`live_factory`) and closes it when the session
 ends. The media runner itself is made on the first valid `session.init`, because that message
-fixes the frame size, fps and sample rate; later inits resume it (queue and clock intact). The
+fixes the frame size, fps and sample rate; later inits resume it (queue and clock intact). That
+first init's size and fps are checked against `video.max_pixels` / `video.max_fps`, re-leased on
+the session's device in cost units (`relet`: a size that no longer fits is refused with
+`NO_CAPACITY`, close 4005, and the session keeps its seat for another try) and stored, so GET
+reports what the session really renders (`save_video`). The
 live session also owns "which socket is current": a new one replaces the old (closed 4000
 "replaced"), and the end of the session closes the current one with `session.state {ended}` and
 4009. What the API reads of a live session — `connect`/`disconnect` (the socket handler),
@@ -21,8 +25,10 @@ from typing import Any, Protocol
 
 from agenthuman_local import protocol
 from agenthuman_local.config import Settings
+from agenthuman_local.devices import cost_units
 from agenthuman_local.engine.base import FrameDriver, FrameSize, Renderer
 from agenthuman_local.engine.worker import RenderPool
+from agenthuman_local.errors import NoCapacity
 from agenthuman_local.paths import timeline_path
 from agenthuman_local.records import Session
 from agenthuman_local.sessions.clock import Clock, WallClock
@@ -105,6 +111,21 @@ class SessionClosed(Exception):
     """The session ended while a socket was connecting."""
 
 
+class MediaRefused(Exception):
+    """session.init asked for media this session may not have: an `error` event, then close."""
+
+    def __init__(self, code: str, message: str, close_code: int) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.close_code = close_code
+
+
+# (session_id, cost units) → None, or raises errors.NoCapacity.
+Relet = Callable[[str, float], Any]
+SaveVideo = Callable[[str, int, int, int], Awaitable[None]]
+
+
 class LiveSession:
     def __init__(
         self,
@@ -118,6 +139,8 @@ class LiveSession:
         save_stats: Callable[[str, dict[str, Any]], Awaitable[None]] | None = None,
         clock: Clock | None = None,
         outputs: Sequence[OutputFactory] = (),
+        relet: Relet | None = None,
+        save_video: SaveVideo | None = None,
     ) -> None:
         self.session = session
         self.session_id: str = session.session_id
@@ -134,6 +157,8 @@ class LiveSession:
         self._save_stats = save_stats
         self._clock = clock or WallClock()
         self._outputs = tuple(outputs)
+        self._relet = relet
+        self._save_video = save_video
         self._lock = asyncio.Lock()
         self._closed = False
 
@@ -147,6 +172,34 @@ class LiveSession:
             fps=init.fps or s.fps,
             sample_rate_hz=init.sample_rate_hz,
         )
+
+    async def _admit(self, spec: MediaSpec) -> None:
+        """Bounds, then the lease in cost units, then the stored size; MediaRefused if not."""
+        video = self.settings.video
+        if spec.width * spec.height > video.max_pixels or spec.fps > video.max_fps:
+            raise MediaRefused(
+                protocol.E_INVALID_VIDEO_SIZE,
+                f"{spec.width}x{spec.height} at {spec.fps} fps is over this server's bounds"
+                f" ({video.max_pixels} pixels, {video.max_fps} fps)",
+                protocol.CLOSE_PROTOCOL,
+            )
+        if self._relet is not None:
+            try:
+                self._relet(self.session_id, cost_units(spec.width, spec.height, spec.fps))
+            except NoCapacity as exc:
+                raise MediaRefused(
+                    protocol.E_NO_CAPACITY,
+                    f"No capacity for {spec.width}x{spec.height} at {spec.fps} fps on this"
+                    " session's device; ask for a smaller size or fps",
+                    protocol.CLOSE_NO_CAPACITY,
+                ) from exc
+        s = self.session
+        if self._save_video is not None and (spec.width, spec.height, spec.fps) != (
+            s.video_width,
+            s.video_height,
+            s.fps,
+        ):
+            await self._save_video(self.session_id, spec.width, spec.height, spec.fps)
 
     async def _start_media(self, spec: MediaSpec) -> SessionRunner:
         renderer = await self._renderers.acquire(spec)
@@ -199,9 +252,11 @@ class LiveSession:
                 raise SessionClosed(self.session_id)
             resumed = self.runner is not None
             if self.runner is None:
+                wanted = self._spec(init)
+                await self._admit(wanted)
                 self.init = init
-                self.spec = self._spec(init)
-                self.runner = await self._start_media(self.spec)
+                self.spec = wanted
+                self.runner = await self._start_media(wanted)
             runner, spec = self.runner, self.spec
             assert spec is not None
             old, self.link = self.link, link

@@ -2,7 +2,8 @@
 
 Every transition is checked by `state.transition` and written to the store before it is reported.
 Start and end of one session are serialised by a per-session lock, so twenty concurrent starts
-lease one seat and return one `ws_uri`.
+lease one seat and return one `ws_uri`. A seat is the session's cost in units of its default
+size and fps (`devices.cost_units`); its first `session.init` re-leases its real size.
 
 How live-session code plugs in (no aiohttp here; the app wires it):
 
@@ -38,7 +39,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from agenthuman_local import ids
 from agenthuman_local.config import Settings
-from agenthuman_local.devices import DevicePool
+from agenthuman_local.devices import DevicePool, cost_units
 from agenthuman_local.errors import (
     EngineLoading,
     Internal,
@@ -215,7 +216,7 @@ class SessionManager(Generic[H]):
             await self._store.insert_session(session)
             return session, token
         async with self._lock_for(session.session_id):
-            device = self._devices.lease(session.session_id)
+            device = self._devices.lease(session.session_id, _cost(session))
             session = replace(
                 session,
                 started_at=session.created_at,
@@ -241,7 +242,7 @@ class SessionManager(Generic[H]):
             if not self.ready:
                 return None
             transition(session.status, SessionState.STARTED)
-            device = self._devices.lease(session_id)
+            device = self._devices.lease(session_id, _cost(session))
             now = time.time()
             expiration = self._expiration(now)
             try:
@@ -395,3 +396,8 @@ class SessionManager(Generic[H]):
             await self.end(session_id, reason)
         except (SessionNotFound, StorageUnavailable) as exc:
             log.warning("session %s: could not end with %s: %s", session_id, reason, exc)
+
+
+def _cost(session: Session) -> float:
+    """A session's lease at start: its default size and fps, in cost units."""
+    return cost_units(session.video_width, session.video_height, session.fps)

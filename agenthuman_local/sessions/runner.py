@@ -9,6 +9,12 @@ video never drift. An interrupt silences the next frame, throws away the ones af
 the driver to that frame and continues from there with silence, so no queued speech is heard
 after the next tick and the face closes its mouth from where it was rather than jumping.
 
+The first speaking frame after silence does not wait for a tick: speech that arrives with at
+least half a frame left before the next tick re-schedules that very frame with the speech
+(otherwise the one after it), and the frame is published as soon as its image is rendered,
+early (`Pacer.next_tick(early)`); its pts and audio, and every later tick, stay on the clock.
+(Not for audio-window renderers, whose look-ahead that frame would eat.)
+
 The scheduled frames, an audio-driven renderer's (a plug-in's) audio window and a driver's
 look-ahead are `sessions.schedule`.
 
@@ -94,6 +100,8 @@ class SessionRunner:
         self._listeners: list[Callable[[dict[str, Any]], None]] = []
         self._pacer = Pacer(options.fps, clock)
         self._listening = False
+        self._last_speaking = False  # the last published frame carried speech
+        self._early = asyncio.Event()  # set: the next frame may be published before its tick
         self._last_rgb: np.ndarray | None = None
         self._pts_ms = 0
         self._outbox = Outbox(options.max_outbox_events)
@@ -110,6 +118,8 @@ class SessionRunner:
         self.frames_published = 0
         self.frames_late = 0
         self.frames_repeated = 0
+        # (output, "shed" | "repeated") → frames, as the outputs report them (`output_loss`).
+        self.output_losses: dict[tuple[str, str], int] = {}
         self.first_frame_latency_ms: float | None = None
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -246,8 +256,9 @@ class SessionRunner:
         self._emit(
             protocol.speak_confirmed(result.audio_samples, result.buffered_ms, result.utterance_id)
         )
-        self._schedule.redo_idle()
+        self._schedule.redo_idle(keep=self._keep_before_speech())
         self._fill()
+        self._check_early()
 
     def speak_end(self) -> None:
         self._speech.end_utterance()
@@ -277,15 +288,43 @@ class SessionRunner:
 
     # --- frames ----------------------------------------------------------------------------
 
+    def _keep_before_speech(self) -> int:
+        """Scheduled idle frames new speech leaves in place: none when the next tick is at
+        least half a frame away (the next frame itself can be rendered with the speech in
+        time), else that next frame."""
+        if not self._pacer.started or not self._pending or self._schedule.window_samples:
+            return 1  # an audio-window renderer keeps its look-ahead margin (see _check_early)
+        due = self._pacer.expected(self._pending[0].audio.frame_index)
+        return 0 if (due - self.clock.now()) * self.options.fps >= 0.5 else 1
+
+    def _check_early(self, _: object = None) -> None:
+        """Set `_early` when the next frame is the first speaking one after silence and its
+        image is ready: it is published without waiting for its tick.
+
+        Not for an audio-window renderer (a plug-in): starting its speech a frame earlier
+        would eat a frame of the look-ahead a client streaming in real time keeps."""
+        if self._last_speaking or not self._pending or self._schedule.window_samples:
+            return
+        p = self._pending[0]
+        if (
+            p.audio.speaking
+            and p.job is not None
+            and p.job.future.done()
+            and not p.job.future.cancelled()
+        ):
+            self._early.set()
+
     def _submit(
         self, frame_index: int, params: np.ndarray, window: np.ndarray | None = None
     ) -> RenderJob | None:
         try:
-            return self.worker.submit(
+            job = self.worker.submit(
                 self.renderer, params, self._pacer.expected(frame_index), window
             )
         except (WorkerFull, WorkerClosed):
             return None
+        job.future.add_done_callback(self._check_early)
+        return job
 
     def _fill(self) -> None:
         if self._closed:
@@ -306,7 +345,9 @@ class SessionRunner:
         try:
             await self._first_frame()
             while True:
-                tick = await self._pacer.next_tick()
+                self._check_early()
+                tick = await self._pacer.next_tick(self._early)
+                self._early.clear()
                 await self._publish(tick)
                 self._fill()
         except RenderFailed as exc:
@@ -363,6 +404,7 @@ class SessionRunner:
         )
         self.frames_published += 1
         self.frames_late += late
+        self._last_speaking = p.audio.speaking
         for sink in list(self.sinks):
             await sink.publish(frame)
         self._speech.publish(p.audio, tick.pts_ms, tick.pts_end_ms)
@@ -370,7 +412,23 @@ class SessionRunner:
         self._emit_all(self._speech.take_events())
 
     def add_sink(self, sink: Sink) -> None:
+        """An output; one that can shed or repeat pictures (`report_losses_to`) reports each
+        loss back here."""
         self.sinks.append(sink)
+        report_losses_to = getattr(sink, "report_losses_to", None)
+        if report_losses_to is not None:
+            report_losses_to(self.output_loss)
+
+    def output_loss(self, output: str, what: str, frame_index: int, pts_ms: int) -> None:
+        """An output shed a frame's picture (`shed`) or recorded it as a repeat of the previous
+        one (`repeated`): counted (`output_losses`, read by the metrics) and written to the
+        timeline as `{"t": "event", "type": "output.shed" | "output.repeated", "output",
+        "frame_index"}` — the timeline only, not the socket."""
+        key = (output, what)
+        self.output_losses[key] = self.output_losses.get(key, 0) + 1
+        self.timeline.event(
+            pts_ms, {"type": f"output.{what}", "output": output, "frame_index": frame_index}
+        )
 
     def remove_sink(self, sink: Sink) -> None:
         if sink in self.sinks:

@@ -114,10 +114,13 @@ class FrameSchedule:
         for _ in dropped:
             self.pending.pop()
 
-    def redo_idle(self) -> None:
-        # New audio would otherwise wait behind frames already scheduled as silence.
-        if len(self.pending) > 1 and not any(p.audio.speaking for p in list(self.pending)[1:]):
-            self.rewind(1)
+    def redo_idle(self, keep: int = 1) -> None:
+        """New audio would otherwise wait behind frames already scheduled as silence: the
+        silent frames after the last speaking one, and after the first `keep`, are scheduled
+        again. (A silent frame took no samples, so nothing goes back to the speech queue.)"""
+        pending = list(self.pending)
+        last_speaking = max((i for i, p in enumerate(pending) if p.audio.speaking), default=-1)
+        self.rewind(max(keep, last_speaking + 1))
 
     def silence_next(self) -> None:
         """The next frame keeps its image but loses its audio."""

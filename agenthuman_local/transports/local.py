@@ -11,11 +11,13 @@ Daily's): when a session's media runner is made, each makes one sink of that run
   state: each `session.state` the runner emits (`connecting`, `joined_room`, `room_error`, seen
   through `runner.add_event_listener`) goes to the page as `{"type": "room", "state",
   "reason"}`, again to each page opened later;
-- `metrics_output(metrics)`: a `MetricsOutput`: every published frame, the runner's drops, its
-  first-frame latency and the speech audio it received.
+- `metrics_output(metrics)`: a `MetricsOutput`: every published frame, the runner's drops, the
+  pictures its outputs shed or repeated under load, its first-frame latency and the speech audio
+  it received.
 
-Each sink returns at once from `publish`: the recorder and the viewer keep bounded queues that
-drop their own oldest frames, the metrics only count. None raises into the session's pacer.
+Each sink returns at once from `publish`: the viewer keeps a bounded queue and, behind, sheds
+pictures (the newest wins, audio kept); the recorder never drops a frame (behind, it repeats the
+previous picture); the metrics only count. None raises into the session's pacer.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ class MetricsOutput:
         self.session_id = session_id
         self._runner = runner
         self._dropped = 0
+        self._losses: dict[tuple[str, str], int] = {}
         self._audio_ms = 0
         self._latency_seen = False
         self._closed = False
@@ -64,6 +67,11 @@ class MetricsOutput:
         if dropped > 0:
             self.metrics.frame_dropped(self.session_id, dropped)
             self._dropped += dropped
+        for (output, kind), n in list(self._runner.output_losses.items()):
+            new = n - self._losses.get((output, kind), 0)
+            if new > 0:
+                self.metrics.output_frames_lost(output, kind, new)
+                self._losses[(output, kind)] = n
         audio_ms = stats["audio_ms_received"] - self._audio_ms
         if audio_ms > 0:
             self.metrics.audio_bytes_received(audio_ms * _BYTES_PER_MS)

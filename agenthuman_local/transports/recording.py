@@ -1,15 +1,21 @@
 """A session's recording: fragmented MP4 (H.264 + AAC) written on a worker thread (SPEC §10).
 
 The caller hands over each published frame with its exact audio; `submit` never blocks: frames
-wait in a bounded queue and, when the encoder falls behind, the oldest are dropped and counted.
-The worker thread owns the PyAV container. The MP4 is fragmented (`empty_moov`, a fragment per
-keyframe, a keyframe every second, packets flushed to the OS as they are muxed), so a process
-killed at any moment leaves a file that plays up to its last whole second.
+wait in a bounded queue. The recorder never drops a frame: when the encoder falls behind (the
+queue holds `queue_frames` pictures), a new frame is queued without its picture and recorded as
+a repeat of the previous one, with its own audio, so the file's frame count and timing stay
+exact (counted in `frames_repeated`); a repeat costs no colour conversion. Only if the encoder
+stops altogether (a minute of frames queued) are the oldest dropped and counted. The worker
+thread owns the PyAV container and runs demoted (`transports.base.demote_thread`): under CPU
+contention rendering comes first and the recording repeats pictures instead. The MP4 is
+fragmented (`empty_moov`, a fragment per keyframe, a keyframe every second, packets flushed to
+the OS as they are muxed), so a process killed at any moment leaves a file that plays up to its
+last whole second.
 
 Timing: video timestamps are the frame's first audio sample (SPEC §9: frame n shows samples
 [floor(n·sr/fps), floor((n+1)·sr/fps))), in a 1/sample_rate time base, so video and audio share
-one exact clock. A dropped frame leaves a gap in the video and silence in the audio, keeping
-what follows in sync.
+one exact clock. A gap in the frame indices leaves a gap in the video and silence in the audio,
+keeping what follows in sync.
 
 As a session Sink: `RecorderSink(Recorder(recording_path(data_dir, session_id), 960, 720, 25,
 16000))`.
@@ -29,7 +35,7 @@ import numpy as np
 from av.video.reformatter import ColorPrimaries, ColorRange, Colorspace, ColorTrc
 
 from agenthuman_local.audio import frame_sample_range
-from agenthuman_local.transports.base import MediaFrame
+from agenthuman_local.transports.base import REPEATED, LossListener, MediaFrame, demote_thread
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +44,8 @@ _MUXER_OPTIONS = {
     "movflags": "frag_keyframe+empty_moov+default_base_moof",
     "flush_packets": "1",
 }
+# Frames (pictures or not) the queue may hold before the oldest are dropped: a stalled encoder.
+_MAX_QUEUED_S = 60
 
 
 class Recorder:
@@ -61,14 +69,18 @@ class Recorder:
         self.fps = fps
         self.sample_rate_hz = sample_rate_hz
         self.frames_written = 0
-        self.frames_dropped = 0
+        self.frames_repeated = 0  # recorded with the previous picture: the encoder was behind
+        self.frames_dropped = 0  # only when the encoder stalls for a minute
         self.error: BaseException | None = None
         self._crf = crf
         self._audio_bitrate_bps = audio_bitrate_bps
-        # One second of frames by default: enough to ride out a hiccup, bounded in memory.
-        self._queue: collections.deque[tuple[int, np.ndarray, bytes]] = collections.deque(
-            maxlen=queue_frames or fps
-        )
+        # Pictures queued: one second by default, enough to ride out a hiccup, bounded in
+        # memory; past it frames queue without theirs (None: repeat the previous picture).
+        self._max_images = max(1, queue_frames or fps)
+        self._images = 0
+        self._last_rgb: np.ndarray | None = None
+        self._queue: collections.deque[tuple[int, np.ndarray | None, bytes]] = collections.deque()
+        self._max_queued = max(self._max_images, _MAX_QUEUED_S * fps)
         self._cond = threading.Condition()
         self._closing = False
         self._close_lock = threading.Lock()
@@ -80,7 +92,11 @@ class Recorder:
         self._thread.start()
 
     def submit(self, frame_index: int, rgb: np.ndarray, pcm: bytes) -> bool:
-        """Queue a frame and its PCM s16le mono; never blocks. False once closed or failed."""
+        """Queue a frame and its PCM s16le mono; never blocks. False once closed or failed.
+
+        The same picture object as the previous frame's (the session repeating an image) is
+        not converted again; with `queue_frames` pictures queued the frame is recorded as a
+        repeat of the previous picture (`frames_repeated`)."""
         if rgb.shape != (self.height, self.width, 3) or rgb.dtype != np.uint8:
             raise ValueError(
                 f"frame is {rgb.shape} {rgb.dtype}, expected ({self.height}, {self.width}, 3) uint8"
@@ -90,9 +106,19 @@ class Recorder:
         with self._cond:
             if self._closing or self.error is not None:
                 return False
-            if len(self._queue) == self._queue.maxlen:
+            if len(self._queue) >= self._max_queued:
+                _, dropped_rgb, _ = self._queue.popleft()
+                self._images -= dropped_rgb is not None
                 self.frames_dropped += 1
-            self._queue.append((frame_index, rgb, pcm))
+            picture: np.ndarray | None = rgb
+            if rgb is self._last_rgb:
+                picture = None  # the session's own repeat: the same picture, not converted again
+            elif self._images >= self._max_images:
+                picture = None  # behind: the previous picture again, with this frame's audio
+                self.frames_repeated += 1
+            self._last_rgb = rgb
+            self._images += picture is not None
+            self._queue.append((frame_index, picture, pcm))
             self._cond.notify()
         return True
 
@@ -110,13 +136,18 @@ class Recorder:
     async def aclose(self) -> None:
         await asyncio.to_thread(self.close)
 
-    def _next(self) -> tuple[int, np.ndarray, bytes] | None:
+    def _next(self) -> tuple[int, np.ndarray | None, bytes] | None:
         with self._cond:
             while not self._queue and not self._closing:
                 self._cond.wait()
-            return self._queue.popleft() if self._queue else None
+            if not self._queue:
+                return None
+            item = self._queue.popleft()
+            self._images -= item[1] is not None
+            return item
 
     def _run(self) -> None:
+        demote_thread()
         try:
             container = av.open(str(self.path), "w", format="mp4", options=_MUXER_OPTIONS)
         except Exception as exc:
@@ -167,6 +198,7 @@ class Recorder:
         first_index: int | None = None
         last_index = -1
         samples_out = 0
+        vframe: av.VideoFrame | None = None  # the previous picture, for repeats
         while (item := self._next()) is not None:
             frame_index, rgb, pcm = item
             if first_index is None:
@@ -175,8 +207,11 @@ class Recorder:
                 continue  # repeated or out of order: its time has been written already
             last_index = frame_index
             start, _ = frame_sample_range(frame_index - first_index - 1, self.fps, sr)
-            vframe = av.VideoFrame.from_ndarray(_yuv420p(rgb), format="yuv420p")
-            tag_bt601_limited(vframe)
+            if rgb is not None or vframe is None:
+                if rgb is None:  # pragma: no cover - the first frame always has its picture
+                    rgb = np.zeros((self.height, self.width, 3), np.uint8)
+                vframe = av.VideoFrame.from_ndarray(_yuv420p(rgb), format="yuv420p")
+                tag_bt601_limited(vframe)
             vframe.pts = start
             vframe.time_base = Fraction(1, sr)
             for packet in video.encode(vframe):
@@ -201,15 +236,24 @@ class Recorder:
 
 
 class RecorderSink:
+    output = "recording"
+
     def __init__(self, recorder: Recorder) -> None:
         self.recorder = recorder
+        self._losses: LossListener | None = None
 
     @property
     def dropped(self) -> int:
         return self.recorder.frames_dropped
 
+    def report_losses_to(self, listener: LossListener) -> None:
+        self._losses = listener
+
     async def publish(self, frame: MediaFrame) -> None:
+        repeated = self.recorder.frames_repeated
         self.recorder.submit(frame.frame_index, frame.rgb, frame.pcm)
+        if self.recorder.frames_repeated > repeated and self._losses is not None:
+            self._losses(self.output, REPEATED, frame.frame_index, frame.pts_ms)
 
     async def aclose(self) -> None:
         await self.recorder.aclose()

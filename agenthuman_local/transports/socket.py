@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 
 from agenthuman_local import protocol
 from agenthuman_local.audio import SAMPLE_RATE_HZ, StreamResampler, float_to_pcm16
 from agenthuman_local.transports.base import PublishedFrame, QueuedSink
-from agenthuman_local.transports.jpeg import encode_jpeg
+from agenthuman_local.transports.jpeg import encode_jpeg_async
 
 
 class SocketMediaSink(QueuedSink):
     """`output` of session.init: frames (JPEG or raw RGB24) and audio back over the socket
     (SPEC §8).
 
-    A client that reads slowly loses its own oldest frames; JPEG encoding runs on a worker
-    thread, never on the loop. Audio goes out at the session's `sample_rate`, resampled from
-    16 kHz with exact cumulative counts.
+    A client that reads slowly loses its own oldest frames; JPEG encoding runs on a demoted
+    worker thread, never on the loop, and when it falls behind the newest frame wins: the
+    pictures of the frames it skips are shed, their audio still sent, in order. Audio goes out
+    at the session's `sample_rate`, resampled from 16 kHz with exact cumulative counts.
     """
 
     def __init__(
@@ -32,7 +32,8 @@ class SocketMediaSink(QueuedSink):
         jpeg_quality: int = 85,
         max_frames: int = 8,
     ) -> None:
-        super().__init__(f"{session_id}:socket", max_frames)
+        # Only JPEG costs enough to shed; raw RGB24 is one copy per frame.
+        super().__init__(f"{session_id}:socket", max_frames, shed=video_jpeg, output="socket")
         self._send = send_media
         self._video = video_jpeg
         self._rgb24 = video_rgb24
@@ -46,7 +47,7 @@ class SocketMediaSink(QueuedSink):
 
     async def _write(self, frame: PublishedFrame) -> None:
         if self._video:
-            jpeg = await asyncio.to_thread(encode_jpeg, frame.rgb, self._quality)
+            jpeg = await encode_jpeg_async(frame.rgb, self._quality)
             self._send(
                 protocol.pack_media(protocol.KIND_VIDEO_JPEG, frame.pts_ms, frame.frame_index, jpeg)
             )
@@ -55,6 +56,12 @@ class SocketMediaSink(QueuedSink):
             self._send(
                 protocol.pack_media(protocol.KIND_VIDEO_RGB24, frame.pts_ms, frame.frame_index, raw)
             )
+        self._send_audio(frame)
+
+    def _shed(self, frame: PublishedFrame) -> None:
+        self._send_audio(frame)
+
+    def _send_audio(self, frame: PublishedFrame) -> None:
         if self._audio:
             pcm = frame.pcm
             if self._resampler is not None:

@@ -33,7 +33,7 @@ import numpy as np
 
 from agenthuman_local import protocol
 from agenthuman_local.protocol import KIND_AUDIO_PCM, KIND_VIDEO_JPEG, pack_media
-from agenthuman_local.transports.base import MediaFrame, QueuedSink
+from agenthuman_local.transports.base import LossListener, MediaFrame, QueuedSink, demote_thread
 from agenthuman_local.transports.jpeg import encode_jpeg
 
 if TYPE_CHECKING:
@@ -105,7 +105,10 @@ class ViewerHub:
         self._formats: collections.OrderedDict[str, str] = collections.OrderedDict()
         self._states: collections.OrderedDict[str, str] = collections.OrderedDict()
         self._last_clock: dict[str, float] = {}
-        self._encoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="viewer-jpeg")
+        # Demoted: under CPU contention rendering comes first and the viewer sheds pictures.
+        self._encoder = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="viewer-jpeg", initializer=demote_thread
+        )
         self._closed = False
 
     # -- viewers ------------------------------------------------------------------------------
@@ -214,10 +217,14 @@ class ViewerHub:
 
 
 class ViewerSink(QueuedSink[MediaFrame]):
-    """Frames to the session's viewers: nothing is queued or encoded while no one watches."""
+    """Frames to the session's viewers: nothing is queued or encoded while no one watches.
+
+    When the encoder falls behind the newest frame wins: the skipped frames' pictures are shed
+    and their audio still goes to the pages, in order, so the page's audio clock never skips.
+    """
 
     def __init__(self, hub: ViewerHub, session_id: str, *, max_frames: int = 4) -> None:
-        super().__init__(f"viewer:{session_id}", max_frames)
+        super().__init__(f"viewer:{session_id}", max_frames, shed=True, output="viewer")
         self.hub = hub
         self.session_id = session_id
 
@@ -234,6 +241,13 @@ class ViewerSink(QueuedSink[MediaFrame]):
             frame.pcm,
             sample_rate_hz=frame.sample_rate_hz,
         )
+
+    def _shed(self, frame: MediaFrame) -> None:
+        pcm = frame.pcm
+        if pcm:
+            self.hub.publish_media(
+                self.session_id, KIND_AUDIO_PCM, frame.pts_ms, frame.frame_index, pcm
+            )
 
 
 class ViewerOutput:
@@ -257,6 +271,9 @@ class ViewerOutput:
         self._room = {"type": "room", "state": event["state"], "reason": event.get("reason")}
         self.hub.publish_event(self.session_id, self._room)
         self._viewers = self.hub.viewer_count(self.session_id)  # these pages have it
+
+    def report_losses_to(self, listener: LossListener) -> None:
+        self.frames.report_losses_to(listener)
 
     async def publish(self, frame: PublishedFrame) -> None:
         viewers = self.hub.viewer_count(self.session_id)

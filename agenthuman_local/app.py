@@ -8,18 +8,22 @@ order and closed in reverse (every AppKey is in `keys.py`):
 1. `store_ctx`    open + migrate the database, write the shipped avatars, make the first key;
    `rerig_ctx`    re-rig older photo avatars in the background (`rerig.py`, SPEC §9);
 2. `devices_ctx`  list the devices (CUDA probing runs on a thread after the server listens);
-   `outputs_ctx`  the viewer hub and the metrics (with the viewer-token lookup), and the
-                  media hook that records, shows and counts every live session
-                  (`transports.local`);
-   `live_ctx`     the render workers, the shared renderers and the manager's runner factory:
-                  each `LiveSession` gets `app[keys.media_hooks_key]`, the outputs' hooks;
-   `daily_ctx`    Daily rooms per session (REST client, media hook, room hooks);
+   `outputs_ctx`  the viewer hub and the metrics (with the viewer-token lookup);
+   `daily_ctx`    Daily rooms per session (REST client, the manager's room hooks);
+   `live_ctx`     the render workers, the shared renderers, the outputs every session gets
+                  (`session_outputs`: recording, viewer, metrics, Daily) and the manager's
+                  live-session factory, which hands each `LiveSession` those output factories;
 3. `engine_ctx`   the one Engine, loaded in the background (flips
                   `app[keys.engine_status_key].ready`); then the `contexts` passed to
                   `create_app` (tests), which may set overrides or flip `ready` themselves;
 4. `sessions_ctx` the SessionManager: ends sessions a dead process left started
    (`server_restart`) on the way in, and every live session (`server_shutdown`) on the way out,
    so sessions stop before the engine and the store close.
+
+Shutdown starts earlier, in `end_live_sessions` (`on_shutdown`, which aiohttp runs before it
+waits for open handlers): every live session ends `server_shutdown` there — its socket gets
+`ended` and 4009, its recording is finalised — and every viewer socket closes, so the handlers
+return at once and the wait for them is short. The cleanup contexts then find nothing live.
 """
 
 from __future__ import annotations
@@ -29,9 +33,9 @@ import contextlib
 import functools
 import logging
 import os
+import shutil
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
 
 from aiohttp import web
 
@@ -39,22 +43,39 @@ from agenthuman_local import ids, keys
 from agenthuman_local.api.auth import RateLimiter, auth_middleware
 from agenthuman_local.api.middleware import error_middleware
 from agenthuman_local.api.routes import setup_routes
+from agenthuman_local.api.server import handler_args
 from agenthuman_local.avatars import SHIPPED_AVATARS, default_aliases
 from agenthuman_local.config import DevicesSettings, Settings
 from agenthuman_local.devices import DevicePool, probe_devices
+from agenthuman_local.engine.base import FrameDriver, Renderer
 from agenthuman_local.engine.worker import RenderPool
 from agenthuman_local.engine_ctx import engine_ctx
 from agenthuman_local.metrics import Metrics
-from agenthuman_local.paths import api_key_path, avatar_dir, db_path
+from agenthuman_local.paths import (
+    api_key_path,
+    avatar_dir,
+    db_path,
+    make_private,
+    stale_staging_dirs,
+    timeline_path,
+    viewer_secret_path,
+)
 from agenthuman_local.records import Session
 from agenthuman_local.rerig import rerig_ctx
-from agenthuman_local.sessions.live import LiveSession, MediaSpec, SharedRenderers, frame_size
+from agenthuman_local.sessions.live import (
+    LiveSession,
+    MediaSpec,
+    OutputFactory,
+    SharedRenderers,
+    frame_size,
+)
 from agenthuman_local.sessions.manager import EngineStatus, SessionManager
 from agenthuman_local.sessions.state import EndReason
+from agenthuman_local.sessions.timeline import backfill_stats
 from agenthuman_local.store import Store
 from agenthuman_local.transports.daily_rest import DailyRestClient
 from agenthuman_local.transports.daily_rooms import DailyRooms
-from agenthuman_local.transports.local import outputs_hook
+from agenthuman_local.transports.local import metrics_output, recording_output, viewer_output
 from agenthuman_local.transports.viewer import ViewerHub
 
 log = logging.getLogger(__name__)
@@ -92,9 +113,29 @@ async def ensure_first_key(store: Store, path: Path, env_key: str | None) -> key
     return keys.FirstKey(path=path, key=saved, created=False)
 
 
+def read_or_make_secret(path: Path) -> bytes:
+    """The viewer secret in `path` (hex), made (0600) on first use."""
+    try:
+        return bytes.fromhex(path.read_text(encoding="ascii").strip())
+    except FileNotFoundError:
+        pass
+    secret = ids.new_viewer_secret()
+    write_key_file(path, secret.hex())
+    return secret
+
+
 async def store_ctx(app: web.Application, *, env_key: str | None) -> AsyncIterator[None]:
     data_dir = app[keys.settings_key].data_dir
-    data_dir.mkdir(parents=True, exist_ok=True)
+    tightened = await asyncio.to_thread(make_private, data_dir)
+    if tightened:
+        log.warning("data folder %s: made %d files and folders private", data_dir, tightened)
+    # Nothing uploads yet: a staging folder now is a killed process's half-written upload.
+    for stale in await asyncio.to_thread(stale_staging_dirs, data_dir):
+        log.warning("removing %s, an upload a stopped process did not finish", stale)
+        await asyncio.to_thread(shutil.rmtree, stale, True)
+    app[keys.viewer_secret_key] = await asyncio.to_thread(
+        read_or_make_secret, viewer_secret_path(data_dir)
+    )
     store = await Store.open(db_path(data_dir))
     try:
         await store.sync_shipped_avatars(SHIPPED_AVATARS)
@@ -159,14 +200,11 @@ async def outputs_ctx(app: web.Application) -> AsyncIterator[None]:
 
     async def viewer_token(session_id: str) -> str | None:
         session = await app[keys.manager_key].lookup(session_id)
-        return session.viewer_token if session is not None else None
+        return ids.viewer_token(app[keys.viewer_secret_key], session_id) if session else None
 
     app[keys.viewer_tokens_key] = viewer_token
     hub = ViewerHub()
     app[keys.viewer_hub_key] = hub
-    app.setdefault(keys.media_hooks_key, []).append(
-        outputs_hook(app[keys.settings_key], hub, metrics)
-    )
     try:
         yield
     finally:
@@ -179,23 +217,56 @@ async def sessions_ctx(app: web.Application) -> AsyncIterator[None]:
         app[keys.store_key],
         app[keys.devices_key],
         app[keys.engine_status_key],
-        runner_factory=app.get(keys.runner_factory_key),
+        live_factory=app.get(keys.live_factory_key),
         rooms=app.get(keys.rooms_key),
+        clock=app.get(keys.clock_key),
     )
-    await manager.recover()
+    restarted = await manager.recover()
     app[keys.manager_key] = manager
+    data_dir = app[keys.settings_key].data_dir
+    # Their runners died with the process: their stats come from their timelines (issue 12).
+    backfill = asyncio.create_task(
+        backfill_stats(
+            {sid: timeline_path(data_dir, sid) for sid in restarted},
+            app[keys.store_key].set_session_stats,
+        ),
+        name="sessions:restart-stats",
+    )
     yield
+    backfill.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await backfill
     await manager.aclose()
 
 
+async def end_live_sessions(app: web.Application) -> None:
+    """on_shutdown: end every live session and close every viewer socket (module docstring)."""
+    manager = app.get(keys.manager_key)
+    if manager is not None:
+        await manager.aclose()
+    hub = app.get(keys.viewer_hub_key)
+    if hub is not None:
+        await hub.aclose()
+
+
+def session_outputs(app: web.Application) -> tuple[OutputFactory, ...]:
+    """What every live session publishes to, in this order, beside its timeline and socket."""
+    return (
+        recording_output(app[keys.settings_key]),
+        viewer_output(app[keys.viewer_hub_key]),
+        metrics_output(app[keys.metrics_key]),
+        app[keys.rooms_key].output,
+    )
+
+
 async def live_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Render workers for the process, and the session manager's runner factory."""
+    """The render workers, the sessions' outputs, the manager's live-session factory."""
     settings = app[keys.settings_key]
     pool = RenderPool()
     app[keys.render_pool_key] = pool
-    app.setdefault(keys.media_hooks_key, [])
+    app[keys.outputs_key] = session_outputs(app)
 
-    async def make_renderer(spec: MediaSpec) -> Any:
+    async def make_renderer(spec: MediaSpec) -> Renderer:
         override = app.get(keys.renderer_factory_key)
         if override is not None:
             return await override(spec)
@@ -210,18 +281,16 @@ async def live_ctx(app: web.Application) -> AsyncIterator[None]:
             avatar_dir(settings.data_dir, spec.avatar_id),
         )
 
-    async def make_driver(spec: MediaSpec) -> Any:
-        override = app.get(keys.driver_factory_key)
-        if override is not None:
-            return override(spec)
+    async def make_driver(spec: MediaSpec) -> FrameDriver:
         return (await app[keys.engine_key].get()).make_driver(spec.fps)
 
     renderers = SharedRenderers(make_renderer)
     app[keys.renderers_key] = renderers
 
-    async def runner_factory(session: Session) -> LiveSession:
+    async def live_factory(session: Session) -> LiveSession:
         manager = app[keys.manager_key]
         store = app[keys.store_key]
+        outputs = app[keys.outputs_key]  # read here: a test's context may have replaced them
         return LiveSession(
             session,
             settings=settings,
@@ -231,21 +300,21 @@ async def live_ctx(app: web.Application) -> AsyncIterator[None]:
             end_soon=lambda sid, reason: manager.end_soon(sid, EndReason(reason)),
             save_stats=store.set_session_stats,
             clock=app.get(keys.clock_key),
-            hooks=app[keys.media_hooks_key],
+            outputs=outputs,
             relet=app[keys.devices_key].relet,
             save_video=lambda sid, w, h, fps: store.set_session_video(
                 sid, width=w, height=h, fps=fps
             ),
         )
 
-    app[keys.runner_factory_key] = runner_factory
+    app[keys.live_factory_key] = live_factory
     yield
     await pool.aclose()
 
 
 async def daily_ctx(app: web.Application) -> AsyncIterator[None]:
-    """The app's DailyRooms: the REST client (with `daily.api_key`), the media hook, the
-    manager's room hooks. Runs after live_ctx and closes after every session has ended."""
+    """The app's DailyRooms: the REST client (with `daily.api_key`), the manager's room hooks
+    and the Daily output (`session_outputs`). Closes after every session has ended."""
     settings = app[keys.settings_key]
     daily = settings.daily
     rest = DailyRestClient(daily.api_url, daily.api_key) if daily.api_key else None
@@ -258,7 +327,6 @@ async def daily_ctx(app: web.Application) -> AsyncIterator[None]:
         transport_options=app.get(keys.daily_transport_options_key),
     )
     app[keys.rooms_key] = rooms
-    app[keys.media_hooks_key].append(rooms.media_hook)
     try:
         yield
     finally:
@@ -278,19 +346,22 @@ def create_app(
     app = web.Application(
         client_max_size=int(settings.max_request_mb * 1024 * 1024),
         middlewares=[error_middleware, auth_middleware],
+        handler_args=handler_args(settings.http.idle_timeout_s),
     )
     app[keys.settings_key] = settings
     app[keys.engine_status_key] = EngineStatus(ready=True)
     app[keys.rate_limiter_key] = RateLimiter(settings.rate_limit_per_minute)
+    app[keys.upload_slots_key] = asyncio.Semaphore(settings.upload.max_concurrent)
     app[keys.avatar_aliases_key] = default_aliases(environ)
     app.cleanup_ctx.append(functools.partial(store_ctx, env_key=environ.get(API_KEY_ENV)))
     app.cleanup_ctx.append(rerig_ctx)  # older photo rigs, in the background (SPEC §9)
     app.cleanup_ctx.append(devices_ctx)
     app.cleanup_ctx.append(outputs_ctx)
-    app.cleanup_ctx.append(live_ctx)
     app.cleanup_ctx.append(daily_ctx)
+    app.cleanup_ctx.append(live_ctx)
     app.cleanup_ctx.append(engine_ctx)
     app.cleanup_ctx.extend(contexts)
     app.cleanup_ctx.append(sessions_ctx)
+    app.on_shutdown.append(end_live_sessions)
     setup_routes(app)
     return app

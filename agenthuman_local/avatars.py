@@ -21,6 +21,12 @@ CLIENT_DEFAULT_IDS = frozenset(
 AVATAR_ENV = "AGENTHUMAN_AVATAR"
 # A fixed creation time (2026-01-01) so the shipped avatars list the same on every machine.
 _SHIPPED_AT = 1767225600.0
+# The shipped avatars, written once: (id, name, the procedural style it draws). The engine's
+# styles (`engine.procedural_styles`) and names (`engine.engine`) are read from here.
+SHIPPED_ROSTER: tuple[tuple[str, str, str], ...] = (
+    (DEFAULT_AVATAR_ID, "Ada", "ada"),
+    ("avat_local_ben", "Ben", "ben"),
+)
 
 SHIPPED_AVATARS: tuple[Avatar, ...] = tuple(
     Avatar(
@@ -35,10 +41,7 @@ SHIPPED_AVATARS: tuple[Avatar, ...] = tuple(
         preview_path=None,
         rig={"style": style},
     )
-    for avatar_id, name, style in (
-        (DEFAULT_AVATAR_ID, "Ada", "ada"),
-        ("avat_local_ben", "Ben", "ben"),
-    )
+    for avatar_id, name, style in SHIPPED_ROSTER
 )
 
 

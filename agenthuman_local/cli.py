@@ -2,8 +2,12 @@
 
 The server binds its socket before anything else, so it listens at once (and `--port 0` picks a
 free port that every handed-out URL then uses), runs on uvloop (installed here only), prints how
-to reach it, and on SIGINT/SIGTERM shuts down cleanly: live sessions end with `server_shutdown`
-and the database is closed. A config error names the key and exits with status 2.
+to reach it, and on SIGINT/SIGTERM shuts down cleanly and promptly: live sessions end with
+`server_shutdown` at once (their sockets get `ended` and 4009, their recordings are finalised),
+other requests get `SHUTDOWN_GRACE_S` to finish before they are cancelled, and the database is
+closed; a second signal exits at once (status 128 + the signal's number), leaving what the
+crash-safe writers already wrote (SPEC §10: the recording plays up to its last whole second). A
+config error names the key and exits with status 2.
 """
 
 from __future__ import annotations
@@ -24,14 +28,21 @@ from typing import Any
 from aiohttp import web
 
 from agenthuman_local import __version__, ids, keys
+from agenthuman_local.api.server import Runner
 from agenthuman_local.app import create_app
 from agenthuman_local.avatars import DEFAULT_AVATAR_ID, SHIPPED_AVATARS
 from agenthuman_local.config import ConfigError, Settings, load_settings, parse_set
 from agenthuman_local.errors import StorageUnavailable
-from agenthuman_local.paths import DB_FILE
+from agenthuman_local.paths import DB_FILE, PRIVATE_UMASK, make_private
 from agenthuman_local.store import AmbiguousKeyPrefix, Store
 
 EXIT_CONFIG = 2
+# How long open requests get to finish once the live sessions have ended, then as long again
+# after they are cancelled (aiohttp's `shutdown_timeout`; its default is 60 s).
+SHUTDOWN_GRACE_S = 3.0
+_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+log = logging.getLogger(__name__)
 
 
 def _config_flags() -> argparse.ArgumentParser:
@@ -125,20 +136,34 @@ async def _serve(settings: Settings) -> None:
     if settings.port == 0:
         settings = dataclasses.replace(settings, port=sock.getsockname()[1])
     app = create_app(settings)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    runner = Runner(app, handle_signals=False, access_log=None, shutdown_timeout=SHUTDOWN_GRACE_S)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+
+    def first_signal(sig: signal.Signals) -> None:
+        log.info("%s: shutting down (a second signal exits at once)", sig.name)
+        for s in _SIGNALS:
+            loop.add_signal_handler(s, second_signal, s)
+        stop.set()
+
+    for sig in _SIGNALS:
+        loop.add_signal_handler(sig, first_signal, sig)
     try:
         await runner.setup()
         await web.SockSite(runner, sock).start()
         print(_banner(app), flush=True)
         await stop.wait()
-        logging.getLogger(__name__).info("shutting down")
     finally:
         await runner.cleanup()
         sock.close()
+    log.info("shut down")
+
+
+def second_signal(sig: signal.Signals) -> None:
+    """Exit now, as a process killed by `sig` would; nothing waits (not even threads)."""
+    log.warning("%s again: exiting at once", sig.name)
+    logging.shutdown()
+    os._exit(128 + sig.value)
 
 
 def _fmt_time(ts: float | None) -> str:
@@ -146,7 +171,7 @@ def _fmt_time(ts: float | None) -> str:
 
 
 async def _keys(settings: Settings, args: argparse.Namespace) -> int:
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    make_private(settings.data_dir)
     store = await Store.open(settings.data_dir / DB_FILE)
     try:
         if args.action == "create":
@@ -180,6 +205,9 @@ async def _keys(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    # Everything the process writes (database, recordings, avatars) is its user's alone,
+    # whatever umask it was started under (paths.make_private tightens what is already there).
+    os.umask(PRIVATE_UMASK)
     argv = list(sys.argv[1:] if argv is None else argv)
     is_keys = argv[:1] == ["keys"]
     args = (_keys_parser() if is_keys else _parser()).parse_args(argv[1:] if is_keys else argv)

@@ -32,6 +32,7 @@ class ConfigError(Exception):
 class SessionSettings:
     max_duration_s: float | None = None
     idle_timeout_s: float | None = None
+    max_metadata_kb: float = 16.0
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,34 @@ class WsSettings:
     connect_timeout_s: float = 60.0
     reconnect_grace_s: float = 10.0
     max_message_mb: float = 10.0
+    # Messages per second one socket may send (bursts up to twice that); past it the server
+    # reads that socket more slowly and says RATE_LIMITED once. 0 = no bound.
+    max_messages_per_s: float = 200.0
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    """Bounds on what one HTTP request may cost before any handler logic runs (issue 12)."""
+
+    # An open connection with no complete request (idle keep-alive, or headers still arriving)
+    # is closed after this many seconds.
+    idle_timeout_s: float = 15.0
+    # A request body that sends nothing for this long is refused (408).
+    body_timeout_s: float = 30.0
+    # Most parts in a multipart body, or fields in a urlencoded one.
+    max_form_parts: int = 16
+    # Most levels of nested arrays and objects in a JSON body (and a WebSocket message).
+    max_json_depth: int = 32
+
+
+@dataclass(frozen=True)
+class UploadSettings:
+    # Let image_url fetch loopback, private and link-local addresses (tests; a LAN set-up).
+    allow_private_urls: bool = False
+    # Most pixels an uploaded image may declare, checked before it is decoded.
+    max_megapixels: float = 25.0
+    # Uploads processed at once; more wait their turn.
+    max_concurrent: int = 2
 
 
 @dataclass(frozen=True)
@@ -97,6 +126,8 @@ class Settings:
     rate_limit_per_minute: int = 600
     max_request_mb: float = 16.0
     session: SessionSettings = field(default_factory=SessionSettings)
+    http: HttpSettings = field(default_factory=HttpSettings)
+    upload: UploadSettings = field(default_factory=UploadSettings)
     ws: WsSettings = field(default_factory=WsSettings)
     speech: SpeechSettings = field(default_factory=SpeechSettings)
     video: VideoSettings = field(default_factory=VideoSettings)
@@ -132,6 +163,14 @@ _CHECKS: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     ),
     "session.max_duration_s": (lambda v: v is None or v > 0, "null or a number > 0"),
     "session.idle_timeout_s": (lambda v: v is None or v > 0, "null or a number > 0"),
+    "session.max_metadata_kb": (lambda v: v > 0, "a number > 0"),
+    "http.idle_timeout_s": (lambda v: v > 0, "a number > 0"),
+    "http.body_timeout_s": (lambda v: v > 0, "a number > 0"),
+    "http.max_form_parts": (lambda v: v >= 1, "an integer >= 1"),
+    "http.max_json_depth": (lambda v: 1 <= v <= 500, "an integer 1-500"),
+    "upload.max_megapixels": (lambda v: v > 0, "a number > 0"),
+    "upload.max_concurrent": (lambda v: v >= 1, "an integer >= 1"),
+    "ws.max_messages_per_s": (lambda v: v >= 0, "a number >= 0 (0 = no bound)"),
     "ws.connect_timeout_s": (lambda v: v > 0, "a number > 0"),
     "ws.reconnect_grace_s": (lambda v: v >= 0, "a number >= 0"),
     "ws.max_message_mb": (lambda v: v > 0, "a number > 0"),

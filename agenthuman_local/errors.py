@@ -156,6 +156,13 @@ class SessionEnded(Conflict):
     default_suggestion = "An ended session cannot be started again; create a new session."
 
 
+class RequestTimeout(AppError):
+    status = 408
+    code = "REQUEST_TIMEOUT"
+    default_message = "The request body stopped arriving"
+    default_suggestion = "Send the whole body without pausing (the limit is http.body_timeout_s)."
+
+
 class PayloadTooLarge(AppError):
     status = 413
     code = "PAYLOAD_TOO_LARGE"

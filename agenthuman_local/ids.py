@@ -1,12 +1,15 @@
 """Identifiers and secrets: prefixed ULIDs, API keys, per-session tokens and the hash we store.
 
 Ids are ULIDs made monotonic within a millisecond, so sorting by id is sorting by creation time;
-the session list pages on that order. Secrets are stored only as SHA-256 hex digests.
+the session list pages on that order. Secrets are stored only as SHA-256 hex digests; viewer
+tokens not at all (an HMAC of the session id).
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
 import os
 import secrets
 import string
@@ -15,8 +18,10 @@ import time
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _KEY_ALPHABET = string.ascii_letters + string.digits
-# How many leading characters of a key are kept in clear for listing and revoking.
-KEY_PREFIX_LEN = 12
+# How many leading characters of a key are kept in clear for listing and revoking: `ah_live_`
+# and 8 random ones (62^8 ≈ 2·10^14), so a typed prefix names one key. Keys made before keep
+# the 12 (4 random) they were stored with.
+KEY_PREFIX_LEN = 16
 
 
 class _MonotonicUlid:
@@ -61,6 +66,17 @@ def new_api_key(kind: str = "live") -> str:
 def new_token() -> str:
     """A per-session secret (access/session token, viewer token): 256 bits, URL-safe."""
     return secrets.token_urlsafe(32)
+
+
+def new_viewer_secret() -> bytes:
+    return secrets.token_bytes(32)
+
+
+def viewer_token(secret: bytes, session_id: str) -> str:
+    """A session's viewer token: HMAC-SHA256 of its id under the data folder's viewer secret,
+    URL-safe base64 (43 characters). Derived on demand, never stored."""
+    digest = hmac.new(secret, session_id.encode("utf-8"), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
 
 
 def secret_hash(secret: str) -> str:

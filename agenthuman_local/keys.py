@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 if TYPE_CHECKING:
+    import asyncio
     from collections.abc import Awaitable, Callable
     from typing import Any
 
@@ -24,19 +25,19 @@ if TYPE_CHECKING:
     from agenthuman_local.metrics import Metrics
     from agenthuman_local.sessions.clock import Clock
     from agenthuman_local.sessions.live import (
-        MediaHook,
-        MediaSpec,
+        LiveSession,
+        OutputFactory,
         RendererFactory,
         SharedRenderers,
     )
     from agenthuman_local.sessions.manager import (
         EngineStatus,
-        RoomHooks,
-        RunnerFactory,
+        LiveFactory,
         SessionManager,
     )
     from agenthuman_local.store import Store
     from agenthuman_local.transports.daily import DailyLib
+    from agenthuman_local.transports.daily_rooms import DailyRooms
     from agenthuman_local.transports.viewer import ViewerHub
 
 
@@ -53,15 +54,16 @@ settings_key: web.AppKey[Settings] = web.AppKey("settings")
 store_key: web.AppKey[Store] = web.AppKey("store")
 devices_key: web.AppKey[DevicePool] = web.AppKey("devices")
 engine_status_key: web.AppKey[EngineStatus] = web.AppKey("engine_status")
-manager_key: web.AppKey[SessionManager] = web.AppKey("manager")
+manager_key: web.AppKey[SessionManager[LiveSession]] = web.AppKey("manager")
 rate_limiter_key: web.AppKey[RateLimiter] = web.AppKey("rate_limiter")
 # Ids that resolve to the default avatar (the clients' defaults and AGENTHUMAN_AVATAR).
 avatar_aliases_key: web.AppKey[frozenset[str]] = web.AppKey("avatar_aliases")
 first_key_key: web.AppKey[FirstKey] = web.AppKey("first_key")
-# Set by a cleanup context that runs before the session manager's (see app.create_app).
-runner_factory_key: web.AppKey[RunnerFactory] = web.AppKey("runner_factory")
-# The session manager's room hooks (daily_rooms.daily_ctx).
-rooms_key: web.AppKey[RoomHooks] = web.AppKey("rooms")
+# What the manager makes of each session it starts (app.live_ctx sets it; a test's context,
+# which runs before the session manager's, may replace it).
+live_factory_key: web.AppKey[LiveFactory[LiveSession]] = web.AppKey("live_factory")
+# Daily per session (app.daily_ctx): the manager's room hooks and the Daily output.
+rooms_key: web.AppKey[DailyRooms] = web.AppKey("rooms")
 # The one Engine of the process, filled in the background after the server listens (await
 # `app[engine_key].get()`; see engine_ctx and EngineStatus),
 # and the shipped avatars' preview PNGs by id, rendered once.
@@ -71,18 +73,23 @@ preview_cache_key: web.AppKey[dict[str, bytes]] = web.AppKey("preview_cache")
 # The render workers of the process and the renderers the live sessions share (app.live_ctx).
 render_pool_key: web.AppKey[RenderPool] = web.AppKey("render_pool")
 renderers_key: web.AppKey[SharedRenderers] = web.AppKey("shared_renderers")
-# Outputs (recorder, viewer, metrics, Daily) attach to a session's runner through these.
-media_hooks_key: web.AppKey[list[MediaHook]] = web.AppKey("media_hooks")
+# The outputs every live session gets, in order (recorder, viewer, metrics, Daily), listed by
+# app.live_ctx; read when a session starts, so a test's context may replace the tuple.
+outputs_key: web.AppKey[tuple[OutputFactory, ...]] = web.AppKey("session_outputs")
 # The viewer hub the runners publish into, and session id -> its viewer token (api/viewer.py).
 viewer_hub_key: web.AppKey[ViewerHub] = web.AppKey("viewer_hub")
+# Uploads (decode, detect, rig) running at once are bounded by `upload.max_concurrent`.
+upload_slots_key: web.AppKey[asyncio.Semaphore] = web.AppKey("upload_slots")
+# The data folder's viewer secret: viewer tokens are HMACs of session ids under it (ids.py).
+viewer_secret_key: web.AppKey[bytes] = web.AppKey("viewer_secret")
 viewer_tokens_key: web.AppKey[Callable[[str], Awaitable[str | None]]] = web.AppKey("viewer_tokens")
 # What `/metrics` serves.
 metrics_key: web.AppKey[Metrics] = web.AppKey("metrics")
 
 # Optional overrides, set before the app starts (tests set them from a cleanup context):
-# the renderer, driver and clock of each session, read when a session starts;
+# the renderer of each session, read when a session starts, and the clock its pacer and the
+# manager's session timers run on;
 renderer_factory_key: web.AppKey[RendererFactory] = web.AppKey("renderer_factory")
-driver_factory_key: web.AppKey[Callable[[MediaSpec], Any]] = web.AppKey("driver_factory")
 clock_key: web.AppKey[Clock] = web.AppKey("session_clock")
 # the engine to build (one whose load fails or waits), called on a worker thread;
 engine_factory_key: web.AppKey[EngineFactory] = web.AppKey("engine_factory")

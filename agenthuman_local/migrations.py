@@ -87,4 +87,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             outcome TEXT NOT NULL,
             at REAL NOT NULL)""",
     ),
+    # 4: viewer tokens are no longer stored (issue 12): each is derived from the session id
+    # under the data folder's viewer secret (`ids.viewer_token`), so a copy of the database
+    # lets no one watch a session. Existing sessions get derived URLs like new ones.
+    ("ALTER TABLE sessions DROP COLUMN viewer_token",),
 )

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import struct
 from dataclasses import dataclass
 from typing import Any
 
+from agenthuman_local import jsonsafe
 from agenthuman_local.audio import MAX_RATE_HZ, MIN_RATE_HZ, SAMPLE_RATE_HZ
 
 # Client → server.
@@ -54,6 +54,7 @@ E_ODD_BYTE_COUNT = "ODD_BYTE_COUNT"
 E_INVALID_SAMPLE_RATE = "INVALID_SAMPLE_RATE"
 E_VALIDATION = "VALIDATION_ERROR"
 E_BUFFER_FULL = "BUFFER_FULL"
+E_RATE_LIMITED = "RATE_LIMITED"  # past ws.max_messages_per_s: read more slowly, nothing dropped
 E_PROTOCOL = "PROTOCOL_ERROR"
 E_SESSION_NOT_FOUND = "SESSION_NOT_FOUND"
 E_UNAUTHORIZED = "UNAUTHORIZED"
@@ -78,6 +79,7 @@ MIN_SIDE_PX = 128
 MAX_SIDE_PX = 1920
 MIN_FPS = 10
 MAX_FPS = 60
+MAX_JSON_DEPTH = 32  # the default of `http.max_json_depth`
 
 # Binary output messages: `kind u8, reserved u8[3], pts_ms u64, frame_index u32`, little-endian,
 # 16 bytes, then the payload: a JPEG (kind 1), PCM s16le mono at the session's sample rate
@@ -152,10 +154,13 @@ class KeepAlive:
 Command = SessionInit | Speak | SpeakEnd | Interrupt | Listening | KeepAlive
 
 
-def _load_object(text: str | bytes) -> dict[str, Any]:
+def _load_object(text: str | bytes, max_depth: int) -> dict[str, Any]:
     try:
-        obj = json.loads(text)
-    except (ValueError, UnicodeDecodeError) as exc:
+        obj = jsonsafe.loads(text, max_depth=max_depth, constants=True)
+    except jsonsafe.JsonTooDeep as exc:
+        message = f"Message nests deeper than {max_depth} levels"
+        raise ProtocolError(E_INVALID_JSON, message) from exc
+    except ValueError as exc:  # UnicodeDecodeError too
         raise ProtocolError(E_INVALID_JSON, "Message is not valid JSON") from exc
     if not isinstance(obj, dict):
         raise ProtocolError(E_INVALID_JSON, "Message must be a JSON object")
@@ -202,10 +207,10 @@ def _output(value: Any) -> OutputOptions:
     return OutputOptions(video_jpeg=video == "jpeg", audio=audio, video_rgb24=video == "rgb24")
 
 
-def parse_init(text: str | bytes) -> SessionInit:
+def parse_init(text: str | bytes, *, max_depth: int = MAX_JSON_DEPTH) -> SessionInit:
     """The first message. Raises `ProtocolError` (close 4002) for anything but a valid init."""
     try:
-        obj = _load_object(text)
+        obj = _load_object(text, max_depth)
     except ProtocolError as exc:
         raise ProtocolError(E_PROTOCOL, FIRST_MESSAGE_MUST_BE_INIT) from exc
     if obj.get("type") != SESSION_INIT:
@@ -246,9 +251,10 @@ def check_pcm(pcm: bytes) -> bytes:
     return pcm
 
 
-def parse_text(text: str | bytes) -> Command:
-    """A text message after `session.init`. Raises `ProtocolError` naming the problem."""
-    obj = _load_object(text)
+def parse_text(text: str | bytes, *, max_depth: int = MAX_JSON_DEPTH) -> Command:
+    """A text message after `session.init`. Raises `ProtocolError` naming the problem; JSON
+    nested deeper than `max_depth` is INVALID_JSON (`http.max_json_depth`)."""
+    obj = _load_object(text, max_depth)
     kind = obj.get("type")
     if kind == AGENT_SPEAK:
         audio = obj.get("audio")
@@ -270,7 +276,7 @@ def parse_text(text: str | bytes) -> Command:
     if kind == SESSION_KEEP_ALIVE:
         return KeepAlive()
     if kind == SESSION_INIT:
-        return parse_init(text)
+        return parse_init(text, max_depth=max_depth)
     raise ProtocolError(E_UNKNOWN_TYPE, f"Unknown message type {kind!r}")
 
 

@@ -26,7 +26,7 @@ EMPTY_STATS: dict[str, int | None] = {k: 0 for k in STAT_KEYS} | {"first_frame_l
 
 @dataclass(frozen=True)
 class ApiKey:
-    prefix: str  # the key's first 12 characters; the key itself is never stored
+    prefix: str  # the key's first 16 characters (12 for older keys); the key is never stored
     account_id: str
     account_name: str
     created_at: float
@@ -54,7 +54,6 @@ class Session:
     avatar_id: str
     avatar_name: str  # kept so a session outlives the deletion of its avatar
     token_hash: str  # SHA-256 of the access/session token
-    viewer_token: str
     aspect_ratio: str
     video_width: int
     video_height: int

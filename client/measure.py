@@ -5,7 +5,9 @@
 1. CPU per frame on both sides, `output.video` "jpeg" vs "rgb24", at 1280×720@25, the client
    turning every frame into RGB as the adapters do (server: utime+stime of run.py from /proc;
    client: this process's CPU time, threads included).
-2. Pipecat end-to-end latency: the first TTS audio frame into the pipeline → the first speaking
+2. Pipecat interrupt: an InterruptionFrame mid-utterance → the first image after the cut
+   written by the output transport (min/p50/max over `--interrupts`; `--only-interrupts`).
+3. Pipecat end-to-end latency: the first TTS audio frame into the pipeline → the first speaking
    image written by the output transport (the test harness of tests/test_pipecat.py), p50/p95
    over utterances, at 256×192 and 960×720.
 """
@@ -99,15 +101,71 @@ async def latencies(server, width: int, height: int, utterances: int) -> list[fl
 parts: dict[str, list[float]] = {"to_speak_started_event": [], "to_image_pushed_by_service": []}
 
 
+async def interrupt_latencies(server, interrupts: int) -> dict[str, list[float]]:
+    """InterruptionFrame into the pipeline mid-utterance → the first image after the cut
+    (pts ≥ the interrupted speak_ended's pts) written by the output transport; with the
+    interrupted speak_ended's arrival and the service's push of that image."""
+    harness.W, harness.H = 256, 192
+    marks: list[float] = []
+    ended_at: dict[str, float] = {}
+
+    def on_item(item: object) -> None:
+        if isinstance(item, harness.SpeakEnded) and item.interrupted:
+            ended_at[item.utterance_id] = time.perf_counter()
+
+    async def script(run: harness.Run) -> None:
+        await harness.wait_idle_frames(run, 15)
+        sock = run.service.socket
+        assert sock is not None
+        sock.listeners.append(on_item)
+        for _ in range(interrupts):
+            after = len(sock.events)
+            await run.say(speech(4.0), stop=False)
+            await sock.wait_for(SpeakStarted, timeout_s=30, after=after)
+            await asyncio.sleep(0.8 + 0.4 * np.random.random())  # any phase of the frame clock
+            marks.append(time.perf_counter())
+            await run.send(harness.InterruptionFrame())
+            await sock.wait_for(harness.SpeakEnded, timeout_s=10, after=after)
+            await asyncio.sleep(0.6)
+        await run.send(harness.EndFrame())
+
+    run = await harness.run_pipeline(server, script, limit_s=interrupts * 6 + 30)
+    sock = run.service.socket
+    assert sock is not None
+    ended = [e for e in sock.events if isinstance(e, harness.SpeakEnded) and e.interrupted]
+    out: dict[str, list[float]] = {"to_image_written": [], "to_speak_ended_event": []}
+    for mark, e in zip(marks, ended, strict=False):
+        t_image = next(
+            t for t, f in run.output.video if t >= mark and f.metadata[harness.PTS_KEY] >= e.pts_ms
+        )
+        out["to_image_written"].append((t_image - mark) * 1000)
+        out["to_speak_ended_event"].append((ended_at[e.utterance_id] - mark) * 1000)
+    out["to_image_pushed_by_service"] = list(run.service.interrupt_latencies_ms)
+    return out
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--utterances", type=int, default=12)
+    parser.add_argument("--interrupts", type=int, default=12)
+    parser.add_argument("--only-interrupts", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         server = start_server(Path(tmp) / "data", Path(tmp) / "server.log")
         try:
             result: dict[str, object] = {}
+            if args.interrupts:
+                for name, values in (await interrupt_latencies(server, args.interrupts)).items():
+                    result[f"interrupt_{name}_ms"] = {
+                        "n": len(values),
+                        "min": round(min(values), 1),
+                        "p50": round(float(np.percentile(values, 50)), 1),
+                        "max": round(max(values), 1),
+                    }
+            if args.only_interrupts:
+                print(json.dumps(result, indent=2))
+                return
             for video in ("jpeg", "rgb24") if args.seconds > 0 else ():
                 result[f"cpu_{video}_1280x720"] = await cpu_per_frame(server, video, args.seconds)
             for width, height in ((256, 192), (960, 720)):

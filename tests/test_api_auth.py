@@ -7,7 +7,7 @@ import stat
 import time
 from pathlib import Path
 
-from agenthuman_local import keys
+from agenthuman_local import ids, keys
 from agenthuman_local.paths import API_KEY_FILE, DB_FILE
 from tests.conftest import ApiClient, MakeClient
 from tests.test_errors import second_account_client
@@ -29,8 +29,8 @@ async def test_the_database_keeps_only_a_hash_and_a_prefix(api: ApiClient, tmp_p
     await api.client.close()  # checkpoint and close, so every byte is in the main file
     raw = (tmp_path / "data" / DB_FILE).read_bytes()
     assert api.key.encode() not in raw
-    assert api.key[:12].encode() in raw
-    assert api.key[:13].encode() not in raw
+    assert api.key[: ids.KEY_PREFIX_LEN].encode() in raw
+    assert api.key[: ids.KEY_PREFIX_LEN + 1].encode() not in raw
 
 
 async def test_agenthuman_api_key_is_used_at_first_start(make_client: MakeClient) -> None:

@@ -1,4 +1,4 @@
-"""Health, usage, the runner hooks, shutdown and restart (SPEC §5, §6, §11)."""
+"""Health, usage, the live-session factory, shutdown and restart (SPEC §5, §6, §11)."""
 
 from __future__ import annotations
 
@@ -55,46 +55,54 @@ async def test_runner_stats_show_in_get(api: ApiClient) -> None:
     assert stats["frames_late"] == 0
 
 
-class FakeRunner:
+class FakeLive:
+    """A session's live part with no media: what the manager and the REST routes read of one."""
+
     def __init__(self, session: Session, log: list[tuple[str, str]]) -> None:
         self.session = session
         self.log = log
+
+    def stats(self) -> None:
+        return None  # no media yet: GET shows the stored stats
+
+    def timeline_jsonl(self) -> None:
+        return None
 
     async def aclose(self, reason: EndReason) -> None:
         await asyncio.sleep(0.01)  # the manager must wait for this before reporting `ended`
         self.log.append(("aclose", reason.value))
 
 
-def runner_context(log: list[tuple[str, str]], *, fail: bool = False):  # type: ignore[no-untyped-def]
-    async def factory(session: Session) -> FakeRunner:
+def live_context(log: list[tuple[str, str]], *, fail: bool = False):  # type: ignore[no-untyped-def]
+    async def factory(session: Session) -> FakeLive:
         log.append(("start", session.session_id))
         if fail:
             raise RuntimeError("renderer exploded")
-        return FakeRunner(session, log)
+        return FakeLive(session, log)
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
-        app[keys.runner_factory_key] = factory
+        app[keys.live_factory_key] = factory
         yield
 
     return ctx
 
 
-async def test_runner_lifecycle(make_client: MakeClient) -> None:
+async def test_live_session_lifecycle(make_client: MakeClient) -> None:
     log: list[tuple[str, str]] = []
-    api = await make_client(contexts=[runner_context(log)])
+    api = await make_client(contexts=[live_context(log)])
     sid = (await api.create_session())["session_id"]
     await asyncio.gather(*(api.start_session(sid) for _ in range(5)))
     assert log == [("start", sid)]
     manager: SessionManager = api.app[keys.manager_key]
-    assert isinstance(manager.runner(sid), FakeRunner)
+    assert isinstance(manager.live(sid), FakeLive)
     await api.json("POST", f"/v1/sessions/{sid}/end")
     assert log == [("start", sid), ("aclose", "client_request")]
-    assert manager.runner(sid) is None
+    assert manager.live(sid) is None
 
 
-async def test_runner_asks_to_end(make_client: MakeClient) -> None:
+async def test_a_live_session_asks_to_end(make_client: MakeClient) -> None:
     log: list[tuple[str, str]] = []
-    api = await make_client(contexts=[runner_context(log)])
+    api = await make_client(contexts=[live_context(log)])
     sid = (await api.create_session())["session_id"]
     await api.start_session(sid)
     api.app[keys.manager_key].end_soon(sid, EndReason.ERROR)
@@ -107,9 +115,9 @@ async def test_runner_asks_to_end(make_client: MakeClient) -> None:
     assert log[-1] == ("aclose", "error")
 
 
-async def test_failing_runner_ends_the_session_with_error(make_client: MakeClient) -> None:
+async def test_a_failing_live_factory_ends_the_session_with_error(make_client: MakeClient) -> None:
     log: list[tuple[str, str]] = []
-    api = await make_client(contexts=[runner_context(log, fail=True)])
+    api = await make_client(contexts=[live_context(log, fail=True)])
     sid = (await api.create_session())["session_id"]
     await assert_error(await api.put(f"/v1/sessions/{sid}/start"), 500, "INTERNAL")
     session = (await api.json("GET", f"/v1/sessions/{sid}"))["session"]
@@ -119,7 +127,7 @@ async def test_failing_runner_ends_the_session_with_error(make_client: MakeClien
 
 async def test_shutdown_ends_live_sessions(make_client: MakeClient, tmp_path: Path) -> None:
     log: list[tuple[str, str]] = []
-    api = await make_client(contexts=[runner_context(log)])
+    api = await make_client(contexts=[live_context(log)])
     live = (await api.create_session())["session_id"]
     idle = (await api.create_session())["session_id"]
     await api.start_session(live)
@@ -134,6 +142,20 @@ async def test_shutdown_ends_live_sessions(make_client: MakeClient, tmp_path: Pa
         assert untouched is not None and untouched.status.value == "created"
     finally:
         await store.close()
+
+
+async def test_a_start_after_shutdown_began_ends_at_once(make_client: MakeClient) -> None:
+    """`on_shutdown` has ended the live sessions; a start that comes after (a request already
+    in flight) must not leave a session rendering: 503, and the session is ended."""
+    log: list[tuple[str, str]] = []
+    api = await make_client(contexts=[live_context(log)])
+    sid = (await api.create_session())["session_id"]
+    await api.app[keys.manager_key].aclose()
+    await assert_error(await api.put(f"/v1/sessions/{sid}/start"), 503, "UNAVAILABLE")
+    session = (await api.json("GET", f"/v1/sessions/{sid}"))["session"]
+    assert (session["status"], session["end_reason"]) == ("ended", "server_shutdown")
+    assert log == []  # no runner was made
+    assert api.app[keys.devices_key].concurrency()["current"] == 0
 
 
 async def test_restart_ends_sessions_left_started(make_client: MakeClient) -> None:
@@ -151,7 +173,7 @@ async def test_restart_ends_sessions_left_started(make_client: MakeClient) -> No
 
 async def test_a_session_ended_elsewhere_frees_its_seat_here(make_client: MakeClient) -> None:
     log: list[tuple[str, str]] = []
-    first = await make_client(contexts=[runner_context(log)])
+    first = await make_client(contexts=[live_context(log)])
     sid = (await first.create_session())["session_id"]
     await first.start_session(sid)
     await make_client()  # another process on the database ends it (server_restart)

@@ -8,6 +8,7 @@ from typing import Any
 
 from agenthuman_local import ids, keys
 from tests.conftest import ApiClient, MakeClient
+from tests.test_ws_helpers import Live
 
 SESSION_FIELDS = {
     "session_id",
@@ -242,30 +243,41 @@ async def test_expiration_from_max_duration(make_client: MakeClient) -> None:
 
 
 async def test_session_expires(make_client: MakeClient) -> None:
-    api = await make_client(session__max_duration_s=0.2)
+    live = await Live.make(make_client, session__max_duration_s=0.2)  # timers on virtual time
+    api = live.api
     sid = (await api.create_session())["session_id"]
-    api.app[keys.manager_key].mark_connected(sid)  # keep the connect timer out of it
     await api.start_session(sid)
-    api.app[keys.manager_key].mark_connected(sid)
+    api.app[keys.manager_key].mark_connected(sid)  # keep the connect timer out of it
+    await live.clock.settled(1)  # the expiry timer
+    live.clock.advance(0.2)
     session = await _wait_for_status(api, sid, "ended")
     assert session["end_reason"] == "expired"
 
 
 async def test_connect_timeout_ends_a_silent_session(make_client: MakeClient) -> None:
-    api = await make_client(ws__connect_timeout_s=0.2)
+    live = await Live.make(make_client, ws__connect_timeout_s=0.2)
+    api = live.api
     sid = (await api.create_session())["session_id"]
     await api.start_session(sid)
+    await live.clock.settled(1)
+    live.clock.advance(0.2)
     session = await _wait_for_status(api, sid, "ended")
     assert session["end_reason"] == "websocket_timeout"
     assert api.app[keys.devices_key].concurrency()["current"] == 0
 
 
 async def test_mark_connected_disarms_the_connect_timeout(make_client: MakeClient) -> None:
-    api = await make_client(ws__connect_timeout_s=0.2)
+    live = await Live.make(make_client, ws__connect_timeout_s=0.2)
+    api = live.api
+    silent = (await api.create_session())["session_id"]  # the control: its timer fires
     sid = (await api.create_session())["session_id"]
+    await api.start_session(silent)
     await api.start_session(sid)
     api.app[keys.manager_key].mark_connected(sid)
-    await asyncio.sleep(0.4)
+    await live.clock.settled(1)
+    assert live.clock.sleeping == 1  # the silent session's timer only
+    live.clock.advance(0.4)
+    assert (await _wait_for_status(api, silent, "ended"))["end_reason"] == "websocket_timeout"
     assert (await api.json("GET", f"/v1/sessions/{sid}"))["session"]["status"] == "started"
 
 

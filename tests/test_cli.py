@@ -246,11 +246,11 @@ def test_keys_create_list_revoke(data_dir: Path) -> None:
     assert key.startswith("ah_live_") and len(key) == 40
     listed = run_py("keys", "list", data_dir=data_dir)
     assert listed.returncode == 0
-    assert f"{key[:12]}  bob" in listed.stdout and "active" in listed.stdout
+    assert f"{key[:16]}  bob" in listed.stdout and "active" in listed.stdout
     assert key not in listed.stdout
-    revoked = run_py("keys", "revoke", key[:12], data_dir=data_dir)
+    revoked = run_py("keys", "revoke", key[:16], data_dir=data_dir)
     assert revoked.returncode == 0 and "revoked 1" in revoked.stdout
-    assert "revoked" in run_py("keys", "list", data_dir=data_dir).stdout.split(key[:12])[1]
+    assert "revoked" in run_py("keys", "list", data_dir=data_dir).stdout.split(key[:16])[1]
     missing = run_py("keys", "revoke", "ah_live_zzzz", data_dir=data_dir)
     assert missing.returncode == 1 and "no active key" in missing.stderr
 

@@ -12,14 +12,8 @@ import pytest
 
 from agenthuman_local.engine import facemesh
 from agenthuman_local.engine.facemesh import FaceMesh, ModelMissing, detect_faces, face_mesh
-from agenthuman_local.engine.rig import (
-    RIG_VERSION,
-    HaarRig,
-    MeshRig,
-    build_rig,
-    find_rig,
-    load_rig,
-)
+from agenthuman_local.engine.rig import RIG_VERSION, MeshRig, build_rig
+from agenthuman_local.engine.rig_haar import HaarRig, find_rig, haar_view, load_rig
 from tests import photos
 
 # Marked by hand on 8× zooms of the photo without any overlay (image pixels, edge convention).
@@ -147,6 +141,6 @@ def test_the_old_haar_rig_still_loads(astronaut: np.ndarray, mesh: FaceMesh) -> 
     with pytest.raises(ValueError, match="version"):
         load_rig(json.dumps({"version": 7}))
     # A mesh rig gives the old renderer its boxes and lip line.
-    legacy = build_rig(astronaut, mesh).as_haar()
+    legacy = haar_view(build_rig(astronaut, mesh))
     assert legacy.left_eye.cx < legacy.mouth_x < legacy.right_eye.cx
     assert abs(legacy.lip_y - ASTRONAUT_MOUTH[1]) < 4

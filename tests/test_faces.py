@@ -25,7 +25,8 @@ from agenthuman_local.engine.faces import (
     prepare_face,
     save_avatar,
 )
-from agenthuman_local.engine.rig import HaarRig, MeshRig, load_rig
+from agenthuman_local.engine.rig import MeshRig
+from agenthuman_local.engine.rig_haar import HaarRig, haar_view, load_rig
 from tests import photos
 from tests.photos import encode
 
@@ -37,7 +38,7 @@ def astronaut_fixture() -> np.ndarray:
 
 def assert_sensible_rig(mesh_rig: MeshRig) -> None:
     # Checked on the boxes and lip line the mesh implies (the version-1 geometry).
-    rig = mesh_rig.as_haar()
+    rig = haar_view(mesh_rig)
     face = rig.face
     assert 0 <= face.x and face.x + face.w <= rig.image_width
     assert 0 <= face.y and face.y + face.h <= rig.image_height
@@ -60,7 +61,7 @@ def test_astronaut_is_rigged_where_her_face_is(astronaut: np.ndarray) -> None:
     assert prepared.preview.shape == (500, 500, 3)
     assert_sensible_rig(prepared.rig)
     assert prepared.rig.teeth_at_rest and prepared.rig.lips_apart_at_rest
-    rig = prepared.rig.as_haar()
+    rig = haar_view(prepared.rig)
     assert rig.eyes_from == "mesh"
     assert rig.mouth_from == "mesh"
     # Measured by eye on the photo: she smiles with her upper teeth showing; the mouth opens
@@ -89,7 +90,7 @@ def test_png_and_webp_give_the_same_face(astronaut: np.ndarray, ext: str) -> Non
     jpeg = prepare_face(encode(astronaut)).rig
     other = prepare_face(encode(astronaut, ext)).rig
     assert abs(other.face.cx - jpeg.face.cx) <= 3
-    assert abs(other.as_haar().lip_y - jpeg.as_haar().lip_y) <= 3
+    assert abs(haar_view(other).lip_y - haar_view(jpeg).lip_y) <= 3
     assert_sensible_rig(other)
 
 
@@ -100,7 +101,7 @@ def test_a_wide_photo_is_resized_to_1200_and_rigged_at_that_size(astronaut: np.n
     rig = prepared.rig
     assert (rig.image_width, rig.image_height) == (1200, 1200)
     assert_sensible_rig(rig)
-    assert abs(rig.as_haar().lip_y - 148 * 1200 / 512) <= 10
+    assert abs(haar_view(rig).lip_y - 148 * 1200 / 512) <= 10
 
 
 @pytest.mark.parametrize(
@@ -215,8 +216,8 @@ def test_rig_json_round_trip_and_version_check(astronaut: np.ndarray) -> None:
         MeshRig.from_json(rig.to_json().replace('"version":2', '"version":99'))
     # The version-1 reader takes a version-2 rig as the geometry it implies.
     stored = rig.to_json()
-    assert HaarRig.from_json(stored) == MeshRig.from_json(stored).as_haar()
-    assert abs(HaarRig.from_json(stored).lip_y - rig.as_haar().lip_y) < 0.01
+    assert HaarRig.from_json(stored) == haar_view(MeshRig.from_json(stored))
+    assert abs(HaarRig.from_json(stored).lip_y - haar_view(rig).lip_y) < 0.01
     with pytest.raises(ValueError, match="version"):
         HaarRig.from_json(rig.to_json().replace('"version":2', '"version":99'))
 

@@ -113,7 +113,7 @@ async def test_a_renderer_exception_ends_only_its_session_with_error(make_client
     error = await broken.until("error")
     assert error["code"] == "RENDER_FAILED"
     assert await broken.closed() == 4009
-    await wait_for(lambda: live.api.app[keys.manager_key].runner(broken_sid) is None)
+    await wait_for(lambda: live.api.app[keys.manager_key].live(broken_sid) is None)
     assert (await _status(live, broken_sid))["end_reason"] == "error"
 
     before = len(await _frames(live, healthy_sid))
@@ -242,7 +242,7 @@ async def test_a_client_that_stops_reading_keeps_memory_bounded_and_the_session_
     }
     stalled = await asyncio.to_thread(_stalled_socket, port, f"/v1/sessions/{sid}/ws", init)
     try:
-        await wait_for(lambda: live.api.app[keys.manager_key].runner(sid) is not None)
+        await wait_for(lambda: live.api.app[keys.manager_key].live(sid) is not None)
         await live.settle()
         await live.tick(40)  # ~400 kB a frame: the socket's buffers are full long before this
         growth_mb = await _traced_growth_mb(live, 150)

@@ -6,16 +6,20 @@ The table, by what each module imports at run
 time, module level or inside a function; imports under `if TYPE_CHECKING:` are type hints only
 and are not edges. There is no allowlist: a module that breaks its row fails the test.
 
-- L0, pure (config errors ids protocol records migrations avatars paths audio engine.base
+- L0, pure (config errors ids jsonsafe protocol records migrations avatars paths audio engine.base
   sessions.state transports.base): no aiohttp, torch, cv2, av, daily, aiosqlite; only L0 modules.
 - engine.*: no aiohttp, daily, av; none of api, app, cli, sessions, store, transports.
-- sessions.*: no aiohttp, torch, cv2, av, daily; none of api, app, cli; of transports only base.
+- sessions.*: no aiohttp, torch, cv2, av, daily; none of api, app, cli; of transports only base;
+  of engine only base (the Renderer/FrameDriver protocols) and worker (the render thread's
+  queue, torch-free at import).
 - store: no torch, daily, aiohttp; none of api, app, cli, transports, engine; of sessions only
   state.
 - transports.*: no aiohttp.web; none of api, app, cli, store; of sessions only state, of engine
   only base.
 - api.*: no torch, daily, av; none of app, cli; of transports only base, viewer (the hub it
-  serves) and socket (the socket it serves).
+  serves) and socket (the socket it serves); of sessions only state, manager and live (the
+  typed interface: `SessionManager[LiveSession]`), never the runner or its parts; of engine only
+  faces (the upload-face check, imported on its worker thread) and the package itself.
 - daily is imported by transports.daily only, PyAV by transports.recording only.
 """
 
@@ -42,6 +46,7 @@ L0 = {
     "config",
     "errors",
     "ids",
+    "jsonsafe",
     "protocol",
     "records",
     "migrations",
@@ -53,6 +58,9 @@ L0 = {
     "transports.base",
 }
 API_TRANSPORTS = ("transports.base", "transports.viewer", "transports.socket")
+API_SESSIONS = ("sessions.state", "sessions.manager", "sessions.live")
+API_ENGINE = ("engine", "engine.faces")
+SESSIONS_ENGINE = ("engine.base", "engine.worker")
 HEAVY = ("aiohttp", "torch", "cv2", "av", "daily", "aiosqlite")
 
 
@@ -168,6 +176,8 @@ def violations(edges: dict[str, set[str]]) -> list[str]:
                     _under(name, "transports") and name != "transports.base"
                 ):
                     forbid(module, name, "sessions sees outputs only as transports.base.Sink")
+                if _under(name, "engine") and name not in SESSIONS_ENGINE:
+                    forbid(module, name, "sessions sees the engine through engine.base only")
         if module == "store":
             for lib in libs:
                 if _top(lib) in ("torch", "daily", "aiohttp"):
@@ -197,6 +207,10 @@ def violations(edges: dict[str, set[str]]) -> list[str]:
                     _under(name, "transports") and name not in API_TRANSPORTS
                 ):
                     forbid(module, name, "the API reaches outputs only through the app")
+                if _under(name, "sessions") and name not in API_SESSIONS:
+                    forbid(module, name, "the API reaches sessions through the manager")
+                if _under(name, "engine") and name not in API_ENGINE:
+                    forbid(module, name, "the API renders nothing itself")
     return bad
 
 
@@ -214,6 +228,19 @@ def test_the_layer_check_can_fail() -> None:
     assert [v.split(" (")[0] for v in added] == [
         "sessions.runner -> api.ws",
         "sessions.runner -> torch",
+    ]
+
+
+def test_the_api_and_session_rows_can_fail() -> None:
+    edges = graph()
+    before = set(violations(edges))
+    edges["api.sessions"] = edges["api.sessions"] | {"sessions.runner", "engine.procedural"}
+    edges["sessions.live"] = edges["sessions.live"] | {"engine.engine"}
+    added = sorted(set(violations(edges)) - before)
+    assert [v.split(" (")[0] for v in added] == [
+        "api.sessions -> engine.procedural",
+        "api.sessions -> sessions.runner",
+        "sessions.live -> engine.engine",
     ]
 
 

@@ -202,14 +202,14 @@ async def test_frames_are_encoded_for_the_viewer_only_while_one_is_connected(mak
     await page.close()
     await conn.ws.close()
     await wait_for(lambda: not hub.has_viewers(sid))
-    assert live.api.app[keys.manager_key].runner(sid) is None
+    assert live.api.app[keys.manager_key].live(sid) is None
 
 
 async def test_the_outputs_attach_to_every_live_session(make_client) -> None:
     live = await Live.make(make_client, recording__enabled=True)
     sid, token = await live.started_session()
     await live.connect(sid, token, video_width=160, video_height=128)
-    held = live.api.app[keys.manager_key].runner(sid)
+    held = live.api.app[keys.manager_key].live(sid)
     assert isinstance(held, LiveSession) and held.runner is not None
     names = sorted(type(s).__name__ for s in held.runner.sinks)
     assert names == ["MetricsOutput", "RecorderSink", "Timeline", "ViewerOutput"]
@@ -229,7 +229,7 @@ async def test_recording_and_a_stalled_viewer_never_hold_the_session_back(make_c
     await live.tick(100)  # four virtual seconds, far faster than the encoders run
     frames = [line for line in await timeline(live, sid) if line["t"] == "frame"]
     assert len(frames) == 101 and not any(f["late"] for f in frames)
-    held = live.api.app[keys.manager_key].runner(sid)
+    held = live.api.app[keys.manager_key].live(sid)
     assert isinstance(held, LiveSession) and held.runner is not None
     recorder = next(s for s in held.runner.sinks if isinstance(s, RecorderSink)).recorder
     await live.api.json("PUT", f"/v1/sessions/{sid}/end")

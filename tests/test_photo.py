@@ -15,7 +15,7 @@ from agenthuman_local.engine.faces import prepare_face, save_avatar
 from agenthuman_local.engine.photo import MAX_CROP_PX, PhotoRenderer, open_photo_renderer
 from agenthuman_local.engine.photo_legacy import LegacyPhotoRenderer
 from agenthuman_local.engine.photo_warp import JAW_DROP_FH
-from agenthuman_local.engine.rig import detect_faces, equalised_gray, find_rig
+from agenthuman_local.engine.rig_haar import detect_faces, equalised_gray, find_rig
 from tests import photos
 
 

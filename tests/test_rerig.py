@@ -17,12 +17,13 @@ import pytest
 import skimage.data
 
 from agenthuman_local import keys
-from agenthuman_local.engine.rig import (
+from agenthuman_local.engine.rig import MeshRig
+from agenthuman_local.engine.rig_haar import (
     HaarRig,
-    MeshRig,
     detect_faces,
     equalised_gray,
     find_rig,
+    haar_view,
     load_rig,
 )
 from agenthuman_local.migrations import MIGRATIONS
@@ -105,7 +106,7 @@ async def test_v1_avatars_are_rerigged_and_a_refused_one_keeps_its_rig(
         MeshRig.from_json(json.dumps(row.rig)).to_json()
     )
     assert (face_dir / "rig.v1.json").read_text() == old_text
-    assert abs(on_disk.as_haar().mouth_x - 224) < 6  # on her mouth
+    assert abs(haar_view(on_disk).mouth_x - 224) < 6  # on her mouth
     assert await store.rerig_outcome(face_id) == (2, "rigged")
 
     # The refused one: its old rig everywhere, the attempt recorded, and not tried again.

@@ -383,3 +383,92 @@ async def test_speech_late_in_a_frame_speaks_from_the_next_one_right_after_its_t
     whole = np.concatenate([f.samples for f in h.frames])
     assert len(whole) == frame_sample_range(before + 1, FPS)[1]  # no audio lost or doubled
     await h.runner.aclose("client_request")
+
+
+def _speaking_span(h):
+    started = h.link.of("agent.speak_started")
+    ended = h.link.of("agent.speak_ended")
+    assert len(started) == len(ended) == 1
+    return started[0], ended[0]
+
+
+@pytest.mark.parametrize("chunk", [160, 320, 333])
+async def test_speech_in_chunks_shorter_than_a_frame_is_never_split_by_silence(worker, chunk):
+    """10 ms (or any sub-frame) chunks sent at once: the first speaking frame starts with the
+    first sample, no silence is padded into the speech, and played_ms spans exactly the
+    speaking frames (the old code scheduled a frame per chunk while idle, each padded with
+    silence that played_ms did not count: 3 s played as ≥ 77 frames)."""
+    h = Harness(worker)
+    await h.start()
+    await h.step(3)
+    audio = tone(16000 * 3)
+    for i in range(0, len(audio), chunk):
+        h.runner.speak(audio[i : i + chunk].tobytes())
+    h.runner.speak_end()
+    await h.step(90)
+    speaking = [f for f in h.frames if f.speaking]
+    assert len(speaking) == 75  # 3 s at 25 fps, not one more
+    assert np.array_equal(speaking[0].samples, audio[:640])
+    assert np.array_equal(np.concatenate([f.samples for f in speaking]), audio)
+    started, ended = _speaking_span(h)
+    assert started["pts_ms"] == speaking[0].pts_ms
+    assert ended["played_ms"] == 3000
+    assert ended["pts_ms"] - started["pts_ms"] == ended["played_ms"]
+    await h.runner.aclose("client_request")
+
+
+async def test_speech_trickled_faster_than_real_time_in_tiny_chunks_has_no_gaps(worker):
+    """A TTS streaming 10 ms chunks at twice real time: every speaking frame is whole speech."""
+    h = Harness(worker)
+    await h.start()
+    await h.step(3)
+    audio = tone(16000 * 2)
+    chunks = [audio[i : i + 160] for i in range(0, len(audio), 160)]
+    while chunks:
+        for c in chunks[:8]:  # 80 ms of audio per 40 ms tick
+            h.runner.speak(c.tobytes())
+        del chunks[:8]
+        await h.step(1)
+    h.runner.speak_end()
+    await h.step(60)
+    speaking = [f for f in h.frames if f.speaking]
+    assert len(speaking) == 50
+    assert np.array_equal(np.concatenate([f.samples for f in speaking]), audio)
+    started, ended = _speaking_span(h)
+    assert started["pts_ms"] == speaking[0].pts_ms
+    assert ended["played_ms"] == 2000 == ended["pts_ms"] - started["pts_ms"]
+    await h.runner.aclose("client_request")
+
+
+async def test_a_client_that_stalls_mid_frame_still_gets_its_audio_played(worker):
+    """Holding a partial frame never waits forever: once nothing else is scheduled the part
+    that came plays (padded), and the silence gap ends the utterance."""
+    h = Harness(worker, silence_gap_ms=200)
+    await h.start()
+    h.runner.speak(tone(16000 + 300).tobytes())  # 1 s and 300 samples, then nothing
+    await h.step(50)
+    started, ended = _speaking_span(h)
+    assert ended["played_ms"] == (16000 + 300) // 16 and not ended["interrupted"]
+    await h.runner.aclose("client_request")
+
+
+async def test_an_utterance_starts_on_a_whole_frame_even_when_a_tick_comes_first(worker):
+    """The first 10 ms chunk arrives, a tick comes with no frame left scheduled (an underrun),
+    then the rest: the first speaking frame still starts with the whole first frame of audio
+    (the old code showed that chunk padded with 30 ms of silence)."""
+    h = Harness(worker)
+    await h.start()
+    await h.step(3)
+    audio = tone(16000)
+    h.runner.speak(audio[:160].tobytes())
+    await h.step(2)
+    for i in range(160, len(audio), 160):
+        h.runner.speak(audio[i : i + 160].tobytes())
+    h.runner.speak_end()
+    await h.step(40)
+    speaking = [f for f in h.frames if f.speaking]
+    assert len(speaking) == 25
+    assert np.array_equal(np.concatenate([f.samples for f in speaking]), audio)
+    started, ended = _speaking_span(h)
+    assert ended["played_ms"] == 1000 == ended["pts_ms"] - started["pts_ms"]
+    await h.runner.aclose("client_request")

@@ -194,11 +194,34 @@ def test_buffer_full_drops_the_chunk_and_keeps_the_rest():
 
 def test_underrun_plays_silence_and_does_not_count():
     sim = Sim(ahead=1)
-    sim.push(100)
+    sim.push(FRAME + 100)
+    assert sim.tick().segments[0][1] == FRAME
     frame = sim.tick()
     assert frame.segments[0][1] == 100
     assert not frame.samples[100:].any()
-    assert sim.q.played_samples == 100
+    assert sim.q.played_samples == FRAME + 100
+
+
+def test_an_open_utterance_starts_on_a_frame_its_own_audio_fills():
+    """Less than a frame of a new, open utterance: the frame waits for it (silence, not
+    speaking) rather than padding its start; a whole frame, speak_end or the silence gap
+    lets it start."""
+    sim = Sim(ahead=1, gap_ms=200)
+    sim.push(100)
+    frame = sim.tick()
+    assert not frame.speaking and sim.q.played_samples == 0
+    sim.push(FRAME - 100)
+    frame = sim.tick()
+    assert frame.segments[0][1] == FRAME and frame.samples.all()
+    sim.end()
+    sim.tick()
+    sim.push(100)
+    sim.end()  # closed: it plays at once, padded
+    assert sim.tick().segments[0][1] == 100
+    sim.push(100)  # open and never completed: it plays once the gap has passed
+    frames = [sim.tick() for _ in range(8)]
+    assert [f.speaking for f in frames].index(True) == 200 // 40
+    assert sim.q.played_samples == FRAME + 200
 
 
 @pytest.mark.parametrize("fps", [10, 24, 25, 29, 30, 60])

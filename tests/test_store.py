@@ -33,7 +33,6 @@ def make_session(account_id: str, **fields: object) -> Session:
         avatar_id="avat_local_ada",
         avatar_name="Ada",
         token_hash=ids.secret_hash("t"),
-        viewer_token="v",
         aspect_ratio="16:9",
         video_width=1280,
         video_height=720,
@@ -80,12 +79,14 @@ async def test_keys(store: Store) -> None:
     assert await store.ensure_account("alice") == alice
     key = ids.new_api_key()
     row = await store.add_api_key(alice, key)
-    assert (row.prefix, row.account_name) == (key[:12], "alice")
+    assert (row.prefix, row.account_name) == (key[: ids.KEY_PREFIX_LEN], "alice")
     assert await store.has_api_keys()
     assert await store.account_for_key(key) == alice
     assert await store.account_for_key(key + "x") is None
     listed = await store.list_api_keys()
-    assert [(k.prefix, k.account_name, k.revoked_at) for k in listed] == [(key[:12], "alice", None)]
+    assert [(k.prefix, k.account_name, k.revoked_at) for k in listed] == [
+        (key[: ids.KEY_PREFIX_LEN], "alice", None)
+    ]
     assert await store.revoke_api_keys("ah_") == 1  # any leading part of the prefix
     assert await store.account_for_key(key) is None
     assert await store.revoke_api_keys("ah_") == 0

@@ -86,7 +86,7 @@ async def test_runner_event_listeners_see_every_event_and_a_failing_one_is_skipp
     sid = session["session_id"]
     await live.api.start_session(sid)
     conn = await live.connect(sid, session["access_token"], **SIZE)
-    held = live.api.app[keys.manager_key].runner(sid)
+    held = live.api.app[keys.manager_key].live(sid)
     assert isinstance(held, LiveSession) and held.runner is not None
     runner = held.runner
     page = await open_page(live, session)

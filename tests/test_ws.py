@@ -290,16 +290,16 @@ async def test_two_sessions_never_hear_each_other(live):
     assert ids_a and not ids_a & {e.get("utterance_id") for e in b.events}
 
 
-async def test_outputs_attach_through_the_media_hooks(make_client):
+async def test_outputs_attach_through_the_output_factories(make_client):
     sinks = {}
 
-    async def hook(live_session, runner):
+    async def output(live_session, runner):
         sinks[live_session.session_id] = MemorySink()
-        runner.add_sink(sinks[live_session.session_id])
         rooms.append(live_session.init.room)
+        return sinks[live_session.session_id]
 
     async def ctx(app):
-        app[keys.media_hooks_key].append(hook)
+        app[keys.outputs_key] = (*app[keys.outputs_key], output)
         yield
 
     rooms = []

@@ -102,9 +102,11 @@ async def test_rest_end_tells_the_socket_and_stores_stats(make_client):
 
 
 async def test_expiration_ends_the_session(make_client):
-    live = await Live.make(make_client, virtual=False, session__max_duration_s=0.5)
+    live = await Live.make(make_client, session__max_duration_s=0.5)
     sid, token = await live.started_session()
     conn = await live.connect(sid, token, video_width=128, video_height=128)
+    await live.settle()
+    live.clock.advance(0.5)  # the manager's expiry timer runs on the session clock
     state = await conn.until("session.state")
     assert state["reason"] == "expired"
     assert await conn.closed() == 4009

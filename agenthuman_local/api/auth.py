@@ -21,6 +21,7 @@ from agenthuman_local import ids, keys
 from agenthuman_local.errors import RateLimited, Unauthorized
 
 API_KEY_HEADER = "x-api-key"
+INVALID_KEYS = "invalid-keys"  # the rate-limit identity every unknown or revoked key shares
 _PUBLIC_ATTR = "__agenthuman_public__"
 
 F = TypeVar("F", bound=Callable[..., object])
@@ -71,7 +72,8 @@ class RateLimiter:
         window = int(now // 60)
         start, count = self._windows.get(identity, (window, 0))
         count = (count if start == window else 0) + 1
-        # Only valid keys get here, so the table stays as small as the key list.
+        # Only valid keys (and the one identity of all invalid ones) get here, so the table
+        # stays as small as the key list.
         self._windows[identity] = (window, min(count, self.per_minute + 1))
         reset_at = (window + 1) * 60
         return RateState(
@@ -91,17 +93,24 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if not key:
         raise Unauthorized("API key required")
     account_id = await request.app[keys.store_key].account_for_key(key)
+    limiter = request.app[keys.rate_limiter_key]
     if account_id is None:
+        # Wrong keys share one window (one identity, so the table stays small): past the limit
+        # a guesser gets 429s, and a valid key is never held back by them.
+        if limiter.enabled:
+            _check(limiter.hit(INVALID_KEYS), request)
         raise Unauthorized("Invalid API key")
     request[keys.account_key] = account_id
-    limiter = request.app[keys.rate_limiter_key]
     if limiter.enabled:
-        state = limiter.hit(ids.secret_hash(key))
-        request[keys.rate_headers_key] = state.headers()
-        if not state.allowed:
-            raise RateLimited(
-                f"Rate limit of {state.limit} requests per minute exceeded",
-                headers={"Retry-After": str(state.retry_after_s)},
-                details={"limit": state.limit, "reset": state.reset_at},
-            )
+        _check(limiter.hit(ids.secret_hash(key)), request)
     return await handler(request)
+
+
+def _check(state: RateState, request: web.Request) -> None:
+    request[keys.rate_headers_key] = state.headers()
+    if not state.allowed:
+        raise RateLimited(
+            f"Rate limit of {state.limit} requests per minute exceeded",
+            headers={"Retry-After": str(state.retry_after_s)},
+            details={"limit": state.limit, "reset": state.reset_at},
+        )

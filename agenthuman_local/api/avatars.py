@@ -14,18 +14,19 @@ import asyncio
 import contextlib
 import json
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
-from typing import Any
-from urllib.parse import unquote, urlsplit
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, unquote
 
 import aiohttp
 from aiohttp import web
 
 from agenthuman_local import errors, ids, keys
 from agenthuman_local.api.auth import public
+from agenthuman_local.api.fetch import fetch_image
 from agenthuman_local.api.objects import avatar_image_url, avatar_json, avatar_preview_url
-from agenthuman_local.api.parsing import json_object, optional_str
+from agenthuman_local.api.parsing import json_object, optional_str, read_body
 from agenthuman_local.avatars import resolve_alias
 from agenthuman_local.errors import (
     AvatarNotFound,
@@ -33,17 +34,19 @@ from agenthuman_local.errors import (
     Conflict,
     NotAnImage,
     PayloadTooLarge,
+    RequestTimeout,
     StorageUnavailable,
     ValidationError,
 )
-from agenthuman_local.paths import AVATARS_DIR
+from agenthuman_local.paths import AVATARS_DIR, staging_dir
 from agenthuman_local.records import Avatar
 
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
-FETCH_TIMEOUT_S = 20.0
 DEFAULT_UPLOAD_NAME = "My avatar"
+MAX_NAME_CHARS = 200  # an avatar's name (a file's name is cut to it)
 INPUTS = ("file", "image_base64", "image_url")
 _CHUNK_BYTES = 64 * 1024
+_T = TypeVar("_T")
 _FACE_ERRORS: dict[str, type[errors.BadRequest]] = {
     cls.code: cls
     for cls in (errors.NotAnImage, errors.NoFace, errors.MultipleFaces, errors.FaceTooSmall)
@@ -160,7 +163,7 @@ async def upload_face(request: web.Request) -> web.Response:
             details={"fields": [field for field, _ in inputs]},
         )
     field, value = inputs[0]
-    data = value if isinstance(value, bytes) else await image_bytes(field, value)
+    data = value if isinstance(value, bytes) else await image_bytes(request.app, field, value)
     avatar = await create_photo_avatar(request.app, request[keys.account_key], data, name)
     base = request.app[keys.settings_key].base_url
     return web.json_response(
@@ -191,7 +194,7 @@ async def session_avatar(
         yield await find_avatar(request.app, account_id, value)
         return
     kind = "image_base64" if value.startswith("data:") else "image_url"
-    data = await image_bytes(kind, value, label=field)
+    data = await image_bytes(request.app, kind, value, label=field)
     avatar = await create_photo_avatar(request.app, account_id, data, DEFAULT_UPLOAD_NAME)
     try:
         yield avatar
@@ -201,11 +204,19 @@ async def session_avatar(
         raise
 
 
-async def image_bytes(kind: str, value: str, *, label: str | None = None) -> bytes:
+async def image_bytes(
+    app: web.Application, kind: str, value: str, *, label: str | None = None
+) -> bytes:
     """The image an `image_base64` or `image_url` value stands for."""
     if kind == "image_base64":
         return await asyncio.to_thread(_decode_base64, value)
-    return await fetch_image(value, label or kind)
+    return await fetch_image(
+        value,
+        label or kind,
+        max_bytes=MAX_UPLOAD_BYTES,
+        too_large=_too_large,
+        allow_private=app[keys.settings_key].upload.allow_private_urls,
+    )
 
 
 async def create_photo_avatar(
@@ -214,7 +225,13 @@ async def create_photo_avatar(
     """Check, rig and store one photo as the account's private avatar (SPEC §5 upload-face)."""
     _check_image(data)
     avatar_id = ids.new_id("avat")
-    rig = await asyncio.to_thread(_prepare_and_save, data, _avatar_dir(app, avatar_id))
+    max_pixels = int(app[keys.settings_key].upload.max_megapixels * 1_000_000)
+    # Decoding and rigging take ~0.1-0.5 s and up to ~5 bytes of memory per pixel: only
+    # `upload.max_concurrent` at once, the others wait their turn.
+    async with app[keys.upload_slots_key]:
+        rig = await asyncio.to_thread(
+            _prepare_and_save, data, _avatar_dir(app, avatar_id), max_pixels
+        )
     try:
         return await app[keys.store_key].create_avatar(
             avatar_id=avatar_id,
@@ -228,39 +245,6 @@ async def create_photo_avatar(
     except BaseException:
         await asyncio.to_thread(shutil.rmtree, _avatar_dir(app, avatar_id), True)
         raise
-
-
-async def fetch_image(url: str, field: str) -> bytes:
-    """GET an http(s) image with a timeout and the upload size cap."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValidationError(field, "must be an http(s) URL")
-    timeout = aiohttp.ClientTimeout(total=FETCH_TIMEOUT_S)
-    try:
-        async with (
-            aiohttp.ClientSession(timeout=timeout) as http,
-            http.get(url) as response,
-        ):
-            if response.status != 200:
-                raise ValidationError(
-                    field, f"could not be fetched: the server answered HTTP {response.status}"
-                )
-            if (response.content_length or 0) > MAX_UPLOAD_BYTES:
-                raise _too_large()
-            data = bytearray()
-            async for chunk in response.content.iter_chunked(_CHUNK_BYTES):
-                data += chunk
-                if len(data) > MAX_UPLOAD_BYTES:
-                    raise _too_large()
-            return bytes(data)
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        reason = "timed out" if isinstance(exc, TimeoutError) else str(exc) or type(exc).__name__
-        raise ValidationError(
-            field,
-            f"is unreachable ({reason})",
-            suggestion="Check that the URL is public and reachable from the server, or upload "
-            "the file itself.",
-        ) from exc
 
 
 def _avatar_dir(app: web.Application, avatar_id: str) -> Path:
@@ -293,17 +277,27 @@ def _decode_base64(text: str) -> bytes:
         raise NotAnImage(exc.message) from exc
 
 
-def _prepare_and_save(data: bytes, avatar_dir: Path) -> dict[str, Any]:
-    """On a worker thread: detect and rig the face, write the files; returns the rig."""
+def _prepare_and_save(data: bytes, avatar_dir: Path, max_pixels: int) -> dict[str, Any]:
+    """On a worker thread: detect and rig the face, write the files; returns the rig. An image
+    whose header declares more than `max_pixels` is refused before it is decoded (a 75 KB
+    JPEG may declare 49 megapixels: ~270 MB decoded)."""
     from agenthuman_local.engine import faces
 
+    header = faces.image_dimensions(data)
+    if header is not None and header[1] * header[2] > max_pixels:
+        fmt, width, height = header
+        raise ValidationError(
+            "image",
+            f"is {width}×{height} pixels ({fmt}); the limit is {max_pixels / 1e6:g} megapixels",
+            suggestion="Resize the photo (the limit is the server's upload.max_megapixels).",
+        )
     try:
         prepared = faces.prepare_face(data)
     except faces.FaceError as exc:
         raise _FACE_ERRORS.get(exc.code, BadRequest)(
             exc.message, suggestion=exc.suggestion
         ) from exc
-    staging = avatar_dir.with_name(f".{avatar_dir.name}.tmp")
+    staging = staging_dir(avatar_dir)
     try:
         faces.save_avatar(prepared, staging)
         staging.rename(avatar_dir)
@@ -323,8 +317,7 @@ async def _upload_inputs(request: web.Request) -> tuple[list[tuple[str, bytes | 
         except ValueError as exc:  # aiohttp: no boundary, or a body that does not follow it
             raise ValidationError("body", "is not a valid multipart form") from exc
     elif request.content_type == "application/x-www-form-urlencoded":
-        form = await request.post()
-        fields = {k: v for k, v in form.items() if isinstance(v, str)}
+        fields = await _urlencoded_fields(request)
     else:
         body = await json_object(request)
         fields = {
@@ -337,35 +330,78 @@ async def _upload_inputs(request: web.Request) -> tuple[list[tuple[str, bytes | 
             value = value.strip()
         if value is not None and (isinstance(value, bytes) or value):
             found.append((field, value))
-    name = fields.get("name")
-    return found, (name.strip() if isinstance(name, str) else "") or DEFAULT_UPLOAD_NAME
+    raw_name = fields.get("name")
+    name = raw_name.strip() if isinstance(raw_name, str) else ""
+    if len(name) > MAX_NAME_CHARS:
+        raise ValidationError("name", f"must be at most {MAX_NAME_CHARS} characters")
+    return found, name or DEFAULT_UPLOAD_NAME
+
+
+def _too_many_parts(max_parts: int) -> ValidationError:
+    return ValidationError(
+        "body",
+        f"has more than {max_parts} form fields",
+        suggestion="Send the image as one `file` part, with `name` at most.",
+    )
+
+
+async def _urlencoded_fields(request: web.Request) -> dict[str, bytes | str]:
+    """The text fields of a urlencoded body; past `http.max_form_parts` fields → 400 before
+    any is parsed (counting separators is cheap, parsing 16 MB of `a&` is not)."""
+    raw = await read_body(request)
+    max_parts = request.app[keys.settings_key].http.max_form_parts
+    if raw.count(b"&") + raw.count(b";") >= max_parts:
+        raise _too_many_parts(max_parts)
+    text = raw.decode("utf-8", "replace")
+    return {k: v for k, v in parse_qsl(text, keep_blank_values=True)}
 
 
 async def _multipart_fields(request: web.Request) -> dict[str, bytes | str]:
-    """`file` as bytes, the text fields as str (a file's name is the default `name`)."""
-    limit = int(request.app[keys.settings_key].max_request_mb * 1024 * 1024)
+    """`file` as bytes, the text fields as str (a file's name is the default `name`).
+
+    Parsing costs ~0.2 ms of event loop per part, so the part count is bounded
+    (`http.max_form_parts`): the refusal comes after at most that many parts are read."""
+    settings = request.app[keys.settings_key]
+    limit = int(settings.max_request_mb * 1024 * 1024)
+    max_parts = settings.http.max_form_parts
     fields: dict[str, bytes | str] = {}
     reader = await request.multipart()
-    while (part := await reader.next()) is not None:
+    timeout = settings.http.body_timeout_s
+    count = 0
+    while (part := await _stalls_after(timeout, reader.next())) is not None:
+        count += 1
+        if count > max_parts:
+            raise _too_many_parts(max_parts)
         if not isinstance(part, aiohttp.BodyPartReader):
             raise ValidationError("body", "must not nest multipart bodies")
         if part.name == "file":
-            fields["file"] = await _read_part(part, MAX_UPLOAD_BYTES)
+            fields["file"] = await _read_part(part, MAX_UPLOAD_BYTES, timeout)
             if part.filename:
                 # Clients percent-encode what a quoted header value cannot hold (HTML spec).
-                fields.setdefault("name", Path(unquote(part.filename)).stem)
+                stem = Path(unquote(part.filename)).stem[:MAX_NAME_CHARS]
+                fields.setdefault("name", stem)
         elif part.name in (*INPUTS[1:], "name"):
-            fields[part.name] = (await _read_part(part, limit)).decode("utf-8", "replace")
+            raw = await _read_part(part, limit, timeout)
+            fields[part.name] = raw.decode("utf-8", "replace")
         else:
-            await part.release()
+            await _stalls_after(timeout, part.release())
     return fields
 
 
-async def _read_part(part: aiohttp.BodyPartReader, limit: int) -> bytes:
+async def _stalls_after(stall_s: float, step: Awaitable[_T]) -> _T:
+    """`await step`, or 408 if the client sends nothing for `stall_s` seconds meanwhile."""
+    try:
+        async with asyncio.timeout(stall_s):
+            return await step
+    except TimeoutError as exc:
+        raise RequestTimeout() from exc
+
+
+async def _read_part(part: aiohttp.BodyPartReader, limit: int, stall_s: float) -> bytes:
     """A multipart part's bytes, refusing (413) more than `limit`: aiohttp's body limit does
     not apply to streamed multipart parts."""
     data = bytearray()
-    while chunk := await part.read_chunk(_CHUNK_BYTES):
+    while chunk := await _stalls_after(stall_s, part.read_chunk(_CHUNK_BYTES)):
         data += chunk
         if len(data) > limit:
             raise _too_large() if part.name == "file" else PayloadTooLarge()

@@ -29,6 +29,7 @@ async def usage(request: web.Request) -> web.Response:
     app = request.app
     manager = app[keys.manager_key]
     base = app[keys.settings_key].base_url
+    secret = app[keys.viewer_secret_key]
     active, _ = await manager.list_sessions(
         request[keys.account_key], status=SessionState.STARTED, limit=500, cursor=None
     )
@@ -38,7 +39,7 @@ async def usage(request: web.Request) -> web.Response:
             "success": True,
             "usage": {
                 **manager.usage(),
-                "active_sessions": [session_json(s, base, now) for s in active],
+                "active_sessions": [session_json(s, base, now, secret) for s in active],
                 "devices": [d.snapshot() for d in app[keys.devices_key].devices],
             },
         }

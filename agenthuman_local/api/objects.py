@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from agenthuman_local import ids
 from agenthuman_local.records import Avatar, Session
 
 
@@ -40,7 +41,14 @@ def avatar_json(avatar: Avatar, base_url: str) -> dict[str, Any]:
     }
 
 
-def session_json(session: Session, base_url: str, now: float) -> dict[str, Any]:
+def viewer_url(base_url: str, session_id: str, viewer_secret: bytes) -> str:
+    token = ids.viewer_token(viewer_secret, session_id)
+    return f"{base_url}/v1/sessions/{session_id}/viewer?token={token}"
+
+
+def session_json(
+    session: Session, base_url: str, now: float, viewer_secret: bytes
+) -> dict[str, Any]:
     """What GET shows; never the token or the ws_uri (create and start add those)."""
     sid = session.session_id
     return {
@@ -66,6 +74,6 @@ def session_json(session: Session, base_url: str, now: float) -> dict[str, Any]:
         "daily_room": session.daily_room,
         "metadata": session.metadata,
         "end_reason": session.end_reason,
-        "viewer_url": f"{base_url}/v1/sessions/{sid}/viewer?token={session.viewer_token}",
+        "viewer_url": viewer_url(base_url, sid, viewer_secret),
         "stats": dict(session.stats),
     }

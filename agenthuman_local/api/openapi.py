@@ -55,6 +55,16 @@ _AVATAR_LIST = {"type": "array", "items": ref("Avatar")}
 _BINARY: JsonSchema = {"type": "string", "format": "binary"}
 _VIEWER_TOKEN = {"token": {"type": "string", "description": "the session's viewer token"}}
 
+# What any request body may be refused for before it is used (issue 12).
+_BODY_LIMITS: dict[int, tuple[str, JsonSchema]] = {
+    400: (
+        "INVALID_JSON (also: nested deeper than `http.max_json_depth`), VALIDATION_ERROR (a "
+        "field, or more than `http.max_form_parts` form fields)",
+        ref("Error"),
+    ),
+    408: ("REQUEST_TIMEOUT: the body paused longer than `http.body_timeout_s`", ref("Error")),
+}
+
 OPERATIONS: list[Operation] = [
     Operation(
         "GET",
@@ -89,6 +99,12 @@ OPERATIONS: list[Operation] = [
         status=201,
         request=ref("CreateSessionRequest"),
         errors={
+            **_BODY_LIMITS,
+            413: (
+                "PAYLOAD_TOO_LARGE: the body is over `max_request_mb`, or `metadata` over "
+                "`session.max_metadata_kb` of compact JSON",
+                ref("Error"),
+            ),
             502: (
                 "(ext) DAILY_API_ERROR: Daily's REST API failed while creating the session's "
                 "room (SPEC §7); nothing is stored",
@@ -201,6 +217,10 @@ OPERATIONS: list[Operation] = [
             "application/json",
             "application/x-www-form-urlencoded",
         ),
+        errors={
+            **_BODY_LIMITS,
+            413: ("PAYLOAD_TOO_LARGE: the image is over 10 MB, or the body is", ref("Error")),
+        },
     ),
     Operation("GET", "/v1/avatars/{avatar_id}", "One avatar", _success({"avatar": ref("Avatar")})),
     Operation(

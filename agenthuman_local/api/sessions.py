@@ -7,6 +7,7 @@ ratio 4:3); otherwise era [B] (created only, 16:9). Unknown request fields are i
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -24,10 +25,14 @@ from agenthuman_local.api.parsing import (
     required_str,
 )
 from agenthuman_local.engine_ctx import loading_error
-from agenthuman_local.errors import NotFound, UnsupportedPlatform, ValidationError
+from agenthuman_local.errors import (
+    NotFound,
+    PayloadTooLarge,
+    UnsupportedPlatform,
+    ValidationError,
+)
 from agenthuman_local.paths import recording_path, timeline_path
 from agenthuman_local.records import Session
-from agenthuman_local.sessions.live import LiveSession
 from agenthuman_local.sessions.manager import VIDEO_SIZES
 from agenthuman_local.sessions.state import EndReason, SessionState
 
@@ -35,6 +40,26 @@ DEFAULT_LIST_LIMIT = 50
 MAX_LIST_LIMIT = 500
 TRY_AGAIN = "try_again"
 _UNSUPPORTED_PLATFORMS = frozenset({"livekit", "proxy"})
+
+
+def _metadata_bytes(metadata: dict[str, Any]) -> int:
+    return len(json.dumps(metadata, separators=(",", ":"), ensure_ascii=False).encode())
+
+
+async def _check_metadata_size(request: web.Request, metadata: dict[str, Any]) -> None:
+    """`metadata` is stored and returned in every list page: at most `session.max_metadata_kb`
+    of compact JSON (413). A body no larger than the limit needs no measuring; a larger one is
+    measured on a worker thread."""
+    limit = int(request.app[keys.settings_key].session.max_metadata_kb * 1024)
+    if not metadata or (request.content_length is not None and request.content_length <= limit):
+        return
+    size = await asyncio.to_thread(_metadata_bytes, metadata)
+    if size > limit:
+        raise PayloadTooLarge(
+            f"metadata is {size} bytes of JSON; the limit is {limit}",
+            suggestion="Keep large data in your own store and put its id in metadata "
+            "(the limit is the server's session.max_metadata_kb).",
+        )
 
 
 def _daily_room(url: str, token: str, field: str) -> dict[str, Any]:
@@ -91,14 +116,16 @@ def _aspect_ratio(body: dict[str, Any], default: str) -> str:
 
 
 def _session_out(request: web.Request, session: Session) -> dict[str, Any]:
-    out = session_json(session, request.app[keys.settings_key].base_url, time.time())
+    app = request.app
+    out = session_json(
+        session, app[keys.settings_key].base_url, time.time(), app[keys.viewer_secret_key]
+    )
     if session.status is SessionState.STARTED:
-        # The store has the stats of ended sessions; a live one's come from its runner.
-        live = request.app[keys.manager_key].runner(session.session_id)
-        if isinstance(live, LiveSession) and live.runner is not None:
-            out["stats"] = {
-                k: (None if v is None else int(round(v))) for k, v in live.runner.stats().items()
-            }
+        # The store has the stats of ended sessions; a live one's come from the live session.
+        live = request.app[keys.manager_key].live(session.session_id)
+        stats = live.stats() if live is not None else None
+        if stats is not None:
+            out["stats"] = stats
     return out
 
 
@@ -112,6 +139,7 @@ async def create_session(request: web.Request) -> web.Response:
     metadata = body.get("metadata", {})
     if not isinstance(metadata, dict):
         raise ValidationError("metadata", "must be a JSON object")
+    await _check_metadata_size(request, metadata)
     manager = request.app[keys.manager_key]
     if era_c and not manager.ready:  # before any upload work the create could not use
         raise loading_error(request.app[keys.engine_status_key])
@@ -251,10 +279,9 @@ async def get_timeline(request: web.Request) -> web.Response:
     manager = request.app[keys.manager_key]
     session_id = request.match_info["session_id"]
     await manager.get(request[keys.account_key], session_id)
-    live = manager.runner(session_id)
-    if isinstance(live, LiveSession) and live.runner and live.runner.timeline.path is None:
-        text: str | None = live.runner.timeline.jsonl()
-    else:
+    live = manager.live(session_id)
+    text = live.timeline_jsonl() if live is not None else None
+    if text is None:  # not kept in memory: the file (SPEC §10)
         path = timeline_path(request.app[keys.settings_key].data_dir, session_id)
         text = await asyncio.to_thread(_read_text, path)
     if text is None:

@@ -5,6 +5,13 @@ send queue (events first, then media), so nothing else ever writes to the socket
 `session.init` is checked in SPEC's order — 4002 protocol, 4004 unknown session, 4001 bad
 token, 4003 not started, 4009 ended — so a wrong token learns nothing about the session.
 
+Fairness between sockets: each socket may send `ws.max_messages_per_s` messages a second
+(`MessageBudget`, bursts of twice that). Past it the handler waits before it reads on, so the
+client's messages back up in its own buffers and TCP (aiohttp stops reading a socket whose
+queue is full) — nothing is dropped, `played_ms`/`dropped_ms` stay exact — and the client gets
+one `error RATE_LIMITED` per second of throttling. A storm on one socket then costs the event
+loop no more than a busy, well-behaved client, and its neighbours stay on time.
+
 The render workers and the runner factory the session manager uses are `app.live_ctx`'s.
 """
 
@@ -15,6 +22,7 @@ import contextlib
 import json
 import logging
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
@@ -126,6 +134,36 @@ class WsLink:
             await self._writer
 
 
+class MessageBudget:
+    """A token bucket over one socket's messages: `rate` a second, bursts up to `2 * rate`."""
+
+    RATE_LIMITED_EVERY_S = 1.0  # at most one RATE_LIMITED event per this many seconds
+
+    def __init__(self, rate: float, now: Callable[[], float]) -> None:
+        self.rate = rate
+        self.capacity = 2.0 * rate
+        self._tokens = self.capacity
+        self._now = now
+        self._stamp = now()
+        self._warned_at: float | None = None
+
+    def take(self) -> float:
+        """Spend one message; → the seconds to wait before handling it (0 within budget)."""
+        now = self._now()
+        self._tokens = min(self.capacity, self._tokens + (now - self._stamp) * self.rate)
+        self._stamp = now
+        self._tokens -= 1.0
+        return 0.0 if self._tokens >= 0 else -self._tokens / self.rate
+
+    def should_warn(self) -> bool:
+        """Whether to send RATE_LIMITED now (once per RATE_LIMITED_EVERY_S while throttled)."""
+        now = self._now()
+        if self._warned_at is not None and now - self._warned_at < self.RATE_LIMITED_EVERY_S:
+            return False
+        self._warned_at = now
+        return True
+
+
 async def _reject(ws: web.WebSocketResponse, close_code: int, code: str, message: str) -> None:
     await ws.send_json(protocol.error_event(code, message))
     await ws.close(code=close_code, message=message.encode()[:120])
@@ -156,8 +194,8 @@ async def _authenticate(
             "Session not started: call start first",
         )
         return None
-    live = manager.runner(init.session_id)
-    if session.status is SessionState.ENDED or not isinstance(live, LiveSession):
+    live = manager.live(init.session_id)
+    if session.status is SessionState.ENDED or live is None:
         await _reject(ws, protocol.CLOSE_ENDED, protocol.E_SESSION_ENDED, "Session has ended")
         return None
     return live
@@ -197,7 +235,7 @@ async def session_ws(request: web.Request) -> web.WebSocketResponse:
     try:
         if first.type is not WSMsgType.TEXT:
             raise protocol.ProtocolError(protocol.E_PROTOCOL, protocol.FIRST_MESSAGE_MUST_BE_INIT)
-        init = protocol.parse_init(first.data)
+        init = protocol.parse_init(first.data, max_depth=settings.http.max_json_depth)
     except protocol.ProtocolError as exc:
         await _reject(ws, protocol.CLOSE_PROTOCOL, exc.code, exc.message)
         return ws
@@ -238,11 +276,12 @@ async def session_ws(request: web.Request) -> web.WebSocketResponse:
                 sample_rate_hz=init.sample_rate_hz,
             )
             runner.add_sink(sink)
-        await _read(ws, runner, init.sample_rate_hz, link)
+        rate = settings.ws.max_messages_per_s
+        budget = MessageBudget(rate, asyncio.get_running_loop().time) if rate else None
+        await _read(ws, runner, init.sample_rate_hz, link, settings.http.max_json_depth, budget)
     finally:
         if sink is not None:
-            if live.runner is not None:
-                live.runner.remove_sink(sink)
+            runner.remove_sink(sink)
             await sink.aclose()
         live.disconnect(link)
         await link.finish()
@@ -250,10 +289,25 @@ async def session_ws(request: web.Request) -> web.WebSocketResponse:
 
 
 async def _read(
-    ws: web.WebSocketResponse, runner: SessionRunner, sample_rate_hz: int, link: WsLink
+    ws: web.WebSocketResponse,
+    runner: SessionRunner,
+    sample_rate_hz: int,
+    link: WsLink,
+    max_depth: int,
+    budget: MessageBudget | None,
 ) -> None:
     """Until the client goes or someone asks `link` to close the socket."""
     while True:
+        if budget is not None and (delay := budget.take()) > 0:
+            if budget.should_warn():
+                runner.emit_error(
+                    protocol.E_RATE_LIMITED,
+                    f"More than {budget.rate:g} messages a second: the server reads this socket "
+                    "more slowly; nothing is dropped",
+                )
+            await asyncio.wait({link.close_request}, timeout=delay)
+            if link.close_request.done():
+                return
         receive: asyncio.Future[Any] = asyncio.ensure_future(ws.receive())
         waiting: set[asyncio.Future[Any]] = {receive, link.close_request}
         await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
@@ -265,7 +319,7 @@ async def _read(
         msg = receive.result()
         try:
             if msg.type is WSMsgType.TEXT:
-                _dispatch(runner, protocol.parse_text(msg.data))
+                _dispatch(runner, protocol.parse_text(msg.data, max_depth=max_depth))
             elif msg.type is WSMsgType.BINARY:
                 _dispatch(runner, protocol.parse_binary(msg.data, sample_rate_hz))
             else:

@@ -1,4 +1,5 @@
-"""The engine's shared vocabulary: the face-parameter space and the renderer protocol.
+"""The engine's shared vocabulary: the face-parameter space and what a session needs of a
+renderer and a driver (the `Renderer`, `AudioRenderer` and `FrameDriver` protocols).
 
 Every renderer (procedural, photo, plug-in) draws from the same per-frame parameter vector, so the
 driver, the runner and the tests never care which one is behind a session. Pure: no torch here;
@@ -9,11 +10,16 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 # Defined in the pure layer (`agenthuman_local.audio`); the engine's modules read them here.
 from agenthuman_local.audio import SAMPLE_RATE_HZ as SAMPLE_RATE_HZ
 from agenthuman_local.audio import frame_sample_range as frame_sample_range
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    import numpy as np
 
 
 class P(enum.IntEnum):
@@ -64,4 +70,48 @@ class Renderer(Protocol):
 
     def render(self, params: Any) -> Any:
         """`params`: float32 tensor [B, N_PARAMS] → uint8 tensor [B, H, W, 3] on the CPU."""
+        ...
+
+
+class AudioManifest(Protocol):
+    @property
+    def audio_window_samples(self) -> int:
+        """Samples in each frame's audio window: the frame's own, then its look-ahead."""
+        ...
+
+
+@runtime_checkable
+class AudioRenderer(Protocol):
+    """A renderer driven by each frame's audio too, not only its params (a plug-in, SPEC §9)."""
+
+    manifest: AudioManifest
+
+    def render_audio(self, audio: Any, params: Any) -> Any:
+        """`audio`: float32 [B, audio_window_samples] at 16 kHz; `params` as `render`'s."""
+        ...
+
+
+def audio_window_samples(renderer: Renderer) -> int:
+    """Each frame's audio window for an `AudioRenderer`; 0 for a renderer driven by params only."""
+    manifest = renderer.manifest if isinstance(renderer, AudioRenderer) else None
+    return manifest.audio_window_samples if manifest is not None else 0
+
+
+class FrameDriver(Protocol):
+    """Steps the face parameters one frame at a time from the audio (`engine.driver.Driver`).
+
+    A session deep-copies it before each step, so that throwing frames away can put it back:
+    it holds plain state only.
+    """
+
+    lookahead_frames: int  # how many following frames' audio `step` wants to see
+
+    def step(
+        self,
+        current: np.ndarray | None,
+        lookahead: Sequence[np.ndarray] = (),
+        *,
+        listening: bool = False,
+    ) -> np.ndarray:
+        """`current`: the frame's float32 samples in [-1, 1] (None: none) → float32 [N_PARAMS]."""
         ...

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from agenthuman_local.avatars import PLUGIN_AVATAR_PREFIX
+from agenthuman_local.avatars import PLUGIN_AVATAR_PREFIX, SHIPPED_ROSTER
 from agenthuman_local.config import Settings
 from agenthuman_local.engine.base import N_PARAMS, FrameSize, Renderer
 from agenthuman_local.engine.driver import Driver
@@ -30,7 +30,8 @@ from agenthuman_local.engine.plugins import verify_files as verify_plugin_files
 from agenthuman_local.engine.procedural import ProceduralRenderer
 from agenthuman_local.engine.procedural_styles import STYLES
 
-SHIPPED_AVATARS: dict[str, str] = {s.avatar_id: s.name for s in STYLES.values()}
+# The shipped procedural avatars' names by id, from the roster (avatars.SHIPPED_ROSTER).
+SHIPPED_AVATARS: dict[str, str] = {avatar_id: name for avatar_id, name, _ in SHIPPED_ROSTER}
 PREVIEW_SIZE = FrameSize(500, 500)
 # Sizes most sessions use (SPEC §3 defaults of both API eras), warmed at start-up.
 WARM_SIZES = (FrameSize(1280, 720), FrameSize(960, 720))

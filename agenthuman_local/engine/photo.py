@@ -29,7 +29,8 @@ from agenthuman_local.engine.photo_blink import LidWarp
 from agenthuman_local.engine.photo_cavity import Cavity
 from agenthuman_local.engine.photo_legacy import _background, _shifted
 from agenthuman_local.engine.photo_warp import JAW_DROP_FH, MeshGeometry, build_fields
-from agenthuman_local.engine.rig import FACE_OVAL, FOREHEAD, HAAR_RIG_VERSION, MeshRig
+from agenthuman_local.engine.rig import FACE_OVAL, FOREHEAD, MeshRig
+from agenthuman_local.engine.rig_haar import HAAR_RIG_VERSION
 
 MAX_CROP_PX = 384
 # The face is framed so the crop is at most this tall or wide: under MAX_CROP_PX, so that the

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from agenthuman_local.engine.rig import Rig
+from agenthuman_local.engine.rig_haar import HaarRig as Rig
 
 # Jaw drop at JAW = 1, in eye distances (a wide "aa": about 40 % of the mouth width).
 JAW_DROP_ED = 0.42

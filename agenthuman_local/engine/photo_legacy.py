@@ -29,7 +29,7 @@ from agenthuman_local.engine.photo_fields import (
 )
 from agenthuman_local.engine.photo_lids import EyeLids
 from agenthuman_local.engine.photo_mouth import InnerMouth
-from agenthuman_local.engine.rig import HaarRig as Rig
+from agenthuman_local.engine.rig_haar import HaarRig as Rig
 
 MAX_CROP_PX = 384
 # The crop spans this many eye distances (face, jaw fall-off and border window included).

@@ -2,12 +2,15 @@
 
 Lengths are in head units: the face centre is the origin, y points down, the chin sits at
 y = 0.5 and the forehead under the hair at y = -0.5. `procedural_paint` and `procedural` read
-these; a new character is one more `Style`.
+these. The roster (ids, names, and which style each draws) is `avatars.SHIPPED_ROSTER`, written
+once there; a new character is one more `Style` here and one more row there.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from agenthuman_local.avatars import SHIPPED_ROSTER
 
 RGB = tuple[float, float, float]
 
@@ -20,8 +23,6 @@ def _hex(code: str) -> RGB:
 
 @dataclass(frozen=True)
 class Style:
-    avatar_id: str
-    name: str
     # Colours.
     skin: RGB
     skin_shade: RGB
@@ -56,8 +57,6 @@ class Style:
 
 
 ADA = Style(
-    avatar_id="avat_local_ada",
-    name="Ada",
     skin=_hex("f3c9a8"),
     skin_shade=_hex("d89a7c"),
     blush=_hex("ec8f86"),
@@ -89,8 +88,6 @@ ADA = Style(
 )
 
 BEN = Style(
-    avatar_id="avat_local_ben",
-    name="Ben",
     skin=_hex("b97f5a"),
     skin_shade=_hex("8c5638"),
     blush=_hex("b76650"),
@@ -122,4 +119,6 @@ BEN = Style(
     stubble=0.1,
 )
 
-STYLES: dict[str, Style] = {s.avatar_id: s for s in (ADA, BEN)}
+_BY_NAME = {"ada": ADA, "ben": BEN}
+# By avatar id, as the roster assigns them.
+STYLES: dict[str, Style] = {avatar_id: _BY_NAME[style] for avatar_id, _, style in SHIPPED_ROSTER}

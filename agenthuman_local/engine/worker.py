@@ -19,9 +19,11 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
+
+from agenthuman_local.engine.base import AudioRenderer, Renderer
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +45,7 @@ class RenderResult:
 
 @dataclass
 class _Job:
-    renderer: Any
+    renderer: Renderer
     params: np.ndarray
     future: asyncio.Future[Any]
     loop: asyncio.AbstractEventLoop
@@ -93,7 +95,7 @@ class RenderWorker:
 
     def submit(
         self,
-        renderer: Any,
+        renderer: Renderer,
         params: np.ndarray,
         due: float = 0.0,
         audio: np.ndarray | None = None,
@@ -198,13 +200,14 @@ class RenderWorker:
                 import torch
 
                 params = torch.from_numpy(np.stack([j.params for j in group]))
+                renderer = group[0].renderer
                 with torch.inference_mode():
                     if group[0].audio is None:
-                        out = group[0].renderer.render(params)
-                    else:
+                        out = renderer.render(params)
+                    else:  # only an AudioRenderer's jobs carry audio (sessions.schedule)
                         windows = [j.audio for j in group if j.audio is not None]
                         audio = torch.from_numpy(np.stack(windows))
-                        out = group[0].renderer.render_audio(audio, params)
+                        out = cast(AudioRenderer, renderer).render_audio(audio, params)
                 images = out.numpy() if isinstance(out, torch.Tensor) else np.asarray(out)
             except Exception as exc:  # a renderer failure ends only its sessions (SPEC §11)
                 log.exception("renderer failed on %s", self.device)

@@ -1,6 +1,6 @@
 """LiveSession: what the SessionManager holds for a started session, socket to media.
 
-The manager makes one when a session starts (`runner_factory`) and closes it when the session
+The manager makes one when a session starts (`live_factory`) and closes it when the session
 ends. The media runner itself is made on the first valid `session.init`, because that message
 fixes the frame size, fps and sample rate; later inits resume it (queue and clock intact). That
 first init's size and fps are checked against `video.max_pixels` / `video.max_fps`, re-leased on
@@ -9,7 +9,8 @@ the session's device in cost units (`relet`: a size that no longer fits is refus
 reports what the session really renders (`save_video`). The
 live session also owns "which socket is current": a new one replaces the old (closed 4000
 "replaced"), and the end of the session closes the current one with `session.state {ended}` and
-4009.
+4009. What the API reads of a live session — `connect`/`disconnect` (the socket handler),
+`stats()` and `timeline_jsonl()` (REST) — is methods here, never its runner's attributes.
 
 No aiohttp here: a socket is anything with the `SocketLink` shape (api/ws.py has the real one).
 """
@@ -18,19 +19,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from agenthuman_local import protocol
+from agenthuman_local.config import Settings
 from agenthuman_local.devices import cost_units
-from agenthuman_local.engine.base import FrameSize
+from agenthuman_local.engine.base import FrameDriver, FrameSize, Renderer
 from agenthuman_local.engine.worker import RenderPool
 from agenthuman_local.errors import NoCapacity
 from agenthuman_local.paths import timeline_path
+from agenthuman_local.records import Session
 from agenthuman_local.sessions.clock import Clock, WallClock
 from agenthuman_local.sessions.runner import RunnerOptions, SessionRunner
 from agenthuman_local.sessions.timeline import Timeline
+from agenthuman_local.transports.base import Sink
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +59,12 @@ class MediaSpec:
     sample_rate_hz: int
 
 
-RendererFactory = Callable[[MediaSpec], Awaitable[Any]]
-DriverFactory = Callable[[MediaSpec], Awaitable[Any]]
-# Called once the media runner exists (outputs attach here: recorder, viewer, Daily).
-MediaHook = Callable[["LiveSession", "SessionRunner"], Awaitable[None]]
+RendererFactory = Callable[[MediaSpec], Awaitable[Renderer]]
+DriverFactory = Callable[[MediaSpec], Awaitable[FrameDriver]]
+# Makes one output of a session once its media runner exists (the recorder, the viewer, the
+# metrics, Daily): the sink the runner then publishes to, or None (nothing for this session).
+# The composition root lists them (`app.live_ctx`).
+OutputFactory = Callable[["LiveSession", "SessionRunner"], Awaitable[Sink | None]]
 
 
 class SharedRenderers:
@@ -71,14 +77,14 @@ class SharedRenderers:
 
     def __init__(self, make: RendererFactory) -> None:
         self._make = make
-        self._entries: dict[tuple[str, int, int, str], tuple[Any, int]] = {}
+        self._entries: dict[tuple[str, int, int, str], tuple[Renderer | None, int]] = {}
         self._locks: dict[tuple[str, int, int, str], asyncio.Lock] = {}
 
     @staticmethod
     def _key(spec: MediaSpec) -> tuple[str, int, int, str]:
         return (spec.avatar_id, spec.width, spec.height, spec.device)
 
-    async def acquire(self, spec: MediaSpec) -> Any:
+    async def acquire(self, spec: MediaSpec) -> Renderer:
         key = self._key(spec)
         lock = self._locks.setdefault(key, asyncio.Lock())
         async with lock:
@@ -123,16 +129,16 @@ SaveVideo = Callable[[str, int, int, int], Awaitable[None]]
 class LiveSession:
     def __init__(
         self,
-        session: Any,
+        session: Session,
         *,
-        settings: Any,
+        settings: Settings,
         pool: RenderPool,
         renderers: SharedRenderers,
         make_driver: DriverFactory,
         end_soon: Callable[[str, str], None],
         save_stats: Callable[[str, dict[str, Any]], Awaitable[None]] | None = None,
         clock: Clock | None = None,
-        hooks: list[MediaHook] | None = None,
+        outputs: Sequence[OutputFactory] = (),
         relet: Relet | None = None,
         save_video: SaveVideo | None = None,
     ) -> None:
@@ -150,7 +156,7 @@ class LiveSession:
         self._end_soon = end_soon
         self._save_stats = save_stats
         self._clock = clock or WallClock()
-        self._hooks = hooks or []
+        self._outputs = tuple(outputs)
         self._relet = relet
         self._save_video = save_video
         self._lock = asyncio.Lock()
@@ -203,7 +209,7 @@ class LiveSession:
             self._renderers.release(spec)
             raise
 
-    async def _wire_media(self, spec: MediaSpec, renderer: Any) -> SessionRunner:
+    async def _wire_media(self, spec: MediaSpec, renderer: Renderer) -> SessionRunner:
         settings = self.settings
         options = RunnerOptions(
             session_id=self.session_id,
@@ -226,8 +232,10 @@ class LiveSession:
             timeline=timeline,
             on_end=lambda reason: self._end_soon(self.session_id, reason),
         )
-        for hook in self._hooks:
-            await hook(self, runner)
+        for make_output in self._outputs:
+            sink = await make_output(self, runner)
+            if sink is not None:
+                runner.add_sink(sink)
         runner.start()
         return runner
 
@@ -275,6 +283,16 @@ class LiveSession:
         if self.runner is not None:
             self.runner.detach(link, link.take_unsent())
 
+    def stats(self) -> dict[str, int | None] | None:
+        """The live counters (SPEC §3 `stats`, whole numbers); None before the media starts."""
+        return _int_stats(self.runner.stats()) if self.runner is not None else None
+
+    def timeline_jsonl(self) -> str | None:
+        """The timeline when it is kept in memory only (no file to read); else None."""
+        if self.runner is None or self.runner.timeline.path is not None:
+            return None
+        return self.runner.timeline.jsonl()
+
     async def aclose(self, reason: str) -> None:
         """The manager ends the session: stop media, store stats, tell and close the socket."""
         async with self._lock:
@@ -297,7 +315,7 @@ class LiveSession:
             await link.close(protocol.CLOSE_ENDED, "session ended")
 
 
-def _int_stats(stats: dict[str, Any]) -> dict[str, Any]:
+def _int_stats(stats: dict[str, Any]) -> dict[str, int | None]:
     return {k: (None if v is None else int(round(v))) for k, v in stats.items()}
 
 

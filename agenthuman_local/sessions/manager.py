@@ -7,19 +7,24 @@ size and fps (`devices.cost_units`); its first `session.init` re-leases its real
 
 How live-session code plugs in (no aiohttp here; the app wires it):
 
-- `runner_factory(session) -> SessionRunner` (optional, from the app) is awaited once when a
-  session starts, after its seat is leased and `started_at` is stored. The runner is kept until
-  the session ends. If the factory raises, the session ends with `error` and start fails (500).
+- `live_factory(session) -> H` (optional, from the app) is awaited once when a session starts,
+  after its seat is leased and `started_at` is stored; H is the session's live part, anything
+  with the `LiveHandle` shape (the app's is `sessions.live.LiveSession`, so the app's manager is
+  a `SessionManager[LiveSession]` and `live()` hands the API that type, no isinstance needed).
+  It is kept until the session ends. If the factory raises, the session ends with `error` and
+  start fails (500).
 - `await manager.end(session_id, reason)` is the single path to `ended`: it cancels the timers,
-  awaits `runner.aclose(reason)` (the runner writes its final stats with
+  awaits `live.aclose(reason)` (the live session writes its final stats with
   `store.set_session_stats` there), stores `ended_at` and the reason, then frees the seat.
-- Code running inside a runner's own tasks must call `manager.end_soon(session_id, reason)`
-  instead: `end` awaits the runner's `aclose`, which would wait on the caller itself.
+- Code running inside a live session's own tasks must call `manager.end_soon(session_id,
+  reason)` instead: `end` awaits its `aclose`, which would wait on the caller itself.
 - `manager.mark_connected(session_id)` — the WebSocket handler calls it on a valid
   `session.init`; it disarms the `ws.connect_timeout_s` timer (else: `websocket_timeout`).
+- The timers (connect, `session.max_duration_s` → `expired`) sleep on `clock`, the same
+  injectable clock the sessions' pacers use (the wall clock unless a test gives its own).
 - `manager.lookup(session_id)` finds a session without an account (the WebSocket authenticates
-  by token: `ids.secret_matches(token, session.token_hash)`); `manager.runner(session_id)` gives
-  the live runner.
+  by token: `ids.secret_matches(token, session.token_hash)`); `manager.live(session_id)` gives
+  the session's live part (None unless it is started in this process).
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ import time
 import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from agenthuman_local import ids
 from agenthuman_local.config import Settings
@@ -41,8 +46,10 @@ from agenthuman_local.errors import (
     SessionEnded,
     SessionNotFound,
     StorageUnavailable,
+    Unavailable,
 )
 from agenthuman_local.records import Avatar, Session
+from agenthuman_local.sessions.clock import Clock, WallClock
 from agenthuman_local.sessions.state import EndReason, SessionState, transition
 from agenthuman_local.store import Store
 
@@ -66,15 +73,16 @@ class EngineStatus:
     error: str | None = None
 
 
-class SessionRunner(Protocol):
-    """What the manager needs of a live session's runner."""
+class LiveHandle(Protocol):
+    """What the manager needs of a started session's live part."""
 
     async def aclose(self, reason: EndReason) -> None:
         """Stop rendering, leave rooms, finalise outputs. Must be idempotent."""
         ...
 
 
-RunnerFactory = Callable[[Session], Awaitable[SessionRunner]]
+H = TypeVar("H", bound=LiveHandle)
+LiveFactory = Callable[[Session], Awaitable[H]]
 
 
 class RoomHooks(Protocol):
@@ -86,12 +94,12 @@ class RoomHooks(Protocol):
         ...
 
     def session_ended(self, session_id: str) -> None:
-        """The session ended (its runner closed, or it never started): let its room go.
+        """The session ended (its live part closed, or it never started): let its room go.
         Returns at once; never raises."""
         ...
 
 
-class SessionManager:
+class SessionManager(Generic[H]):
     def __init__(
         self,
         settings: Settings,
@@ -99,16 +107,18 @@ class SessionManager:
         devices: DevicePool,
         engine: EngineStatus,
         *,
-        runner_factory: RunnerFactory | None = None,
+        live_factory: LiveFactory[H] | None = None,
         rooms: RoomHooks | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self._settings = settings
+        self._clock = clock or WallClock()
         self._rooms = rooms
         self._store = store
         self._devices = devices
         self._engine = engine
-        self._runner_factory = runner_factory
-        self._runners: dict[str, SessionRunner] = {}
+        self._live_factory = live_factory
+        self._handles: dict[str, H] = {}
         self._live: set[str] = set()  # started in this process and not yet ended
         self._timers: dict[str, dict[str, asyncio.Task[None]]] = {}
         self._end_tasks: set[asyncio.Task[None]] = set()
@@ -129,8 +139,9 @@ class SessionManager:
         """The Usage object of SPEC §3; minutes are not metered locally."""
         return {"concurrency": self._devices.concurrency(), "minutes": {"total_remaining": None}}
 
-    def runner(self, session_id: str) -> SessionRunner | None:
-        return self._runners.get(session_id)
+    def live(self, session_id: str) -> H | None:
+        """The live part of a session started in this process and not yet ended."""
+        return self._handles.get(session_id)
 
     async def get(self, account_id: str, session_id: str) -> Session:
         session = await self._store.get_session(session_id, account_id)
@@ -180,7 +191,6 @@ class SessionManager:
             avatar_id=avatar.avatar_id,
             avatar_name=avatar.name,
             token_hash=ids.secret_hash(token),
-            viewer_token=ids.new_token(),
             aspect_ratio=aspect_ratio,
             video_width=width,
             video_height=height,
@@ -268,7 +278,8 @@ class SessionManager:
             return await self._end_locked(session, reason)
 
     def end_soon(self, session_id: str, reason: EndReason) -> None:
-        """Schedule `end` in a task the manager owns (for callers inside a runner or a timer)."""
+        """Schedule `end` in a task the manager owns (for callers inside a live session or a
+        timer)."""
         task = asyncio.create_task(
             self._end_quietly(session_id, reason), name=f"session:{session_id}:end"
         )
@@ -291,7 +302,8 @@ class SessionManager:
         return ended
 
     async def aclose(self) -> None:
-        """End every live session with `server_shutdown` and await all owned tasks. Idempotent."""
+        """End every live session with `server_shutdown` and await all owned tasks; a session
+        that starts afterwards ends at once (start fails 503). Idempotent."""
         if self._closed:
             return
         self._closed = True
@@ -302,7 +314,7 @@ class SessionManager:
         await asyncio.gather(
             *(self._end_quietly(sid, EndReason.SERVER_SHUTDOWN) for sid in list(self._live)),
         )
-        # Runners may have asked for ends of their own while closing.
+        # Live sessions may have asked for ends of their own while closing.
         await asyncio.gather(*self._end_tasks, return_exceptions=True)
         leftover = [t for ts in self._timers.values() for t in ts.values()]
         await asyncio.gather(*leftover, return_exceptions=True)
@@ -322,14 +334,17 @@ class SessionManager:
         return started_at + max_s if max_s is not None else None
 
     async def _activate(self, session: Session) -> None:
-        """A session just stored as started: make its runner, arm its timers (lock held)."""
+        """A session just stored as started: make its live part, arm its timers (lock held)."""
         sid = session.session_id
         self._live.add(sid)
-        if self._runner_factory is not None:
+        if self._closed:  # a start that raced the shutdown: no live part, no timers
+            await self._end_locked(session, EndReason.SERVER_SHUTDOWN)
+            raise Unavailable("The server is shutting down")
+        if self._live_factory is not None:
             try:
-                self._runners[sid] = await self._runner_factory(session)
+                self._handles[sid] = await self._live_factory(session)
             except Exception as exc:
-                log.exception("session %s: the runner failed to start", sid)
+                log.exception("session %s: the live session failed to start", sid)
                 await self._end_locked(session, EndReason.ERROR)
                 raise Internal("The session could not start rendering") from exc
         timers = {"connect": self._timer(sid, self._settings.ws.connect_timeout_s, "connect")}
@@ -345,25 +360,25 @@ class SessionManager:
 
     async def _end_after(self, session_id: str, delay_s: float, reason: EndReason) -> None:
         # Only sleeps, then hands over to an end task, so cancelling a timer never cuts an end.
-        await asyncio.sleep(max(0.0, delay_s))
+        await self._clock.sleep_until(self._clock.now() + max(0.0, delay_s))
         self.end_soon(session_id, reason)
 
     async def _end_locked(
         self, session: Session, reason: EndReason, *, write: bool = True
     ) -> Session:
-        """Cancel the timers, close the runner, store the end (unless `write` is False), free
+        """Cancel the timers, close the live part, store the end (unless `write` is False), free
         the seat. The caller holds the session's lock."""
         sid = session.session_id
         for task in self._timers.pop(sid, {}).values():
             task.cancel()
-        runner = self._runners.pop(sid, None)
+        live = self._handles.pop(sid, None)
         now = time.time()
         try:
-            if runner is not None:
+            if live is not None:
                 try:
-                    await runner.aclose(reason)
+                    await live.aclose(reason)
                 except Exception:
-                    log.exception("session %s: the runner failed while closing", sid)
+                    log.exception("session %s: the live session failed while closing", sid)
             if write:
                 await self._store.mark_ended(sid, ended_at=now, reason=reason)
         finally:

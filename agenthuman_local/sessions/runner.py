@@ -37,6 +37,7 @@ import numpy as np
 
 from agenthuman_local import protocol
 from agenthuman_local.audio import SAMPLE_RATE_HZ
+from agenthuman_local.engine.base import FrameDriver, Renderer
 from agenthuman_local.engine.worker import RenderJob, RenderWorker, WorkerClosed, WorkerFull
 from agenthuman_local.sessions.clock import Clock, Pacer
 from agenthuman_local.sessions.outbox import EventLink, Outbox
@@ -73,9 +74,9 @@ class SessionRunner:
         self,
         options: RunnerOptions,
         *,
-        renderer: Any,
+        renderer: Renderer,
         worker: RenderWorker,
-        driver: Any,
+        driver: FrameDriver,
         clock: Clock,
         timeline: Timeline | None = None,
         on_end: Callable[[str], None] | None = None,

@@ -6,7 +6,9 @@ as it was before the frame was stepped, so throwing frames away (`rewind`) puts 
 An audio-driven renderer (a plug-in, SPEC §9: `render_audio` and a `manifest`) gets with each
 frame its audio window: the frame's own samples then its look-ahead, `audio_window_samples` in
 all. Frame n is held back until the queue holds that window, unless the utterance has ended or
-no other frame is left to show (an underrun); what has not arrived then is silence. The frame's
+no other frame is left to show (an underrun); what has not arrived then is silence. Every
+renderer's frame is held the same way until its own samples have arrived, so sub-frame chunks
+(10 ms from a TTS) never put silence inside an utterance. The frame's
 own audio, and so its timeline range, never changes with the look-ahead. A driver with
 `lookahead_frames` gets the queued audio of that many following frames.
 
@@ -19,11 +21,11 @@ import copy
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from agenthuman_local.audio import SAMPLE_RATE_HZ, StreamResampler, frame_sample_range, to_int16
+from agenthuman_local.engine.base import FrameDriver, Renderer, audio_window_samples
 from agenthuman_local.engine.worker import RenderJob
 from agenthuman_local.sessions.speech import FrameAudio, SpeechQueue
 
@@ -36,7 +38,7 @@ class Scheduled:
     audio: FrameAudio
     params: np.ndarray
     job: RenderJob | None
-    driver_before: Any  # the driver as it was before this frame was stepped
+    driver_before: FrameDriver  # the driver as it was before this frame was stepped
     window: np.ndarray | None = None  # the audio window of an audio-driven renderer
 
 
@@ -62,7 +64,12 @@ class FrameSchedule:
     """The scheduled frames, oldest first (`pending`), and the driver that steps new ones."""
 
     def __init__(
-        self, speech: SpeechQueue, fps: int, renderer: Any, driver: Any, submit: Submit
+        self,
+        speech: SpeechQueue,
+        fps: int,
+        renderer: Renderer,
+        driver: FrameDriver,
+        submit: Submit,
     ) -> None:
         self.pending: deque[Scheduled] = deque()
         self.next_index = 0
@@ -70,11 +77,8 @@ class FrameSchedule:
         self._fps = fps
         self._driver = driver
         self._submit = submit
-        manifest = getattr(renderer, "manifest", None)
         # Samples each frame's render_audio window holds; 0 for renderers driven by params only.
-        self.window_samples: int = (
-            manifest.audio_window_samples if hasattr(renderer, "render_audio") and manifest else 0
-        )
+        self.window_samples = audio_window_samples(renderer)
 
     def __len__(self) -> int:
         return len(self.pending)
@@ -136,13 +140,18 @@ class FrameSchedule:
         return sum(1 for q in self.pending if q.job is not None and q.job.future.done())
 
     def hold(self) -> bool:
-        """The next frame's audio window has not all arrived, more may come, and a frame is
-        still scheduled to show meanwhile."""
+        """The next frame's own audio (an audio-driven renderer's: its whole window) has not all
+        arrived, more may come, and a frame is still scheduled to show meanwhile.
+
+        So speech sent in chunks shorter than a frame is never split by silence that
+        `played_ms` does not count: a frame is padded only in an underrun, when nothing else
+        is left to show."""
+        start, end = frame_sample_range(self.next_index, self._fps)
+        need = max(self.window_samples, end - start)
         return (
-            self.window_samples > 0
-            and bool(self.pending)
+            bool(self.pending)
             and self._speech.open_utterance_id is not None
-            and 0 < self._speech.unscheduled_samples < self.window_samples
+            and 0 < self._speech.unscheduled_samples < need
         )
 
     def _window(self, audio: FrameAudio) -> np.ndarray | None:
@@ -158,7 +167,7 @@ class FrameSchedule:
 
     def _lookahead(self, frame_index: int) -> list[np.ndarray]:
         """The queued audio of the driver's `lookahead_frames` after `frame_index`, per frame."""
-        n = getattr(self._driver, "lookahead_frames", 0)
+        n = self._driver.lookahead_frames
         if not n:
             return []
         start = frame_sample_range(frame_index + 1, self._fps)[0]

@@ -167,6 +167,15 @@ class SpeechQueue:
         pos = 0
         segments: list[tuple[str, int]] = []
         for utt in list(self._live):
+            if not utt.closed and utt.pending == utt.received and utt.pending < need - pos:
+                # An open utterance none of which is scheduled yet starts on a frame that its
+                # own audio fills: with chunks shorter than a frame (10 ms from a TTS), taking
+                # what has come would pad its first frame with silence that `played_ms` never
+                # counts. The frame waits for it instead, as for an open utterance that is dry.
+                utt.starved += need - pos
+                if utt.starved >= self.gap_samples:
+                    self._close(utt)
+                break
             taken = 0
             while pos < need and utt.chunks:
                 chunk = utt.chunks[0]

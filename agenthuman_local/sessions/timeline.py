@@ -9,12 +9,17 @@ they are kept in memory (tests).
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import IO, Any
 
 from agenthuman_local.transports.base import PublishedFrame
+
+log = logging.getLogger(__name__)
 
 FRAME_KEYS = (
     "t",
@@ -77,3 +82,77 @@ class Timeline:
         if self._file is not None:
             self._file.close()
             self._file = None
+
+
+def stats_from_timeline(path: Path) -> dict[str, int | None] | None:
+    """SPEC §3 `stats` as far as a timeline file shows them (None without a file): for sessions
+    a killed process left, whose runner never saved its counters.
+
+    Frames and late frames are counted; dropped frames are the gaps in `frame_index`; audio
+    received is the sum of `agent.speak.confirmed` (16 kHz samples); audio played is each
+    ended utterance's `played_ms`, plus, for one still playing when the process died, the
+    frames published since its `agent.speak_started`. First-frame latency is not in a timeline.
+    A torn last line (the kill came mid-write) is skipped.
+    """
+    try:
+        handle = path.open(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    frames = late = last_index = 0
+    received_samples = played_ms = 0
+    playing_since: int | None = None  # pts_ms of the unended utterance's speak_started
+    playing_samples = 0
+    with handle:
+        for text in handle:
+            try:
+                line = json.loads(text)
+            except ValueError:
+                continue
+            if line.get("t") == "frame":
+                frames += 1
+                late += bool(line.get("late"))
+                last_index = max(last_index, int(line.get("frame_index", 0)) + 1)
+                if playing_since is not None and line.get("pts_ms", 0) >= playing_since:
+                    playing_samples += int(line.get("audio_end", 0)) - int(
+                        line.get("audio_start", 0)
+                    )
+                continue
+            kind = line.get("type")
+            if kind == "agent.speak.confirmed":
+                received_samples += int(line.get("audio_samples", 0))
+            elif kind == "agent.speak_started":
+                playing_since, playing_samples = int(line.get("pts_ms", 0)), 0
+            elif kind == "agent.speak_ended":
+                played_ms += int(line.get("played_ms", 0))
+                playing_since, playing_samples = None, 0
+    if playing_since is not None:
+        played_ms += playing_samples // 16
+    return {
+        "frames_published": frames,
+        "frames_late": late,
+        "frames_dropped": max(0, last_index - frames),
+        "audio_ms_received": received_samples // 16,
+        "audio_ms_played": played_ms,
+        "first_frame_latency_ms": None,
+    }
+
+
+async def backfill_stats(
+    paths: Mapping[str, Path],
+    save: Callable[[str, Mapping[str, int | None]], Awaitable[None]],
+) -> int:
+    """For each session id → its timeline path, read the stats on a worker thread and `save`
+    them (sessions ended `server_restart`; run in the background after start-up so a long
+    timeline never delays the server). → how many sessions got stats."""
+    done = 0
+    for session_id, path in paths.items():
+        try:
+            stats = await asyncio.to_thread(stats_from_timeline, path)
+            if stats is not None:
+                await save(session_id, stats)
+                done += 1
+        except Exception:  # one unreadable timeline must not stop the others
+            log.exception("session %s: could not read its stats from %s", session_id, path)
+    if done:
+        log.info("stats of %d restarted session(s) read from their timelines", done)
+    return done

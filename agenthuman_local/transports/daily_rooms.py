@@ -4,11 +4,12 @@
   room and a meeting token through Daily's REST API; they are the session's `daily_room`. A
   REST failure fails the create with `502 DAILY_API_ERROR` and stores nothing: a client that
   asked for Daily learns at once that it will not get it.
-- After the first valid `session.init` the media hook picks the room (`config.room` when it
-  names one, else the session's `daily_room`), reports `session.state {connecting}` and joins
-  in a named task, so `connection.established` never waits on Daily. Then `joined_room` and
-  the frames go to the room through `DailySink`; or `room_error {reason}` and `daily_room.error`
-  in GET, while the session keeps rendering to its other outputs.
+- After the first valid `session.init` the output factory (`output`) picks the room
+  (`config.room` when it names one, else the session's `daily_room`), reports `session.state
+  {connecting}` and joins in a named task, so `connection.established` never waits on Daily.
+  Then `joined_room` and the frames go to the room through `DailySink`; or `room_error
+  {reason}` and `daily_room.error` in GET, while the session keeps rendering to its other
+  outputs.
 - Nobody else in the room for `daily.empty_room_timeout_s` → the session ends `room_empty`.
 - At the end the runner closes the output (leave, then `release()` off the loop), then the
   manager's `session_ended` deletes a room we created, in a task this object owns. A failed
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
     from agenthuman_local.sessions.live import LiveSession
     from agenthuman_local.sessions.runner import SessionRunner
     from agenthuman_local.store import Store
+    from agenthuman_local.transports.base import Sink
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +114,7 @@ def choose_room(
 
 
 class DailyRooms:
-    """The manager's room hooks and the Daily media hook, for every session of the app."""
+    """The manager's room hooks and the Daily output factory, for every session of the app."""
 
     def __init__(
         self,
@@ -166,10 +168,11 @@ class DailyRooms:
             log.warning("session %s: Daily room %s not deleted: %s", session_id, name, exc)
             await self.note_error(session_id, f"the room could not be deleted: {exc}")
 
-    # -- the media hook ---------------------------------------------------------------------
+    # -- the output factory -----------------------------------------------------------------
 
-    async def media_hook(self, live: LiveSession, runner: SessionRunner) -> None:
-        """On the first valid session.init: start joining the session's room, if it has one."""
+    async def output(self, live: LiveSession, runner: SessionRunner) -> Sink | None:
+        """On the first valid session.init: start joining the session's room, if it has one;
+        → the session's `DailyOutput` (None: no room)."""
         sid = live.session_id
         stored = live.session.daily_room
         try:
@@ -181,9 +184,9 @@ class DailyRooms:
         except RoomChoiceError as exc:
             runner.emit_state(protocol.STATE_ROOM_ERROR, str(exc))
             await self.note_error(sid, str(exc))
-            return
+            return None
         if room is None:
-            return
+            return None
         current = room.as_json()
         if stored is None or any(stored.get(k) != v for k, v in current.items()):
             await self._save(sid, current)
@@ -208,8 +211,8 @@ class DailyRooms:
             **options,
         )
         runner.emit_state(protocol.STATE_CONNECTING)
-        runner.add_sink(output)
-        output.start()
+        output.start()  # a task: the live session adds the sink before the join begins
+        return output
 
     # -- shared -----------------------------------------------------------------------------
 

@@ -1,18 +1,19 @@
 """The local outputs of every live session (SPEC §10): recording, viewer and metrics.
 
-`outputs_hook(settings, hub, metrics)` is a media hook (`api.ws.media_hooks_key`): when a
-session's media runner is made it adds, as sinks of that runner,
+Three output factories (`sessions.live.OutputFactory`; `app.live_ctx` lists them with
+Daily's): when a session's media runner is made, each makes one sink of that runner —
 
-- a `RecorderSink` when `recording.enabled`: `recordings/<id>/recording.mp4`, beside the
-  session's `timeline.jsonl`;
-- a `ViewerOutput` (`transports.viewer`): frames to the `ViewerHub` (JPEG-encoded only while a
-  page watches) and the page's state line — `speaking` / `idle` as the published frames
-  change, `ended (reason)` when the session ends, and beside it the room's state: each
-  `session.state` the runner emits (`connecting`, `joined_room`, `room_error`, seen through
-  `runner.add_event_listener`) goes to the page as `{"type": "room", "state", "reason"}`,
-  again to each page opened later;
-- a `MetricsOutput`: every published frame, the runner's drops, the pictures its outputs shed
-  or repeated under load, its first-frame latency and the speech audio it received.
+- `recording_output(settings)`: a `RecorderSink` when `recording.enabled`:
+  `recordings/<id>/recording.mp4`, beside the session's `timeline.jsonl`;
+- `viewer_output(hub)`: a `ViewerOutput` (`transports.viewer`): frames to the `ViewerHub`
+  (JPEG-encoded only while a page watches) and the page's state line — `speaking` / `idle` as
+  the published frames change, `ended (reason)` when the session ends, and beside it the room's
+  state: each `session.state` the runner emits (`connecting`, `joined_room`, `room_error`, seen
+  through `runner.add_event_listener`) goes to the page as `{"type": "room", "state",
+  "reason"}`, again to each page opened later;
+- `metrics_output(metrics)`: a `MetricsOutput`: every published frame, the runner's drops, the
+  pictures its outputs shed or repeated under load, its first-frame latency and the speech
+  audio it received.
 
 Each sink returns at once from `publish`: the viewer keeps a bounded queue and, behind, sheds
 pictures (the newest wins, audio kept); the recorder never drops a frame (behind, it repeats the
@@ -33,9 +34,9 @@ from agenthuman_local.transports.recording import Recorder, RecorderSink
 from agenthuman_local.transports.viewer import ViewerHub, ViewerOutput
 
 if TYPE_CHECKING:
-    from agenthuman_local.sessions.live import LiveSession, MediaHook
+    from agenthuman_local.sessions.live import LiveSession, OutputFactory
     from agenthuman_local.sessions.runner import SessionRunner
-    from agenthuman_local.transports.base import PublishedFrame
+    from agenthuman_local.transports.base import PublishedFrame, Sink
 
 log = logging.getLogger(__name__)
 
@@ -87,27 +88,39 @@ class MetricsOutput:
         self._sync()  # what arrived after the last frame
 
 
-def outputs_hook(settings: Settings, hub: ViewerHub, metrics: Metrics) -> MediaHook:
-    """The media hook that attaches the local outputs to each session's runner."""
+def recording_output(settings: Settings) -> OutputFactory:
+    """The session's MP4 when `recording.enabled` (a full or read-only disk: none, logged)."""
 
-    async def attach(live: LiveSession, runner: SessionRunner) -> None:
-        session_id = live.session_id
+    async def make(live: LiveSession, runner: SessionRunner) -> Sink | None:
         spec = live.spec
-        if settings.recording.enabled and spec is not None:
-            try:
-                recorder = await asyncio.to_thread(
-                    Recorder,
-                    recording_path(settings.data_dir, session_id),
-                    spec.width,
-                    spec.height,
-                    spec.fps,
-                    SAMPLE_RATE_HZ,  # the published frames' audio rate, whatever the socket's
-                )
-            except OSError:  # a full or read-only disk costs the recording, not the session
-                log.exception("session %s: recording could not start", session_id)
-            else:
-                runner.add_sink(RecorderSink(recorder))
-        runner.add_sink(ViewerOutput(hub, session_id, runner))
-        runner.add_sink(MetricsOutput(metrics, session_id, runner))
+        if not settings.recording.enabled or spec is None:
+            return None
+        try:
+            recorder = await asyncio.to_thread(
+                Recorder,
+                recording_path(settings.data_dir, live.session_id),
+                spec.width,
+                spec.height,
+                spec.fps,
+                SAMPLE_RATE_HZ,  # the published frames' audio rate, whatever the socket's
+            )
+        except OSError:  # a full or read-only disk costs the recording, not the session
+            log.exception("session %s: recording could not start", live.session_id)
+            return None
+        return RecorderSink(recorder)
 
-    return attach
+    return make
+
+
+def viewer_output(hub: ViewerHub) -> OutputFactory:
+    async def make(live: LiveSession, runner: SessionRunner) -> Sink | None:
+        return ViewerOutput(hub, live.session_id, runner)
+
+    return make
+
+
+def metrics_output(metrics: Metrics) -> OutputFactory:
+    async def make(live: LiveSession, runner: SessionRunner) -> Sink | None:
+        return MetricsOutput(metrics, live.session_id, runner)
+
+    return make

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import deque
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
@@ -45,7 +46,6 @@ from agenthuman_client.events import (
 )
 from agenthuman_client.media import (
     AudioFrame,
-    SpeechCoalescer,
     UtteranceGate,
     VideoFrame,
     video_format_for,
@@ -68,23 +68,28 @@ class AgentHumanVideoGenerator(VideoGenerator):
     `push_audio` → speech (a segment end → `agent.speak_end`), `clear_buffer` →
     `agent.interrupt`. It yields a video frame for every frame the session renders, audio frames
     only within an utterance, and an `AudioSegmentEnd` after an utterance's last audio. Audio of
-    an interrupted utterance that arrives after the interrupt is dropped; idle frames are
-    skipped while the consumer is behind.
+    an interrupted utterance that arrives after the interrupt is dropped, and so are its
+    video frames that the server showed before it stopped but that were not yielded yet, so
+    the first frame after an interrupt is the first idle one; idle frames are skipped while
+    the consumer is behind.
     """
 
-    def __init__(self, sock: SessionSocket, *, min_chunk_ms: float = 40.0) -> None:
+    def __init__(self, sock: SessionSocket) -> None:
         self.sock = sock
-        self._coalescer = SpeechCoalescer(min_chunk_ms)
         self._gate = UtteranceGate()
         self._dropping = False
         self._dead: set[str] = set()
         self._pending_end: deque[int] = deque()
         self._speech_sent = False
+        # After an interrupt of a playing utterance: video frames with pts below this are not
+        # yielded (inf until its speak_ended says where the server stopped).
+        self._cut_pts: float | None = None
+        self._cleared_at: float | None = None
+        # ms from `clear_buffer` to the first video frame after the cut, per interrupt.
+        self.interrupt_latencies_ms: list[float] = []
 
     async def push_audio(self, frame: rtc.AudioFrame | AudioSegmentEnd) -> None:
         if isinstance(frame, AudioSegmentEnd):
-            for pcm, rate in self._coalescer.flush():
-                await self.sock.speak(pcm, rate)
             if self._speech_sent:
                 self._speech_sent = False
                 await self.sock.speak_end()
@@ -93,17 +98,20 @@ class AgentHumanVideoGenerator(VideoGenerator):
         if frame.num_channels > 1:
             samples = samples.reshape(-1, frame.num_channels).mean(axis=1).astype(np.int16)
         self._speech_sent = True
-        for pcm, rate in self._coalescer.add(samples.tobytes(), frame.sample_rate):
-            await self.sock.speak(pcm, rate)
+        # As it comes (10 ms frames from the runner's queue): the server never pads a frame
+        # whose audio is still arriving with silence.
+        await self.sock.speak(samples.tobytes(), frame.sample_rate)
 
     async def clear_buffer(self) -> None:
         """Interrupt: returns once the server confirmed it (or after 2 s)."""
         self._speech_sent = False
-        self._coalescer.clear()
         self._pending_end.clear()
         self._gate.clear()
         if self.sock.closed is not None:
             return
+        if self._gate.speaking():
+            self._cut_pts = float("inf")
+            self._cleared_at = time.perf_counter()
         self._dropping = True
         after = len(self.sock.events)
         await self.sock.interrupt()
@@ -120,6 +128,14 @@ class AgentHumanVideoGenerator(VideoGenerator):
             if isinstance(item, VideoFrame):
                 if self._ends_before(item.pts_ms):
                     yield AudioSegmentEnd()  # the utterance's last audio came with the frame before
+                if self._cut_pts is not None:
+                    if item.pts_ms < self._cut_pts:
+                        continue  # shown by the server before the interrupt stopped it
+                    self._cut_pts = None
+                    if self._cleared_at is not None:
+                        ms = (time.perf_counter() - self._cleared_at) * 1e3
+                        self.interrupt_latencies_ms.append(ms)
+                        self._cleared_at = None
                 if not self._gate.speaking() and self.sock.backlog() > CATCH_UP_ITEMS:
                     continue  # behind (the runner plays in real time): skip idle frames
                 if item.jpeg is not None:
@@ -138,6 +154,8 @@ class AgentHumanVideoGenerator(VideoGenerator):
                     if not (self._dropping or utterance_id in self._dead):
                         yield _audio(audio)
             elif isinstance(item, SpeakEnded):
+                if item.interrupted and self._cut_pts == float("inf"):
+                    self._cut_pts = item.pts_ms if item.pts_ms is not None else None
                 self._gate.event(item)
                 if item.interrupted:
                     self._dead.add(item.utterance_id)  # the runner reports interrupted itself
@@ -145,6 +163,8 @@ class AgentHumanVideoGenerator(VideoGenerator):
                     self._pending_end.append(item.pts_ms)
             elif isinstance(item, InterruptConfirmed):
                 self._dropping = False
+                if self._cut_pts == float("inf"):
+                    self._cut_pts = None  # it had ended before the interrupt: nothing to cut
             elif isinstance(item, SocketClosed):
                 return
 

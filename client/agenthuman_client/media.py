@@ -172,35 +172,3 @@ class UtteranceGate:
 
     def clear(self) -> None:
         self._held.clear()
-
-
-class SpeechCoalescer:
-    """Joins speech chunks shorter than `min_ms` before they are sent.
-
-    Frameworks hand over TTS audio in 10–20 ms pieces; the server plays a chunk shorter than a
-    frame at an utterance's start with a short underrun (silence inside the utterance, not
-    counted in `played_ms`), so the adapters send at least a frame's worth at a time. `add`
-    returns what to send now (maybe nothing), `flush` the rest (at an utterance's end)."""
-
-    def __init__(self, min_ms: float = 40.0) -> None:
-        self.min_ms = min_ms
-        self._buf = bytearray()
-        self._rate = 0
-
-    def add(self, pcm: bytes, sample_rate: int) -> list[tuple[bytes, int]]:
-        out = self.flush() if sample_rate != self._rate and self._buf else []
-        self._rate = sample_rate
-        self._buf += pcm
-        if len(self._buf) / 2 / sample_rate * 1000 >= self.min_ms:
-            out += self.flush()
-        return out
-
-    def flush(self) -> list[tuple[bytes, int]]:
-        if not self._buf:
-            return []
-        out = [(bytes(self._buf), self._rate)]
-        self._buf.clear()
-        return out
-
-    def clear(self) -> None:
-        self._buf.clear()

@@ -17,12 +17,24 @@ transport's params unless given), then:
   comes back as `TTSAudioRawFrame`s **only inside an utterance** (between our
   `agent.speak_started` and `agent.speak_ended`), and the held `TTSStoppedFrame` follows the
   utterance's last audio, so the output transport's own bot-speaking detection says started
-  once, when the avatar really starts to speak, and stopped once, after its last sample. Audio
-  of an interrupted utterance that arrives after the interrupt is dropped.
+  once, when the avatar really starts to speak, and stopped once, after its last sample.
+- At an interrupt of a playing utterance its audio that arrives afterwards is dropped, and so
+  are the images the server showed before it stopped (below the interrupted
+  `agent.speak_ended`'s pts); the first image after that cut is pushed at once, without the
+  jitter buffer: within 2 frames of the `InterruptionFrame` (the server stops at its next
+  tick). Pipecat's live video queue, which the `InterruptionFrame` restarts, writes it one
+  frame later.
 - Nothing is pushed before the output transport says it is ready (`OutputTransportReadyFrame`):
   until then the latest idle image is held, and from the first speech on everything (up to
   ten seconds), and pushed when it is. The server publishes frames at their pts in
   real time, so pushing on arrival keeps the transport's video and audio queues in step.
+- Captions follow the avatar, not the TTS: a TTS stamps its word frames (`TTSTextFrame` and
+  other frames with a `pts`) for audio that would play as soon as it is made, and the output
+  transport releases them at that pts; the avatar plays it later (the server's first-frame
+  latency and the jitter buffer). Timed frames of an utterance are held until its first speech
+  audio goes out and then pushed with their pts moved by that delay; untimed `TTSTextFrame`s
+  (services that push a sentence's text with its audio) go out with the utterance's
+  `TTSStoppedFrame`, after its last audio. An interrupt drops the held ones.
 - `EndFrame` lets queued speech finish (at most `end_timeout_s`), then ends the session;
   `CancelFrame` ends it at once. A dropped socket resumes within the server's grace. Errors
   become `AgentHumanErrorFrame`s (an `ErrorFrame` with our error `code`).
@@ -49,9 +61,11 @@ from pipecat.frames.frames import (
     OutputImageRawFrame,
     OutputTransportReadyFrame,
     StartFrame,
+    SystemFrame,
     TTSAudioRawFrame,
     TTSStartedFrame,
     TTSStoppedFrame,
+    TTSTextFrame,
     UserStartedSpeakingFrame,
     UserStoppedSpeakingFrame,
 )
@@ -70,7 +84,6 @@ from agenthuman_client.events import (
 )
 from agenthuman_client.media import (
     AudioFrame,
-    SpeechCoalescer,
     UtteranceGate,
     VideoFrame,
     video_format_for,
@@ -111,7 +124,6 @@ class AgentHumanVideoService(AIService):
         resume_for_s: float = 10.0,
         jitter_ms: float = 20.0,
         audio_delay_frames: float = 0.5,
-        min_chunk_ms: float = 40.0,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("settings", ServiceSettings(model=None))
@@ -130,13 +142,25 @@ class AgentHumanVideoService(AIService):
         self._jitter_s = jitter_ms / 1000
         self._audio_delay_frames = audio_delay_frames
         self._offset: float | None = None
+        # After an interrupt of a playing utterance: images with pts below this were shown by
+        # the server before it stopped and are not pushed (inf until its speak_ended says
+        # where it stopped); None when nothing is cut.
+        self._cut_pts: float | None = None
+        self._wake = asyncio.Event()  # an interrupt cuts a pacing wait short
+        self._interrupted_at: float | None = None
+        # Captions (see the module doc): the pipeline-clock time the utterance's first TTS audio
+        # came in, the shift of its timed frames once its first speech audio went out, and
+        # what waits for either.
+        self._tts_in_ns: int | None = None
+        self._caption_shift_ns: int | None = None
+        self._held_timed: deque[Frame] = deque()
+        self._held_text: deque[Frame] = deque()
         self._warmup = WARMUP_FRAMES
         self._api: AgentHuman | None = None
         self._session: Session | None = None
         self._sock: SessionSocket | None = None
         self._receive_task: asyncio.Task[None] | None = None
         self._gate = UtteranceGate()
-        self._coalescer = SpeechCoalescer(min_chunk_ms)
         self._ready = False
         self._backlog: deque[Frame] = deque()
         self._unconfirmed = 0
@@ -154,6 +178,9 @@ class AgentHumanVideoService(AIService):
         # ms from the first TTS audio frame into the service to the first speaking image out
         # of it, one per utterance.
         self.first_image_latencies_ms: list[float] = []
+        # ms from an InterruptionFrame into the service to the first image after the cut out
+        # of it, one per interrupt of a playing utterance.
+        self.interrupt_latencies_ms: list[float] = []
 
     # --- public ----------------------------------------------------------------------------
 
@@ -207,7 +234,6 @@ class AgentHumanVideoService(AIService):
         await super().stop(frame)
         if self._sock is not None and self._sock.closed is None:
             if self._speech_sent:
-                await self._flush_speech()
                 with contextlib.suppress(ConnectionError, TimeoutError):
                     await self._sock.speak_end()
                 self._speech_sent = False
@@ -216,6 +242,9 @@ class AgentHumanVideoService(AIService):
                 self._changed.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._changed.wait(), deadline - time.monotonic())
+        for held in (self._held_timed, self._held_text):  # captions whose audio never came out
+            while held:
+                await self._out(held.popleft())
         await self._teardown()
 
     async def cancel(self, frame: CancelFrame) -> None:
@@ -255,10 +284,11 @@ class AgentHumanVideoService(AIService):
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         await super().process_frame(frame, direction)
         if isinstance(frame, TTSAudioRawFrame):
+            if self._tts_in_ns is None and self._caption_shift_ns is None:
+                self._tts_in_ns = self.get_clock().get_time()
             await self._speak(frame)
         elif isinstance(frame, TTSStoppedFrame):
             if self._speech_sent and self._sock is not None:
-                await self._flush_speech()
                 self._speech_sent = False
                 self._stops.append(frame)
                 await self._send(self._sock.speak_end())
@@ -274,7 +304,10 @@ class AgentHumanVideoService(AIService):
                 await self.push_frame(self._backlog.popleft())
         elif isinstance(frame, TTSStartedFrame):
             self._context_id = frame.context_id
+            self._caption_shift_ns = None  # a new utterance: its captions wait for its audio
             await self.push_frame(frame, direction)
+        elif direction == FrameDirection.DOWNSTREAM and self._is_caption(frame):
+            await self._caption(frame)
         elif isinstance(frame, UserStartedSpeakingFrame):
             if self._sock is not None:
                 await self._send(self._sock.start_listening())
@@ -285,6 +318,35 @@ class AgentHumanVideoService(AIService):
             await self.push_frame(frame, direction)
         else:
             await self.push_frame(frame, direction)
+
+    def _is_caption(self, frame: Frame) -> bool:
+        if isinstance(frame, SystemFrame) or self._sock is None:
+            return False
+        return frame.pts is not None or isinstance(frame, TTSTextFrame)
+
+    async def _caption(self, frame: Frame) -> None:
+        """A timed frame (or a TTS text) of the speech: moved to when the avatar says it."""
+        if frame.pts is None:
+            if self._speech_sent or self._stops or self._pending_stop:
+                self._held_text.append(frame)  # out with this utterance's TTSStoppedFrame
+            else:
+                await self.push_frame(frame)
+        elif self._caption_shift_ns is not None:
+            frame.pts += self._caption_shift_ns
+            await self.push_frame(frame)
+        else:
+            self._held_timed.append(frame)
+
+    async def _release_captions(self) -> None:
+        """The utterance's first speech audio went out: its timed frames follow, shifted."""
+        if self._tts_in_ns is None:
+            return
+        self._caption_shift_ns = max(0, self.get_clock().get_time() - self._tts_in_ns)
+        self._tts_in_ns = None
+        while self._held_timed:
+            frame = self._held_timed.popleft()
+            frame.pts += self._caption_shift_ns
+            await self._out(frame)
 
     async def _send(self, command: Any) -> bool:
         try:
@@ -305,18 +367,11 @@ class AgentHumanVideoService(AIService):
             self._speech_sent = True
             if self._first_audio_at is None:
                 self._first_audio_at = time.perf_counter()
-        for chunk, rate in self._coalescer.add(pcm, frame.sample_rate):
-            await self._speak_now(chunk, rate)
-
-    async def _flush_speech(self) -> None:
-        for chunk, rate in self._coalescer.flush():
-            await self._speak_now(chunk, rate)
-
-    async def _speak_now(self, pcm: bytes, rate: int) -> None:
-        assert self._sock is not None
+        # As it comes, however short: the server never pads a frame whose audio is still
+        # arriving with silence.
         self._unconfirmed += 1
         try:
-            sent = await self._sock.speak(pcm, rate)
+            sent = await self._sock.speak(pcm, frame.sample_rate)
         except (ConnectionError, TimeoutError, RuntimeError) as exc:
             self._unconfirmed -= 1
             await self._error("SOCKET_CLOSED", f"AgentHuman socket unusable: {exc}", exc)
@@ -324,14 +379,28 @@ class AgentHumanVideoService(AIService):
         self._unconfirmed += sent - 1
 
     async def _interrupt(self) -> None:
+        playing = self._gate.speaking()
         self._speech_sent = False
-        self._coalescer.clear()
         self._first_audio_at = None
+        self._tts_in_ns = None
+        self._caption_shift_ns = None
+        self._held_timed.clear()
+        self._held_text.clear()
         self._stops.clear()
         self._pending_stop.clear()
         self._gate.clear()
         if self._sock is not None and self._sock.closed is None:
             self._dropping = True
+            if playing:
+                # Images the server showed before it stopped, still in the jitter buffer or
+                # on the way, are not pushed: the output transport restarts its video queue
+                # on this InterruptionFrame, and the next image it gets is the first idle one.
+                self._cut_pts = float("inf")
+                self._interrupted_at = time.perf_counter()
+                self._wake.set()
+                self._backlog = deque(
+                    f for f in self._backlog if not isinstance(f, OutputImageRawFrame)
+                )
             self._backlog = deque(f for f in self._backlog if not isinstance(f, TTSAudioRawFrame))
             await self._send(self._sock.interrupt())
 
@@ -352,7 +421,7 @@ class AgentHumanVideoService(AIService):
         while len(self._backlog) > limit:
             self._backlog.popleft()
 
-    async def _pace(self, pts_ms: float, extra_s: float = 0.0) -> bool:
+    async def _pace(self, pts_ms: float, extra_s: float = 0.0, *, now_ok: bool = False) -> bool:
         """Sleep until `pts_ms` is due; False while the clock is still being found.
 
         The server publishes at pts in real time. The first `WARMUP_FRAMES` frames (idle, the
@@ -360,7 +429,10 @@ class AgentHumanVideoService(AIService):
         pushed, so the output transport's live video queue, which keeps the schedule of its
         first image, starts on the steady one; after that every frame is pushed at that
         offset plus the jitter buffer, so the audio device never starves and video and audio
-        stay in step. A stream that falls behind by more than 200 ms is re-anchored."""
+        stay in step. A stream that falls behind by more than 200 ms is re-anchored. With
+        `now_ok` (the first image after an interrupt's cut) it does not wait: that image
+        replaces speech already stopped, and the frames after it keep their schedule. An
+        interrupt cuts a wait short."""
         now = time.perf_counter()
         offset = now - pts_ms / 1000
         if self._warmup > 0:
@@ -371,8 +443,10 @@ class AgentHumanVideoService(AIService):
         due = pts_ms / 1000 + self._offset + self._jitter_s + extra_s
         if now - due > 0.2:
             self._offset = offset - self._jitter_s - extra_s
-        elif due > now:
-            await asyncio.sleep(due - now)
+        elif due > now and not now_ok:
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), due - now)
         return True
 
     async def _receive(self) -> None:
@@ -393,6 +467,8 @@ class AgentHumanVideoService(AIService):
                 for audio, utterance_id in self._gate.event(item):
                     await self._on_speech(audio, utterance_id)
             elif isinstance(item, SpeakEnded):
+                if item.interrupted and self._cut_pts == float("inf"):
+                    self._cut_pts = item.pts_ms if item.pts_ms is not None else None
                 self._gate.event(item)
                 self._current_start_pts = None
                 self._open.discard(item.utterance_id)
@@ -402,6 +478,8 @@ class AgentHumanVideoService(AIService):
                     self._pending_stop.append(item.pts_ms)
             elif isinstance(item, InterruptConfirmed):
                 self._dropping = False
+                if self._cut_pts == float("inf"):
+                    self._cut_pts = None  # it had ended before the interrupt: nothing to cut
             elif isinstance(item, ServerError):
                 await self._error(item.code, f"AgentHuman: {item.error}")
             elif isinstance(item, SocketResumed):
@@ -416,15 +494,26 @@ class AgentHumanVideoService(AIService):
             self._changed.set()
 
     async def _on_video(self, frame: VideoFrame) -> None:
+        first_after_cut = False
+        if self._cut_pts is not None:
+            if frame.pts_ms < self._cut_pts:
+                return  # shown by the server before it stopped: never pushed, never waited on
+            self._cut_pts = None
+            first_after_cut = True
         if frame.jpeg is not None:
             rgb = await asyncio.to_thread(frame.rgb_bytes)
         else:
             rgb = frame.rgb_bytes()
         image = OutputImageRawFrame(rgb, (frame.width, frame.height), "RGB")
         image.metadata[PTS_KEY] = frame.pts_ms
-        if not await self._pace(frame.pts_ms):
+        if not await self._pace(frame.pts_ms, now_ok=first_after_cut):
             return
+        if self._cut_pts is not None and frame.pts_ms < self._cut_pts:
+            return  # an interrupt came while it waited
         await self._out(image)
+        if first_after_cut and self._interrupted_at is not None:
+            self.interrupt_latencies_ms.append((time.perf_counter() - self._interrupted_at) * 1e3)
+            self._interrupted_at = None
         start = self._current_start_pts
         if start is not None and frame.pts_ms >= start and self._first_audio_at is not None:
             self.first_image_latencies_ms.append((time.perf_counter() - self._first_audio_at) * 1e3)
@@ -445,11 +534,15 @@ class AgentHumanVideoService(AIService):
         if self._dropping or utterance_id in self._dead:
             return  # interrupted while it waited
         await self._out(out)
+        await self._release_captions()
 
     async def _maybe_stop(self, media_end_ms: float) -> None:
         """Push the held TTSStoppedFrame once the utterance's last audio has gone out."""
         while self._pending_stop and media_end_ms >= self._pending_stop[0]:
             self._pending_stop.popleft()
             stop = self._stops.popleft() if self._stops else TTSStoppedFrame()
+            while self._held_text:
+                await self._out(self._held_text.popleft())
             await self._out(stop)
+            self._caption_shift_ns = None  # the utterance is over
             self._changed.set()

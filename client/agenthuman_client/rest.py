@@ -53,7 +53,8 @@ class VideoSize:
 
 @dataclass(frozen=True)
 class Session:
-    """A session as the server returned it; `access_token` and `ws_uri` only where given."""
+    """A session as the server returned it; `access_token` and `ws_uri` only where given.
+    `era` is "C" for one made by `create_started` (its socket sends the era-[C] init)."""
 
     session_id: str
     status: str
@@ -64,10 +65,16 @@ class Session:
     access_token: str | None = None
     ws_uri: str | None = None
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    era: str = "B"
 
     @classmethod
     def from_json(
-        cls, obj: dict[str, Any], *, access_token: str | None = None, ws_uri: str | None = None
+        cls,
+        obj: dict[str, Any],
+        *,
+        access_token: str | None = None,
+        ws_uri: str | None = None,
+        era: str = "B",
     ) -> Session:
         video = obj.get("video")
         return cls(
@@ -80,6 +87,7 @@ class Session:
             access_token=access_token or obj.get("access_token") or obj.get("session_token"),
             ws_uri=ws_uri or obj.get("ws_uri"),
             raw=obj,
+            era=era,
         )
 
 
@@ -217,6 +225,51 @@ class AgentHuman:
         return Session.from_json(
             fresh.raw, access_token=session.access_token, ws_uri=started.ws_uri
         )
+
+    async def create_started(
+        self,
+        avatar: str | bytes | Path | None = None,
+        *,
+        room: dict[str, Any] | None = None,
+        aspect_ratio: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        retry_for_s: float = 60.0,
+        default_wait_s: float = 0.5,
+    ) -> Session:
+        """Era [C] create: created **and started** in one call (a `room` field makes it era
+        [C]; SPEC §4) → the session with its `session_token` and `ws_uri`.
+
+        `room` defaults to `{"platform": "local"}` (this server's local outputs only; `daily`
+        takes `url` and `token`). `avatar` is an avatar id, or a photo (bytes, a file path or
+        a `data:image/…;base64,` string) that the server turns into an avatar first. While the
+        engine loads (503 ENGINE_LOADING) or the server is full (NO_CAPACITY) it retries per
+        Retry-After until `retry_for_s` runs out."""
+        body: dict[str, Any] = {"room": room if room is not None else {"platform": "local"}}
+        if isinstance(avatar, Path):
+            avatar = await asyncio.to_thread(avatar.read_bytes)
+        if isinstance(avatar, bytes):
+            kind = "png" if avatar.startswith(b"\x89PNG") else "jpeg"
+            avatar = f"data:image/{kind};base64," + base64.b64encode(avatar).decode()
+        if avatar is not None:
+            body["avatar"] = avatar
+        if aspect_ratio is not None:
+            body["aspect_ratio"] = aspect_ratio
+        if metadata is not None:
+            body["metadata"] = metadata
+        deadline = time.monotonic() + retry_for_s
+        while True:
+            try:
+                created = await self.request("POST", "/sessions", json=body)
+                break
+            except ApiError as exc:
+                if exc.code not in RETRYABLE_CODES:
+                    raise
+                wait_s = exc.retry_after_s if exc.retry_after_s is not None else default_wait_s
+                if time.monotonic() + wait_s > deadline:
+                    raise
+                await asyncio.sleep(wait_s)
+        obj = created["session"]
+        return Session.from_json(obj, access_token=obj.get("session_token"), era="C")
 
     async def get_session(self, session_id: str) -> Session:
         return Session.from_json((await self.request("GET", f"/sessions/{session_id}"))["session"])

@@ -68,6 +68,7 @@ class SessionSocket:
         ws_uri: str,
         session_id: str,
         init_config: dict[str, Any],
+        era: str = "B",
         auto_resume: bool,
         resume_for_s: float,
         keep_alive_s: float | None,
@@ -78,6 +79,7 @@ class SessionSocket:
         self.ws_uri = ws_uri
         self.session_id = session_id
         self._init = init_config
+        self.era = era
         self.sample_rate = int(init_config.get("sample_rate") or DEFAULT_SAMPLE_RATE)
         self.auto_resume = auto_resume
         self.resume_for_s = resume_for_s
@@ -121,11 +123,10 @@ class SessionSocket:
         `output_video` is "jpeg", "rgb24" or None; `output_audio` asks for the frames' audio."""
         if not session.ws_uri or not session.access_token:
             raise ValueError("the session needs ws_uri and access_token: create and start it")
-        config: dict[str, Any] = {
-            "session_id": session.session_id,
-            "access_token": session.access_token,
-            "sample_rate": sample_rate,
-        }
+        config: dict[str, Any] = {"session_id": session.session_id, "sample_rate": sample_rate}
+        # Era [B] names the token `access_token` inside `config`; era [C] `session_token`, at
+        # the top level, on the fixed `/v1/ws` URL (SPEC §8).
+        config["session_token" if session.era == "C" else "access_token"] = session.access_token
         for key, value in (("video_width", video_width), ("video_height", video_height)):
             if value is not None:
                 config[key] = value
@@ -138,9 +139,10 @@ class SessionSocket:
         sock = cls(
             http or aiohttp.ClientSession(),
             own_http=http is None,
-            ws_uri=session.ws_uri,
+            ws_uri=_fixed_ws_uri(session) if session.era == "C" else session.ws_uri,
             session_id=session.session_id,
             init_config=config,
+            era=session.era,
             auto_resume=auto_resume,
             resume_for_s=resume_for_s,
             keep_alive_s=keep_alive_s,
@@ -167,7 +169,11 @@ class SessionSocket:
             timeout=aiohttp.ClientWSTimeout(ws_close=5.0),
         )
         try:
-            await ws.send_str(json.dumps({"type": "session.init", "config": self._init}))
+            if self.era == "C":
+                init = {"type": "session.init", **self._init}
+            else:
+                init = {"type": "session.init", "config": self._init}
+            await ws.send_str(json.dumps(init))
             msg = await ws.receive(timeout=self.connect_timeout_s)
             first = json.loads(msg.data) if msg.type is aiohttp.WSMsgType.TEXT else None
             if not isinstance(first, dict) or first.get("type") != "connection.established":
@@ -390,3 +396,10 @@ class SessionSocket:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+
+def _fixed_ws_uri(session: Session) -> str:
+    """The one fixed URL era-[C] clients connect to: `…/v1/ws` beside `…/v1/sessions/{id}/ws`."""
+    assert session.ws_uri is not None
+    tail = f"/sessions/{session.session_id}/ws"
+    return session.ws_uri[: -len(tail)] + "/ws" if session.ws_uri.endswith(tail) else session.ws_uri

@@ -149,12 +149,49 @@ async def test_start_retries_try_again_while_the_engine_loads(tmp_path: Path) ->
             session = await api.create_session()
             first = await api.request("PUT", f"/sessions/{session.session_id}/start")
             assert first["ws_uri"] == "try_again", "the engine loaded before the first start"
+            # An era-[C] create meanwhile answers 503 ENGINE_LOADING; create_started waits.
+            with pytest.raises(ApiError) as err:
+                await api.create_started(retry_for_s=0)
+            assert (err.value.status, err.value.code) == (503, "ENGINE_LOADING")
+            c = await api.create_started(retry_for_s=60)
+            assert c.status == "started" and c.ws_uri
+            await api.end_session(c.session_id)
             started = await api.start_session(session.session_id, retry_for_s=60)
             assert started.ws_uri.startswith("ws://")
             assert (await api.get_session(session.session_id)).status == "started"
             await api.end_session(session.session_id)
     finally:
         await asyncio.to_thread(stop_server, loading)
+
+
+async def test_era_c_create_starts_and_its_socket_uses_the_fixed_url(
+    api: AgentHuman,
+) -> None:
+    """Era [C] (SPEC §4, §8): `room` in the create → created and started in one call, 4:3 by
+    default; the socket connects to the fixed `/v1/ws` and sends `session_token` at the top
+    level of `session.init`."""
+    session = await api.create_started(metadata={"era": "C"})
+    assert session.era == "C" and session.status == "started" and session.access_token
+    assert session.raw["session_token"] == session.access_token
+    assert session.raw["aspect_ratio"] == "4:3"
+    sock = await SessionSocket.connect(session, output_video=None, output_audio=False)
+    try:
+        assert sock.ws_uri.endswith("/v1/ws") and "session_token" in sock._init
+        assert sock.established is not None
+        assert sock.established.width * 3 == sock.established.height * 4
+        await sock.speak(speech(1.0))
+        await sock.speak_end()
+        ended = await sock.wait_for(SpeakEnded, timeout_s=30)
+        assert not ended.interrupted and ended.played_ms == 1000
+    finally:
+        await sock.aclose()
+        await api.end_session(session.session_id)
+    with pytest.raises(ApiError) as err:
+        await api.create_started(room={"platform": "livekit", "url": "wss://x", "token": "t"})
+    assert (err.value.status, err.value.code) == (400, "UNSUPPORTED_PLATFORM")
+    with pytest.raises(ApiError) as err:
+        await api.create_started(room={"platform": "daily"})
+    assert (err.value.status, err.value.code) == (400, "VALIDATION_ERROR")
 
 
 async def test_speech_events_and_media(api: AgentHuman) -> None:

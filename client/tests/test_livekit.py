@@ -131,6 +131,10 @@ async def test_generator_clear_buffer_interrupts(api: AgentHuman) -> None:
         t for t, item in items if isinstance(item, rtc.AudioFrame) and t > t_clear + 2 * FRAME_S
     ]
     assert not late, "speech audio more than 2 frames after clear_buffer"
+    # The first video frame after the server's cut comes within 2 frames: the server stops at
+    # its next tick, and frames it showed before that are not yielded.
+    assert len(gen.interrupt_latencies_ms) == 1
+    assert gen.interrupt_latencies_ms[0] <= 2 * FRAME_MS, gen.interrupt_latencies_ms
     out_ms = sum(item.duration for _, item in items if isinstance(item, rtc.AudioFrame)) * 1000
     assert abs(out_ms - confirmed.played_ms) <= 2 * FRAME_MS, (out_ms, confirmed.played_ms)
 
@@ -308,3 +312,68 @@ async def test_an_agent_session_speaks_through_the_avatar(server: RunningServer)
     finally:
         await session.aclose()
         await avatar.aclose()
+
+
+async def test_the_transcript_follows_the_avatar(server: RunningServer) -> None:
+    """With the framework's TranscriptSynchronizer in the chain (what RoomIO builds),
+    `replace_audio_tail` keeps it, so the agent's transcript starts when our `speak_started`
+    is heard and is flushed only after our `speak_ended`, never before the audio played (the
+    complaint on the hosted plugin's review)."""
+    from livekit.agents import Agent
+    from livekit.agents.voice.io import TextOutput
+    from livekit.agents.voice.transcription.synchronizer import TranscriptSynchronizer
+
+    class RecordingText(TextOutput):
+        def __init__(self) -> None:
+            super().__init__(label="recording", next_in_chain=None)
+            self.items: list[tuple[float, str | None]] = []
+
+        async def capture_text(self, text: str) -> None:
+            self.items.append((time.perf_counter(), text))
+
+        def flush(self) -> None:
+            self.items.append((time.perf_counter(), None))
+
+    text_out = RecordingText()
+    sync = TranscriptSynchronizer(
+        next_in_chain_audio=QueueAudioOutput(sample_rate=RATE), next_in_chain_text=text_out
+    )
+    session: AgentSession[Any] = AgentSession()
+    session.output.audio = sync.audio_output
+    session.output.transcription = sync.text_output
+    avatar = AvatarSession(
+        api_key=server.api_key,
+        base_url=server.base_url,
+        video_width=W,
+        video_height=H,
+        fps=FPS,
+        sample_rate=RATE,
+    )
+    await avatar.start(session, mock_room())
+    await session.start(agent=Agent(instructions="Say what you are given."), record=False)
+    sock = avatar.socket
+    assert sock is not None
+    assert session.output.audio is sync.audio_output  # the wrapper stayed; our sink is its tail
+    seen: dict[str, float] = {}
+    sock.listeners.append(
+        lambda item: (
+            isinstance(item, SpeakStarted | SpeakEnded)
+            and seen.setdefault(type(item).__name__, time.perf_counter())
+        )
+    )
+
+    async def audio() -> Any:
+        for frame in frames_of(speech(2.0)):
+            yield frame
+
+    try:
+        handle = session.say("Hello there, this is the avatar speaking.", audio=audio())
+        await asyncio.wait_for(handle.wait_for_playout(), 30)
+    finally:
+        await session.aclose()
+        await avatar.aclose()
+    words = [(t, x) for t, x in text_out.items if x]
+    flushes = [t for t, x in text_out.items if x is None]
+    assert "".join(x for _, x in words).strip() == "Hello there, this is the avatar speaking."
+    assert words[0][0] >= seen["SpeakStarted"]
+    assert flushes and flushes[0] >= seen["SpeakEnded"]

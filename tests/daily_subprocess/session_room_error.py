@@ -1,5 +1,5 @@
 """A live session whose session.init names a Daily room daily-python cannot parse, through the
-app's media hook and the real library: room_error, the other outputs going on, a clean end."""
+app's Daily output and the real library: room_error, the other outputs going on, a clean end."""
 
 import asyncio
 import json

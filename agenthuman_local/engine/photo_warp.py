@@ -150,23 +150,34 @@ class MeshGeometry:
 def _teeth_edges(photo: np.ndarray, upper: np.ndarray, lower: np.ndarray) -> np.ndarray:
     """Per inner-lip pair, where between the upper (0) and lower (1) lip the photo's upper
     teeth end: the split goes there, so a smile's upper teeth stay whole under the upper lip
-    and the mouth opens below them (a smile mostly shows upper teeth)."""
+    and the mouth opens below them. Where the photo shows both rows the split runs between
+    them, so the lower row stays with the lower lip and travels down with the jaw: the upper
+    row is the bright run around the brightest pixel of the upper part, and it ends at the
+    first pixel darker than 0.8 of that (the gap or the shaded line between the rows). A pair
+    whose brightest pixel is far dimmer than the teeth elsewhere shows none (a dark corner)."""
     lum = photo.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
     h, w = lum.shape
     frac = np.full(len(upper), 0.5, np.float32)
     ts = np.linspace(0.0, 1.0, 21)
+    runs = []
     for i in range(1, len(upper) - 1):
         pts = upper[i] + (lower[i] - upper[i]) * ts[:, None]
         xs = np.clip(np.round(pts[:, 0]).astype(int), 0, w - 1)
         ys = np.clip(np.round(pts[:, 1]).astype(int), 0, h - 1)
         prof = lum[ys, xs]
-        bright = prof >= 0.8 * prof.max()
-        if bright[: len(ts) // 2 + 1].any():
-            frac[i] = float(ts[np.nonzero(bright)[0].max()])
+        peak = 2 + int(np.argmax(prof[2 : len(ts) // 2 + 2]))  # past the lip's own edge
+        end = peak
+        while end + 1 < len(ts) and prof[end + 1] >= 0.8 * prof[peak]:
+            end += 1
+        runs.append((i, float(prof[peak]), float(ts[end])))
+    brightest = max(bright for _, bright, _ in runs)
+    for i, bright, end_t in runs:
+        if bright >= 0.6 * brightest:
+            frac[i] = end_t
     inner = frac[1:-1]
-    inner[:] = np.clip(
-        np.convolve(np.pad(inner, 1, mode="edge"), np.ones(3) / 3, "valid"), 0.5, 0.97
-    )
+    inner[:] = np.clip(inner, 0.5, 0.97)
+    padded = np.pad(inner, 1, mode="edge")
+    inner[:] = np.median(np.stack([padded[k : k + len(inner)] for k in range(3)]), axis=0)
     return frac
 
 

@@ -340,8 +340,8 @@ def test_a_photo_with_both_rows_of_teeth_opens_between_them(
     up = rig.points(rig.inner_upper_lip) - 0.5
     lo = rig.points(rig.inner_lower_lip) - 0.5
     bgr = cv2.imread(str(path / "image.jpg"))
-    # Her upper teeth over the top 55 % between the inner lips, a shaded line, a lower row.
-    for t0, t1, colour in ((0.0, 0.55, 236), (0.55, 0.68, 45), (0.68, 1.0, 238)):
+    # Her upper teeth over the top half between the inner lips, a shaded line, a lower row.
+    for t0, t1, colour in ((0.0, 0.45, 236), (0.45, 0.7, 90), (0.7, 1.0, 238)):
         band = np.concatenate([up + (lo - up) * t0, (up + (lo - up) * t1)[::-1]])
         polygon = np.round(band * 16).astype(np.int32)
         cv2.fillPoly(bgr, [polygon], (colour,) * 3, cv2.LINE_AA, shift=4)
@@ -355,7 +355,7 @@ def test_a_photo_with_both_rows_of_teeth_opens_between_them(
     upper, lower = upper[np.argsort(upper[:, 0])], lower[np.argsort(lower[:, 0])]
     mx = float(geo.mouth[0])
     above, below, kept = [], [], []
-    for x in range(int(mx - 0.5 * geo.half_w), int(mx + 0.5 * geo.half_w) + 1):
+    for x in range(int(mx - 0.35 * geo.half_w), int(mx + 0.35 * geo.half_w) + 1):
         at = x + x0 + 0.5
         top = float(np.interp(at, *upper.T))
         rows = float(np.interp(at, *lower.T)) - top  # both rows and the line, at rest
@@ -366,7 +366,7 @@ def test_a_photo_with_both_rows_of_teeth_opens_between_them(
         above.append((column[: cavity[0]] > 0.8).sum() / rows)
         below.append((column[cavity[-1] :] > 0.8).sum() / rows)
         at_rest = (luminance(rest[int(top) : int(split) + 1, x + x0]) > 0.8).sum()
-        kept.append((column[: cavity[0]] > 0.8).sum() >= at_rest)
+        kept.append((column[: cavity[0]] > 0.8).sum() >= at_rest - 1)  # its edge is soft
     # Only the upper row stays above the opening (both rows did, 0.7 of them, before the
     # split ran between the rows), whole; the lower row is below it, teeth-bright.
     assert np.median(above) < 0.5 and np.mean(kept) > 0.9, (np.median(above), np.mean(kept))

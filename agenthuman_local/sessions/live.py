@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from agenthuman_local import protocol
+from agenthuman_local.clock import Clock, WallClock
 from agenthuman_local.config import Settings
 from agenthuman_local.devices import cost_units
 from agenthuman_local.engine.base import FrameDriver, FrameSize, Renderer
@@ -31,7 +32,6 @@ from agenthuman_local.engine.worker import RenderPool
 from agenthuman_local.errors import NoCapacity
 from agenthuman_local.paths import timeline_path
 from agenthuman_local.records import Session
-from agenthuman_local.sessions.clock import Clock, WallClock
 from agenthuman_local.sessions.runner import RunnerOptions, SessionRunner
 from agenthuman_local.sessions.timeline import Timeline
 from agenthuman_local.transports.base import Sink

@@ -259,7 +259,8 @@ async def test_everyone_gone_for_the_timeout_ends_the_session_room_empty(
     assert live.clock is not None and live.clock.sleeping == 2  # the session's own two
     assert (await get_session(live, sid))["status"] == "started"
     fake_daily.client.remote_leaves("p1")
-    await live.clock.settled(3)  # and now the empty-room timer, on the session's clock
+    # And now the empty-room timer, on the session's clock (a wall-clock timer never shows).
+    await asyncio.wait_for(live.clock.settled(3), 5)
     await live.tick(4)
     assert (await get_session(live, sid))["status"] == "started"
     live.clock.advance(0.05)  # 0.21 s after Ana left

@@ -210,7 +210,7 @@ async def test_room_empty_fires_once_everyone_has_been_gone_long_enough() -> Non
     await t.start()
     daily.client.remote_leaves("p1")
     await rec.wait_for(("left", "p1", "leftCall"))
-    await clock.settled(1)  # the empty-room timer
+    await asyncio.wait_for(clock.settled(1), 5)  # the empty-room timer, on the virtual clock
     clock.advance(0.19)
     await asyncio.sleep(0)
     assert not rec.room_empty.is_set()  # not before the timeout

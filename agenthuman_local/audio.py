@@ -39,15 +39,14 @@ def pcm16_to_float(data: bytes) -> np.ndarray:
     return ints.astype(np.float32) / 32768.0
 
 
-def float_to_pcm16(samples: np.ndarray) -> bytes:
-    """float32 in [-1, 1] → little-endian s16 bytes, clipped."""
-    clipped = np.clip(np.asarray(samples, dtype=np.float32), -1.0, 32767 / 32768)
-    return (np.round(clipped * 32768.0)).astype("<i2").tobytes()
-
-
 def to_int16(x: np.ndarray) -> np.ndarray:
-    """float in [-1, 1] → int16 samples, rounded and clipped."""
+    """float in [-1, 1] → int16 samples, rounded (half to even) and clipped."""
     return np.clip(np.round(x * 32768.0), -32768, 32767).astype(np.int16)
+
+
+def float_to_pcm16(samples: np.ndarray) -> bytes:
+    """float32 in [-1, 1] → little-endian s16 bytes: `to_int16` of the float32 samples."""
+    return to_int16(np.asarray(samples, dtype=np.float32)).astype("<i2").tobytes()
 
 
 class StreamResampler:

@@ -18,12 +18,12 @@ if TYPE_CHECKING:
     from typing import Any
 
     from agenthuman_local.api.auth import RateLimiter
+    from agenthuman_local.clock import Clock
     from agenthuman_local.config import Settings
     from agenthuman_local.devices import DevicePool
     from agenthuman_local.engine.worker import RenderPool
     from agenthuman_local.engine_ctx import EngineFactory, EngineSlot
     from agenthuman_local.metrics import Metrics
-    from agenthuman_local.sessions.clock import Clock
     from agenthuman_local.sessions.live import (
         LiveSession,
         OutputFactory,

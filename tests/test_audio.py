@@ -14,6 +14,7 @@ from agenthuman_local.audio import (
     StreamResampler,
     float_to_pcm16,
     pcm16_to_float,
+    to_int16,
 )
 from agenthuman_local.engine.base import frame_sample_range
 from tests.audio_features import FeatureExtractor
@@ -28,6 +29,13 @@ def test_pcm16_round_trip_and_scale() -> None:
     assert x.dtype == np.float32
     np.testing.assert_allclose(x, [-1.0, -1 / 32768, 0.0, 1 / 32768, 32767 / 32768])
     assert float_to_pcm16(x) == data
+
+
+def test_float_to_pcm16_clips_and_rounds_as_to_int16() -> None:
+    x = np.array([-2.0, -1.0, 0.5 / 32768, 1.5 / 32768, 32767 / 32768, 1.0, np.inf], np.float32)
+    want = [-32768, -32768, 0, 2, 32767, 32767, 32767]  # clipped; halves round to even
+    assert to_int16(x).tolist() == want
+    assert float_to_pcm16(x) == np.array(want, dtype="<i2").tobytes()
 
 
 def _split_push(resampler: StreamResampler, x: np.ndarray, seed: int) -> np.ndarray:

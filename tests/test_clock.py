@@ -2,7 +2,8 @@
 
 import asyncio
 
-from agenthuman_local.sessions.clock import Pacer, WallClock
+from agenthuman_local.clock import WallClock
+from agenthuman_local.sessions.clock import Pacer
 from tests.fakes import VirtualClock
 
 

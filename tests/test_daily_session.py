@@ -255,9 +255,15 @@ async def test_everyone_gone_for_the_timeout_ends_the_session_room_empty(
     await live.api.start_session(sid)
     conn = await live.connect(sid, created["access_token"], **SIZE)
     await states(conn, 2)
-    await asyncio.sleep(0.4)  # Ana is still there: the timer is not running
+    await live.tick(10)  # 0.4 s: Ana is still there, the timer is not running
+    assert live.clock is not None and live.clock.sleeping == 2  # the session's own two
     assert (await get_session(live, sid))["status"] == "started"
     fake_daily.client.remote_leaves("p1")
+    # And now the empty-room timer, on the session's clock (a wall-clock timer never shows).
+    await asyncio.wait_for(live.clock.settled(3), 5)
+    await live.tick(4)
+    assert (await get_session(live, sid))["status"] == "started"
+    live.clock.advance(0.05)  # 0.21 s after Ana left
     ended = await conn.until("session.state")
     while ended["state"] != "ended":
         ended = await conn.until("session.state")

@@ -18,6 +18,7 @@ from agenthuman_local.transports.daily import (
     is_network_error,
     load_daily,
 )
+from tests.fakes import VirtualClock
 from tests.fakes_daily import HANG, FakeDaily, SinkFrame
 
 W, H, SR = 64, 48, 16_000
@@ -204,9 +205,16 @@ async def test_participants_are_reported_on_the_loop() -> None:
 async def test_room_empty_fires_once_everyone_has_been_gone_long_enough() -> None:
     daily = FakeDaily(already_in_room=[("p1", "Ana")])
     rec = Recorder()
-    t = make(daily, rec, empty_room_timeout_s=0.2)
+    clock = VirtualClock()
+    t = make(daily, rec, empty_room_timeout_s=0.2, clock=clock)
     await t.start()
     daily.client.remote_leaves("p1")
+    await rec.wait_for(("left", "p1", "leftCall"))
+    await asyncio.wait_for(clock.settled(1), 5)  # the empty-room timer, on the virtual clock
+    clock.advance(0.19)
+    await asyncio.sleep(0)
+    assert not rec.room_empty.is_set()  # not before the timeout
+    clock.advance(0.01)
     await asyncio.wait_for(rec.room_empty.wait(), 5)
     assert [e for e in rec.events if e[0] in ("left", "empty")] == [
         ("left", "p1", "leftCall"),
@@ -218,12 +226,15 @@ async def test_room_empty_fires_once_everyone_has_been_gone_long_enough() -> Non
 async def test_room_empty_is_called_off_when_someone_comes_back() -> None:
     daily = FakeDaily(already_in_room=[("p1", "Ana")])
     rec = Recorder()
-    t = make(daily, rec, empty_room_timeout_s=0.5)
+    clock = VirtualClock()
+    t = make(daily, rec, empty_room_timeout_s=0.5, clock=clock)
     await t.start()
     daily.client.remote_leaves("p1")
     daily.client.remote_joins("p1", "Ana")
     await rec.wait_for(("joined", "p1", "Ana"))
-    await asyncio.sleep(0.8)
+    assert clock.sleeping == 0  # the timer was called off
+    clock.advance(0.8)
+    await asyncio.sleep(0)
     assert not rec.room_empty.is_set()
     await t.aclose()
 

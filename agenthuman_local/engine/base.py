@@ -1,5 +1,6 @@
 """The engine's shared vocabulary: the face-parameter space and what a session needs of a
-renderer and a driver (the `Renderer`, `AudioRenderer` and `FrameDriver` protocols).
+renderer and a driver (the `Renderer`, `AudioRenderer` and `FrameDriver` protocols), and what a
+render worker may answer a submit with (`WorkerFull`, `WorkerClosed`).
 
 Every renderer (procedural, photo, plug-in) draws from the same per-frame parameter vector, so the
 driver, the runner and the tests never care which one is behind a session. Pure: no torch here;
@@ -49,6 +50,14 @@ class P(enum.IntEnum):
 
 
 N_PARAMS = len(P)
+
+
+class WorkerFull(Exception):
+    """The device's job queue is full; the caller shows its frame late instead of waiting."""
+
+
+class WorkerClosed(Exception):
+    """The render worker (or its pool) is closed."""
 
 
 @dataclass(frozen=True)

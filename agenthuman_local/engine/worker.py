@@ -24,16 +24,10 @@ from typing import Any, cast
 import numpy as np
 
 from agenthuman_local.engine.base import AudioRenderer, Renderer
+from agenthuman_local.engine.base import WorkerClosed as WorkerClosed
+from agenthuman_local.engine.base import WorkerFull as WorkerFull
 
 log = logging.getLogger(__name__)
-
-
-class WorkerFull(Exception):
-    """The device's job queue is full; the caller shows its frame late instead of waiting."""
-
-
-class WorkerClosed(Exception):
-    pass
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
-"""Pacing: when frame n is due, against an injectable clock (the wall clock here; tests use
-`tests.fakes.VirtualClock`).
+"""Pacing: when frame n is due, against the injectable clock (`agenthuman_local.clock`: the wall
+clock here; tests use `tests.fakes.VirtualClock`).
 
 Frame n is due at `t0 + n / fps`. Frame indices never skip, so a frame's pts and its audio
 (SPEC §9) stay locked together whatever the wall clock does; when the loop falls more than
@@ -17,26 +17,8 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Protocol
 
-
-class Clock(Protocol):
-    def now(self) -> float:
-        """Monotonic seconds."""
-        ...
-
-    async def sleep_until(self, t: float) -> None: ...
-
-
-class WallClock:
-    """The event loop's monotonic clock."""
-
-    def now(self) -> float:
-        return asyncio.get_running_loop().time()
-
-    async def sleep_until(self, t: float) -> None:
-        delay = t - self.now()
-        await asyncio.sleep(max(0.0, delay))
+from agenthuman_local.clock import Clock
 
 
 @dataclass(frozen=True)

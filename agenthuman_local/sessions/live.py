@@ -21,20 +21,22 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from agenthuman_local import protocol
+from agenthuman_local.clock import Clock, WallClock
 from agenthuman_local.config import Settings
 from agenthuman_local.devices import cost_units
 from agenthuman_local.engine.base import FrameDriver, FrameSize, Renderer
-from agenthuman_local.engine.worker import RenderPool
 from agenthuman_local.errors import NoCapacity
 from agenthuman_local.paths import timeline_path
 from agenthuman_local.records import Session
-from agenthuman_local.sessions.clock import Clock, WallClock
 from agenthuman_local.sessions.runner import RunnerOptions, SessionRunner
 from agenthuman_local.sessions.timeline import Timeline
 from agenthuman_local.transports.base import Sink
+
+if TYPE_CHECKING:
+    from agenthuman_local.engine.worker import RenderPool
 
 log = logging.getLogger(__name__)
 

@@ -38,6 +38,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Generic, Protocol, TypeVar
 
 from agenthuman_local import ids
+from agenthuman_local.clock import Clock, WallClock
 from agenthuman_local.config import Settings
 from agenthuman_local.devices import DevicePool, cost_units
 from agenthuman_local.errors import (
@@ -49,7 +50,6 @@ from agenthuman_local.errors import (
     Unavailable,
 )
 from agenthuman_local.records import Avatar, Session
-from agenthuman_local.sessions.clock import Clock, WallClock
 from agenthuman_local.sessions.state import EndReason, SessionState, transition
 from agenthuman_local.store import Store
 

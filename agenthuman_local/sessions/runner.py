@@ -31,20 +31,23 @@ import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from agenthuman_local import protocol
 from agenthuman_local.audio import SAMPLE_RATE_HZ
-from agenthuman_local.engine.base import FrameDriver, Renderer
-from agenthuman_local.engine.worker import RenderJob, RenderWorker, WorkerClosed, WorkerFull
-from agenthuman_local.sessions.clock import Clock, Pacer
+from agenthuman_local.clock import Clock
+from agenthuman_local.engine.base import FrameDriver, Renderer, WorkerClosed, WorkerFull
+from agenthuman_local.sessions.clock import Pacer
 from agenthuman_local.sessions.outbox import EventLink, Outbox
 from agenthuman_local.sessions.schedule import AudioIn, FrameSchedule
 from agenthuman_local.sessions.speech import BufferFull, SpeechQueue, samples_to_ms
 from agenthuman_local.sessions.timeline import Timeline
 from agenthuman_local.transports.base import PublishedFrame, Sink
+
+if TYPE_CHECKING:
+    from agenthuman_local.engine.worker import RenderJob, RenderWorker
 
 log = logging.getLogger(__name__)
 

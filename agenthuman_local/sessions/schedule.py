@@ -21,13 +21,16 @@ import copy
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from agenthuman_local.audio import SAMPLE_RATE_HZ, StreamResampler, frame_sample_range, to_int16
 from agenthuman_local.engine.base import FrameDriver, Renderer, audio_window_samples
-from agenthuman_local.engine.worker import RenderJob
 from agenthuman_local.sessions.speech import FrameAudio, SpeechQueue
+
+if TYPE_CHECKING:
+    from agenthuman_local.engine.worker import RenderJob
 
 # (frame_index, params, audio window) → the render job, or None when the worker is full.
 Submit = Callable[[int, np.ndarray, "np.ndarray | None"], "RenderJob | None"]

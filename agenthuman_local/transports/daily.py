@@ -45,6 +45,7 @@ from typing import Any
 
 import numpy as np
 
+from agenthuman_local.clock import Clock
 from agenthuman_local.transports.base import MediaFrame
 from agenthuman_local.transports.daily_room import (
     SUBSCRIBE_TO_NOTHING,
@@ -172,6 +173,7 @@ class DailyTransport:
         video_bitrate_bps: int = 1_500_000,
         queue_frames: int = 8,
         lib: DailyLib | None = None,
+        clock: Clock | None = None,
     ) -> None:
         if not 20 <= audio_chunk_ms <= 40:
             raise ValueError(f"audio_chunk_ms must be 20-40, got {audio_chunk_ms}")
@@ -199,7 +201,7 @@ class DailyTransport:
         self._video_track: Any = None
         self._audio_source: Any = None
         self._audio_track: Any = None
-        self._presence = RoomPresence(self._callbacks, empty_room_timeout_s)
+        self._presence = RoomPresence(self._callbacks, empty_room_timeout_s, clock)
         self._audio_lock = asyncio.Lock()
         self._audio_fut: asyncio.Future[Any] | None = None
         self._queue: collections.deque[tuple[np.ndarray, bytes]] = collections.deque(

@@ -14,6 +14,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from agenthuman_local.clock import Clock, WallClock
+
 log = logging.getLogger(__name__)
 
 # Substrings of daily's join errors that mean "the network failed", worth another attempt. A
@@ -114,14 +116,21 @@ class RoomPresence:
 
     Participants already in the room may be announced before the join completes, so they are
     counted from the start; callbacks and the empty-room timer run only while active. Loop-only.
+    The timer sleeps on `clock` (the session's injectable clock; the wall clock by default).
     """
 
-    def __init__(self, callbacks: DailyCallbacks, empty_room_timeout_s: float) -> None:
+    def __init__(
+        self,
+        callbacks: DailyCallbacks,
+        empty_room_timeout_s: float,
+        clock: Clock | None = None,
+    ) -> None:
         self.ids: set[str] = set()
         self._callbacks = callbacks
         self._timeout_s = empty_room_timeout_s
+        self._clock = clock or WallClock()
         self._active = False
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: asyncio.Task[None] | None = None
 
     def activate(self, participants: Mapping[str, Any]) -> None:
         """The join completed: merge daily's participant list and start reporting."""
@@ -159,10 +168,10 @@ class RoomPresence:
                 self._timer.cancel()
                 self._timer = None
         elif self._timer is None:
-            loop = asyncio.get_running_loop()
-            self._timer = loop.call_later(self._timeout_s, self._on_timeout)
+            self._timer = asyncio.create_task(self._wait(), name="daily-empty-room")
 
-    def _on_timeout(self) -> None:
+    async def _wait(self) -> None:
+        await self._clock.sleep_until(self._clock.now() + self._timeout_s)
         self._timer = None
         if self._active and not self.ids:
             invoke(self._callbacks.on_room_empty)

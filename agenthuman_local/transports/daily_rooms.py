@@ -196,6 +196,7 @@ class DailyRooms:
             "fps": spec.fps,
             "empty_room_timeout_s": self._settings.daily.empty_room_timeout_s,
             "release_timeout_s": RELEASE_WAIT_S,
+            "clock": runner.clock,  # the empty-room timer runs on the session's clock
             **self._transport_options,
         }
         output = DailyOutput(self, sid, runner, current)

@@ -27,7 +27,7 @@ from agenthuman_local import errors, ids, jsonsafe, keys, protocol
 from agenthuman_local.api import avatars, fetch
 from agenthuman_local.api.server import Runner
 from agenthuman_local.api.ws import MessageBudget
-from agenthuman_local.app import create_app
+from agenthuman_local.app import StartupError, create_app, read_or_make_secret, write_key_file
 from agenthuman_local.migrations import MIGRATIONS
 from agenthuman_local.paths import timeline_path
 from agenthuman_local.sessions.timeline import stats_from_timeline
@@ -401,6 +401,71 @@ async def test_viewer_tokens_are_derived_not_stored(api: ApiClient) -> None:
     assert "viewer_token" not in columns and token not in dump
     page = await api.get(f"/v1/sessions/{sid}/viewer?token={token}", key=None)
     assert page.status == 200
+
+
+@pytest.mark.parametrize(
+    "content",
+    ["", "\n", "abc123", "zz" * 32, "ab" * 31],
+    ids=["empty", "blank", "short", "not-hex", "31-bytes"],
+)
+def test_a_viewer_secret_file_without_a_usable_secret_refuses_the_start(
+    tmp_path: Path, content: str
+) -> None:
+    path = tmp_path / "viewer_secret"
+    path.write_text(content)
+    with pytest.raises(StartupError, match=str(path)) as refused:
+        read_or_make_secret(path)
+    assert "delete it" in str(refused.value)
+    assert path.read_text() == content  # left for its owner to look at
+
+
+def test_a_viewer_secret_is_made_once_privately_and_read_back(tmp_path: Path) -> None:
+    path = tmp_path / "viewer_secret"
+    secret = read_or_make_secret(path)
+    assert len(secret) == 32 and _mode(path) == 0o600
+    assert path.read_text() == secret.hex() + "\n"
+    assert read_or_make_secret(path) == secret
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["viewer_secret"]  # no temp file left
+
+
+def test_a_key_file_is_replaced_whole_never_truncated_in_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write that dies part-way (here: the rename fails) leaves the old file as it was."""
+    path = tmp_path / "viewer_secret"
+    path.write_text("ab" * 32 + "\n")
+    path.chmod(0o644)
+
+    def fail(src: str, dst: str) -> None:
+        raise OSError("disk gone")
+
+    monkeypatch.setattr(os, "replace", fail)
+    with pytest.raises(OSError, match="disk gone"):
+        write_key_file(path, "cd" * 32)
+    assert path.read_text() == "ab" * 32 + "\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["viewer_secret"]
+    monkeypatch.undo()
+    write_key_file(path, "cd" * 32)
+    assert path.read_text() == "cd" * 32 + "\n" and _mode(path) == 0o600
+
+
+async def test_a_server_with_an_empty_viewer_secret_exits_with_a_message(
+    tmp_path: Path,
+) -> None:
+    """A real run.py: one line naming the file and exit 1, no traceback."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "viewer_secret").write_text("")
+    server = Server({"engine.preload": "false"}, data_dir=data)
+    try:
+        server.spawn()
+        assert server.proc is not None
+        code = await asyncio.to_thread(server.proc.wait, 60)
+        log = server.log_tail()
+    finally:
+        server.cleanup()
+    assert code == 1, log
+    assert f"viewer secret file {data / 'viewer_secret'}" in log and "Traceback" not in log
 
 
 async def test_migration_4_drops_stored_viewer_tokens(tmp_path: Path) -> None:

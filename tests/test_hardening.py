@@ -13,6 +13,7 @@ import sqlite3
 import stat
 import struct
 import threading
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +106,36 @@ async def test_many_parts_in_a_whole_body_and_a_urlencoded_form_are_400(
     )
     error = await assert_error(response, 400, "VALIDATION_ERROR")
     assert error["details"] == {"field": "body"}
+
+
+def _junk_body(total: int) -> bytes:
+    """A multipart body of exactly `total` bytes: one part the server skips (`junk`)."""
+    head = b'--xx\r\nContent-Disposition: form-data; name="junk"\r\n\r\n'
+    tail = b"\r\n--xx--\r\n"
+    return head + b"a" * (total - len(head) - len(tail)) + tail
+
+
+async def _chunked(body: bytes) -> AsyncIterator[bytes]:
+    for start in range(0, len(body), 64 * 1024):
+        yield body[start : start + 64 * 1024]
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+async def test_a_multipart_body_over_max_request_mb_is_413_skipped_parts_included(
+    make_client: MakeClient, chunked: bool
+) -> None:
+    """A part the server does not use still counts: one byte over the limit is a 413 whether
+    the body says its length up front or not; at the limit it is read (400, no image)."""
+    api = await make_client(max_request_mb=0.5)
+    limit = 512 * 1024
+    headers = {"Content-Type": "multipart/form-data; boundary=xx"}
+    for total, status, code in [(limit + 1, 413, "PAYLOAD_TOO_LARGE"), (limit, 400, None)]:
+        body = _junk_body(total)
+        data: Any = _chunked(body) if chunked else body
+        response = await api.post("/v1/avatars/upload-face", data=data, headers=headers)
+        error = await assert_error(response, status, code or "VALIDATION_ERROR")
+        if status == 413:
+            assert "max_request_mb" in error["suggestion"]
 
 
 async def test_a_json_body_of_many_values_is_refused_before_decoding(

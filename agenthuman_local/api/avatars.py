@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import json
 import shutil
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, unquote
@@ -360,31 +360,44 @@ async def _multipart_fields(request: web.Request) -> dict[str, bytes | str]:
     """`file` as bytes, the text fields as str (a file's name is the default `name`).
 
     Parsing costs ~0.2 ms of event loop per part, so the part count is bounded
-    (`http.max_form_parts`): the refusal comes after at most that many parts are read."""
+    (`http.max_form_parts`): the refusal comes after at most that many parts are read. The
+    whole body, parts skipped unread included, is bounded by `max_request_mb` (413): aiohttp's
+    `client_max_size` does not apply to a streamed multipart body."""
     settings = request.app[keys.settings_key]
-    limit = int(settings.max_request_mb * 1024 * 1024)
+    limit = request.client_max_size
+    if (request.content_length or 0) > limit:
+        raise PayloadTooLarge()
     max_parts = settings.http.max_form_parts
     fields: dict[str, bytes | str] = {}
     reader = await request.multipart()
     timeout = settings.http.body_timeout_s
+
+    def check_total() -> None:
+        # Every byte the body has delivered so far, boundaries and skipped parts included.
+        if request.content.total_bytes > limit:
+            raise PayloadTooLarge()
+
     count = 0
     while (part := await _stalls_after(timeout, reader.next())) is not None:
+        check_total()
         count += 1
         if count > max_parts:
             raise _too_many_parts(max_parts)
         if not isinstance(part, aiohttp.BodyPartReader):
             raise ValidationError("body", "must not nest multipart bodies")
         if part.name == "file":
-            fields["file"] = await _read_part(part, MAX_UPLOAD_BYTES, timeout)
+            fields["file"] = await _read_part(part, MAX_UPLOAD_BYTES, timeout, check_total)
             if part.filename:
                 # Clients percent-encode what a quoted header value cannot hold (HTML spec).
                 stem = Path(unquote(part.filename)).stem[:MAX_NAME_CHARS]
                 fields.setdefault("name", stem)
         elif part.name in (*INPUTS[1:], "name"):
-            raw = await _read_part(part, limit, timeout)
+            raw = await _read_part(part, limit, timeout, check_total)
             fields[part.name] = raw.decode("utf-8", "replace")
-        else:
-            await _stalls_after(timeout, part.release())
+        else:  # read and dropped chunk by chunk: part.release() has no bound at all
+            while await _stalls_after(timeout, part.read_chunk(part.chunk_size)):
+                check_total()
+    check_total()
     return fields
 
 
@@ -397,12 +410,16 @@ async def _stalls_after(stall_s: float, step: Awaitable[_T]) -> _T:
         raise RequestTimeout() from exc
 
 
-async def _read_part(part: aiohttp.BodyPartReader, limit: int, stall_s: float) -> bytes:
-    """A multipart part's bytes, refusing (413) more than `limit`: aiohttp's body limit does
-    not apply to streamed multipart parts."""
+async def _read_part(
+    part: aiohttp.BodyPartReader, limit: int, stall_s: float, check_total: Callable[[], None]
+) -> bytes:
+    """A multipart part's bytes, refusing (413) more than `limit`, or once the whole body is
+    past its own bound (`check_total`): aiohttp's body limit does not apply to streamed
+    multipart parts."""
     data = bytearray()
     while chunk := await _stalls_after(stall_s, part.read_chunk(_CHUNK_BYTES)):
         data += chunk
         if len(data) > limit:
             raise _too_large() if part.name == "file" else PayloadTooLarge()
+        check_total()
     return bytes(data)

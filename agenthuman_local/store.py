@@ -85,6 +85,10 @@ _STATUS_SQL = {
 }
 
 
+# What aiosqlite raises (as ValueError) for a connection that is closed or closing.
+_AIOSQLITE_CLOSED = frozenset({"Connection closed", "no active connection"})
+
+
 @contextlib.contextmanager
 def _storage_errors() -> Iterator[None]:
     """Database trouble → StorageUnavailable; our own SQL or constraint bugs stay loud."""
@@ -94,7 +98,9 @@ def _storage_errors() -> Iterator[None]:
         raise
     except sqlite3.DatabaseError as exc:
         raise StorageUnavailable(f"Storage is unavailable: {exc}") from exc
-    except ValueError as exc:  # aiosqlite: "Connection closed" / "no active connection"
+    except ValueError as exc:
+        if str(exc) not in _AIOSQLITE_CLOSED:
+            raise  # a value we cannot store (a bug upstream), not an outage
         raise StorageUnavailable("Storage is unavailable: the database is closed") from exc
 
 

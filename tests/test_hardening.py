@@ -193,6 +193,19 @@ async def test_deep_metadata_is_a_400_and_nothing_is_stored(api: ApiClient, dept
     assert (await api.json("GET", "/v1/sessions"))["sessions"] == []
 
 
+@pytest.mark.parametrize("number", ["1e999", "-1e999", "NaN", "Infinity", "-Infinity"])
+async def test_a_non_finite_number_is_invalid_json_not_a_storage_outage(
+    api: ApiClient, number: str
+) -> None:
+    raw = '{"metadata": {"a": ' + number + "}}"
+    response = await api.post(
+        "/v1/sessions", data=raw, headers={"Content-Type": "application/json"}
+    )
+    await assert_error(response, 400, "INVALID_JSON")
+    assert (await api.json("GET", "/v1/sessions"))["sessions"] == []
+    assert jsonsafe.loads('{"a": 1e308, "b": -0.0}', jsonsafe.DEFAULT_LIMITS)["a"] == 1e308
+
+
 async def test_metadata_as_deep_as_the_limit_is_stored(api: ApiClient) -> None:
     metadata: Any = "leaf"
     for _ in range(31):  # the body object is the 32nd level

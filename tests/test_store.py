@@ -73,6 +73,23 @@ async def test_close_is_idempotent_and_later_calls_fail_cleanly(store: Store) ->
         await store.has_api_keys()
 
 
+async def test_a_connection_closed_under_the_store_is_storage_unavailable(store: Store) -> None:
+    conn = store._conn
+    assert conn is not None
+    await conn.close()  # as aiosqlite's own worker does when it stops
+    with pytest.raises(StorageUnavailable, match="closed"):
+        await store.has_api_keys()
+
+
+async def test_a_value_json_cannot_hold_is_a_loud_error_not_an_outage(store: Store) -> None:
+    """Only a closed connection is STORAGE_UNAVAILABLE; other ValueErrors are bugs upstream."""
+    account = await store.ensure_account("a")
+    s = make_session(account, metadata={"a": float("inf")})
+    with pytest.raises(ValueError, match="Out of range float"):
+        await store.insert_session(s)
+    assert await store.get_session(s.session_id) is None
+
+
 async def test_keys(store: Store) -> None:
     assert not await store.has_api_keys()
     alice = await store.ensure_account("alice")

@@ -106,6 +106,14 @@ async def test_many_parts_in_a_whole_body_and_a_urlencoded_form_are_400(
     )
     error = await assert_error(response, 400, "VALIDATION_ERROR")
     assert error["details"] == {"field": "body"}
+    # `;` is not a separator (parse_qsl splits on `&` only): a value full of them is one field.
+    response = await api.post(
+        "/v1/avatars/upload-face",
+        data="name=a;b;c;d;e;f",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    error = await assert_error(response, 400, "VALIDATION_ERROR")
+    assert error["details"] != {"field": "body"}, error
 
 
 def _junk_body(total: int) -> bytes:

@@ -568,7 +568,8 @@ async def test_new_keys_list_16_character_prefixes(tmp_path: Path) -> None:
 
 @pytest.fixture
 async def redirecting_server(aiohttp_server: Any) -> TestServer:
-    """On 127.0.0.1: /to?url=U redirects to U, /loop redirects to itself."""
+    """On 127.0.0.1: /to?url=U redirects to U, /loop redirects to itself (/slow-loop after
+    0.3 s), /nowhere is a 302 with no Location."""
 
     async def to(request: web.Request) -> web.Response:
         raise web.HTTPFound(request.query["url"])
@@ -576,9 +577,18 @@ async def redirecting_server(aiohttp_server: Any) -> TestServer:
     async def loop(request: web.Request) -> web.Response:
         raise web.HTTPFound("/loop")
 
+    async def slow_loop(request: web.Request) -> web.Response:
+        await asyncio.sleep(0.3)
+        raise web.HTTPFound("/slow-loop")
+
+    async def nowhere(request: web.Request) -> web.Response:
+        return web.Response(status=302)
+
     app = web.Application()
     app.router.add_get("/to", to)
     app.router.add_get("/loop", loop)
+    app.router.add_get("/slow-loop", slow_loop)
+    app.router.add_get("/nowhere", nowhere)
     server: TestServer = await aiohttp_server(app)
     return server
 
@@ -624,6 +634,52 @@ async def test_redirects_are_followed_and_checked_at_every_hop(
     )
     error = await assert_error(response, 400, "VALIDATION_ERROR")
     assert "redirects" in error["message"]
+
+
+async def test_one_fetch_deadline_covers_every_redirect_hop(
+    redirecting_server: TestServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Six 0.3 s hops, each well inside a 0.8 s limit, are 1.8 s together: unreachable, not
+    'more than 5 redirects'."""
+    monkeypatch.setattr(fetch, "FETCH_TIMEOUT_S", 0.8)
+    with pytest.raises(errors.ValidationError, match="is unreachable"):
+        await fetch.fetch_image(
+            str(redirecting_server.make_url("/slow-loop")),
+            "image_url",
+            max_bytes=1000,
+            too_large=errors.PayloadTooLarge,
+            allow_private=True,
+        )
+
+
+async def test_a_redirect_without_a_location_says_so(redirecting_server: TestServer) -> None:
+    with pytest.raises(errors.ValidationError, match="HTTP 302 without a Location"):
+        await fetch.fetch_image(
+            str(redirecting_server.make_url("/nowhere")),
+            "image_url",
+            max_bytes=1000,
+            too_large=errors.PayloadTooLarge,
+            allow_private=True,
+        )
+
+
+async def test_the_fetch_closes_its_resolver(monkeypatch: pytest.MonkeyPatch) -> None:
+    closed: list[bool] = []
+    original = fetch.PublicResolver.close
+
+    async def close(self: fetch.PublicResolver) -> None:
+        closed.append(True)
+        await original(self)
+
+    monkeypatch.setattr(fetch.PublicResolver, "close", close)
+    with pytest.raises(errors.ValidationError, match="private"):
+        await fetch.fetch_image(
+            "http://localhost:1/x.jpg",
+            "image_url",
+            max_bytes=1000,
+            too_large=errors.PayloadTooLarge,
+        )
+    assert closed == [True]
 
 
 def test_public_addresses() -> None:

@@ -12,6 +12,7 @@ from a filtered one or a slow one.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import socket
 from collections.abc import Callable
@@ -94,21 +95,29 @@ async def fetch_image(
     too_large: Callable[[], Exception],
     allow_private: bool = False,
 ) -> bytes:
-    """GET an http(s) image: bounded in time (`FETCH_TIMEOUT_S`) and size (`max_bytes`, else
-    `too_large()`), redirects followed here and checked, private addresses refused."""
-    timeout = aiohttp.ClientTimeout(total=FETCH_TIMEOUT_S)
-    connector_args: dict[str, Any] = {} if allow_private else {"resolver": PublicResolver()}
+    """GET an http(s) image: bounded in time (`FETCH_TIMEOUT_S`, one deadline for every hop
+    together) and size (`max_bytes`, else `too_large()`), redirects followed here and checked,
+    private addresses refused."""
+    # The connector does not own a resolver it is given: closed here (an aiodns one holds a
+    # channel).
+    resolver = None if allow_private else PublicResolver()
+    connector_args: dict[str, Any] = {} if resolver is None else {"resolver": resolver}
     try:
-        async with aiohttp.ClientSession(
-            timeout=timeout, connector=aiohttp.TCPConnector(**connector_args)
-        ) as http:
+        async with (
+            asyncio.timeout(FETCH_TIMEOUT_S),
+            aiohttp.ClientSession(connector=aiohttp.TCPConnector(**connector_args)) as http,
+        ):
             for _ in range(MAX_REDIRECTS + 1):
                 _check_url(url, field, allow_private)
                 async with http.get(url, allow_redirects=False) as response:
                     if response.status in (301, 302, 303, 307, 308):
                         location = response.headers.get("Location")
                         if not location:
-                            break
+                            raise ValidationError(
+                                field,
+                                f"could not be fetched: the server answered HTTP"
+                                f" {response.status} without a Location",
+                            )
                         url = urljoin(url, location)
                         continue
                     if response.status != 200:
@@ -131,3 +140,6 @@ async def fetch_image(
         raise _private_refusal(field) from exc
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:
         raise ValidationError(field, "is unreachable", suggestion=_UNREACHABLE_HINT) from exc
+    finally:
+        if resolver is not None:
+            await resolver.close()

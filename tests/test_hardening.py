@@ -30,7 +30,7 @@ from agenthuman_local.api.server import Runner
 from agenthuman_local.api.ws import MessageBudget
 from agenthuman_local.app import StartupError, create_app, read_or_make_secret, write_key_file
 from agenthuman_local.migrations import MIGRATIONS
-from agenthuman_local.paths import timeline_path
+from agenthuman_local.paths import make_private, timeline_path
 from agenthuman_local.sessions.timeline import stats_from_timeline
 from agenthuman_local.store import Store
 from bench.server import Client, Server
@@ -434,6 +434,35 @@ async def test_a_server_started_under_umask_000_keeps_its_data_folder_private(
         assert loose == {"notes.txt": "0o644"}  # not the server's: left as it was
     finally:
         server.cleanup()
+
+
+def test_make_private_leaves_a_symlinked_folder_and_warns_on_what_it_cannot_change(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "shared.mp4").write_text("x")
+    (elsewhere / "shared.mp4").chmod(0o644)
+    data = tmp_path / "data"
+    (data / "avatars" / "avat_1").mkdir(parents=True)
+    for name in ("theirs.jpg", "ours.jpg"):
+        (data / "avatars" / "avat_1" / name).write_text("x")
+        (data / "avatars" / "avat_1" / name).chmod(0o644)
+    (data / "recordings").symlink_to(elsewhere)
+    real_chmod = os.chmod
+
+    def chmod(path: Any, mode: int, **kwargs: Any) -> None:
+        if str(path).endswith("theirs.jpg"):
+            raise PermissionError(1, "Operation not permitted")
+        real_chmod(path, mode, **kwargs)
+
+    monkeypatch.setattr(os, "chmod", chmod)
+    with caplog.at_level(logging.WARNING, logger="agenthuman_local.paths"):
+        make_private(data)
+    assert _mode(elsewhere / "shared.mp4") == 0o644  # a symlinked top is not walked
+    assert _mode(data / "avatars" / "avat_1" / "ours.jpg") == 0o600
+    assert _mode(data / "avatars" / "avat_1" / "theirs.jpg") == 0o644
+    assert [r.getMessage() for r in caplog.records if "theirs.jpg" in r.getMessage()]
 
 
 async def test_viewer_tokens_are_derived_not_stored(api: ApiClient) -> None:

@@ -30,6 +30,7 @@ from agenthuman_local.records import STAT_KEYS, ApiKey, Avatar, Session
 from agenthuman_local.sessions.state import SessionState
 
 BUSY_TIMEOUT_MS = 5000
+MIN_SQLITE = (3, 35, 0)
 
 
 def _dumps(value: Any) -> str:
@@ -122,6 +123,13 @@ class Store:
     @classmethod
     async def open(cls, path: Path, *, busy_timeout_ms: int | None = None) -> Store:
         """Open (creating if needed) the database at `path` and bring its schema up to date."""
+        if sqlite3.sqlite_version_info < MIN_SQLITE:
+            # Migration 4 drops a column (ALTER TABLE … DROP COLUMN, SQLite 3.35, 2021).
+            raise StorageUnavailable(
+                f"this Python's SQLite is {sqlite3.sqlite_version}; the server needs"
+                f" {'.'.join(map(str, MIN_SQLITE))} or newer (a newer Python, or one built"
+                " against a newer libsqlite3)"
+            )
         conn = await aiosqlite.connect(path, isolation_level=None)
         try:
             conn.row_factory = sqlite3.Row

@@ -58,6 +58,16 @@ async def test_schema_is_migrated_once_in_wal_mode(tmp_path: Path) -> None:
     conn.close()
 
 
+async def test_an_sqlite_older_than_3_35_is_refused_with_its_version(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite3, "sqlite_version_info", (3, 31, 1))
+    monkeypatch.setattr(sqlite3, "sqlite_version", "3.31.1")
+    with pytest.raises(StorageUnavailable, match=r"SQLite is 3\.31\.1; the server needs 3\.35\.0"):
+        await Store.open(tmp_path / "t.db")
+    assert not (tmp_path / "t.db").exists()
+
+
 async def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
     conn = sqlite3.connect(tmp_path / "t.db")
     conn.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 import sqlite3
 import stat
@@ -382,8 +383,11 @@ async def test_a_storm_is_read_more_slowly_nothing_dropped_and_told_once(
     assert elapsed >= 0.9
     confirmed = conn.of("agent.speak.confirmed")
     assert len(confirmed) == 60 and all(c["audio_samples"] == 160 for c in confirmed)
-    limited = [e for e in conn.events if e["type"] == "error"]
-    assert [e["code"] for e in limited] == ["RATE_LIMITED"]
+    limited = [e["code"] for e in conn.events if e["type"] == "error"]
+    # Told when throttling starts, then at most once a second while it lasts (~1 s here: a
+    # late timer may make it two), never once per message.
+    assert set(limited) == {"RATE_LIMITED"}
+    assert 1 <= len(limited) <= math.ceil(elapsed) + 1, (limited, elapsed)
     await conn.ws.send_json({"type": "agent.interrupt"})
     done = await conn.until("agent.interrupt.confirmed")
     assert done["played_ms"] + done["dropped_ms"] == 60 * 10  # every chunk was queued

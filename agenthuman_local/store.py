@@ -216,7 +216,8 @@ class Store:
             return account_id
 
     async def add_api_key(self, account_id: str, key: str) -> ApiKey:
-        """Store a key by its SHA-256 and its 12-character prefix; the key itself is not kept."""
+        """Store a key by its SHA-256 and its prefix (`ids.KEY_PREFIX_LEN` characters; keys made
+        before that was 16 keep their 12); the key itself is not kept."""
         now = time.time()
         prefix = key[: ids.KEY_PREFIX_LEN]
         async with self._write() as tx:

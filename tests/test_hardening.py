@@ -415,11 +415,7 @@ async def test_a_server_started_under_umask_000_keeps_its_data_folder_private(
     (data / "notes.txt").write_text("not the server's")
     (data / "notes.txt").chmod(0o644)
     server = Server({"engine.preload": "false"}, data_dir=data)
-    previous = os.umask(0)
-    try:
-        await server.start(engine_ready=False)
-    finally:
-        os.umask(previous)
+    await server.start(engine_ready=False, umask=0)
     try:
         client = Client(server)
         try:

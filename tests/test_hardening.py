@@ -27,6 +27,7 @@ from aiohttp.test_utils import TestServer
 
 from agenthuman_local import errors, ids, jsonsafe, keys, protocol
 from agenthuman_local.api import avatars, fetch
+from agenthuman_local.api.auth import RateLimiter
 from agenthuman_local.api.server import Runner
 from agenthuman_local.api.ws import MessageBudget
 from agenthuman_local.app import StartupError, create_app, read_or_make_secret, write_key_file
@@ -879,7 +880,12 @@ async def test_restart_fills_in_stats_from_timelines_and_removes_staging(
 async def test_invalid_keys_are_rate_limited_together_and_valid_ones_are_not(
     make_client: MakeClient,
 ) -> None:
-    api = await make_client(rate_limit_per_minute=3)
+    async def mid_minute(app: web.Application) -> AsyncIterator[None]:
+        # The window is a clock minute: on the wall clock a boundary mid-test would reset it.
+        app[keys.rate_limiter_key] = RateLimiter(3, clock=lambda: 90.0)
+        yield
+
+    api = await make_client(rate_limit_per_minute=3, contexts=[mid_minute])
     for attempt in range(3):
         response = await api.get("/v1/sessions", key=f"ah_live_wrong{attempt}")
         await assert_error(response, 401, "UNAUTHORIZED")

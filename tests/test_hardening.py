@@ -718,6 +718,10 @@ def test_public_addresses() -> None:
         assert not fetch.is_public(address), address
     assert not fetch.is_public("::ffff:10.0.0.1") and not fetch.is_public("224.0.0.1")
     assert not fetch.is_public("fe80::1%eth0") and not fetch.is_public("0.0.0.0")
+    # IPv6 forms that carry a loopback or private IPv4 address: compatible, 6to4, NAT64.
+    for address in ("::127.0.0.1", "2002:7f00:1::", "64:ff9b::7f00:1", "64:ff9b::10.0.0.1"):
+        assert not fetch.is_public(address), address
+    assert fetch.is_public("64:ff9b::8.8.8.8")
 
 
 # -- uploads: pixels declared before decoding, uploads at once, names ---------------------------

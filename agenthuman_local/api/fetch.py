@@ -37,10 +37,21 @@ class PrivateAddress(Exception):
     """The URL names, or its host resolves only to, an address that is not public."""
 
 
+_NAT64_PREFIX = int(ipaddress.IPv6Address("64:ff9b::")) >> 32
+
+
 def is_public(address: str) -> bool:
+    """Whether `address` is a public unicast one; an IPv6 address that carries an IPv4 one
+    (mapped `::ffff:a.b.c.d`, compatible `::a.b.c.d`, 6to4 `2002:…`, NAT64 `64:ff9b::a.b.c.d`)
+    is judged by that IPv4 address, which is where a stack that routes it would connect."""
+    ip: ipaddress.IPv4Address | ipaddress.IPv6Address
     ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        embedded = ip.ipv4_mapped or ip.sixtofour
+        if embedded is None and int(ip) >> 32 in (0, _NAT64_PREFIX):
+            embedded = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+        if embedded is not None:
+            ip = embedded
     return ip.is_global and not ip.is_multicast
 
 

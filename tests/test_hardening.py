@@ -260,6 +260,14 @@ async def test_metadata_over_its_limit_is_413_and_at_the_limit_is_stored(
     error = await assert_error(response, 413, "PAYLOAD_TOO_LARGE")
     assert "limit is 1024" in error["message"]
     assert len((await api.json("GET", "/v1/sessions"))["sessions"]) == 1
+    # A body under the limit whose metadata grows when stored: 1e5 is kept as 100000.0.
+    raw = '{"metadata": {"k": [' + ",".join(["1e5"] * 200) + "]}}"
+    assert len(raw) < 1024
+    response = await api.post(
+        "/v1/sessions", data=raw, headers={"Content-Type": "application/json"}
+    )
+    await assert_error(response, 413, "PAYLOAD_TOO_LARGE")
+    assert len((await api.json("GET", "/v1/sessions"))["sessions"]) == 1
 
 
 # -- item 4: idle and slow connections, over-long request lines ---------------------------------

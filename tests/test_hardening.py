@@ -754,6 +754,7 @@ async def test_an_image_declaring_too_many_pixels_is_refused_before_decoding(
     response = await api.post("/v1/avatars/upload-face", data=form)
     error = await assert_error(response, 400, "VALIDATION_ERROR")
     assert "7000×7000" in error["message"] and "limit is 25 megapixels" in error["message"]
+    assert error["details"] == {"field": "file"}  # the field the image came in
 
 
 async def test_uploads_run_at_most_max_concurrent_at_once(

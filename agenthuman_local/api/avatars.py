@@ -164,7 +164,8 @@ async def upload_face(request: web.Request) -> web.Response:
         )
     field, value = inputs[0]
     data = value if isinstance(value, bytes) else await image_bytes(request.app, field, value)
-    avatar = await create_photo_avatar(request.app, request[keys.account_key], data, name)
+    account_id = request[keys.account_key]
+    avatar = await create_photo_avatar(request.app, account_id, data, name, field=field)
     base = request.app[keys.settings_key].base_url
     return web.json_response(
         {
@@ -195,7 +196,9 @@ async def session_avatar(
         return
     kind = "image_base64" if value.startswith("data:") else "image_url"
     data = await image_bytes(request.app, kind, value, label=field)
-    avatar = await create_photo_avatar(request.app, account_id, data, DEFAULT_UPLOAD_NAME)
+    avatar = await create_photo_avatar(
+        request.app, account_id, data, DEFAULT_UPLOAD_NAME, field=field
+    )
     try:
         yield avatar
     except BaseException:
@@ -220,18 +223,27 @@ async def image_bytes(
 
 
 async def create_photo_avatar(
-    app: web.Application, account_id: str, data: bytes, name: str
+    app: web.Application, account_id: str, data: bytes, name: str, *, field: str = "file"
 ) -> Avatar:
-    """Check, rig and store one photo as the account's private avatar (SPEC §5 upload-face)."""
+    """Check, rig and store one photo as the account's private avatar (SPEC §5 upload-face);
+    `field` is the request field the image came in, named by a refusal."""
     _check_image(data)
     avatar_id = ids.new_id("avat")
     max_pixels = int(app[keys.settings_key].upload.max_megapixels * 1_000_000)
     # Decoding and rigging take ~0.1-0.5 s and up to ~5 bytes of memory per pixel: only
     # `upload.max_concurrent` at once, the others wait their turn.
     async with app[keys.upload_slots_key]:
-        rig = await asyncio.to_thread(
-            _prepare_and_save, data, _avatar_dir(app, avatar_id), max_pixels
-        )
+        try:
+            rig = await asyncio.to_thread(
+                _prepare_and_save, data, _avatar_dir(app, avatar_id), max_pixels
+            )
+        except _TooManyPixels as exc:
+            raise ValidationError(
+                field,
+                f"is {exc.width}×{exc.height} pixels ({exc.fmt}); the limit is"
+                f" {max_pixels / 1e6:g} megapixels",
+                suggestion="Resize the photo (the limit is the server's upload.max_megapixels).",
+            ) from exc
     try:
         return await app[keys.store_key].create_avatar(
             avatar_id=avatar_id,
@@ -277,6 +289,14 @@ def _decode_base64(text: str) -> bytes:
         raise NotAnImage(exc.message) from exc
 
 
+class _TooManyPixels(Exception):
+    """The image's header declares more than `upload.max_megapixels` (`_prepare_and_save`)."""
+
+    def __init__(self, fmt: str, width: int, height: int) -> None:
+        super().__init__(fmt, width, height)
+        self.fmt, self.width, self.height = fmt, width, height
+
+
 def _prepare_and_save(data: bytes, avatar_dir: Path, max_pixels: int) -> dict[str, Any]:
     """On a worker thread: detect and rig the face, write the files; returns the rig. An image
     whose header declares more than `max_pixels` is refused before it is decoded (a 75 KB
@@ -285,12 +305,7 @@ def _prepare_and_save(data: bytes, avatar_dir: Path, max_pixels: int) -> dict[st
 
     header = faces.image_dimensions(data)
     if header is not None and header[1] * header[2] > max_pixels:
-        fmt, width, height = header
-        raise ValidationError(
-            "image",
-            f"is {width}×{height} pixels ({fmt}); the limit is {max_pixels / 1e6:g} megapixels",
-            suggestion="Resize the photo (the limit is the server's upload.max_megapixels).",
-        )
+        raise _TooManyPixels(*header)
     try:
         prepared = faces.prepare_face(data)
     except faces.FaceError as exc:

@@ -90,7 +90,7 @@ class VideoSettings:
 class DevicesSettings:
     use_cuda: bool = True
     cuda_sessions: int = 16
-    cpu_sessions: int = 2
+    cpu_sessions: int = 3
 
 
 @dataclass(frozen=True)

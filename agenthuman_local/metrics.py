@@ -54,7 +54,8 @@ class Metrics:
             "agenthuman_output_frames_lost",
             "Frames an output published without their own picture under load:"
             " kind=shed (viewer, socket: picture skipped, audio sent),"
-            " kind=repeated (recording: the previous picture again, with the frame's audio)",
+            " kind=repeated (recording: the previous picture again, with the frame's audio),"
+            " kind=dropped (recording more than 4 s behind: its oldest queued frame lost)",
             ["output", "kind"],
             registry=r,
         )

@@ -258,3 +258,29 @@ async def test_losses_reach_the_timeline_and_the_metrics() -> None:
     key = ("agenthuman_output_frames_lost_total", (("kind", "shed"), ("output", "gated")))
     assert samples[key] == 4
     await worker.aclose()
+
+
+async def test_a_recorder_stalled_past_4_s_drops_its_oldest_and_says_so(
+    tmp_path: Path, monkeypatch
+) -> None:
+    gate, converting = threading.Event(), threading.Event()
+    convert = recording._yuv420p
+
+    def held(rgb: np.ndarray) -> np.ndarray:
+        converting.set()
+        gate.wait(30)
+        return convert(rgb)
+
+    monkeypatch.setattr(recording, "_yuv420p", held)
+    rec = Recorder(tmp_path / "stalled.mp4", W, H, FPS, SR, queue_frames=2)
+    sink = RecorderSink(rec)
+    losses: list[tuple[str, str, int, int]] = []
+    sink.report_losses_to(lambda *loss: losses.append(loss))
+    await sink.publish(frame(0))
+    assert await asyncio.to_thread(converting.wait, 30)
+    for n in range(1, 111):  # 110 more while frame 0 is held: 4 s (100 frames) may queue
+        await sink.publish(frame(n, level=n % 200))
+    gate.set()
+    await sink.aclose()
+    assert rec.frames_dropped == 10 and rec.frames_written == 101
+    assert sum(kind == "dropped" for _, kind, _, _ in losses) == 10

@@ -3,6 +3,7 @@ where; and the legacy renderer still drawing a version-1 (Haar) rig."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import cv2
@@ -15,6 +16,7 @@ from agenthuman_local.engine.faces import prepare_face, save_avatar
 from agenthuman_local.engine.photo import MAX_CROP_PX, PhotoRenderer, open_photo_renderer
 from agenthuman_local.engine.photo_legacy import LegacyPhotoRenderer
 from agenthuman_local.engine.photo_warp import JAW_DROP_FH
+from agenthuman_local.engine.rig import MeshRig
 from agenthuman_local.engine.rig_haar import detect_faces, equalised_gray, find_rig
 from tests import photos
 
@@ -324,3 +326,48 @@ def test_a_smile_keeps_its_own_teeth(renderer: PhotoRenderer) -> None:
         darker.append(float((np.min(then, axis=0) - now).max()))  # darker than any source
     assert len(best) > 10
     assert np.mean(best) < 0.02 and max(darker) < 0.15, (np.mean(best), max(darker))
+
+
+def test_a_photo_with_both_rows_of_teeth_opens_between_them(
+    avatar_dir: Path, tmp_path: Path
+) -> None:
+    """A smile showing both rows: the upper row stays whole with the upper lip, the lower row
+    travels down with the jaw, and the opening is between them (not under both rows, where the
+    cavity would cover the spot the lower teeth move to)."""
+    path = tmp_path / "both_rows"
+    shutil.copytree(avatar_dir, path)
+    rig = MeshRig.from_json((path / "rig.json").read_text())  # in image.jpg's pixels
+    up = rig.points(rig.inner_upper_lip) - 0.5
+    lo = rig.points(rig.inner_lower_lip) - 0.5
+    bgr = cv2.imread(str(path / "image.jpg"))
+    # Her upper teeth over the top half between the inner lips, a shaded line, a lower row.
+    for t0, t1, colour in ((0.0, 0.45, 236), (0.45, 0.7, 90), (0.7, 1.0, 238)):
+        band = np.concatenate([up + (lo - up) * t0, (up + (lo - up) * t1)[::-1]])
+        polygon = np.round(band * 16).astype(np.int32)
+        cv2.fillPoly(bgr, [polygon], (colour,) * 3, cv2.LINE_AA, shift=4)
+    cv2.imwrite(str(path / "image.jpg"), bgr, [cv2.IMWRITE_JPEG_QUALITY, 97])
+    r = open_photo_renderer(path, FrameSize(960, 720))
+    assert isinstance(r, PhotoRenderer) and r.rig.teeth_at_rest
+    rest, opened = (f.numpy() for f in r.render(torch.cat([params(), params(jaw=0.6)])))
+    geo, (x0, y0) = r.geometry, r.crop_box[:2]
+    upper = r.rig.points(r.rig.inner_upper_lip)
+    lower = r.rig.points(r.rig.inner_lower_lip)
+    upper, lower = upper[np.argsort(upper[:, 0])], lower[np.argsort(lower[:, 0])]
+    mx = float(geo.mouth[0])
+    above, below, kept = [], [], []
+    for x in range(int(mx - 0.35 * geo.half_w), int(mx + 0.35 * geo.half_w) + 1):
+        at = x + x0 + 0.5
+        top = float(np.interp(at, *upper.T))
+        rows = float(np.interp(at, *lower.T)) - top  # both rows and the line, at rest
+        split = float(np.interp(x, geo.split_x, geo.split_y)) + y0
+        column = luminance(opened[int(top) : int(top + 0.2 * geo.fh), x + x0])
+        cavity = np.nonzero(column < 0.3)[0]
+        assert len(cavity), x
+        above.append((column[: cavity[0]] > 0.8).sum() / rows)
+        below.append((column[cavity[-1] :] > 0.8).sum() / rows)
+        at_rest = (luminance(rest[int(top) : int(split) + 1, x + x0]) > 0.8).sum()
+        kept.append((column[: cavity[0]] > 0.8).sum() >= at_rest - 1)  # its edge is soft
+    # Only the upper row stays above the opening (both rows did, 0.7 of them, before the
+    # split ran between the rows), whole; the lower row is below it, teeth-bright.
+    assert np.median(above) < 0.5 and np.mean(kept) > 0.9, (np.median(above), np.mean(kept))
+    assert np.median(below) > 0.35, np.median(below)

@@ -333,6 +333,58 @@ async def test_listening_pose_reaches_the_frames(worker):
     await h.runner.aclose("client_request")
 
 
+async def _idle_then_speak(h, offset_s):
+    """10 idle frames, then speech `offset_s` after the last tick; → frames before it."""
+    await h.start()
+    await h.step(10)
+    before = len(h.frames)
+    if offset_s:
+        h.clock.advance(offset_s)
+        await h.clock.settled(2)
+    h.runner.speak(tone(4000).tobytes())
+    h.runner.speak_end()
+    await h.worker.drain()
+    for _ in range(10):  # the loop publishes what is ready; the clock does not move
+        await asyncio.sleep(0)
+    return before
+
+
+async def test_the_first_speaking_frame_is_published_as_soon_as_it_is_rendered(worker):
+    h = Harness(worker)
+    before = await _idle_then_speak(h, 0.0)  # the next tick is a whole frame away
+    # Published before its tick, as the very next frame, with its own pts and audio.
+    assert len(h.frames) == before + 1 and h.frames[-1].speaking
+    first = h.frames[-1]
+    assert first.frame_index == before and first.pts_ms == before * 1000 // FPS
+    assert (first.audio_start, first.audio_end) == frame_sample_range(before, FPS)
+    assert not first.late
+    started = h.link.of("agent.speak_started")
+    assert started and started[0]["pts_ms"] == first.pts_ms
+    # The clock is where it was: the early frame's own tick passes with nothing to publish,
+    # and each later frame comes at its own tick, on time.
+    await h.step()
+    assert len(h.frames) == before + 1
+    for n in range(1, 6):
+        await h.step()
+        assert len(h.frames) == before + 1 + n and not h.frames[-1].late
+        assert h.frames[-1].frame_index == before + n
+    await h.runner.aclose("client_request")
+
+
+async def test_speech_late_in_a_frame_speaks_from_the_next_one_right_after_its_tick(worker):
+    h = Harness(worker)
+    before = await _idle_then_speak(h, 0.8 / FPS)  # a fifth of a frame left before the tick
+    assert len(h.frames) == before  # that frame keeps its idle image: it is too close
+    await h.step()
+    # The idle frame at its tick, then the first speaking frame at once, not a tick later.
+    assert len(h.frames) == before + 2
+    assert [f.speaking for f in h.frames[-2:]] == [False, True]
+    assert [f.frame_index for f in h.frames[-2:]] == [before, before + 1]
+    whole = np.concatenate([f.samples for f in h.frames])
+    assert len(whole) == frame_sample_range(before + 1, FPS)[1]  # no audio lost or doubled
+    await h.runner.aclose("client_request")
+
+
 def _speaking_span(h):
     started = h.link.of("agent.speak_started")
     ended = h.link.of("agent.speak_ended")
@@ -419,56 +471,4 @@ async def test_an_utterance_starts_on_a_whole_frame_even_when_a_tick_comes_first
     assert np.array_equal(np.concatenate([f.samples for f in speaking]), audio)
     started, ended = _speaking_span(h)
     assert ended["played_ms"] == 1000 == ended["pts_ms"] - started["pts_ms"]
-    await h.runner.aclose("client_request")
-
-
-async def _idle_then_speak(h, offset_s):
-    """10 idle frames, then speech `offset_s` after the last tick; → frames before it."""
-    await h.start()
-    await h.step(10)
-    before = len(h.frames)
-    if offset_s:
-        h.clock.advance(offset_s)
-        await h.clock.settled(2)
-    h.runner.speak(tone(4000).tobytes())
-    h.runner.speak_end()
-    await h.worker.drain()
-    for _ in range(10):  # the loop publishes what is ready; the clock does not move
-        await asyncio.sleep(0)
-    return before
-
-
-async def test_the_first_speaking_frame_is_published_as_soon_as_it_is_rendered(worker):
-    h = Harness(worker)
-    before = await _idle_then_speak(h, 0.0)  # the next tick is a whole frame away
-    # Published before its tick, as the very next frame, with its own pts and audio.
-    assert len(h.frames) == before + 1 and h.frames[-1].speaking
-    first = h.frames[-1]
-    assert first.frame_index == before and first.pts_ms == before * 1000 // FPS
-    assert (first.audio_start, first.audio_end) == frame_sample_range(before, FPS)
-    assert not first.late
-    started = h.link.of("agent.speak_started")
-    assert started and started[0]["pts_ms"] == first.pts_ms
-    # The clock is where it was: the early frame's own tick passes with nothing to publish,
-    # and each later frame comes at its own tick, on time.
-    await h.step()
-    assert len(h.frames) == before + 1
-    for n in range(1, 6):
-        await h.step()
-        assert len(h.frames) == before + 1 + n and not h.frames[-1].late
-        assert h.frames[-1].frame_index == before + n
-    await h.runner.aclose("client_request")
-
-
-async def test_speech_late_in_a_frame_speaks_from_the_next_one_right_after_its_tick(worker):
-    h = Harness(worker)
-    before = await _idle_then_speak(h, 0.8 / FPS)  # a fifth of a frame left before the tick
-    assert len(h.frames) == before  # that frame keeps its idle image: it is too close
-    await h.step()
-    # The idle frame at its tick, then the first speaking frame at once, not a tick later.
-    assert len(h.frames) == before + 2
-    assert [f.speaking for f in h.frames[-2:]] == [False, True]
-    assert [f.frame_index for f in h.frames[-2:]] == [before, before + 1]
-    whole = np.concatenate([f.samples for f in h.frames])
-    assert len(whole) == frame_sample_range(before + 1, FPS)[1]  # no audio lost or doubled
     await h.runner.aclose("client_request")

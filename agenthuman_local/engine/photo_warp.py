@@ -150,23 +150,47 @@ class MeshGeometry:
 def _teeth_edges(photo: np.ndarray, upper: np.ndarray, lower: np.ndarray) -> np.ndarray:
     """Per inner-lip pair, where between the upper (0) and lower (1) lip the photo's upper
     teeth end: the split goes there, so a smile's upper teeth stay whole under the upper lip
-    and the mouth opens below them (a smile mostly shows upper teeth)."""
+    and the mouth opens below them.
+
+    The upper row is the bright run around the brightest pixel of the upper part (past the
+    lip's own edge). Where a dark gap (under 0.6 of that) follows it and then a second bright
+    run, the photo shows both rows: the split goes into the gap, so the lower row stays with
+    the lower lip and travels down with the jaw. Otherwise the split goes under the lowest
+    bright pixel, so a single row stays whole however soft its bottom edge. A pair far
+    dimmer than the teeth elsewhere shows none (a dark corner); a median over neighbours
+    (before the smoothing) keeps such corners from pulling the side teeth's split up into them."""
     lum = photo.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
     h, w = lum.shape
     frac = np.full(len(upper), 0.5, np.float32)
     ts = np.linspace(0.0, 1.0, 21)
+    half = len(ts) // 2 + 1
+    found = []
     for i in range(1, len(upper) - 1):
         pts = upper[i] + (lower[i] - upper[i]) * ts[:, None]
         xs = np.clip(np.round(pts[:, 0]).astype(int), 0, w - 1)
         ys = np.clip(np.round(pts[:, 1]).astype(int), 0, h - 1)
         prof = lum[ys, xs]
-        bright = prof >= 0.8 * prof.max()
-        if bright[: len(ts) // 2 + 1].any():
-            frac[i] = float(ts[np.nonzero(bright)[0].max()])
+        peak = 2 + int(np.argmax(prof[2 : half + 1]))
+        level = 0.8 * prof[peak]
+        end = peak
+        while end + 1 < len(ts) and prof[end + 1] >= level:
+            end += 1
+        second = np.nonzero(prof[end + 1 :] >= level)[0]
+        if len(second) and prof[end + 1 : end + 1 + second[0]].min() < 0.6 * prof[peak]:
+            t = float(ts[end + 1])  # both rows: into the gap between them
+        else:
+            lit = np.nonzero(prof >= 0.8 * prof.max())[0]
+            t = float(ts[lit.max()]) if lit.min() < half else 0.5
+        found.append((i, float(prof[peak]), t))
+    brightest = max(peak_lum for _, peak_lum, _ in found)
+    for i, peak_lum, t in found:
+        if peak_lum >= 0.6 * brightest:
+            frac[i] = t
     inner = frac[1:-1]
-    inner[:] = np.clip(
-        np.convolve(np.pad(inner, 1, mode="edge"), np.ones(3) / 3, "valid"), 0.5, 0.97
-    )
+    inner[:] = np.clip(inner, 0.5, 0.97)
+    padded = np.pad(inner, 1, mode="edge")
+    inner[:] = np.median(np.stack([padded[k : k + len(inner)] for k in range(3)]), axis=0)
+    inner[:] = np.convolve(np.pad(inner, 1, mode="edge"), np.ones(3) / 3, "valid")
     return frac
 
 

@@ -221,7 +221,7 @@ class ProceduralRenderer:
         # Drawn tiles, per layer: at most TILE_CACHE_MB each, all within `engine.cache_mb`.
         self._caches: list[BudgetedCache[tuple, torch.Tensor]] = [
             BudgetedCache(
-                f"tiles {size.width}x{size.height} {type(layer).__name__}",
+                f"{size.width}x{size.height} {type(layer).__name__}",
                 tensor_bytes,
                 max_entries=max(
                     16, TILE_CACHE_MB * 2**20 // (layer.box.height * layer.box.width * 4 * 2)

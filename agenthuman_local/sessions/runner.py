@@ -290,11 +290,14 @@ class SessionRunner:
 
     def _keep_before_speech(self) -> int:
         """Scheduled idle frames new speech leaves in place: none when the next tick is at
-        least half a frame away (the next frame itself can be rendered with the speech in
-        time), else that next frame."""
+        least half a frame away and a whole frame of speech is queued (the next frame itself
+        can be rendered with the speech in time), else that next frame."""
         if not self._pacer.started or not self._pending or self._schedule.window_samples:
             return 1  # an audio-window renderer keeps its look-ahead margin (see _check_early)
-        due = self._pacer.expected(self._pending[0].audio.frame_index)
+        nxt = self._pending[0].audio
+        if self._speech.unscheduled_samples < nxt.audio_end - nxt.audio_start:
+            return 1  # not a whole frame of speech yet: that frame would be padded with silence
+        due = self._pacer.expected(nxt.frame_index)
         return 0 if (due - self.clock.now()) * self.options.fps >= 0.5 else 1
 
     def _check_early(self, _: object = None) -> None:

@@ -46,6 +46,7 @@ ENCODER_NICE = 10
 # Output losses, as reported to a session's runner.
 SHED = "shed"  # the frame's picture was not sent (its audio was)
 REPEATED = "repeated"  # the frame was recorded with the previous frame's picture
+DROPPED = "dropped"  # the recorder was more than 4 s behind: its oldest queued frame is lost
 
 # (output, SHED | REPEATED, frame_index, pts_ms), called on the event loop.
 LossListener = Callable[[str, str, int, int], None]

@@ -12,8 +12,8 @@ Daily's): when a session's media runner is made, each makes one sink of that run
   through `runner.add_event_listener`) goes to the page as `{"type": "room", "state",
   "reason"}`, again to each page opened later;
 - `metrics_output(metrics)`: a `MetricsOutput`: every published frame, the runner's drops, the
-  pictures its outputs shed or repeated under load, its first-frame latency and the speech audio
-  it received.
+  pictures its outputs shed or repeated under load, its first-frame latency and the speech
+  audio it received.
 
 Each sink returns at once from `publish`: the viewer keeps a bounded queue and, behind, sheds
 pictures (the newest wins, audio kept); the recorder never drops a frame (behind, it repeats the

@@ -5,9 +5,9 @@ wait in a bounded queue. The recorder never drops a frame: when the encoder fall
 queue holds `queue_frames` pictures), a new frame is queued without its picture and recorded as
 a repeat of the previous one, with its own audio, so the file's frame count and timing stay
 exact (counted in `frames_repeated`); a repeat costs no colour conversion. Only if the encoder
-stops altogether (a minute of frames queued) are the oldest dropped and counted. The worker
-thread owns the PyAV container and runs demoted (`transports.base.demote_thread`): under CPU
-contention rendering comes first and the recording repeats pictures instead. The MP4 is
+falls more than 4 s behind (stalled, or starved of CPU) are the oldest dropped and counted.
+The worker thread owns the PyAV container and runs demoted (`transports.base.demote_thread`):
+under CPU contention rendering comes first and the recording repeats pictures instead. The MP4 is
 fragmented (`empty_moov`, a fragment per keyframe, a keyframe every second, packets flushed to
 the OS as they are muxed), so a process killed at any moment leaves a file that plays up to its
 last whole second.
@@ -35,7 +35,13 @@ import numpy as np
 from av.video.reformatter import ColorPrimaries, ColorRange, Colorspace, ColorTrc
 
 from agenthuman_local.audio import frame_sample_range
-from agenthuman_local.transports.base import REPEATED, LossListener, MediaFrame, demote_thread
+from agenthuman_local.transports.base import (
+    DROPPED,
+    REPEATED,
+    LossListener,
+    MediaFrame,
+    demote_thread,
+)
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +50,11 @@ _MUXER_OPTIONS = {
     "movflags": "frag_keyframe+empty_moov+default_base_moof",
     "flush_packets": "1",
 }
-# Frames (pictures or not) the queue may hold before the oldest are dropped: a stalled encoder.
-_MAX_QUEUED_S = 60
+# Frames (pictures or not) the queue may hold before the oldest are dropped: an encoder this far
+# behind has stalled or is starved of CPU. A repeat still costs x264 most of a frame (~6.5 ms
+# against ~10 at 1280x720), so a longer backlog would not catch up, and `close` would spend
+# minutes encoding it after the session ended.
+_MAX_QUEUED_S = 4
 
 
 class Recorder:
@@ -70,7 +79,7 @@ class Recorder:
         self.sample_rate_hz = sample_rate_hz
         self.frames_written = 0
         self.frames_repeated = 0  # recorded with the previous picture: the encoder was behind
-        self.frames_dropped = 0  # only when the encoder stalls for a minute
+        self.frames_dropped = 0  # only when the encoder is more than _MAX_QUEUED_S behind
         self.error: BaseException | None = None
         self._crf = crf
         self._audio_bitrate_bps = audio_bitrate_bps
@@ -250,10 +259,14 @@ class RecorderSink:
         self._losses = listener
 
     async def publish(self, frame: MediaFrame) -> None:
-        repeated = self.recorder.frames_repeated
-        self.recorder.submit(frame.frame_index, frame.rgb, frame.pcm)
-        if self.recorder.frames_repeated > repeated and self._losses is not None:
-            self._losses(self.output, REPEATED, frame.frame_index, frame.pts_ms)
+        rec = self.recorder
+        repeated, dropped = rec.frames_repeated, rec.frames_dropped
+        rec.submit(frame.frame_index, frame.rgb, frame.pcm)
+        if self._losses is not None:
+            if rec.frames_repeated > repeated:
+                self._losses(self.output, REPEATED, frame.frame_index, frame.pts_ms)
+            if rec.frames_dropped > dropped:  # an older frame, more than 4 s behind: no index
+                self._losses(self.output, DROPPED, -1, frame.pts_ms)
 
     async def aclose(self) -> None:
         await self.recorder.aclose()

@@ -472,3 +472,33 @@ async def test_an_utterance_starts_on_a_whole_frame_even_when_a_tick_comes_first
     started, ended = _speaking_span(h)
     assert ended["played_ms"] == 1000 == ended["pts_ms"] - started["pts_ms"]
     await h.runner.aclose("client_request")
+
+
+@pytest.mark.parametrize("phase_s", [0.0, 0.011, 0.025, 0.039])
+@pytest.mark.parametrize("rate", [1.0, 1.5])
+async def test_speech_streamed_in_real_time_is_never_padded_by_an_early_frame(
+    worker, phase_s, rate
+):
+    """A TTS streaming 10 ms chunks at (or a little above) real time, starting at any phase of
+    the frame clock: the early first frame must not leave the frame after it to be scheduled
+    before its audio has come (it was padded with 40 ms of silence that played_ms did not
+    count: 2 s spanned 2040 ms over 51 speaking frames)."""
+    h = Harness(worker)
+    await h.start()
+    await h.step(5)
+    h.clock.advance(phase_s)
+    await h.clock.settled(2)
+    audio = tone(16000 * 2)
+    for i in range(0, len(audio), 160):
+        h.runner.speak(audio[i : i + 160].tobytes())
+        await h.worker.drain()
+        h.clock.advance(0.01 / rate)
+        await h.clock.settled(2)
+    h.runner.speak_end()
+    await h.step(60)
+    speaking = [f for f in h.frames if f.speaking]
+    assert len(speaking) == 50
+    assert np.array_equal(np.concatenate([f.samples for f in speaking]), audio)
+    started, ended = _speaking_span(h)
+    assert ended["played_ms"] == 2000 == ended["pts_ms"] - started["pts_ms"]
+    await h.runner.aclose("client_request")

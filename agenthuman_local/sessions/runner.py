@@ -290,13 +290,15 @@ class SessionRunner:
 
     def _keep_before_speech(self) -> int:
         """Scheduled idle frames new speech leaves in place: none when the next tick is at
-        least half a frame away and a whole frame of speech is queued (the next frame itself
-        can be rendered with the speech in time), else that next frame."""
+        least half a frame away and two whole frames of speech are queued (the next frame
+        itself can be rendered with the speech in time), else that next frame."""
         if not self._pacer.started or not self._pending or self._schedule.window_samples:
             return 1  # an audio-window renderer keeps its look-ahead margin (see _check_early)
         nxt = self._pending[0].audio
-        if self._speech.unscheduled_samples < nxt.audio_end - nxt.audio_start:
-            return 1  # not a whole frame of speech yet: that frame would be padded with silence
+        if not self._speech_ahead(2):
+            # Not two whole frames of speech yet: that frame, or the one after it (scheduled
+            # right after that frame's tick), would be padded with silence.
+            return 1
         due = self._pacer.expected(nxt.frame_index)
         return 0 if (due - self.clock.now()) * self.options.fps >= 0.5 else 1
 
@@ -309,13 +311,27 @@ class SessionRunner:
         if self._last_speaking or not self._pending or self._schedule.window_samples:
             return
         p = self._pending[0]
+        after = self._pending[1].audio.speaking if len(self._pending) > 1 else False
         if (
             p.audio.speaking
             and p.job is not None
             and p.job.future.done()
             and not p.job.future.cancelled()
+            # The frame after it has its speech too: published early, this frame would leave
+            # the next one to be scheduled before its audio came (TTS streaming in real time),
+            # padded with silence that played_ms does not count.
+            and (after or self._speech_ahead(1))
         ):
             self._early.set()
+
+    def _speech_ahead(self, frames: int) -> bool:
+        """`frames` whole frames of speech not yet scheduled are queued, or no utterance is
+        open (what is queued is all there will be)."""
+        frame_samples = self._pending[0].audio.audio_end - self._pending[0].audio.audio_start
+        return (
+            self._speech.open_utterance_id is None
+            or self._speech.unscheduled_samples >= frames * frame_samples
+        )
 
     def _submit(
         self, frame_index: int, params: np.ndarray, window: np.ndarray | None = None

@@ -27,7 +27,6 @@ from aiohttp.test_utils import TestServer
 
 from agenthuman_local import errors, ids, jsonsafe, keys, protocol
 from agenthuman_local.api import avatars, fetch
-from agenthuman_local.api.auth import RateLimiter
 from agenthuman_local.api.server import Runner
 from agenthuman_local.api.ws import MessageBudget
 from agenthuman_local.app import StartupError, create_app, read_or_make_secret, write_key_file
@@ -36,7 +35,7 @@ from agenthuman_local.paths import make_private, timeline_path
 from agenthuman_local.sessions.timeline import stats_from_timeline
 from agenthuman_local.store import Store
 from bench.server import Client, Server
-from tests.conftest import ApiClient, MakeClient
+from tests.conftest import ApiClient, MakeClient, rate_limit_at
 from tests.test_errors import assert_error
 from tests.test_ws_helpers import Live, counting_pcm
 
@@ -893,12 +892,7 @@ async def test_restart_fills_in_stats_from_timelines_and_removes_staging(
 async def test_invalid_keys_are_rate_limited_together_and_valid_ones_are_not(
     make_client: MakeClient,
 ) -> None:
-    async def mid_minute(app: web.Application) -> AsyncIterator[None]:
-        # The window is a clock minute: on the wall clock a boundary mid-test would reset it.
-        app[keys.rate_limiter_key] = RateLimiter(3, clock=lambda: 90.0)
-        yield
-
-    api = await make_client(rate_limit_per_minute=3, contexts=[mid_minute])
+    api = await make_client(rate_limit_per_minute=3, contexts=[rate_limit_at(3)])
     for attempt in range(3):
         response = await api.get("/v1/sessions", key=f"ah_live_wrong{attempt}")
         await assert_error(response, 401, "UNAUTHORIZED")

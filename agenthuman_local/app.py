@@ -34,6 +34,7 @@ import functools
 import logging
 import os
 import shutil
+import tempfile
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from pathlib import Path
 
@@ -87,11 +88,22 @@ CleanupContext = Callable[[web.Application], AsyncIterator[None]]
 
 
 def write_key_file(path: Path, key: str) -> None:
-    """Write the key readable by its owner only (0600), even if the file already existed."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(key + "\n")
-    os.chmod(path, 0o600)
+    """Write the key readable by its owner only (0600), even if the file already existed.
+
+    Through a temporary file (O_EXCL, 0600) renamed over `path`, so a kill part-way leaves the
+    old file or the new one, never an empty one."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(key + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def read_key_file(path: Path) -> str | None:
@@ -113,14 +125,38 @@ async def ensure_first_key(store: Store, path: Path, env_key: str | None) -> key
     return keys.FirstKey(path=path, key=saved, created=False)
 
 
+class StartupError(Exception):
+    """Something in the data folder the server must not start with; the message says what."""
+
+
+VIEWER_SECRET_BYTES = 32
+
+
 def read_or_make_secret(path: Path) -> bytes:
-    """The viewer secret in `path` (hex), made (0600) on first use."""
+    """The viewer secret in `path` (64 hex digits), made (0600) on first use.
+
+    A file that is there but empty, short or not hex refuses the start (StartupError naming the
+    file) rather than being replaced: a new secret silently changes every viewer URL already
+    handed out, and an empty key would make every token derivable from the session id alone.
+    Deleting the file is the way to ask for a new one."""
     try:
-        return bytes.fromhex(path.read_text(encoding="ascii").strip())
+        text = path.read_text(encoding="ascii", errors="replace").strip()
     except FileNotFoundError:
-        pass
-    secret = ids.new_viewer_secret()
-    write_key_file(path, secret.hex())
+        secret = ids.new_viewer_secret()
+        write_key_file(path, secret.hex())
+        return secret
+    try:
+        secret = bytes.fromhex(text)
+    except ValueError:
+        secret = b""
+    if len(secret) < VIEWER_SECRET_BYTES:
+        raise StartupError(
+            f"the viewer secret file {path} holds no usable secret ({2 * VIEWER_SECRET_BYTES}"
+            f" hex digits expected, found {len(text)} characters"
+            f"{', not hex' if text and not secret else ''});"
+            " delete it and start again to make a new one (viewer URLs handed out before"
+            " stop working)"
+        )
     return secret
 
 

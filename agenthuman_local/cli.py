@@ -29,7 +29,7 @@ from aiohttp import web
 
 from agenthuman_local import __version__, ids, keys
 from agenthuman_local.api.server import Runner
-from agenthuman_local.app import create_app
+from agenthuman_local.app import StartupError, create_app
 from agenthuman_local.avatars import DEFAULT_AVATAR_ID, SHIPPED_AVATARS
 from agenthuman_local.config import ConfigError, Settings, load_settings, parse_set
 from agenthuman_local.errors import StorageUnavailable
@@ -226,6 +226,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         import uvloop
 
         uvloop.run(_serve(settings))
-    except (OSError, StorageUnavailable) as exc:
+    except (OSError, StorageUnavailable, StartupError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)

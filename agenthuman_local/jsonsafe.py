@@ -15,6 +15,7 @@ messages (`protocol`) use the same rules.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,6 +52,15 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+def _finite_float(text: str) -> float:
+    """A JSON number as a float, refusing one that overflows to infinity (`1e999`): nothing
+    downstream can store or send it (`json.dumps(allow_nan=False)`)."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is out of range")
+    return value
+
+
 def deeper_than(value: Any, max_depth: int) -> bool:
     """Whether `value` nests arrays/objects more than `max_depth` levels (a scalar is 0)."""
     stack: list[tuple[Any, int]] = [(value, 1)]
@@ -70,11 +80,15 @@ def deeper_than(value: Any, max_depth: int) -> bool:
 
 def loads(text: str | bytes, limits: JsonLimits, *, constants: bool = False) -> Any:
     """JSON within `limits` (JsonTooBig, checked before decoding; JsonTooDeep), without
-    NaN/Infinity unless `constants`; else ValueError (or its subclass UnicodeDecodeError)."""
+    NaN/Infinity (spelled out, or a number too large for a float such as `1e999`) unless
+    `constants`; else ValueError (or its subclass UnicodeDecodeError)."""
     if item_count(text) > limits.max_items:
         raise JsonTooBig(limits.max_items)
     try:
-        value = json.loads(text, parse_constant=None if constants else _reject_constant)
+        if constants:
+            value = json.loads(text)
+        else:
+            value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
     except RecursionError as exc:
         raise JsonTooDeep(limits.max_depth) from exc
     if deeper_than(value, limits.max_depth):

@@ -18,9 +18,12 @@ private too, whatever the umask it was started under.
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 DB_FILE = "agenthuman.db"
 API_KEY_FILE = "api_key"
@@ -48,8 +51,10 @@ def make_private(data_dir: Path) -> int:
     """Create `data_dir` 0700 if missing; make it and what this layout names in it (the
     database and its journals, the key files, everything under avatars/ and recordings/)
     0700 for folders and 0600 for files. Other entries are not ours and are left alone (a
-    data_dir pointed at a home folder must not make it unreadable), as are symlinks.
-    → how many modes were tightened."""
+    data_dir pointed at a home folder must not make it unreadable), as are symlinks, a
+    symlinked avatars/ or recordings/ included (its target is not walked). An entry whose mode
+    cannot be changed (another user's, say a recording a root run left) is a warning, not a
+    failed start. → how many modes were tightened."""
     data_dir = Path(data_dir)
     data_dir.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
     changed = _tighten(str(data_dir), PRIVATE_DIR_MODE)
@@ -57,7 +62,7 @@ def make_private(data_dir: Path) -> int:
         if os.path.lexists(data_dir / name):
             changed += _tighten(str(data_dir / name), PRIVATE_FILE_MODE)
     for top in (AVATARS_DIR, RECORDINGS_DIR):
-        if not (data_dir / top).is_dir():
+        if (data_dir / top).is_symlink() or not (data_dir / top).is_dir():
             continue
         changed += _tighten(str(data_dir / top), PRIVATE_DIR_MODE)
         for root, dirs, files in os.walk(data_dir / top):
@@ -67,10 +72,14 @@ def make_private(data_dir: Path) -> int:
 
 
 def _tighten(path: str, mode: int) -> int:
-    st = os.lstat(path)
-    if stat.S_ISLNK(st.st_mode) or stat.S_IMODE(st.st_mode) == mode:
+    try:
+        st = os.lstat(path)
+        if stat.S_ISLNK(st.st_mode) or stat.S_IMODE(st.st_mode) == mode:
+            return 0
+        os.chmod(path, mode)
+    except OSError as exc:
+        log.warning("could not make %s private: %s", path, exc.strerror or exc)
         return 0
-    os.chmod(path, mode)
     return 1
 
 

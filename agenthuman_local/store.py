@@ -30,6 +30,7 @@ from agenthuman_local.records import STAT_KEYS, ApiKey, Avatar, Session
 from agenthuman_local.sessions.state import SessionState
 
 BUSY_TIMEOUT_MS = 5000
+MIN_SQLITE = (3, 35, 0)
 
 
 def _dumps(value: Any) -> str:
@@ -85,6 +86,10 @@ _STATUS_SQL = {
 }
 
 
+# What aiosqlite raises (as ValueError) for a connection that is closed or closing.
+_AIOSQLITE_CLOSED = frozenset({"Connection closed", "no active connection"})
+
+
 @contextlib.contextmanager
 def _storage_errors() -> Iterator[None]:
     """Database trouble → StorageUnavailable; our own SQL or constraint bugs stay loud."""
@@ -94,7 +99,9 @@ def _storage_errors() -> Iterator[None]:
         raise
     except sqlite3.DatabaseError as exc:
         raise StorageUnavailable(f"Storage is unavailable: {exc}") from exc
-    except ValueError as exc:  # aiosqlite: "Connection closed" / "no active connection"
+    except ValueError as exc:
+        if str(exc) not in _AIOSQLITE_CLOSED:
+            raise  # a value we cannot store (a bug upstream), not an outage
         raise StorageUnavailable("Storage is unavailable: the database is closed") from exc
 
 
@@ -116,6 +123,13 @@ class Store:
     @classmethod
     async def open(cls, path: Path, *, busy_timeout_ms: int | None = None) -> Store:
         """Open (creating if needed) the database at `path` and bring its schema up to date."""
+        if sqlite3.sqlite_version_info < MIN_SQLITE:
+            # Migration 4 drops a column (ALTER TABLE … DROP COLUMN, SQLite 3.35, 2021).
+            raise StorageUnavailable(
+                f"this Python's SQLite is {sqlite3.sqlite_version}; the server needs"
+                f" {'.'.join(map(str, MIN_SQLITE))} or newer (a newer Python, or one built"
+                " against a newer libsqlite3)"
+            )
         conn = await aiosqlite.connect(path, isolation_level=None)
         try:
             conn.row_factory = sqlite3.Row
@@ -202,7 +216,8 @@ class Store:
             return account_id
 
     async def add_api_key(self, account_id: str, key: str) -> ApiKey:
-        """Store a key by its SHA-256 and its 12-character prefix; the key itself is not kept."""
+        """Store a key by its SHA-256 and its prefix (`ids.KEY_PREFIX_LEN` characters; keys made
+        before that was 16 keep their 12); the key itself is not kept."""
         now = time.time()
         prefix = key[: ids.KEY_PREFIX_LEN]
         async with self._write() as tx:

@@ -81,8 +81,9 @@ class Server:
         assert self.proc is not None
         return self.proc.pid
 
-    def spawn(self) -> float:
-        """Start the process; returns the monotonic time it was spawned."""
+    def spawn(self, *, umask: int = -1) -> float:
+        """Start the process (under `umask` if not -1); returns the monotonic time it was
+        spawned."""
         self.port = free_port()
         args = [sys.executable, str(ROOT / "run.py"), "--host", "127.0.0.1"]
         args += ["--port", str(self.port), "--data-dir", str(self.data_dir)]
@@ -92,13 +93,15 @@ class Server:
         t0 = time.monotonic()
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+                args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, umask=umask
             )
         return t0
 
-    async def start(self, *, engine_ready: bool = True, limit_s: float = 60) -> tuple[float, float]:
+    async def start(
+        self, *, engine_ready: bool = True, limit_s: float = 60, umask: int = -1
+    ) -> tuple[float, float]:
         """Spawn and wait; → (seconds to /healthz ok, seconds to engine ready or nan)."""
-        t0 = self.spawn()
+        t0 = self.spawn(umask=umask)
         healthz_s = engine_s = float("nan")
         deadline = t0 + limit_s
         async with aiohttp.ClientSession() as http:

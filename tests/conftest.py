@@ -15,6 +15,7 @@ from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient
 
 from agenthuman_local import keys
+from agenthuman_local.api.auth import RateLimiter
 from agenthuman_local.api.openapi import build_document
 from agenthuman_local.app import CleanupContext, create_app
 from agenthuman_local.config import Settings, load_settings
@@ -140,6 +141,17 @@ async def fail_on_leaked_tasks() -> AsyncIterator[None]:
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     return make_settings(tmp_path)
+
+
+def rate_limit_at(per_minute: int, now: float = 90.0) -> CleanupContext:
+    """A cleanup context that gives the app a rate limiter on a stopped clock (`now`, mid
+    minute): on the wall clock a minute boundary mid-test resets the window."""
+
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        app[keys.rate_limiter_key] = RateLimiter(per_minute, clock=lambda: now)
+        yield
+
+    return context
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from aiohttp import ClientResponse
 
 from agenthuman_local import errors, ids, keys, store
 from agenthuman_local.sessions.state import InvalidTransition, SessionState
-from tests.conftest import ApiClient, MakeClient
+from tests.conftest import ApiClient, MakeClient, rate_limit_at
 
 
 async def assert_error(
@@ -212,12 +212,12 @@ async def test_start_after_end(api: ApiClient) -> None:
 
 
 async def test_rate_limited(make_client: MakeClient) -> None:
-    api = await make_client(rate_limit_per_minute=2)
+    api = await make_client(rate_limit_per_minute=2, contexts=[rate_limit_at(2, now=90.0)])
     for _ in range(2):
         assert (await api.get("/v1/sessions")).status == 200
     response = await api.get("/v1/sessions")
     await assert_error(response, 429, "RATE_LIMITED")
-    assert 1 <= int(response.headers["Retry-After"]) <= 60
+    assert response.headers["Retry-After"] == "30"  # to the end of the clock's minute
     assert response.headers["X-RateLimit-Remaining"] == "0"
 
 

@@ -8,11 +8,13 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 import sqlite3
 import stat
 import struct
 import threading
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +29,13 @@ from agenthuman_local import errors, ids, jsonsafe, keys, protocol
 from agenthuman_local.api import avatars, fetch
 from agenthuman_local.api.server import Runner
 from agenthuman_local.api.ws import MessageBudget
-from agenthuman_local.app import create_app
+from agenthuman_local.app import StartupError, create_app, read_or_make_secret, write_key_file
 from agenthuman_local.migrations import MIGRATIONS
-from agenthuman_local.paths import timeline_path
+from agenthuman_local.paths import make_private, timeline_path
 from agenthuman_local.sessions.timeline import stats_from_timeline
 from agenthuman_local.store import Store
 from bench.server import Client, Server
-from tests.conftest import ApiClient, MakeClient
+from tests.conftest import ApiClient, MakeClient, rate_limit_at
 from tests.test_errors import assert_error
 from tests.test_ws_helpers import Live, counting_pcm
 
@@ -105,6 +107,44 @@ async def test_many_parts_in_a_whole_body_and_a_urlencoded_form_are_400(
     )
     error = await assert_error(response, 400, "VALIDATION_ERROR")
     assert error["details"] == {"field": "body"}
+    # `;` is not a separator (parse_qsl splits on `&` only): a value full of them is one field.
+    response = await api.post(
+        "/v1/avatars/upload-face",
+        data="name=a;b;c;d;e;f",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    error = await assert_error(response, 400, "VALIDATION_ERROR")
+    assert error["details"] != {"field": "body"}, error
+
+
+def _junk_body(total: int) -> bytes:
+    """A multipart body of exactly `total` bytes: one part the server skips (`junk`)."""
+    head = b'--xx\r\nContent-Disposition: form-data; name="junk"\r\n\r\n'
+    tail = b"\r\n--xx--\r\n"
+    return head + b"a" * (total - len(head) - len(tail)) + tail
+
+
+async def _chunked(body: bytes) -> AsyncIterator[bytes]:
+    for start in range(0, len(body), 64 * 1024):
+        yield body[start : start + 64 * 1024]
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+async def test_a_multipart_body_over_max_request_mb_is_413_skipped_parts_included(
+    make_client: MakeClient, chunked: bool
+) -> None:
+    """A part the server does not use still counts: one byte over the limit is a 413 whether
+    the body says its length up front or not; at the limit it is read (400, no image)."""
+    api = await make_client(max_request_mb=0.5)
+    limit = 512 * 1024
+    headers = {"Content-Type": "multipart/form-data; boundary=xx"}
+    for total, status, code in [(limit + 1, 413, "PAYLOAD_TOO_LARGE"), (limit, 400, None)]:
+        body = _junk_body(total)
+        data: Any = _chunked(body) if chunked else body
+        response = await api.post("/v1/avatars/upload-face", data=data, headers=headers)
+        error = await assert_error(response, status, code or "VALIDATION_ERROR")
+        if status == 413:
+            assert "max_request_mb" in error["suggestion"]
 
 
 async def test_a_json_body_of_many_values_is_refused_before_decoding(
@@ -162,6 +202,19 @@ async def test_deep_metadata_is_a_400_and_nothing_is_stored(api: ApiClient, dept
     assert (await api.json("GET", "/v1/sessions"))["sessions"] == []
 
 
+@pytest.mark.parametrize("number", ["1e999", "-1e999", "NaN", "Infinity", "-Infinity"])
+async def test_a_non_finite_number_is_invalid_json_not_a_storage_outage(
+    api: ApiClient, number: str
+) -> None:
+    raw = '{"metadata": {"a": ' + number + "}}"
+    response = await api.post(
+        "/v1/sessions", data=raw, headers={"Content-Type": "application/json"}
+    )
+    await assert_error(response, 400, "INVALID_JSON")
+    assert (await api.json("GET", "/v1/sessions"))["sessions"] == []
+    assert jsonsafe.loads('{"a": 1e308, "b": -0.0}', jsonsafe.DEFAULT_LIMITS)["a"] == 1e308
+
+
 async def test_metadata_as_deep_as_the_limit_is_stored(api: ApiClient) -> None:
     metadata: Any = "leaf"
     for _ in range(31):  # the body object is the 32nd level
@@ -205,6 +258,14 @@ async def test_metadata_over_its_limit_is_413_and_at_the_limit_is_stored(
     response = await api.post("/v1/sessions", json={"metadata": {"k": "x" * 1020}})
     error = await assert_error(response, 413, "PAYLOAD_TOO_LARGE")
     assert "limit is 1024" in error["message"]
+    assert len((await api.json("GET", "/v1/sessions"))["sessions"]) == 1
+    # A body under the limit whose metadata grows when stored: 1e5 is kept as 100000.0.
+    raw = '{"metadata": {"k": [' + ",".join(["1e5"] * 200) + "]}}"
+    assert len(raw) < 1024
+    response = await api.post(
+        "/v1/sessions", data=raw, headers={"Content-Type": "application/json"}
+    )
+    await assert_error(response, 413, "PAYLOAD_TOO_LARGE")
     assert len((await api.json("GET", "/v1/sessions"))["sessions"]) == 1
 
 
@@ -330,8 +391,11 @@ async def test_a_storm_is_read_more_slowly_nothing_dropped_and_told_once(
     assert elapsed >= 0.9
     confirmed = conn.of("agent.speak.confirmed")
     assert len(confirmed) == 60 and all(c["audio_samples"] == 160 for c in confirmed)
-    limited = [e for e in conn.events if e["type"] == "error"]
-    assert [e["code"] for e in limited] == ["RATE_LIMITED"]
+    limited = [e["code"] for e in conn.events if e["type"] == "error"]
+    # Told when throttling starts, then at most once a second while it lasts (~1 s here: a
+    # late timer may make it two), never once per message.
+    assert set(limited) == {"RATE_LIMITED"}
+    assert 1 <= len(limited) <= math.ceil(elapsed) + 1, (limited, elapsed)
     await conn.ws.send_json({"type": "agent.interrupt"})
     done = await conn.until("agent.interrupt.confirmed")
     assert done["played_ms"] + done["dropped_ms"] == 60 * 10  # every chunk was queued
@@ -359,11 +423,7 @@ async def test_a_server_started_under_umask_000_keeps_its_data_folder_private(
     (data / "notes.txt").write_text("not the server's")
     (data / "notes.txt").chmod(0o644)
     server = Server({"engine.preload": "false"}, data_dir=data)
-    previous = os.umask(0)
-    try:
-        await server.start(engine_ready=False)
-    finally:
-        os.umask(previous)
+    await server.start(engine_ready=False, umask=0)
     try:
         client = Client(server)
         try:
@@ -384,6 +444,35 @@ async def test_a_server_started_under_umask_000_keeps_its_data_folder_private(
         server.cleanup()
 
 
+def test_make_private_leaves_a_symlinked_folder_and_warns_on_what_it_cannot_change(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "shared.mp4").write_text("x")
+    (elsewhere / "shared.mp4").chmod(0o644)
+    data = tmp_path / "data"
+    (data / "avatars" / "avat_1").mkdir(parents=True)
+    for name in ("theirs.jpg", "ours.jpg"):
+        (data / "avatars" / "avat_1" / name).write_text("x")
+        (data / "avatars" / "avat_1" / name).chmod(0o644)
+    (data / "recordings").symlink_to(elsewhere)
+    real_chmod = os.chmod
+
+    def chmod(path: Any, mode: int, **kwargs: Any) -> None:
+        if str(path).endswith("theirs.jpg"):
+            raise PermissionError(1, "Operation not permitted")
+        real_chmod(path, mode, **kwargs)
+
+    monkeypatch.setattr(os, "chmod", chmod)
+    with caplog.at_level(logging.WARNING, logger="agenthuman_local.paths"):
+        make_private(data)
+    assert _mode(elsewhere / "shared.mp4") == 0o644  # a symlinked top is not walked
+    assert _mode(data / "avatars" / "avat_1" / "ours.jpg") == 0o600
+    assert _mode(data / "avatars" / "avat_1" / "theirs.jpg") == 0o644
+    assert [r.getMessage() for r in caplog.records if "theirs.jpg" in r.getMessage()]
+
+
 async def test_viewer_tokens_are_derived_not_stored(api: ApiClient) -> None:
     session = await api.create_session()
     sid = session["session_id"]
@@ -401,6 +490,71 @@ async def test_viewer_tokens_are_derived_not_stored(api: ApiClient) -> None:
     assert "viewer_token" not in columns and token not in dump
     page = await api.get(f"/v1/sessions/{sid}/viewer?token={token}", key=None)
     assert page.status == 200
+
+
+@pytest.mark.parametrize(
+    "content",
+    ["", "\n", "abc123", "zz" * 32, "ab" * 31],
+    ids=["empty", "blank", "short", "not-hex", "31-bytes"],
+)
+def test_a_viewer_secret_file_without_a_usable_secret_refuses_the_start(
+    tmp_path: Path, content: str
+) -> None:
+    path = tmp_path / "viewer_secret"
+    path.write_text(content)
+    with pytest.raises(StartupError, match=str(path)) as refused:
+        read_or_make_secret(path)
+    assert "delete it" in str(refused.value)
+    assert path.read_text() == content  # left for its owner to look at
+
+
+def test_a_viewer_secret_is_made_once_privately_and_read_back(tmp_path: Path) -> None:
+    path = tmp_path / "viewer_secret"
+    secret = read_or_make_secret(path)
+    assert len(secret) == 32 and _mode(path) == 0o600
+    assert path.read_text() == secret.hex() + "\n"
+    assert read_or_make_secret(path) == secret
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["viewer_secret"]  # no temp file left
+
+
+def test_a_key_file_is_replaced_whole_never_truncated_in_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write that dies part-way (here: the rename fails) leaves the old file as it was."""
+    path = tmp_path / "viewer_secret"
+    path.write_text("ab" * 32 + "\n")
+    path.chmod(0o644)
+
+    def fail(src: str, dst: str) -> None:
+        raise OSError("disk gone")
+
+    monkeypatch.setattr(os, "replace", fail)
+    with pytest.raises(OSError, match="disk gone"):
+        write_key_file(path, "cd" * 32)
+    assert path.read_text() == "ab" * 32 + "\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["viewer_secret"]
+    monkeypatch.undo()
+    write_key_file(path, "cd" * 32)
+    assert path.read_text() == "cd" * 32 + "\n" and _mode(path) == 0o600
+
+
+async def test_a_server_with_an_empty_viewer_secret_exits_with_a_message(
+    tmp_path: Path,
+) -> None:
+    """A real run.py: one line naming the file and exit 1, no traceback."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "viewer_secret").write_text("")
+    server = Server({"engine.preload": "false"}, data_dir=data)
+    try:
+        server.spawn()
+        assert server.proc is not None
+        code = await asyncio.to_thread(server.proc.wait, 60)
+        log = server.log_tail()
+    finally:
+        server.cleanup()
+    assert code == 1, log
+    assert f"viewer secret file {data / 'viewer_secret'}" in log and "Traceback" not in log
 
 
 async def test_migration_4_drops_stored_viewer_tokens(tmp_path: Path) -> None:
@@ -451,7 +605,8 @@ async def test_new_keys_list_16_character_prefixes(tmp_path: Path) -> None:
 
 @pytest.fixture
 async def redirecting_server(aiohttp_server: Any) -> TestServer:
-    """On 127.0.0.1: /to?url=U redirects to U, /loop redirects to itself."""
+    """On 127.0.0.1: /to?url=U redirects to U, /loop redirects to itself (/slow-loop after
+    0.3 s), /nowhere is a 302 with no Location."""
 
     async def to(request: web.Request) -> web.Response:
         raise web.HTTPFound(request.query["url"])
@@ -459,9 +614,18 @@ async def redirecting_server(aiohttp_server: Any) -> TestServer:
     async def loop(request: web.Request) -> web.Response:
         raise web.HTTPFound("/loop")
 
+    async def slow_loop(request: web.Request) -> web.Response:
+        await asyncio.sleep(0.3)
+        raise web.HTTPFound("/slow-loop")
+
+    async def nowhere(request: web.Request) -> web.Response:
+        return web.Response(status=302)
+
     app = web.Application()
     app.router.add_get("/to", to)
     app.router.add_get("/loop", loop)
+    app.router.add_get("/slow-loop", slow_loop)
+    app.router.add_get("/nowhere", nowhere)
     server: TestServer = await aiohttp_server(app)
     return server
 
@@ -509,12 +673,62 @@ async def test_redirects_are_followed_and_checked_at_every_hop(
     assert "redirects" in error["message"]
 
 
+async def test_one_fetch_deadline_covers_every_redirect_hop(
+    redirecting_server: TestServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Six 0.3 s hops, each well inside a 0.8 s limit, are 1.8 s together: unreachable, not
+    'more than 5 redirects'."""
+    monkeypatch.setattr(fetch, "FETCH_TIMEOUT_S", 0.8)
+    with pytest.raises(errors.ValidationError, match="is unreachable"):
+        await fetch.fetch_image(
+            str(redirecting_server.make_url("/slow-loop")),
+            "image_url",
+            max_bytes=1000,
+            too_large=errors.PayloadTooLarge,
+            allow_private=True,
+        )
+
+
+async def test_a_redirect_without_a_location_says_so(redirecting_server: TestServer) -> None:
+    with pytest.raises(errors.ValidationError, match="HTTP 302 without a Location"):
+        await fetch.fetch_image(
+            str(redirecting_server.make_url("/nowhere")),
+            "image_url",
+            max_bytes=1000,
+            too_large=errors.PayloadTooLarge,
+            allow_private=True,
+        )
+
+
+async def test_the_fetch_closes_its_resolver(monkeypatch: pytest.MonkeyPatch) -> None:
+    closed: list[bool] = []
+    original = fetch.PublicResolver.close
+
+    async def close(self: fetch.PublicResolver) -> None:
+        closed.append(True)
+        await original(self)
+
+    monkeypatch.setattr(fetch.PublicResolver, "close", close)
+    with pytest.raises(errors.ValidationError, match="private"):
+        await fetch.fetch_image(
+            "http://localhost:1/x.jpg",
+            "image_url",
+            max_bytes=1000,
+            too_large=errors.PayloadTooLarge,
+        )
+    assert closed == [True]
+
+
 def test_public_addresses() -> None:
     assert fetch.is_public("8.8.8.8") and fetch.is_public("2001:4860:4860::8888")
     for address in ("127.0.0.1", "10.0.0.1", "172.16.0.1", "100.64.0.1", "169.254.1.1", "::1"):
         assert not fetch.is_public(address), address
     assert not fetch.is_public("::ffff:10.0.0.1") and not fetch.is_public("224.0.0.1")
     assert not fetch.is_public("fe80::1%eth0") and not fetch.is_public("0.0.0.0")
+    # IPv6 forms that carry a loopback or private IPv4 address: compatible, 6to4, NAT64.
+    for address in ("::127.0.0.1", "2002:7f00:1::", "64:ff9b::7f00:1", "64:ff9b::10.0.0.1"):
+        assert not fetch.is_public(address), address
+    assert fetch.is_public("64:ff9b::8.8.8.8")
 
 
 # -- uploads: pixels declared before decoding, uploads at once, names ---------------------------
@@ -539,6 +753,7 @@ async def test_an_image_declaring_too_many_pixels_is_refused_before_decoding(
     response = await api.post("/v1/avatars/upload-face", data=form)
     error = await assert_error(response, 400, "VALIDATION_ERROR")
     assert "7000×7000" in error["message"] and "limit is 25 megapixels" in error["message"]
+    assert error["details"] == {"field": "file"}  # the field the image came in
 
 
 async def test_uploads_run_at_most_max_concurrent_at_once(
@@ -677,7 +892,7 @@ async def test_restart_fills_in_stats_from_timelines_and_removes_staging(
 async def test_invalid_keys_are_rate_limited_together_and_valid_ones_are_not(
     make_client: MakeClient,
 ) -> None:
-    api = await make_client(rate_limit_per_minute=3)
+    api = await make_client(rate_limit_per_minute=3, contexts=[rate_limit_at(3)])
     for attempt in range(3):
         response = await api.get("/v1/sessions", key=f"ah_live_wrong{attempt}")
         await assert_error(response, 401, "UNAUTHORIZED")

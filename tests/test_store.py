@@ -58,6 +58,16 @@ async def test_schema_is_migrated_once_in_wal_mode(tmp_path: Path) -> None:
     conn.close()
 
 
+async def test_an_sqlite_older_than_3_35_is_refused_with_its_version(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite3, "sqlite_version_info", (3, 31, 1))
+    monkeypatch.setattr(sqlite3, "sqlite_version", "3.31.1")
+    with pytest.raises(StorageUnavailable, match=r"SQLite is 3\.31\.1; the server needs 3\.35\.0"):
+        await Store.open(tmp_path / "t.db")
+    assert not (tmp_path / "t.db").exists()
+
+
 async def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
     conn = sqlite3.connect(tmp_path / "t.db")
     conn.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
@@ -71,6 +81,23 @@ async def test_close_is_idempotent_and_later_calls_fail_cleanly(store: Store) ->
     await store.close()
     with pytest.raises(StorageUnavailable):
         await store.has_api_keys()
+
+
+async def test_a_connection_closed_under_the_store_is_storage_unavailable(store: Store) -> None:
+    conn = store._conn
+    assert conn is not None
+    await conn.close()  # as aiosqlite's own worker does when it stops
+    with pytest.raises(StorageUnavailable, match="closed"):
+        await store.has_api_keys()
+
+
+async def test_a_value_json_cannot_hold_is_a_loud_error_not_an_outage(store: Store) -> None:
+    """Only a closed connection is STORAGE_UNAVAILABLE; other ValueErrors are bugs upstream."""
+    account = await store.ensure_account("a")
+    s = make_session(account, metadata={"a": float("inf")})
+    with pytest.raises(ValueError, match="Out of range float"):
+        await store.insert_session(s)
+    assert await store.get_session(s.session_id) is None
 
 
 async def test_keys(store: Store) -> None:

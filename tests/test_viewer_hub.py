@@ -201,6 +201,8 @@ async def test_the_page_needs_the_sessions_viewer_token(app_client) -> None:
         "/v1/sessions/sess_1/viewer?token=nope",
         "/v1/sessions/sess_1/viewer",
         "/v1/sessions/sess_2/viewer?token=tok-1",
+        "/v1/sessions/sess_1/viewer?token=%C3%A9",  # not ASCII: still just a wrong token
+        "/v1/sessions/sess_1/viewer?token=tok-%E2%80%8B1",
     ]:
         resp = await client.get(url)
         assert resp.status == 404
@@ -226,6 +228,9 @@ async def test_the_socket_streams_state_and_media_then_lets_go(app_client) -> No
     hub, client = app_client
     with pytest.raises(aiohttp.WSServerHandshakeError) as info:
         await client.ws_connect("/v1/sessions/sess_1/viewer/ws?token=bad")
+    assert info.value.status == 404
+    with pytest.raises(aiohttp.WSServerHandshakeError) as info:
+        await client.ws_connect("/v1/sessions/sess_1/viewer/ws?token=%C3%A9")
     assert info.value.status == 404
     hub.publish_state("sess_1", "joined_room")
     ws = await client.ws_connect("/v1/sessions/sess_1/viewer/ws?token=tok-1")

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import json
 import shutil
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, unquote
@@ -164,7 +164,8 @@ async def upload_face(request: web.Request) -> web.Response:
         )
     field, value = inputs[0]
     data = value if isinstance(value, bytes) else await image_bytes(request.app, field, value)
-    avatar = await create_photo_avatar(request.app, request[keys.account_key], data, name)
+    account_id = request[keys.account_key]
+    avatar = await create_photo_avatar(request.app, account_id, data, name, field=field)
     base = request.app[keys.settings_key].base_url
     return web.json_response(
         {
@@ -195,7 +196,9 @@ async def session_avatar(
         return
     kind = "image_base64" if value.startswith("data:") else "image_url"
     data = await image_bytes(request.app, kind, value, label=field)
-    avatar = await create_photo_avatar(request.app, account_id, data, DEFAULT_UPLOAD_NAME)
+    avatar = await create_photo_avatar(
+        request.app, account_id, data, DEFAULT_UPLOAD_NAME, field=field
+    )
     try:
         yield avatar
     except BaseException:
@@ -220,18 +223,27 @@ async def image_bytes(
 
 
 async def create_photo_avatar(
-    app: web.Application, account_id: str, data: bytes, name: str
+    app: web.Application, account_id: str, data: bytes, name: str, *, field: str = "file"
 ) -> Avatar:
-    """Check, rig and store one photo as the account's private avatar (SPEC §5 upload-face)."""
+    """Check, rig and store one photo as the account's private avatar (SPEC §5 upload-face);
+    `field` is the request field the image came in, named by a refusal."""
     _check_image(data)
     avatar_id = ids.new_id("avat")
     max_pixels = int(app[keys.settings_key].upload.max_megapixels * 1_000_000)
     # Decoding and rigging take ~0.1-0.5 s and up to ~5 bytes of memory per pixel: only
     # `upload.max_concurrent` at once, the others wait their turn.
     async with app[keys.upload_slots_key]:
-        rig = await asyncio.to_thread(
-            _prepare_and_save, data, _avatar_dir(app, avatar_id), max_pixels
-        )
+        try:
+            rig = await asyncio.to_thread(
+                _prepare_and_save, data, _avatar_dir(app, avatar_id), max_pixels
+            )
+        except _TooManyPixels as exc:
+            raise ValidationError(
+                field,
+                f"is {exc.width}×{exc.height} pixels ({exc.fmt}); the limit is"
+                f" {max_pixels / 1e6:g} megapixels",
+                suggestion="Resize the photo (the limit is the server's upload.max_megapixels).",
+            ) from exc
     try:
         return await app[keys.store_key].create_avatar(
             avatar_id=avatar_id,
@@ -277,6 +289,14 @@ def _decode_base64(text: str) -> bytes:
         raise NotAnImage(exc.message) from exc
 
 
+class _TooManyPixels(Exception):
+    """The image's header declares more than `upload.max_megapixels` (`_prepare_and_save`)."""
+
+    def __init__(self, fmt: str, width: int, height: int) -> None:
+        super().__init__(fmt, width, height)
+        self.fmt, self.width, self.height = fmt, width, height
+
+
 def _prepare_and_save(data: bytes, avatar_dir: Path, max_pixels: int) -> dict[str, Any]:
     """On a worker thread: detect and rig the face, write the files; returns the rig. An image
     whose header declares more than `max_pixels` is refused before it is decoded (a 75 KB
@@ -285,12 +305,7 @@ def _prepare_and_save(data: bytes, avatar_dir: Path, max_pixels: int) -> dict[st
 
     header = faces.image_dimensions(data)
     if header is not None and header[1] * header[2] > max_pixels:
-        fmt, width, height = header
-        raise ValidationError(
-            "image",
-            f"is {width}×{height} pixels ({fmt}); the limit is {max_pixels / 1e6:g} megapixels",
-            suggestion="Resize the photo (the limit is the server's upload.max_megapixels).",
-        )
+        raise _TooManyPixels(*header)
     try:
         prepared = faces.prepare_face(data)
     except faces.FaceError as exc:
@@ -347,44 +362,60 @@ def _too_many_parts(max_parts: int) -> ValidationError:
 
 async def _urlencoded_fields(request: web.Request) -> dict[str, bytes | str]:
     """The text fields of a urlencoded body; past `http.max_form_parts` fields → 400 before
-    any is parsed (counting separators is cheap, parsing 16 MB of `a&` is not)."""
+    any is parsed (counting separators is cheap, parsing 16 MB of `a&` is not). `parse_qsl`
+    is pure Python (~0.6 s for a 10 MB `image_base64`), so it runs on a thread: unlike the
+    C JSON decoder it lets the loop run at every switch interval."""
     raw = await read_body(request)
     max_parts = request.app[keys.settings_key].http.max_form_parts
-    if raw.count(b"&") + raw.count(b";") >= max_parts:
+    if raw.count(b"&") >= max_parts:  # parse_qsl splits on `&` only (Python ≥ 3.10)
         raise _too_many_parts(max_parts)
     text = raw.decode("utf-8", "replace")
-    return {k: v for k, v in parse_qsl(text, keep_blank_values=True)}
+    pairs = await asyncio.to_thread(parse_qsl, text, keep_blank_values=True)
+    return {k: v for k, v in pairs}
 
 
 async def _multipart_fields(request: web.Request) -> dict[str, bytes | str]:
     """`file` as bytes, the text fields as str (a file's name is the default `name`).
 
     Parsing costs ~0.2 ms of event loop per part, so the part count is bounded
-    (`http.max_form_parts`): the refusal comes after at most that many parts are read."""
+    (`http.max_form_parts`): the refusal comes after at most that many parts are read. The
+    whole body, parts skipped unread included, is bounded by `max_request_mb` (413): aiohttp's
+    `client_max_size` does not apply to a streamed multipart body."""
     settings = request.app[keys.settings_key]
-    limit = int(settings.max_request_mb * 1024 * 1024)
+    limit = request.client_max_size
+    if (request.content_length or 0) > limit:
+        raise PayloadTooLarge()
     max_parts = settings.http.max_form_parts
     fields: dict[str, bytes | str] = {}
     reader = await request.multipart()
     timeout = settings.http.body_timeout_s
+
+    def check_total() -> None:
+        # Every byte the body has delivered so far, boundaries and skipped parts included.
+        if request.content.total_bytes > limit:
+            raise PayloadTooLarge()
+
     count = 0
     while (part := await _stalls_after(timeout, reader.next())) is not None:
+        check_total()
         count += 1
         if count > max_parts:
             raise _too_many_parts(max_parts)
         if not isinstance(part, aiohttp.BodyPartReader):
             raise ValidationError("body", "must not nest multipart bodies")
         if part.name == "file":
-            fields["file"] = await _read_part(part, MAX_UPLOAD_BYTES, timeout)
+            fields["file"] = await _read_part(part, MAX_UPLOAD_BYTES, timeout, check_total)
             if part.filename:
                 # Clients percent-encode what a quoted header value cannot hold (HTML spec).
                 stem = Path(unquote(part.filename)).stem[:MAX_NAME_CHARS]
                 fields.setdefault("name", stem)
         elif part.name in (*INPUTS[1:], "name"):
-            raw = await _read_part(part, limit, timeout)
+            raw = await _read_part(part, limit, timeout, check_total)
             fields[part.name] = raw.decode("utf-8", "replace")
-        else:
-            await _stalls_after(timeout, part.release())
+        else:  # read and dropped chunk by chunk: part.release() has no bound at all
+            while await _stalls_after(timeout, part.read_chunk(part.chunk_size)):
+                check_total()
+    check_total()
     return fields
 
 
@@ -397,12 +428,16 @@ async def _stalls_after(stall_s: float, step: Awaitable[_T]) -> _T:
         raise RequestTimeout() from exc
 
 
-async def _read_part(part: aiohttp.BodyPartReader, limit: int, stall_s: float) -> bytes:
-    """A multipart part's bytes, refusing (413) more than `limit`: aiohttp's body limit does
-    not apply to streamed multipart parts."""
+async def _read_part(
+    part: aiohttp.BodyPartReader, limit: int, stall_s: float, check_total: Callable[[], None]
+) -> bytes:
+    """A multipart part's bytes, refusing (413) more than `limit`, or once the whole body is
+    past its own bound (`check_total`): aiohttp's body limit does not apply to streamed
+    multipart parts."""
     data = bytearray()
     while chunk := await _stalls_after(stall_s, part.read_chunk(_CHUNK_BYTES)):
         data += chunk
         if len(data) > limit:
             raise _too_large() if part.name == "file" else PayloadTooLarge()
+        check_total()
     return bytes(data)

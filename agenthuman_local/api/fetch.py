@@ -12,6 +12,7 @@ from a filtered one or a slow one.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import socket
 from collections.abc import Callable
@@ -36,10 +37,21 @@ class PrivateAddress(Exception):
     """The URL names, or its host resolves only to, an address that is not public."""
 
 
+_NAT64_PREFIX = int(ipaddress.IPv6Address("64:ff9b::")) >> 32
+
+
 def is_public(address: str) -> bool:
+    """Whether `address` is a public unicast one; an IPv6 address that carries an IPv4 one
+    (mapped `::ffff:a.b.c.d`, compatible `::a.b.c.d`, 6to4 `2002:…`, NAT64 `64:ff9b::a.b.c.d`)
+    is judged by that IPv4 address, which is where a stack that routes it would connect."""
+    ip: ipaddress.IPv4Address | ipaddress.IPv6Address
     ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        embedded = ip.ipv4_mapped or ip.sixtofour
+        if embedded is None and int(ip) >> 32 in (0, _NAT64_PREFIX):
+            embedded = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+        if embedded is not None:
+            ip = embedded
     return ip.is_global and not ip.is_multicast
 
 
@@ -94,21 +106,29 @@ async def fetch_image(
     too_large: Callable[[], Exception],
     allow_private: bool = False,
 ) -> bytes:
-    """GET an http(s) image: bounded in time (`FETCH_TIMEOUT_S`) and size (`max_bytes`, else
-    `too_large()`), redirects followed here and checked, private addresses refused."""
-    timeout = aiohttp.ClientTimeout(total=FETCH_TIMEOUT_S)
-    connector_args: dict[str, Any] = {} if allow_private else {"resolver": PublicResolver()}
+    """GET an http(s) image: bounded in time (`FETCH_TIMEOUT_S`, one deadline for every hop
+    together) and size (`max_bytes`, else `too_large()`), redirects followed here and checked,
+    private addresses refused."""
+    # The connector does not own a resolver it is given: closed here (an aiodns one holds a
+    # channel).
+    resolver = None if allow_private else PublicResolver()
+    connector_args: dict[str, Any] = {} if resolver is None else {"resolver": resolver}
     try:
-        async with aiohttp.ClientSession(
-            timeout=timeout, connector=aiohttp.TCPConnector(**connector_args)
-        ) as http:
+        async with (
+            asyncio.timeout(FETCH_TIMEOUT_S),
+            aiohttp.ClientSession(connector=aiohttp.TCPConnector(**connector_args)) as http,
+        ):
             for _ in range(MAX_REDIRECTS + 1):
                 _check_url(url, field, allow_private)
                 async with http.get(url, allow_redirects=False) as response:
                     if response.status in (301, 302, 303, 307, 308):
                         location = response.headers.get("Location")
                         if not location:
-                            break
+                            raise ValidationError(
+                                field,
+                                f"could not be fetched: the server answered HTTP"
+                                f" {response.status} without a Location",
+                            )
                         url = urljoin(url, location)
                         continue
                     if response.status != 200:
@@ -131,3 +151,6 @@ async def fetch_image(
         raise _private_refusal(field) from exc
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:
         raise ValidationError(field, "is unreachable", suggestion=_UNREACHABLE_HINT) from exc
+    finally:
+        if resolver is not None:
+            await resolver.close()

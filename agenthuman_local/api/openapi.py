@@ -220,7 +220,11 @@ OPERATIONS: list[Operation] = [
         ),
         errors={
             **_BODY_LIMITS,
-            413: ("PAYLOAD_TOO_LARGE: the image is over 10 MB, or the body is", ref("Error")),
+            413: (
+                "PAYLOAD_TOO_LARGE: the image is over 10 MB, or the body (every part counted)"
+                " is over `max_request_mb`",
+                ref("Error"),
+            ),
         },
     ),
     Operation("GET", "/v1/avatars/{avatar_id}", "One avatar", _success({"avatar": ref("Avatar")})),

@@ -45,7 +45,7 @@ class JsonErrorRequestHandler(web.RequestHandler):
         if status >= 500 or request.writer.output_size > 0:
             return super().handle_error(request, status, exc, message)
         reason = (message or (str(exc) if exc else "") or "bad request")[:200]
-        log.warning("refused a request from %s before routing: %s", request.remote, reason)
+        log.warning("refused a request from %s before routing: %r", request.remote, reason)
         error: AppError
         if status == 413:
             error = PayloadTooLarge()

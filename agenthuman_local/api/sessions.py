@@ -43,15 +43,17 @@ _UNSUPPORTED_PLATFORMS = frozenset({"livekit", "proxy"})
 
 
 def _metadata_bytes(metadata: dict[str, Any]) -> int:
-    return len(json.dumps(metadata, separators=(",", ":"), ensure_ascii=False).encode())
+    """The size of `metadata` as it is stored and listed (compact, ASCII-escaped JSON)."""
+    return len(json.dumps(metadata, separators=(",", ":")))
 
 
 def _check_metadata_size(request: web.Request, metadata: dict[str, Any]) -> None:
     """`metadata` is stored and returned in every list page: at most `session.max_metadata_kb`
-    of compact JSON (413). A body no larger than the limit needs no measuring; a larger one has
-    at most `http.max_json_items` values, so encoding it is cheap."""
+    of compact JSON (413). Always measured, re-encoded: the body's size is no bound (`1e5`
+    comes back as `100000.0`, `é` as `\\u00e9`); encoding is cheap, as the body has at most
+    `http.max_json_items` values."""
     limit = int(request.app[keys.settings_key].session.max_metadata_kb * 1024)
-    if not metadata or (request.content_length is not None and request.content_length <= limit):
+    if not metadata:
         return
     size = _metadata_bytes(metadata)
     if size > limit:

@@ -51,7 +51,8 @@ async def _authorize(request: web.Request) -> str:
     session_id = request.match_info["session_id"]
     token = request.query.get("token", "")
     expected = await request.app[keys.viewer_tokens_key](session_id)
-    if not token or expected is None or not hmac.compare_digest(expected, token):
+    # As bytes: compare_digest refuses a str that is not ASCII (a TypeError, so a 500).
+    if not token or expected is None or not hmac.compare_digest(expected.encode(), token.encode()):
         raise SessionNotFound()
     return session_id
 

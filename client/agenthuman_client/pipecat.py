@@ -37,7 +37,8 @@ transport's params unless given), then:
   `TTSStoppedFrame`, after its last audio. An interrupt drops the held ones.
 - `EndFrame` lets queued speech finish (at most `end_timeout_s`), then ends the session;
   `CancelFrame` ends it at once. A dropped socket resumes within the server's grace. Errors
-  become `AgentHumanErrorFrame`s (an `ErrorFrame` with our error `code`).
+  become `AgentHumanErrorFrame`s (an `ErrorFrame` with our error `code`), except
+  `RATE_LIMITED`, a warning in the log: the server only reads the socket more slowly.
 """
 
 from __future__ import annotations
@@ -480,6 +481,10 @@ class AgentHumanVideoService(AIService):
                 self._dropping = False
                 if self._cut_pts == float("inf"):
                     self._cut_pts = None  # it had ended before the interrupt: nothing to cut
+            elif isinstance(item, ServerError) and item.code == "RATE_LIMITED":
+                # The server reads this socket more slowly and drops nothing (SPEC §8): a TTS
+                # faster than real time in 10 ms chunks gets here in normal use, no error.
+                logger.warning(f"{self}: the server is pacing this socket: {item.error}")
             elif isinstance(item, ServerError):
                 await self._error(item.code, f"AgentHuman: {item.error}")
             elif isinstance(item, SocketResumed):

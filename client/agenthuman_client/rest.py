@@ -18,6 +18,10 @@ from typing import Any
 import aiohttp
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8080/v1"
+# How long an idle pooled connection is reused. Below the server's `http.idle_timeout_s`
+# (15 s), which is also aiohttp's client default: at equal timeouts the server closes first
+# and a POST sent in that instant fails with ServerDisconnectedError and is not retried.
+KEEPALIVE_S = 10.0
 TRY_AGAIN = "try_again"
 RETRYABLE_CODES = frozenset({"NO_CAPACITY", "ENGINE_LOADING"})
 
@@ -126,7 +130,10 @@ class AgentHuman:
         self.api_key = api_key
         self.base_url = base_url.rstrip("/")
         self._own_http = http is None
-        self.http = http or aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s))
+        self.http = http or aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(keepalive_timeout=KEEPALIVE_S),
+            timeout=aiohttp.ClientTimeout(total=timeout_s),
+        )
 
     async def __aenter__(self) -> AgentHuman:
         return self

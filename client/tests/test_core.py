@@ -29,6 +29,7 @@ from agenthuman_client import (
     SpeakEnded,
     SpeakStarted,
     VideoFrame,
+    rest,
 )
 
 W, H, FPS = 256, 192, 25
@@ -51,6 +52,15 @@ async def open_socket(api: AgentHuman, **kwargs: object) -> tuple[str, SessionSo
     init.update(kwargs)  # type: ignore[arg-type]
     sock = await SessionSocket.connect(session, **init)  # type: ignore[arg-type]
     return session.session_id, sock
+
+
+async def test_pooled_connections_are_let_go_before_the_server_closes_them() -> None:
+    """The server closes a connection idle for `http.idle_timeout_s` (15 s by default); the
+    client must stop reusing it earlier, or a request sent as the server closes is lost."""
+    async with AgentHuman("ah_live_" + "x" * 32, "http://127.0.0.1:9/v1") as api:
+        connector = api.http.connector
+        assert isinstance(connector, aiohttp.TCPConnector)
+        assert connector._keepalive_timeout == rest.KEEPALIVE_S < 15
 
 
 async def test_rest_lifecycle_and_errors(api: AgentHuman, server: RunningServer) -> None:

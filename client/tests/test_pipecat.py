@@ -12,6 +12,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,7 +20,7 @@ import pytest
 
 pytest.importorskip("pipecat")
 
-from conftest import RunningServer, speech  # noqa: E402
+from conftest import RunningServer, speech, start_server, stop_server  # noqa: E402
 from pipecat.frames.frames import (  # noqa: E402
     BotStartedSpeakingFrame,
     BotStoppedSpeakingFrame,
@@ -43,7 +44,7 @@ from pipecat.transports.base_output import BaseOutputTransport  # noqa: E402
 from pipecat.transports.base_transport import TransportParams  # noqa: E402
 from pipecat.workers.runner import WorkerRunner  # noqa: E402
 
-from agenthuman_client import AgentHuman, SpeakEnded, SpeakStarted  # noqa: E402
+from agenthuman_client import AgentHuman, ServerError, SpeakEnded, SpeakStarted  # noqa: E402
 from agenthuman_client.pipecat import PTS_KEY, AgentHumanErrorFrame, AgentHumanVideoService  # noqa: E402
 
 W, H, FPS, RATE = 256, 192, 25, 16000
@@ -461,6 +462,30 @@ async def test_errors_become_error_frames_with_our_code(server: RunningServer, c
     errors = [f for _, f in run.up.of(ErrorFrame)]
     assert errors and isinstance(errors[0], AgentHumanErrorFrame)
     assert errors[0].code == expected
+
+
+async def test_rate_limited_is_a_warning_not_an_error_frame(tmp_path: Path) -> None:
+    """10 ms TTS chunks past the server's message budget: paced, all played, no ErrorFrame."""
+    server = start_server(tmp_path / "data", tmp_path / "server.log", "ws.max_messages_per_s=20")
+
+    async def script(run: Run) -> None:
+        await wait_idle_frames(run, 5)
+        await run.say(speech(1.0), chunk_ms=10)
+        sock = run.service.socket
+        assert sock is not None
+        await sock.wait_for(SpeakEnded, timeout_s=30)
+        await run.send(EndFrame())
+
+    try:
+        run = await run_pipeline(server, script, limit_s=60)
+    finally:
+        stop_server(server)
+    sock = run.service.socket
+    assert sock is not None
+    assert [e.code for e in sock.events if isinstance(e, ServerError)][:1] == ["RATE_LIMITED"]
+    ended = next(e for e in sock.events if isinstance(e, SpeakEnded))
+    assert not ended.interrupted and abs(ended.played_ms - 1000) <= FRAME_MS
+    assert not run.up.frames, run.up.frames
 
 
 async def test_media_is_held_until_the_output_transport_is_ready(server: RunningServer) -> None:

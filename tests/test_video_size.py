@@ -3,6 +3,8 @@ reported by GET, and counted in cost units (1 unit = 1280×720@25) against the d
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from agenthuman_local import keys, protocol
@@ -72,6 +74,25 @@ async def test_a_size_over_the_bounds_is_refused_with_an_error_and_4002(live) ->
     conn = await live.connect(sid, token, video_width=960, video_height=720)
     assert conn.established["video"] == {"width": 960, "height": 720, "fps": 25}
     await live.api.json("PUT", f"/v1/sessions/{sid}/end")
+
+
+async def test_a_refused_init_arms_the_connect_timeout_again(make_client) -> None:
+    """A client whose first session.init is refused and that never retries must not hold its
+    seat until the session expires: the connect timeout runs again from the refusal."""
+    live = await Live.make(make_client, ws__connect_timeout_s=0.2)
+    sid, token = await live.started_session()
+    conn = await live.connect(sid, token, video_width=1920, video_height=1920, fps=60)
+    assert conn.established["code"] == protocol.E_INVALID_VIDEO_SIZE
+    assert await conn.closed() == protocol.CLOSE_PROTOCOL
+    await live.clock.settled(1)
+    live.clock.advance(0.2)
+    for _ in range(100):
+        session = (await live.api.json("GET", f"/v1/sessions/{sid}"))["session"]
+        if session["status"] == "ended":
+            break
+        await asyncio.sleep(0.05)
+    assert (session["status"], session["end_reason"]) == ("ended", "websocket_timeout")
+    assert live.api.app[keys.devices_key].concurrency()["current"] == 0
 
 
 async def test_a_size_its_device_has_no_room_for_is_no_capacity_and_4005(live) -> None:

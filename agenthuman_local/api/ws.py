@@ -255,6 +255,7 @@ async def session_ws(request: web.Request) -> web.WebSocketResponse:
             await _reject(ws, protocol.CLOSE_ENDED, protocol.E_SESSION_ENDED, "Session has ended")
             return ws
         except MediaRefused as exc:  # too big, or no room for it: the session keeps its seat
+            manager.mark_refused(init.session_id)  # until the connect timeout, from now
             await _reject(ws, exc.close_code, exc.code, exc.message)
             return ws
         except Exception:

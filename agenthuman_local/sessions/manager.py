@@ -20,6 +20,8 @@ How live-session code plugs in (no aiohttp here; the app wires it):
   reason)` instead: `end` awaits its `aclose`, which would wait on the caller itself.
 - `manager.mark_connected(session_id)` — the WebSocket handler calls it on a valid
   `session.init`; it disarms the `ws.connect_timeout_s` timer (else: `websocket_timeout`).
+  `manager.mark_refused(session_id)` arms it again when that init is then refused (size or
+  capacity): the session keeps its seat for a retry, not for ever.
 - The timers (connect, `session.max_duration_s` → `expired`) sleep on `clock`, the same
   injectable clock the sessions' pacers use (the wall clock unless a test gives its own).
 - `manager.lookup(session_id)` finds a session without an account (the WebSocket authenticates
@@ -291,6 +293,16 @@ class SessionManager(Generic[H]):
         task = self._timers.get(session_id, {}).pop("connect", None)
         if task is not None:
             task.cancel()
+
+    def mark_refused(self, session_id: str) -> None:
+        """The first session.init was refused (size, capacity) and its socket closed: the
+        session keeps its seat for a retry, so the connect timeout runs again from now (else a
+        client that never retries would hold the seat until the session expires)."""
+        timers = self._timers.get(session_id)
+        if timers is not None and "connect" not in timers:
+            timers["connect"] = self._timer(
+                session_id, self._settings.ws.connect_timeout_s, "connect"
+            )
 
     async def recover(self) -> list[str]:
         """At start-up: sessions a dead process left `started` end with `server_restart`."""

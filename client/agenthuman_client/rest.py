@@ -116,6 +116,17 @@ def _retry_after(response: aiohttp.ClientResponse) -> float | None:
         return None
 
 
+def _retry_wait(exc: ApiError, deadline: float, default_wait_s: float) -> float:
+    """How long to wait before asking again after `exc` (its Retry-After, else the default);
+    re-raises `exc` when it is not worth retrying or the wait would pass `deadline`."""
+    if exc.code not in RETRYABLE_CODES:
+        raise exc
+    wait_s = exc.retry_after_s if exc.retry_after_s is not None else default_wait_s
+    if time.monotonic() + wait_s > deadline:
+        raise exc
+    return wait_s
+
+
 class AgentHuman:
     """The REST API at `base_url` (ending in `/v1`) with `api_key`."""
 
@@ -201,11 +212,7 @@ class AgentHuman:
             try:
                 started = await self.request("PUT", f"/sessions/{session_id}/start")
             except ApiError as exc:
-                if exc.code not in RETRYABLE_CODES:
-                    raise
-                wait_s = exc.retry_after_s if exc.retry_after_s is not None else default_wait_s
-                if time.monotonic() + wait_s > deadline:
-                    raise
+                wait_s = _retry_wait(exc, deadline, default_wait_s)
             else:
                 if started.get("ws_uri") != TRY_AGAIN:
                     return StartResult(started["ws_uri"], started.get("expiration"))
@@ -269,12 +276,7 @@ class AgentHuman:
                 created = await self.request("POST", "/sessions", json=body)
                 break
             except ApiError as exc:
-                if exc.code not in RETRYABLE_CODES:
-                    raise
-                wait_s = exc.retry_after_s if exc.retry_after_s is not None else default_wait_s
-                if time.monotonic() + wait_s > deadline:
-                    raise
-                await asyncio.sleep(wait_s)
+                await asyncio.sleep(_retry_wait(exc, deadline, default_wait_s))
         obj = created["session"]
         return Session.from_json(obj, access_token=obj.get("session_token"), era="C")
 

@@ -135,7 +135,10 @@ class Cavity:
         self.rows, self.cols = slice(y0, y1), slice(x0, x1)
         self._split = split
         self._drop = drop
-        self._hw = hw
+        # Each side's half width, to its own inner lip corner (a turned mouth is longer on one
+        # side): the place along the mouth is measured per side, as the jaw's drop is.
+        corners = geo.local(geo.vertices[[geo.inner_upper[0], geo.inner_upper[-1]]])[0]
+        self._reach = (max(1.0, -float(corners.min())), max(1.0, float(corners.max())))
         self._mx, self._my = mx, my
         self._ex = (float(geo.ex[0]), float(geo.ex[1]))  # along the mouth, corner to corner
         lm = geo.vertices
@@ -178,7 +181,7 @@ class Cavity:
                 (1.0 - (u / 0.78) ** 2).clamp(min=0.0),  # the tongue's mound
                 (1.0 - 0.5 * u * u).clamp(min=0.0)  # the tongue's sides and groove
                 * (1.0 - 0.12 * torch.exp(-((u / 0.06) ** 2))),
-                u.abs() - 1.12,  # past the corners
+                u.abs() - 1.0,  # past the corners
             ]
         )
         t = torch.linspace(0.0, 1.0, _T_STEPS, device=device)
@@ -225,7 +228,8 @@ class Cavity:
         t = (from_top / gap).clamp(0.0, 1.0)  # 0 at the upper lip, 1 at the lower
         # Along the mouth in the face's own axes, so a tilted mouth closes into its corners.
         along = (qx - self._mx) * self._ex[0] + (qy - self._my) * self._ex[1]
-        at = (along * (_U_STEPS - 1) / (2 * _U_MAX * self._hw) + (_U_STEPS - 1) / 2).round_()
+        along = along / torch.where(along < 0, self._reach[0], self._reach[1])
+        at = (along * ((_U_STEPS - 1) / (2 * _U_MAX)) + (_U_STEPS - 1) / 2).round_()
         at = at.clamp_(0, _U_STEPS - 1).long()
         (
             up_height,
@@ -245,9 +249,9 @@ class Cavity:
             :, (t * (_T_STEPS - 1)).round().long()
         ]
         openness = (gap / self._drop).clamp(0.0, 1.0)
-        # The opening closes into the lips' corners, never past them into the cheek, as a
-        # rounded point (a straight cut across a turned face's corner reads as an edge); a
-        # thin sliver along the split stops short of the corners.
+        # The opening closes into the lips' inner corners, never past them towards the outer
+        # ones or into the cheek, as a rounded point (a straight cut across a turned face's
+        # corner reads as an edge); a thin sliver along the split stops at the inner corners.
         tall = (openness * (0.08 / 0.3)).clamp_(max=0.08)
         alpha = alpha * ((tall - rounding - past) * 10.0).clamp_(0.0, 1.0)
 

@@ -31,6 +31,8 @@ from agenthuman_local.engine.rig import CHIN, FACE_OVAL, MeshRig
 JAW_DROP_FH = 0.13
 # Lateral narrowing of the opening at ROUND = 1 (fraction of the half width).
 ROUND_NARROWING = 0.3
+# The opening's ends: the drop across the mouth goes as (1 − u²)^this near each inner corner.
+_CORNER_ROUNDING = 1.0
 BROWS = (
     (70, 63, 105, 66, 107, 55, 65, 52, 53, 46),
     (300, 293, 334, 296, 336, 285, 295, 282, 283, 276),
@@ -194,10 +196,11 @@ def _teeth_edges(photo: np.ndarray, upper: np.ndarray, lower: np.ndarray) -> np.
     return frac
 
 
-def _profile(u: np.ndarray, narrowing: float) -> np.ndarray:
-    """How far the lower lip drops across the mouth: a lens closing into the corners."""
+def _profile(u: np.ndarray, narrowing: float, power: float = 0.9) -> np.ndarray:
+    """How far the lower lip drops across the mouth: a lens closing into the corners (u = ±1),
+    its ends the rounder the smaller `power`."""
     u = u / (1.0 - narrowing)
-    return np.clip(1.0 - u * u, 0.0, None) ** 0.9
+    return np.clip(1.0 - u * u, 0.0, None) ** power
 
 
 def vertex_moves(geo: MeshGeometry) -> tuple[np.ndarray, np.ndarray]:
@@ -224,24 +227,33 @@ def vertex_moves(geo: MeshGeometry) -> tuple[np.ndarray, np.ndarray]:
     )
     is_lower[468:] = False  # the crop's border never moves
     lateral = 1.0 - smoothstep(0.1 * fh, 0.7 * fh, np.abs(a))  # the mandible hinges
-    soft = smoothstep(0.0, 2.0 * JAW_DROP_FH * fh, np.clip(below, 0.0, None))
+    # The skin under the lower lip drops the more the farther below the lip it is (the jaw
+    # moves as a whole); the lip itself, inner and outer edge alike, only by the profile across
+    # the mouth, so its corners stay closed.
+    lip_a, lip_b = geo.local(v[list(geo.outer_lower)])
+    lip_order = np.argsort(lip_a)
+    under_lip = b - np.interp(a, lip_a[lip_order], lip_b[lip_order])
+    soft = smoothstep(0.0, 2.0 * JAW_DROP_FH * fh, np.clip(under_lip, 0.0, None))
     ey, ex = geo.ey, geo.ex
     corner_ids = [geo.inner_upper[0], geo.inner_upper[-1], geo.outer_upper[0], geo.outer_upper[-1]]
 
     # Across the mouth the lower lip drops as a whole: inner and outer lip points at the same
-    # place along the mouth move alike (else the lip folds), the drop closing into the outer
-    # corners.
-    hw_outer = max(hw, float(np.abs(geo.local(geo.vertices[list(corner_ids[2:])])[0]).max()))
-    u_out = a / hw_outer
-    toward = np.clip(u_out, -1.0, 1.0) * np.exp(-((b / (0.1 * fh)) ** 2))
+    # place along the mouth move alike (else the lip folds). The drop closes into each side's
+    # inner lip corner, measured on that side (a turned or tilted mouth is longer on one side),
+    # as a rounded end: the lips' corners stay closed, so the opening never runs out past them
+    # as a thin dark horn, nor stops at a straight edge where it is still open.
+    side = geo.local(v[[geo.inner_upper[0], geo.inner_upper[-1]]])[0]
+    reach = np.where(a < 0, max(1.0, -float(side.min())), max(1.0, float(side.max())))
+    u_in = a / reach
+    toward = np.clip(u_in, -1.0, 1.0) * np.exp(-((b / (0.1 * fh)) ** 2))
 
     def jaw(narrowing: float) -> np.ndarray:
-        prof = _profile(u_out, narrowing)
+        prof = _profile(u_in, narrowing, _CORNER_ROUNDING)
         f = np.where(is_lower, lateral * (prof + (1.0 - prof) * soft), 0.0)
         d = (JAW_DROP_FH * fh * f)[:, None] * ey
         # The corners come down a little and the mouth narrows as the jaw opens.
         for i in corner_ids:
-            d[i] = JAW_DROP_FH * fh * (0.3 * _profile(u_out[i : i + 1], narrowing)[0] + 0.04) * ey
+            d[i] = JAW_DROP_FH * fh * 0.04 * ey
         d -= (0.1 * hw * toward)[:, None] * ex
         return d
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 from scipy.ndimage import maximum_filter1d, minimum_filter1d, uniform_filter1d
 
 from agenthuman_local.engine.photo_warp import MeshGeometry
@@ -44,6 +45,9 @@ _LIFT, _LIFT_MAX = 0.3, 25.0
 _MATCH_MAX = 40.0  # the stretched skin brought to the visible lid's tone by at most this (luma)
 _LASH_PX = 0.9  # its half-width, pixels
 _LASH_MAX = 0.45  # the thickest lash line over the eye that rides down whole, in openings
+# The stretched lid skin is drawn from a copy blurred along the eye by this share of the eye's
+# length (a Gaussian's sigma), mixed in by this many times how much it is stretched (1 − 1/×).
+_SMOOTH, _SMOOTH_MIX = 0.06, 1.0
 
 
 def _local(
@@ -73,6 +77,9 @@ class _Eye:
     lash: float  # the lash line's width over the eye, pixels
     lift: torch.Tensor  # [1, 3, h, w] the colour added to the closed lid (`_lid_lift`)
     own: torch.Tensor  # [1, 3, h, w] the photo's pixels, for the lid's anti-aliased edge
+    smooth: torch.Tensor  # [1, 3, h, w] the photo's pixels blurred along the eye
+    grid: torch.Tensor  # [1, h, w, 2] the patch's pixel centres in grid_sample's units
+    to_grid: torch.Tensor  # [2] pixels → grid_sample's units over the patch
     nrm: torch.Tensor  # [2] the across-the-eye unit vector (x, y)
 
 
@@ -285,6 +292,30 @@ def _lid_lift(
     return np.where((h > 0)[..., None], out, 0.0).astype(np.float32)
 
 
+def _along_blur(rgb: np.ndarray, ax: np.ndarray, sigma: float) -> np.ndarray:
+    """`rgb` [h, w, 3] blurred along the unit vector `ax` only (a Gaussian of `sigma` px)."""
+    r = int(np.ceil(2.5 * sigma))
+    kernel = np.zeros((2 * r + 1, 2 * r + 1), np.float32)
+    for o in np.linspace(-r, r, 8 * r + 1):
+        x, y = r + o * float(ax[0]), r + o * float(ax[1])
+        i, j = int(np.floor(x)), int(np.floor(y))
+        fx, fy = x - i, y - j
+        w = float(np.exp(-0.5 * (o / sigma) ** 2))
+        for dj, wy in ((0, 1 - fy), (1, fy)):
+            for di, wx in ((0, 1 - fx), (1, fx)):
+                if 0 <= j + dj <= 2 * r and 0 <= i + di <= 2 * r:
+                    kernel[j + dj, i + di] += w * wx * wy
+    kernel /= kernel.sum()
+    return cv2.filter2D(rgb.astype(np.float32), -1, kernel, borderType=cv2.BORDER_REPLICATE)
+
+
+def _patch_grid(h: int, w: int, device: str) -> torch.Tensor:
+    ys = (torch.arange(h, dtype=torch.float32) * 2 + 1) / h - 1
+    xs = (torch.arange(w, dtype=torch.float32) * 2 + 1) / w - 1
+    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack([gx, gy], dim=-1).unsqueeze(0).to(device)
+
+
 class LidWarp:
     """Per eye, in the eye's own axes (along its corner-to-corner line `s`, across it `t`,
     pointing down the face), so a tilted or turned eye closes along its own contour."""
@@ -357,6 +388,11 @@ class LidWarp:
                     lash=lash,
                     lift=rgb(lift),
                     own=rgb(photo[rows, cols]),
+                    smooth=rgb(_along_blur(photo[rows, cols], ax, max(1.0, _SMOOTH * length))),
+                    grid=_patch_grid(y1 - y0, x1 - x0, device),
+                    to_grid=torch.tensor(
+                        [2.0 / (x1 - x0), 2.0 / (y1 - y0)], dtype=torch.float32, device=device
+                    ),
                     nrm=torch.tensor(nrm, dtype=torch.float32, device=device),
                 )
             )
@@ -398,5 +434,23 @@ class LidWarp:
             mul = cover * (1.0 - line * (2 * b).clamp(max=1.0))
             c = cover.unsqueeze(1)
             add = eye.own + c * (eye.lift * (ramp * b).unsqueeze(1) - eye.own)
-            out.append((d.unsqueeze(-1) * eye.nrm, mul.unsqueeze(1), add))
+            move = d.unsqueeze(-1) * eye.nrm
+            # The stretched skin is magnified across the eye only, so its pores and wrinkles
+            # would become streaks: it is drawn from the photo blurred along the eye, the more
+            # the more it is stretched (the same samples, from the blurred copy).
+            stretch = (
+                torch.where(under_edge < -eye.lash, 1.0 - eye.skin / fold.clamp(min=0.5), 0.0) * lid
+            )
+            if bool((stretch > 0).any()):
+                smooth = F.grid_sample(
+                    eye.smooth.expand(len(b), -1, -1, -1),
+                    eye.grid - move * eye.to_grid,
+                    mode="bilinear",
+                    padding_mode="border",
+                    align_corners=False,
+                )
+                k = (stretch * _SMOOTH_MIX).clamp_(max=1.0)
+                add = add + (mul * k).unsqueeze(1) * smooth
+                mul = mul * (1.0 - k)
+            out.append((move, mul.unsqueeze(1), add))
         return out

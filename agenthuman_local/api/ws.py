@@ -12,6 +12,12 @@ queue is full) — nothing is dropped, `played_ms`/`dropped_ms` stay exact — a
 one `error RATE_LIMITED` per second of throttling. A storm on one socket then costs the event
 loop no more than a busy, well-behaved client, and its neighbours stay on time.
 
+A socket that has not sent `session.init` yet belongs to no session, so ending the sessions
+at shutdown does not reach it: `setup` adds an `on_shutdown` hook (aiohttp runs it before it
+waits for open handlers) that makes every such socket close at once with 1001 "server shutting
+down", so it never holds the exit. While it waits, its request carries
+`server.WAITING_FOR_INIT`: the connection cap may close it to make room (`api.server`).
+
 The render workers and the runner factory the session manager uses are `app.live_ctx`'s.
 """
 
@@ -25,10 +31,11 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp import WSCloseCode, WSMessage, WSMsgType, web
 
 from agenthuman_local import ids, keys, protocol
 from agenthuman_local.api.auth import public
+from agenthuman_local.api.server import WAITING_FOR_INIT
 from agenthuman_local.jsonsafe import JsonLimits
 from agenthuman_local.sessions.live import LiveSession, MediaRefused, SessionClosed
 from agenthuman_local.sessions.state import EndReason, SessionState
@@ -40,8 +47,39 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-# Optional overrides, read when a session starts (tests set them from a cleanup context).
-# Outputs (recorder, viewer, Daily) attach to a session's runner through these.
+CLOSE_GOING_AWAY_REASON = "server shutting down"
+GOING_AWAY_CLOSE_WAIT_S = 1.0  # for the client's answer to that close frame
+
+
+class ShutdownSignal:
+    """Set once by `on_shutdown`; sockets still waiting for `session.init` wait on it too."""
+
+    def __init__(self) -> None:
+        self._future: asyncio.Future[None] | None = None
+
+    @property
+    def future(self) -> asyncio.Future[None]:
+        if self._future is None:  # made on the loop, at first use
+            self._future = asyncio.get_running_loop().create_future()
+        return self._future
+
+    def set(self) -> None:
+        if not self.future.done():
+            self.future.set_result(None)
+
+
+shutdown_signal_key = web.AppKey("ws_shutdown_signal", ShutdownSignal)
+
+
+def setup(app: web.Application) -> None:
+    """The shutdown hook for sockets that never sent `session.init` (module docstring)."""
+    signal = ShutdownSignal()
+    app[shutdown_signal_key] = signal
+
+    async def close_waiting_sockets(_: web.Application) -> None:
+        signal.set()
+
+    app.on_shutdown.append(close_waiting_sockets)
 
 
 class WsLink:
@@ -225,11 +263,20 @@ async def session_ws(request: web.Request) -> web.WebSocketResponse:
     ws = web.WebSocketResponse(max_msg_size=int(settings.ws.max_message_mb * 2**20), compress=False)
     await ws.prepare(request)
     try:
-        first = await ws.receive(timeout=settings.ws.connect_timeout_s)
+        first = await _first_message(request, ws, settings.ws.connect_timeout_s)
     except TimeoutError:
         await _reject(
             ws, protocol.CLOSE_PROTOCOL, protocol.E_PROTOCOL, protocol.FIRST_MESSAGE_MUST_BE_INIT
         )
+        return ws
+    if first is None:  # the server is shutting down
+        # The close frame goes at once; a client that is not reading never answers it, so the
+        # wait for its answer is bounded (aiohttp's own is 10 s), then the connection drops.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(
+                ws.close(code=WSCloseCode.GOING_AWAY, message=CLOSE_GOING_AWAY_REASON.encode()),
+                GOING_AWAY_CLOSE_WAIT_S,
+            )
         return ws
     if first.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
         return ws
@@ -291,6 +338,34 @@ async def session_ws(request: web.Request) -> web.WebSocketResponse:
     return ws
 
 
+async def _first_message(
+    request: web.Request, ws: web.WebSocketResponse, timeout_s: float
+) -> WSMessage | None:
+    """The first message (TimeoutError past `timeout_s`), or None once the server shuts down.
+
+    Meanwhile the request is marked WAITING_FOR_INIT, so the connection cap may evict it."""
+    signal = request.app.get(shutdown_signal_key)
+    stopping = signal.future if signal is not None else None
+    if stopping is not None and stopping.done():
+        return None
+    request[WAITING_FOR_INIT] = True
+    try:
+        if stopping is None:
+            return await ws.receive(timeout=timeout_s)
+        receive: asyncio.Future[Any] = asyncio.ensure_future(ws.receive(timeout=timeout_s))
+        waiting: set[asyncio.Future[Any]] = {receive, stopping}
+        await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        if receive.done():
+            first: WSMessage = receive.result()
+            return first
+        receive.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await receive
+        return None
+    finally:
+        request[WAITING_FOR_INIT] = False
+
+
 async def _read(
     ws: web.WebSocketResponse,
     runner: SessionRunner,
@@ -322,10 +397,11 @@ async def _read(
         msg = receive.result()
         try:
             if msg.type is WSMsgType.TEXT:
-                _dispatch(runner, protocol.parse_text(msg.data, limits=limits))
+                cmd = protocol.parse_text(msg.data, limits=limits)
             elif msg.type is WSMsgType.BINARY:
-                _dispatch(runner, protocol.parse_binary(msg.data, sample_rate_hz))
+                cmd = protocol.parse_binary(msg.data, sample_rate_hz)
             else:
                 return
+            _dispatch(runner, cmd)
         except protocol.ProtocolError as exc:
             runner.emit_error(exc.code, exc.message)

@@ -12,6 +12,15 @@ queue is full) — nothing is dropped, `played_ms`/`dropped_ms` stay exact — a
 one `error RATE_LIMITED` per second of throttling. A storm on one socket then costs the event
 loop no more than a busy, well-behaved client, and its neighbours stay on time.
 
+Repeated control messages reach the session at most once a frame (`ControlCoalescer`): an
+`agent.interrupt`, `session.keep_alive` or listening cue that repeats the command just before
+it (nothing else between) within one frame of the one the session had is answered here, with
+the reply the session would have given — `agent.interrupt.confirmed` with nothing to drop
+(`utterance_id` null, 0 ms: the interrupt before already dropped everything and no speech came
+since), `session.keep_alive.ack`, nothing for a cue — in the same order on the same queue, so
+every message is still answered, but a storm of them costs no rendering (an interrupt re-renders
+the next frame), no timeline line and no listener call each.
+
 A socket that has not sent `session.init` yet belongs to no session, so ending the sessions
 at shutdown does not reach it: `setup` adds an `on_shutdown` hook (aiohttp runs it before it
 waits for open handlers) that makes every such socket close at once with 1001 "server shutting
@@ -203,6 +212,49 @@ class MessageBudget:
         return True
 
 
+class ControlCoalescer:
+    """Which control messages repeat the one before within a frame (module docstring)."""
+
+    def __init__(self, frame_s: float, now: Callable[[], float]) -> None:
+        self.frame_s = frame_s
+        self._now = now
+        self._last: protocol.Command | None = None
+        self._last_at = 0.0
+
+    def absorb(self, cmd: protocol.Command) -> bool:
+        """True: `cmd` is the session's last command again, less than a frame after the
+        session had it — answer it without the session. False: dispatch it (and remember)."""
+        if not isinstance(cmd, protocol.Interrupt | protocol.KeepAlive | protocol.Listening):
+            self._last = None  # speech (or anything else) between: the next one counts again
+            return False
+        now = self._now()
+        if cmd == self._last and now - self._last_at < self.frame_s:
+            return True
+        self._last, self._last_at = cmd, now
+        return False
+
+
+def _nothing_to_interrupt() -> dict[str, Any]:
+    """What the session answers an interrupt with when nothing is queued or playing."""
+    event = protocol.interrupt_confirmed(None, 0, 0)
+    event["dropped_samples"] = 0  # as speech.interrupt adds
+    return event
+
+
+def _answer_repeat(runner: SessionRunner, link: WsLink, cmd: protocol.Command) -> None:
+    """The reply the session would give a repeat, on the socket's queue (the session's own
+    events go there too, so the order holds); through the session if the queue is full."""
+    match cmd:
+        case protocol.Interrupt():
+            if not link.send_event(_nothing_to_interrupt()):
+                runner.interrupt()
+        case protocol.KeepAlive():
+            if not link.send_event(protocol.keep_alive_ack()):
+                runner.keep_alive()
+        case _:  # a listening cue the session already has: nothing to answer
+            pass
+
+
 async def _reject(ws: web.WebSocketResponse, close_code: int, code: str, message: str) -> None:
     await ws.send_json(protocol.error_event(code, message))
     await ws.close(code=close_code, message=message.encode()[:120])
@@ -328,7 +380,8 @@ async def session_ws(request: web.Request) -> web.WebSocketResponse:
             runner.add_sink(sink)
         rate = settings.ws.max_messages_per_s
         budget = MessageBudget(rate, asyncio.get_running_loop().time) if rate else None
-        await _read(ws, runner, init.sample_rate_hz, link, limits, budget)
+        coalescer = ControlCoalescer(1.0 / runner.options.fps, asyncio.get_running_loop().time)
+        await _read(ws, runner, init.sample_rate_hz, link, limits, budget, coalescer)
     finally:
         if sink is not None:
             runner.remove_sink(sink)
@@ -373,6 +426,7 @@ async def _read(
     link: WsLink,
     limits: JsonLimits,
     budget: MessageBudget | None,
+    coalescer: ControlCoalescer,
 ) -> None:
     """Until the client goes or someone asks `link` to close the socket."""
     while True:
@@ -402,6 +456,9 @@ async def _read(
                 cmd = protocol.parse_binary(msg.data, sample_rate_hz)
             else:
                 return
-            _dispatch(runner, cmd)
+            if coalescer.absorb(cmd):
+                _answer_repeat(runner, link, cmd)
+            else:
+                _dispatch(runner, cmd)
         except protocol.ProtocolError as exc:
             runner.emit_error(exc.code, exc.message)

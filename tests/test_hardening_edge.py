@@ -161,7 +161,7 @@ async def test_a_kept_alive_connection_outlives_the_header_timeout(make_edge: Ma
         assert await _closed_by_server(half[0], 3)
         started[1].write(b"GET /healthz HTTP/1.1\r\n")  # the next request starts, never ends
         assert await _closed_by_server(started[0], 3)
-        assert not kept[0].at_eof()  # 1 s past the header timeout, still open and usable
+        assert not kept[0].at_eof()  # twice the header timeout later: still open, and usable
         kept[1].write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         assert (await _response(kept[0]))[0] == 200
     finally:
@@ -262,3 +262,60 @@ async def test_sigterm_with_a_socket_that_never_sent_init_exits_at_once() -> Non
         assert (message.data, message.extra) == (1001, "server shutting down")
     finally:
         server.cleanup()
+
+
+async def test_sigterm_with_a_live_client_that_does_not_read_exits_promptly() -> None:
+    """Its session ends `server_shutdown` and the 4009 close frame goes at once, but the client
+    never answers it: aiohttp's close waited 10 s for that answer (so the handler outlived
+    SHUTDOWN_GRACE_S and was cancelled); the session socket waits CLOSE_ANSWER_WAIT_S."""
+    server = Server({"devices.use_cuda": "false", "log_level": "info"})
+    try:
+        await server.start()
+        client = Client(server)
+        try:
+            session, _ = await client.create_start()
+            ws = await client.http.ws_connect(session["ws_uri"], max_msg_size=0)
+            config = {"session_id": session["session_id"], "access_token": session["access_token"]}
+            await ws.send_json(
+                {
+                    "type": "session.init",
+                    "config": {**config, "video_width": 128, "video_height": 128},
+                }
+            )
+            assert (await ws.receive_json(timeout=30))["type"] == "connection.established"
+            assert server.proc is not None
+            server.proc.send_signal(signal.SIGTERM)  # and the client reads nothing meanwhile
+            returncode, elapsed = await _wait_exit(server, 30)
+            events = []
+            while (msg := await ws.receive(timeout=5)).type is aiohttp.WSMsgType.TEXT:
+                events.append(json.loads(msg.data))
+            await ws.close()
+        finally:
+            await client.aclose()
+        assert returncode == 0, server.log_tail()
+        assert elapsed < SHUTDOWN_GRACE_S, f"{elapsed:.1f} s to exit: {server.log_tail()}"
+        assert events[-1] == {
+            "type": "session.state",
+            "state": "ended",
+            "reason": "server_shutdown",
+        }
+        assert (msg.type, msg.data) == (aiohttp.WSMsgType.CLOSE, 4009)
+    finally:
+        server.cleanup()
+
+
+async def test_a_socket_waiting_for_init_is_idle_to_the_cap(make_edge: MakeEdge) -> None:
+    """It belongs to no session yet, so it may be closed to make room like an idle one."""
+    api = await make_edge(http__max_connections=4, http__idle_timeout_s=60)
+    assert (await api.get("/healthz")).status == 200
+    waiting = await api.client.ws_connect("/v1/ws")
+    server = api.client.server
+    idle = [await asyncio.open_connection(server.host, server.port) for _ in range(4)]
+    try:
+        msg = await waiting.receive(timeout=5)
+        assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+        assert not await _closed_by_server(idle[-1][0], 0.2)
+    finally:
+        for _, writer in idle:
+            writer.close()
+        await waiting.close()

@@ -57,7 +57,10 @@ log = logging.getLogger(__name__)
 
 
 CLOSE_GOING_AWAY_REASON = "server shutting down"
-GOING_AWAY_CLOSE_WAIT_S = 1.0  # for the client's answer to that close frame
+# How long a close waits for the client's answering close frame (aiohttp's default: 10 s). The
+# close frame itself goes at once; a client that is not reading never answers, and must not
+# hold a shutdown (or its handler) longer than this.
+CLOSE_ANSWER_WAIT_S = 1.0
 
 
 class ShutdownSignal:
@@ -312,7 +315,11 @@ def _dispatch(runner: SessionRunner, cmd: protocol.Command) -> None:
 async def session_ws(request: web.Request) -> web.WebSocketResponse:
     settings = request.app[keys.settings_key]
     # No permessage-deflate: the output is JPEG/PCM media, which does not compress.
-    ws = web.WebSocketResponse(max_msg_size=int(settings.ws.max_message_mb * 2**20), compress=False)
+    ws = web.WebSocketResponse(
+        max_msg_size=int(settings.ws.max_message_mb * 2**20),
+        compress=False,
+        timeout=CLOSE_ANSWER_WAIT_S,
+    )
     await ws.prepare(request)
     try:
         first = await _first_message(request, ws, settings.ws.connect_timeout_s)
@@ -322,13 +329,7 @@ async def session_ws(request: web.Request) -> web.WebSocketResponse:
         )
         return ws
     if first is None:  # the server is shutting down
-        # The close frame goes at once; a client that is not reading never answers it, so the
-        # wait for its answer is bounded (aiohttp's own is 10 s), then the connection drops.
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(
-                ws.close(code=WSCloseCode.GOING_AWAY, message=CLOSE_GOING_AWAY_REASON.encode()),
-                GOING_AWAY_CLOSE_WAIT_S,
-            )
+        await ws.close(code=WSCloseCode.GOING_AWAY, message=CLOSE_GOING_AWAY_REASON.encode())
         return ws
     if first.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
         return ws

@@ -33,6 +33,12 @@ from tests.test_ws_helpers import Live, wait_for
 
 MakeEdge = Callable[..., Awaitable[ApiClient]]
 
+# A handler aiohttp waits for at shutdown costs at least 2 x SHUTDOWN_GRACE_S: it waits that long
+# for the handler, cancels the request's payload (a socket handler does not notice), waits as
+# long again, and only then cancels the task (measured: 6.9-7.0 s). Without such a handler the
+# exit takes 1-2 s, up to ~4.6 s on this loaded 2-core machine (recordings are finalised).
+EXIT_BOUND_S = 2 * SHUTDOWN_GRACE_S - 0.5
+
 
 class EdgeServer(TestServer):
     async def _make_runner(self, **kwargs: Any) -> web.BaseRunner:
@@ -257,7 +263,7 @@ async def test_sigterm_with_a_socket_that_never_sent_init_exits_at_once() -> Non
             returncode, elapsed = await _wait_exit(server, 30)
             message = await waiting.receive(timeout=5)
         assert returncode == 0, server.log_tail()
-        assert elapsed < SHUTDOWN_GRACE_S, f"{elapsed:.1f} s to exit: {server.log_tail()}"
+        assert elapsed < EXIT_BOUND_S, f"{elapsed:.1f} s to exit: {server.log_tail()}"
         assert message.type is aiohttp.WSMsgType.CLOSE
         assert (message.data, message.extra) == (1001, "server shutting down")
     finally:
@@ -267,7 +273,7 @@ async def test_sigterm_with_a_socket_that_never_sent_init_exits_at_once() -> Non
 async def test_sigterm_with_a_live_client_that_does_not_read_exits_promptly() -> None:
     """Its session ends `server_shutdown` and the 4009 close frame goes at once, but the client
     never answers it: aiohttp's close waited 10 s for that answer (so the handler outlived
-    SHUTDOWN_GRACE_S and was cancelled); the session socket waits CLOSE_ANSWER_WAIT_S."""
+    SHUTDOWN_GRACE_S and was cancelled); session and viewer sockets wait CLOSE_ANSWER_WAIT_S."""
     server = Server({"devices.use_cuda": "false", "log_level": "info"})
     try:
         await server.start()
@@ -283,17 +289,21 @@ async def test_sigterm_with_a_live_client_that_does_not_read_exits_promptly() ->
                 }
             )
             assert (await ws.receive_json(timeout=30))["type"] == "connection.established"
+            # And a viewer page that has stopped reading (a frozen tab).
+            viewer_url = session["viewer_url"].replace("http", "ws", 1)
+            viewer = await client.http.ws_connect(viewer_url.replace("/viewer?", "/viewer/ws?"))
             assert server.proc is not None
-            server.proc.send_signal(signal.SIGTERM)  # and the client reads nothing meanwhile
+            server.proc.send_signal(signal.SIGTERM)  # and the clients read nothing meanwhile
             returncode, elapsed = await _wait_exit(server, 30)
             events = []
             while (msg := await ws.receive(timeout=5)).type is aiohttp.WSMsgType.TEXT:
                 events.append(json.loads(msg.data))
             await ws.close()
+            await viewer.close()
         finally:
             await client.aclose()
         assert returncode == 0, server.log_tail()
-        assert elapsed < SHUTDOWN_GRACE_S, f"{elapsed:.1f} s to exit: {server.log_tail()}"
+        assert elapsed < EXIT_BOUND_S, f"{elapsed:.1f} s to exit: {server.log_tail()}"
         assert events[-1] == {
             "type": "session.state",
             "state": "ended",

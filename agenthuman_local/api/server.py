@@ -54,6 +54,11 @@ log = logging.getLogger(__name__)
 # Set (True) on a WebSocket's request while it waits for `session.init`: the cap may evict it.
 WAITING_FOR_INIT = web.RequestKey("waiting_for_init", bool)
 
+# How long a WebSocket's close waits for the client's answering close frame (aiohttp's default:
+# 10 s). The close frame itself goes at once; a client that is not reading never answers, and
+# must not hold a shutdown (or its handler) longer than this. Session and viewer sockets.
+CLOSE_ANSWER_WAIT_S = 1.0
+
 LISTEN_BACKLOG = 128  # cli._listen's; one backlog can be accepted in one loop iteration
 CAP_WARN_EVERY_S = 10.0
 

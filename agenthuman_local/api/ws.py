@@ -44,7 +44,7 @@ from aiohttp import WSCloseCode, WSMessage, WSMsgType, web
 
 from agenthuman_local import ids, keys, protocol
 from agenthuman_local.api.auth import public
-from agenthuman_local.api.server import WAITING_FOR_INIT
+from agenthuman_local.api.server import CLOSE_ANSWER_WAIT_S, WAITING_FOR_INIT
 from agenthuman_local.jsonsafe import JsonLimits
 from agenthuman_local.sessions.live import LiveSession, MediaRefused, SessionClosed
 from agenthuman_local.sessions.state import EndReason, SessionState
@@ -57,10 +57,6 @@ log = logging.getLogger(__name__)
 
 
 CLOSE_GOING_AWAY_REASON = "server shutting down"
-# How long a close waits for the client's answering close frame (aiohttp's default: 10 s). The
-# close frame itself goes at once; a client that is not reading never answers, and must not
-# hold a shutdown (or its handler) longer than this.
-CLOSE_ANSWER_WAIT_S = 1.0
 
 
 class ShutdownSignal:

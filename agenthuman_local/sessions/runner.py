@@ -28,12 +28,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from agenthuman_local import protocol
-from agenthuman_local.audio import SAMPLE_RATE_HZ
+from agenthuman_local.audio import SAMPLE_RATE_HZ, AudioIn
 from agenthuman_local.clock import Clock
 from agenthuman_local.engine.base import FrameDriver, Renderer
 from agenthuman_local.sessions.clock import Pacer
 from agenthuman_local.sessions.outbox import EventLink, Outbox
-from agenthuman_local.sessions.schedule import AudioIn, FrameSchedule
+from agenthuman_local.sessions.schedule import FrameSchedule
 from agenthuman_local.sessions.speech import BufferFull, SpeechQueue, samples_to_ms
 from agenthuman_local.sessions.timeline import Timeline
 from agenthuman_local.transports.base import PublishedFrame, Sink

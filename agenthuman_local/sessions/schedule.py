@@ -21,8 +21,6 @@ renderer's frame is held the same way until its own samples have arrived, so sub
 (10 ms from a TTS) never put silence inside an utterance. The frame's
 own audio, and so its timeline range, never changes with the look-ahead. A driver with
 `lookahead_frames` gets the queued audio of that many following frames.
-
-`AudioIn` turns binary PCM at any rate into the queue's 16 kHz int16.
 """
 
 from __future__ import annotations
@@ -36,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from agenthuman_local.audio import SAMPLE_RATE_HZ, StreamResampler, frame_sample_range, to_int16
+from agenthuman_local.audio import frame_sample_range
 from agenthuman_local.engine.base import (
     FrameDriver,
     Renderer,
@@ -58,24 +56,6 @@ class Scheduled:
     job: RenderJob | None
     driver_before: FrameDriver  # the driver as it was before this frame was stepped
     window: np.ndarray | None = None  # the audio window of an audio-driven renderer
-
-
-class AudioIn:
-    """Binary PCM at any rate → int16 at 16 kHz; one resampler per utterance and rate."""
-
-    def __init__(self) -> None:
-        self._resampler: StreamResampler | None = None
-
-    def samples(self, raw: np.ndarray, rate: int, new_utterance: bool) -> np.ndarray:
-        if rate == SAMPLE_RATE_HZ:
-            return raw.astype(np.int16)
-        if new_utterance or self._resampler is None or self._resampler.src_rate_hz != rate:
-            self._resampler = StreamResampler(rate, SAMPLE_RATE_HZ)
-        return to_int16(self._resampler.process(raw.astype(np.float32) / 32768.0))
-
-    def reset(self) -> None:
-        """The utterance ended or was interrupted: the next chunk starts a fresh resampler."""
-        self._resampler = None
 
 
 class FrameSchedule:

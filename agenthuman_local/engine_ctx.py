@@ -28,7 +28,6 @@ from aiohttp import web
 
 from agenthuman_local import keys
 from agenthuman_local.avatars import is_plugin_avatar, plugin_avatar
-from agenthuman_local.errors import EngineLoading
 
 if TYPE_CHECKING:
     from agenthuman_local.config import Settings
@@ -125,16 +124,6 @@ def _build(factory: EngineFactory, settings: Settings) -> Engine:
 
     cv2.setNumThreads(OPENCV_THREADS)
     return engine
-
-
-def loading_error(status: EngineStatus) -> EngineLoading:
-    """503 ENGINE_LOADING, saying why when the engine failed to load."""
-    if status.error is None:
-        return EngineLoading()
-    return EngineLoading(
-        f"The avatar engine failed to load ({status.error})",
-        suggestion="See the server log; restart the server once the cause is fixed.",
-    )
 
 
 async def _sync_plugin_avatars(store: Store, engine: Engine) -> None:

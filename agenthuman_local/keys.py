@@ -21,8 +21,8 @@ if TYPE_CHECKING:
     from agenthuman_local.clock import Clock
     from agenthuman_local.config import Settings
     from agenthuman_local.devices import DevicePool
+    from agenthuman_local.engine.slot import EngineFactory, EngineSlot
     from agenthuman_local.engine.worker import RenderPool
-    from agenthuman_local.engine_ctx import EngineFactory, EngineSlot
     from agenthuman_local.metrics import Metrics
     from agenthuman_local.sessions.live import (
         LiveSession,
@@ -65,7 +65,7 @@ live_factory_key: web.AppKey[LiveFactory[LiveSession]] = web.AppKey("live_factor
 # Daily per session (app.daily_ctx): the manager's room hooks and the Daily output.
 rooms_key: web.AppKey[DailyRooms] = web.AppKey("rooms")
 # The one Engine of the process, filled in the background after the server listens (await
-# `app[engine_key].get()`; see engine_ctx and EngineStatus),
+# `app[engine_key].get()`; see engine/slot.py and EngineStatus),
 # and the shipped avatars' preview PNGs by id, rendered once.
 engine_key: web.AppKey[EngineSlot] = web.AppKey("engine")
 preview_cache_key: web.AppKey[dict[str, bytes]] = web.AppKey("preview_cache")

@@ -1,8 +1,8 @@
 """create_app: the composition root, the one place that opens app-wide resources and names
 concrete classes from every layer. Builds the aiohttp app from Settings and nothing global.
 
-App-wide resources are cleanup contexts, defined here except `rerig_ctx` (`rerig.py`), opened
-in this order and closed in reverse (every AppKey is in `keys.py`):
+App-wide resources are cleanup contexts, all defined here, opened in this order and closed in
+reverse (every AppKey is in `keys.py`):
 
 1. `store_ctx`    open + migrate the database, write the shipped avatars, make the first key;
    `rerig_ctx`    re-rig older photo avatars in the background (`rerig.py`, SPEC §9);
@@ -61,7 +61,7 @@ from agenthuman_local.paths import (
     viewer_secret_path,
 )
 from agenthuman_local.records import Session
-from agenthuman_local.rerig import rerig_ctx
+from agenthuman_local.rerig import rerig_in_background
 from agenthuman_local.sessions.live import (
     LiveSession,
     MediaSpec,
@@ -179,6 +179,23 @@ async def store_ctx(app: web.Application, *, env_key: str | None) -> AsyncIterat
         yield
     finally:
         await store.close()
+
+
+async def rerig_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Checks the face models are installed (a missing one stops start-up with the command
+    that installs it), then re-rigs older photo avatars once in the background (`rerig.py`)."""
+    from agenthuman_local.engine.facemesh import check_models
+
+    await asyncio.to_thread(check_models)
+    task = asyncio.create_task(
+        rerig_in_background(app[keys.store_key], app[keys.settings_key].data_dir),
+        name="avatars:rerig",
+    )
+    app[keys.rerig_task_key] = task
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def _probe_in_background(pool: DevicePool, settings: DevicesSettings) -> None:

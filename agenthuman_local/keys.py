@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from agenthuman_local.engine.slot import EngineFactory, EngineSlot
     from agenthuman_local.engine.worker import RenderPool
     from agenthuman_local.metrics import Metrics
+    from agenthuman_local.rerig import RerigReport
     from agenthuman_local.sessions.live import (
         LiveSession,
         OutputFactory,
@@ -96,6 +97,10 @@ engine_factory_key: web.AppKey[EngineFactory] = web.AppKey("engine_factory")
 # another daily-python (tests/fakes_daily.py), and keyword arguments for each DailyTransport.
 daily_lib_key: web.AppKey[DailyLib] = web.AppKey("daily_lib")
 daily_transport_options_key: web.AppKey[dict[str, Any]] = web.AppKey("daily_transport_options")
+
+# The start-up re-rig of older photo avatars (app.rerig_ctx), so that tests (and shutdown) can
+# wait for it.
+rerig_task_key: web.AppKey[asyncio.Task[RerigReport | None]] = web.AppKey("rerig_task")
 
 # The account of the request's API key, set by the auth middleware on /v1 routes that need one.
 account_key: web.RequestKey[str] = web.RequestKey("account")

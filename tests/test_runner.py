@@ -30,8 +30,8 @@ class ListLink:
 
 
 class Harness:
-    def __init__(self, worker, renderer=None, **options):
-        self.clock = VirtualClock()
+    def __init__(self, worker, renderer=None, clock=None, **options):
+        self.clock = clock or VirtualClock()
         self.worker = worker
         self.sink = MemorySink()
         self.link = ListLink()
@@ -269,10 +269,8 @@ async def test_buffer_full_is_an_error_and_the_session_lives_on(worker):
 
 
 async def test_two_sessions_on_one_worker_never_share_audio(worker):
-    a, b = Harness(worker), Harness(worker)
-    b.clock = a.clock
-    b.runner.clock = a.clock
-    b.runner._pacer.clock = a.clock
+    a = Harness(worker)
+    b = Harness(worker, clock=a.clock)
     await a.start()
     b.runner.start()
     await a.clock.settled(4)

@@ -55,7 +55,6 @@ class RunnerOptions:
     idle_ahead_frames: int = 2
     idle_timeout_s: float | None = None
     reconnect_grace_s: float = 10.0
-    expires_in_s: float | None = None
     watch_interval_s: float = 0.1
     max_outbox_events: int = 4096
 
@@ -110,9 +109,6 @@ class SessionRunner:
         self._outbox = Outbox(options.max_outbox_events)
         self._detached_at: float | None = None
         self._last_activity = clock.now()
-        self._expires_at = (
-            None if options.expires_in_s is None else clock.now() + options.expires_in_s
-        )
         self._first_audio_at: float | None = None
         self._pace_task: asyncio.Task[None] | None = None
         self._watch_task: asyncio.Task[None] | None = None
@@ -392,13 +388,13 @@ class SessionRunner:
     # --- timers ----------------------------------------------------------------------------
 
     async def _watch(self) -> None:
+        """The reconnect grace and the idle timeout; the session's expiry (and the connect
+        timeout) are the manager's timers."""
         opts = self.options
         while True:
             await self.clock.sleep_until(self.clock.now() + opts.watch_interval_s)
             now = self.clock.now()
-            if self._expires_at is not None and now >= self._expires_at:
-                self._request_end("expired")
-            elif self._detached_at is not None and now - self._detached_at >= (
+            if self._detached_at is not None and now - self._detached_at >= (
                 opts.reconnect_grace_s
             ):
                 self._request_end("websocket_closed")

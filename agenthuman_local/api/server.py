@@ -31,9 +31,9 @@ both, is what a plain AppRunner such as aiohttp's TestServer gets):
   half-sent connections can never use up the file descriptors a live session needs (its
   recording, its timeline) or `/healthz` needs to be accepted. A connection over the cap first
   evicts the oldest one that is idle — no request in hand, or a WebSocket still waiting for
-  `session.init` (marked by `ws.py` with `WAITING_FOR_INIT`) — and when none is, it is answered
-  a canned 503 UNAVAILABLE and closed, before aiohttp parses a byte. Requests in progress (live
-  sessions' sockets, uploads) are never evicted.
+  `session.init` (its request marked `keys.waiting_for_init_key` by `ws.py`) — and when none
+  is, it is answered a canned 503 UNAVAILABLE and closed, before aiohttp parses a byte.
+  Requests in progress (live sessions' sockets, uploads) are never evicted.
 """
 
 from __future__ import annotations
@@ -50,9 +50,6 @@ from agenthuman_local import keys
 from agenthuman_local.errors import AppError, BadRequest, PayloadTooLarge, Unavailable
 
 log = logging.getLogger(__name__)
-
-# Set (True) on a WebSocket's request while it waits for `session.init`: the cap may evict it.
-WAITING_FOR_INIT = web.RequestKey("waiting_for_init", bool)
 
 # How long a WebSocket's close waits for the client's answering close frame (aiohttp's default:
 # 10 s). The close frame itself goes at once; a client that is not reading never answers, and
@@ -146,7 +143,7 @@ class JsonErrorRequestHandler(web.RequestHandler):
         if waiter is not None and not waiter.done():
             return True
         request = self._current_request
-        return request is not None and request.get(WAITING_FOR_INIT, False)
+        return request is not None and request.get(keys.waiting_for_init_key, False)
 
     # -- parse errors --------------------------------------------------------------------
 

@@ -25,7 +25,7 @@ A socket that has not sent `session.init` yet belongs to no session, so ending t
 at shutdown does not reach it: `setup` adds an `on_shutdown` hook (aiohttp runs it before it
 waits for open handlers) that makes every such socket close at once with 1001 "server shutting
 down", so it never holds the exit. While it waits, its request carries
-`server.WAITING_FOR_INIT`: the connection cap may close it to make room (`api.server`).
+`keys.waiting_for_init_key`: the connection cap may close it to make room (`api.server`).
 
 The render workers and the runner factory the session manager uses are `app.live_ctx`'s.
 """
@@ -44,7 +44,7 @@ from aiohttp import WSCloseCode, WSMessage, WSMsgType, web
 
 from agenthuman_local import ids, keys, protocol
 from agenthuman_local.api.auth import public
-from agenthuman_local.api.server import CLOSE_ANSWER_WAIT_S, WAITING_FOR_INIT
+from agenthuman_local.api.server import CLOSE_ANSWER_WAIT_S
 from agenthuman_local.jsonsafe import JsonLimits
 from agenthuman_local.sessions.live import LiveSession, MediaRefused, SessionClosed
 from agenthuman_local.sessions.state import EndReason, SessionState
@@ -76,13 +76,10 @@ class ShutdownSignal:
             self.future.set_result(None)
 
 
-shutdown_signal_key = web.AppKey("ws_shutdown_signal", ShutdownSignal)
-
-
 def setup(app: web.Application) -> None:
     """The shutdown hook for sockets that never sent `session.init` (module docstring)."""
     signal = ShutdownSignal()
-    app[shutdown_signal_key] = signal
+    app[keys.ws_shutdown_key] = signal
 
     async def close_waiting_sockets(_: web.Application) -> None:
         signal.set()
@@ -393,12 +390,13 @@ async def _first_message(
 ) -> WSMessage | None:
     """The first message (TimeoutError past `timeout_s`), or None once the server shuts down.
 
-    Meanwhile the request is marked WAITING_FOR_INIT, so the connection cap may evict it."""
-    signal = request.app.get(shutdown_signal_key)
+    Meanwhile the request is marked `keys.waiting_for_init_key`: the connection cap may evict
+    it."""
+    signal = request.app.get(keys.ws_shutdown_key)
     stopping = signal.future if signal is not None else None
     if stopping is not None and stopping.done():
         return None
-    request[WAITING_FOR_INIT] = True
+    request[keys.waiting_for_init_key] = True
     try:
         if stopping is None:
             return await ws.receive(timeout=timeout_s)
@@ -413,7 +411,7 @@ async def _first_message(
             await receive
         return None
     finally:
-        request[WAITING_FOR_INIT] = False
+        request[keys.waiting_for_init_key] = False
 
 
 async def _read(

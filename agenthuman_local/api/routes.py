@@ -1,5 +1,4 @@
-"""The whole URL table, and the session socket's shutdown hook (`ws.setup`). Each route also
-has an entry in `api/openapi.py`."""
+"""The whole URL table, and nothing else. Each route also has an entry in `api/openapi.py`."""
 
 from __future__ import annotations
 
@@ -39,4 +38,3 @@ def setup_routes(app: web.Application) -> None:
             web.get("/v1/usage", misc.usage),
         ]
     )
-    ws.setup(app)

@@ -22,10 +22,11 @@ every message is still answered, but a storm of them costs no rendering (an inte
 the next frame), no timeline line and no listener call each.
 
 A socket that has not sent `session.init` yet belongs to no session, so ending the sessions
-at shutdown does not reach it: `setup` adds an `on_shutdown` hook (aiohttp runs it before it
-waits for open handlers) that makes every such socket close at once with 1001 "server shutting
-down", so it never holds the exit. While it waits, its request carries
-`keys.waiting_for_init_key`: the connection cap may close it to make room (`api.server`).
+at shutdown does not reach it: it also waits on the app's `ShutdownSignal`, which
+`app.end_live_sessions` (`on_shutdown`, run before aiohttp waits for open handlers) sets, and
+then closes at once with 1001 "server shutting down", so it never holds the exit. While it
+waits, its request carries `keys.waiting_for_init_key`: the connection cap may close it to
+make room (`api.server`).
 
 The render workers and the runner factory the session manager uses are `app.live_ctx`'s.
 """
@@ -74,17 +75,6 @@ class ShutdownSignal:
     def set(self) -> None:
         if not self.future.done():
             self.future.set_result(None)
-
-
-def setup(app: web.Application) -> None:
-    """The shutdown hook for sockets that never sent `session.init` (module docstring)."""
-    signal = ShutdownSignal()
-    app[keys.ws_shutdown_key] = signal
-
-    async def close_waiting_sockets(_: web.Application) -> None:
-        signal.set()
-
-    app.on_shutdown.append(close_waiting_sockets)
 
 
 class WsLink:

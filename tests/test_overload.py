@@ -13,6 +13,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from agenthuman_local import protocol

@@ -20,9 +20,10 @@ reverse (every AppKey is in `keys.py`):
    so sessions stop before the engine and the store close.
 
 Shutdown starts earlier, in `end_live_sessions` (`on_shutdown`, which aiohttp runs before it
-waits for open handlers): every live session ends `server_shutdown` there — its socket gets
-`ended` and 4009, its recording is finalised — and every viewer socket closes, so the handlers
-return at once and the wait for them is short. The cleanup contexts then find nothing live.
+waits for open handlers): session sockets that never sent `session.init` close 1001, every live
+session ends `server_shutdown` — its socket gets `ended` and 4009, its recording is finalised —
+and every viewer socket closes, so the handlers return at once and the wait for them is short.
+The cleanup contexts then find nothing live.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from agenthuman_local.api.auth import RateLimiter, auth_middleware
 from agenthuman_local.api.middleware import error_middleware
 from agenthuman_local.api.routes import setup_routes
 from agenthuman_local.api.server import handler_args
+from agenthuman_local.api.ws import ShutdownSignal
 from agenthuman_local.avatars import SHIPPED_AVATARS, default_aliases
 from agenthuman_local.config import DevicesSettings, Settings
 from agenthuman_local.devices import DevicePool, probe_devices
@@ -292,7 +294,9 @@ async def sessions_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def end_live_sessions(app: web.Application) -> None:
-    """on_shutdown: end every live session and close every viewer socket (module docstring)."""
+    """on_shutdown: close the session sockets that never sent session.init (1001), end every
+    live session and close every viewer socket (module docstring)."""
+    app[keys.ws_shutdown_key].set()
     manager = app.get(keys.manager_key)
     if manager is not None:
         await manager.aclose()
@@ -426,6 +430,7 @@ def create_app(
     app[keys.engine_status_key] = EngineStatus(ready=True)
     app[keys.rate_limiter_key] = RateLimiter(settings.rate_limit_per_minute)
     app[keys.upload_slots_key] = asyncio.Semaphore(settings.upload.max_concurrent)
+    app[keys.ws_shutdown_key] = ShutdownSignal()
     app[keys.avatar_aliases_key] = default_aliases(environ)
     app.cleanup_ctx.append(functools.partial(store_ctx, env_key=environ.get(API_KEY_ENV)))
     app.cleanup_ctx.append(rerig_ctx)  # older photo rigs, in the background (SPEC §9)

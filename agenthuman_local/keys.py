@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from agenthuman_local.api.auth import RateLimiter
+    from agenthuman_local.api.ws import ShutdownSignal
     from agenthuman_local.clock import Clock
     from agenthuman_local.config import Settings
     from agenthuman_local.devices import DevicePool
@@ -102,7 +103,13 @@ daily_transport_options_key: web.AppKey[dict[str, Any]] = web.AppKey("daily_tran
 # wait for it.
 rerig_task_key: web.AppKey[asyncio.Task[RerigReport | None]] = web.AppKey("rerig_task")
 
+# Set by on_shutdown; session sockets still waiting for session.init wait on it too (api/ws.py).
+ws_shutdown_key: web.AppKey[ShutdownSignal] = web.AppKey("ws_shutdown_signal")
+
 # The account of the request's API key, set by the auth middleware on /v1 routes that need one.
 account_key: web.RequestKey[str] = web.RequestKey("account")
 # X-RateLimit-* headers for this request's response, whether it succeeds or fails.
 rate_headers_key: web.RequestKey[dict[str, str]] = web.RequestKey("rate_headers")
+# True on a session socket's request while it waits for session.init: the connection cap may
+# close it to make room like an idle connection (api/server.py).
+waiting_for_init_key: web.RequestKey[bool] = web.RequestKey("waiting_for_init")

@@ -345,7 +345,7 @@ class AvatarSession(_BaseAvatarSession):  # type: ignore[type-arg]
         self._identity = room.local_participant.identity
         await super().start(agent_session, room)
         width, height, fps = self._size
-        self.session = await self._api.create_and_start(self._avatar_id)
+        self.session = await self._api.create_started(self._avatar_id)
         self.socket = await SessionSocket.connect(
             self.session,
             http=self._api.http,

@@ -1,9 +1,8 @@
 """create_app: the composition root, the one place that opens app-wide resources and names
 concrete classes from every layer. Builds the aiohttp app from Settings and nothing global.
 
-App-wide resources are cleanup contexts, defined here except `rerig_ctx` and `engine_ctx`
-(`rerig.py`, `engine_ctx.py`), opened in this
-order and closed in reverse (every AppKey is in `keys.py`):
+App-wide resources are cleanup contexts, all defined here, opened in this order and closed in
+reverse (every AppKey is in `keys.py`):
 
 1. `store_ctx`    open + migrate the database, write the shipped avatars, make the first key;
    `rerig_ctx`    re-rig older photo avatars in the background (`rerig.py`, SPEC §9);
@@ -13,7 +12,7 @@ order and closed in reverse (every AppKey is in `keys.py`):
    `live_ctx`     the render workers, the shared renderers, the outputs every session gets
                   (`session_outputs`: recording, viewer, metrics, Daily) and the manager's
                   live-session factory, which hands each `LiveSession` those output factories;
-3. `engine_ctx`   the one Engine, loaded in the background (flips
+3. `engine_ctx`   the one Engine, loaded in the background (`engine/slot.py`; flips
                   `app[keys.engine_status_key].ready`); then the `contexts` passed to
                   `create_app` (tests), which may set overrides or flip `ready` themselves;
 4. `sessions_ctx` the SessionManager: ends sessions a dead process left started
@@ -49,8 +48,8 @@ from agenthuman_local.avatars import SHIPPED_AVATARS, default_aliases
 from agenthuman_local.config import DevicesSettings, Settings
 from agenthuman_local.devices import DevicePool, probe_devices
 from agenthuman_local.engine.base import FrameDriver, Renderer
+from agenthuman_local.engine.slot import EngineSlot, default_engine, load_engine
 from agenthuman_local.engine.worker import RenderPool
-from agenthuman_local.engine_ctx import engine_ctx
 from agenthuman_local.metrics import Metrics
 from agenthuman_local.paths import (
     api_key_path,
@@ -62,7 +61,7 @@ from agenthuman_local.paths import (
     viewer_secret_path,
 )
 from agenthuman_local.records import Session
-from agenthuman_local.rerig import rerig_ctx
+from agenthuman_local.rerig import rerig_in_background
 from agenthuman_local.sessions.live import (
     LiveSession,
     MediaSpec,
@@ -180,6 +179,23 @@ async def store_ctx(app: web.Application, *, env_key: str | None) -> AsyncIterat
         yield
     finally:
         await store.close()
+
+
+async def rerig_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Checks the face models are installed (a missing one stops start-up with the command
+    that installs it), then re-rigs older photo avatars once in the background (`rerig.py`)."""
+    from agenthuman_local.engine.facemesh import check_models
+
+    await asyncio.to_thread(check_models)
+    task = asyncio.create_task(
+        rerig_in_background(app[keys.store_key], app[keys.settings_key].data_dir),
+        name="avatars:rerig",
+    )
+    app[keys.rerig_task_key] = task
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def _probe_in_background(pool: DevicePool, settings: DevicesSettings) -> None:
@@ -346,6 +362,28 @@ async def live_ctx(app: web.Application) -> AsyncIterator[None]:
     app[keys.live_factory_key] = live_factory
     yield
     await pool.aclose()
+
+
+async def engine_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The one Engine, built in the background (`engine/slot.py`); flips `EngineStatus.ready`."""
+    settings = app[keys.settings_key]
+    status = app[keys.engine_status_key]
+    slot = EngineSlot()
+    app[keys.engine_key] = slot
+    app[keys.preview_cache_key] = {}
+    status.error = None
+    status.ready = not settings.engine.preload
+    factory = app.get(keys.engine_factory_key, default_engine)
+    task = asyncio.create_task(
+        load_engine(slot, status, factory, settings, app.get(keys.store_key)),
+        name="engine:load",
+    )
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def daily_ctx(app: web.Application) -> AsyncIterator[None]:

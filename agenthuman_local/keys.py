@@ -21,9 +21,10 @@ if TYPE_CHECKING:
     from agenthuman_local.clock import Clock
     from agenthuman_local.config import Settings
     from agenthuman_local.devices import DevicePool
+    from agenthuman_local.engine.slot import EngineFactory, EngineSlot
     from agenthuman_local.engine.worker import RenderPool
-    from agenthuman_local.engine_ctx import EngineFactory, EngineSlot
     from agenthuman_local.metrics import Metrics
+    from agenthuman_local.rerig import RerigReport
     from agenthuman_local.sessions.live import (
         LiveSession,
         OutputFactory,
@@ -65,7 +66,7 @@ live_factory_key: web.AppKey[LiveFactory[LiveSession]] = web.AppKey("live_factor
 # Daily per session (app.daily_ctx): the manager's room hooks and the Daily output.
 rooms_key: web.AppKey[DailyRooms] = web.AppKey("rooms")
 # The one Engine of the process, filled in the background after the server listens (await
-# `app[engine_key].get()`; see engine_ctx and EngineStatus),
+# `app[engine_key].get()`; see engine/slot.py and EngineStatus),
 # and the shipped avatars' preview PNGs by id, rendered once.
 engine_key: web.AppKey[EngineSlot] = web.AppKey("engine")
 preview_cache_key: web.AppKey[dict[str, bytes]] = web.AppKey("preview_cache")
@@ -96,6 +97,10 @@ engine_factory_key: web.AppKey[EngineFactory] = web.AppKey("engine_factory")
 # another daily-python (tests/fakes_daily.py), and keyword arguments for each DailyTransport.
 daily_lib_key: web.AppKey[DailyLib] = web.AppKey("daily_lib")
 daily_transport_options_key: web.AppKey[dict[str, Any]] = web.AppKey("daily_transport_options")
+
+# The start-up re-rig of older photo avatars (app.rerig_ctx), so that tests (and shutdown) can
+# wait for it.
+rerig_task_key: web.AppKey[asyncio.Task[RerigReport | None]] = web.AppKey("rerig_task")
 
 # The account of the request's API key, set by the auth middleware on /v1 routes that need one.
 account_key: web.RequestKey[str] = web.RequestKey("account")

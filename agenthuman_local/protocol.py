@@ -90,6 +90,7 @@ MEDIA_HEADER_BYTES = MEDIA_HEADER.size
 KIND_VIDEO_JPEG = 1
 KIND_AUDIO_PCM = 2
 KIND_VIDEO_RGB24 = 3
+KIND_VIDEO_JPEG_PATCH = 4  # the viewer page only: a JPEG of what changed (transports.patches)
 
 
 class ProtocolError(Exception):

@@ -1,9 +1,8 @@
 """create_app: the composition root, the one place that opens app-wide resources and names
 concrete classes from every layer. Builds the aiohttp app from Settings and nothing global.
 
-App-wide resources are cleanup contexts, defined here except `rerig_ctx` and `engine_ctx`
-(`rerig.py`, `engine_ctx.py`), opened in this
-order and closed in reverse (every AppKey is in `keys.py`):
+App-wide resources are cleanup contexts, all defined here, opened in this order and closed in
+reverse (every AppKey is in `keys.py`):
 
 1. `store_ctx`    open + migrate the database, write the shipped avatars, make the first key;
    `rerig_ctx`    re-rig older photo avatars in the background (`rerig.py`, SPEC §9);
@@ -13,7 +12,7 @@ order and closed in reverse (every AppKey is in `keys.py`):
    `live_ctx`     the render workers, the shared renderers, the outputs every session gets
                   (`session_outputs`: recording, viewer, metrics, Daily) and the manager's
                   live-session factory, which hands each `LiveSession` those output factories;
-3. `engine_ctx`   the one Engine, loaded in the background (flips
+3. `engine_ctx`   the one Engine, loaded in the background (`engine/slot.py`; flips
                   `app[keys.engine_status_key].ready`); then the `contexts` passed to
                   `create_app` (tests), which may set overrides or flip `ready` themselves;
 4. `sessions_ctx` the SessionManager: ends sessions a dead process left started
@@ -21,9 +20,10 @@ order and closed in reverse (every AppKey is in `keys.py`):
    so sessions stop before the engine and the store close.
 
 Shutdown starts earlier, in `end_live_sessions` (`on_shutdown`, which aiohttp runs before it
-waits for open handlers): every live session ends `server_shutdown` there — its socket gets
-`ended` and 4009, its recording is finalised — and every viewer socket closes, so the handlers
-return at once and the wait for them is short. The cleanup contexts then find nothing live.
+waits for open handlers): session sockets that never sent `session.init` close 1001, every live
+session ends `server_shutdown` — its socket gets `ended` and 4009, its recording is finalised —
+and every viewer socket closes, so the handlers return at once and the wait for them is short.
+The cleanup contexts then find nothing live.
 """
 
 from __future__ import annotations
@@ -45,12 +45,13 @@ from agenthuman_local.api.auth import RateLimiter, auth_middleware
 from agenthuman_local.api.middleware import error_middleware
 from agenthuman_local.api.routes import setup_routes
 from agenthuman_local.api.server import handler_args
+from agenthuman_local.api.ws import ShutdownSignal
 from agenthuman_local.avatars import SHIPPED_AVATARS, default_aliases
 from agenthuman_local.config import DevicesSettings, Settings
 from agenthuman_local.devices import DevicePool, probe_devices
 from agenthuman_local.engine.base import FrameDriver, Renderer
+from agenthuman_local.engine.slot import EngineSlot, default_engine, load_engine
 from agenthuman_local.engine.worker import RenderPool
-from agenthuman_local.engine_ctx import engine_ctx
 from agenthuman_local.metrics import Metrics
 from agenthuman_local.paths import (
     api_key_path,
@@ -62,7 +63,7 @@ from agenthuman_local.paths import (
     viewer_secret_path,
 )
 from agenthuman_local.records import Session
-from agenthuman_local.rerig import rerig_ctx
+from agenthuman_local.rerig import rerig_in_background
 from agenthuman_local.sessions.live import (
     LiveSession,
     MediaSpec,
@@ -182,6 +183,23 @@ async def store_ctx(app: web.Application, *, env_key: str | None) -> AsyncIterat
         await store.close()
 
 
+async def rerig_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Checks the face models are installed (a missing one stops start-up with the command
+    that installs it), then re-rigs older photo avatars once in the background (`rerig.py`)."""
+    from agenthuman_local.engine.facemesh import check_models
+
+    await asyncio.to_thread(check_models)
+    task = asyncio.create_task(
+        rerig_in_background(app[keys.store_key], app[keys.settings_key].data_dir),
+        name="avatars:rerig",
+    )
+    app[keys.rerig_task_key] = task
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 async def _probe_in_background(pool: DevicePool, settings: DevicesSettings) -> None:
     devices = await asyncio.to_thread(
         probe_devices,
@@ -276,7 +294,9 @@ async def sessions_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def end_live_sessions(app: web.Application) -> None:
-    """on_shutdown: end every live session and close every viewer socket (module docstring)."""
+    """on_shutdown: close the session sockets that never sent session.init (1001), end every
+    live session and close every viewer socket (module docstring)."""
+    app[keys.ws_shutdown_key].set()
     manager = app.get(keys.manager_key)
     if manager is not None:
         await manager.aclose()
@@ -348,6 +368,28 @@ async def live_ctx(app: web.Application) -> AsyncIterator[None]:
     await pool.aclose()
 
 
+async def engine_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The one Engine, built in the background (`engine/slot.py`); flips `EngineStatus.ready`."""
+    settings = app[keys.settings_key]
+    status = app[keys.engine_status_key]
+    slot = EngineSlot()
+    app[keys.engine_key] = slot
+    app[keys.preview_cache_key] = {}
+    status.error = None
+    status.ready = not settings.engine.preload
+    factory = app.get(keys.engine_factory_key, default_engine)
+    task = asyncio.create_task(
+        load_engine(slot, status, factory, settings, app.get(keys.store_key)),
+        name="engine:load",
+    )
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 async def daily_ctx(app: web.Application) -> AsyncIterator[None]:
     """The app's DailyRooms: the REST client (with `daily.api_key`), the manager's room hooks
     and the Daily output (`session_outputs`). Closes after every session has ended."""
@@ -388,6 +430,7 @@ def create_app(
     app[keys.engine_status_key] = EngineStatus(ready=True)
     app[keys.rate_limiter_key] = RateLimiter(settings.rate_limit_per_minute)
     app[keys.upload_slots_key] = asyncio.Semaphore(settings.upload.max_concurrent)
+    app[keys.ws_shutdown_key] = ShutdownSignal()
     app[keys.avatar_aliases_key] = default_aliases(environ)
     app.cleanup_ctx.append(functools.partial(store_ctx, env_key=environ.get(API_KEY_ENV)))
     app.cleanup_ctx.append(rerig_ctx)  # older photo rigs, in the background (SPEC §9)

@@ -1,5 +1,6 @@
 """Audio facts and PCM helpers every layer shares: the 16 kHz rate, frame n's samples, PCM16 <->
-float, and the streaming resampler and slicer. Pure numpy (L0).
+float, the streaming resampler and slicer, and `AudioIn` (a session's binary PCM at any rate →
+16 kHz int16). Pure numpy (L0).
 
 Everything here is streaming and accepts any push size: the transport hands us whatever chunk it
 got, and the counts must come out exact no matter how the stream was split (SPEC §9).
@@ -118,6 +119,24 @@ class StreamResampler:
         # A plain row sum, not einsum/BLAS: its order is fixed per row, so the result does not
         # depend on how the stream was split (deterministic mode needs bit-identical audio).
         return (buffer[idx] * self._weights[phase]).sum(axis=1, dtype=np.float64).astype(np.float32)
+
+
+class AudioIn:
+    """Binary PCM at any rate → int16 at 16 kHz; one resampler per utterance and rate."""
+
+    def __init__(self) -> None:
+        self._resampler: StreamResampler | None = None
+
+    def samples(self, raw: np.ndarray, rate: int, new_utterance: bool) -> np.ndarray:
+        if rate == SAMPLE_RATE_HZ:
+            return raw.astype(np.int16)
+        if new_utterance or self._resampler is None or self._resampler.src_rate_hz != rate:
+            self._resampler = StreamResampler(rate, SAMPLE_RATE_HZ)
+        return to_int16(self._resampler.process(raw.astype(np.float32) / 32768.0))
+
+    def reset(self) -> None:
+        """The utterance ended or was interrupted: the next chunk starts a fresh resampler."""
+        self._resampler = None
 
 
 class FrameSlicer:

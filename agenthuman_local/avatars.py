@@ -3,7 +3,7 @@
 Shipped avatars are procedural (drawn by the engine, no assets); their `rig` names the style the
 procedural renderer draws. The ids the published clients default to, and `AGENTHUMAN_AVATAR`
 when set, resolve to the default avatar (SPEC §3). No I/O here: `app.py` writes these rows.
-Plug-in avatars (SPEC §9, ids `avat_plugin_<name>`) are written by `engine_ctx.py` once the
+Plug-in avatars (SPEC §9, ids `avat_plugin_<name>`) are written by `engine/slot.py` once the
 engine has verified their folders (`plugin_avatar`).
 """
 

@@ -49,9 +49,18 @@ class WsSettings:
 class HttpSettings:
     """Bounds on what one HTTP request may cost before any handler logic runs (issue 12)."""
 
-    # An open connection with no complete request (idle keep-alive, or headers still arriving)
-    # is closed after this many seconds.
+    # A connection whose request headers are not complete this many seconds after it opened
+    # (or after the first byte of its next request) is closed: half-sent or silent ones.
     idle_timeout_s: float = 15.0
+    # An idle keep-alive connection (a response sent, nothing of the next request yet) is
+    # closed after this many seconds: longer than clients keep theirs (aiohttp's 15 s), so the
+    # client closes first and never reuses a connection the server is closing.
+    keepalive_timeout_s: float = 75.0
+    # Open connections at most (HTTP and WebSocket), and never more than half of what the
+    # open-file limit leaves after one listen backlog. At the cap the oldest idle connection
+    # (or socket still waiting for session.init) is closed to make room; when none is idle,
+    # the new one gets 503 UNAVAILABLE and is closed.
+    max_connections: int = 1024
     # A request body that sends nothing for this long is refused (408).
     body_timeout_s: float = 30.0
     # Most parts in a multipart body, or fields in a urlencoded one.
@@ -167,6 +176,8 @@ _CHECKS: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "session.idle_timeout_s": (lambda v: v is None or v > 0, "null or a number > 0"),
     "session.max_metadata_kb": (lambda v: v > 0, "a number > 0"),
     "http.idle_timeout_s": (lambda v: v > 0, "a number > 0"),
+    "http.keepalive_timeout_s": (lambda v: v > 0, "a number > 0"),
+    "http.max_connections": (lambda v: v >= 1, "an integer >= 1"),
     "http.body_timeout_s": (lambda v: v > 0, "a number > 0"),
     "http.max_form_parts": (lambda v: v >= 1, "an integer >= 1"),
     "http.max_json_depth": (lambda v: 1 <= v <= 500, "an integer 1-500"),

@@ -195,6 +195,16 @@ class EngineLoading(Unavailable):
     default_message = "The avatar engine is still loading"
     default_suggestion = "Retry in a few seconds; GET /healthz shows engine: ready when it is."
 
+    @classmethod
+    def for_error(cls, error: str | None) -> EngineLoading:
+        """503 ENGINE_LOADING, saying why when the engine failed to load (`EngineStatus.error`)."""
+        if error is None:
+            return cls()
+        return cls(
+            f"The avatar engine failed to load ({error})",
+            suggestion="See the server log; restart the server once the cause is fixed.",
+        )
+
 
 class StorageUnavailable(Unavailable):
     code = "STORAGE_UNAVAILABLE"

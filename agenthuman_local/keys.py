@@ -18,12 +18,14 @@ if TYPE_CHECKING:
     from typing import Any
 
     from agenthuman_local.api.auth import RateLimiter
+    from agenthuman_local.api.ws import ShutdownSignal
     from agenthuman_local.clock import Clock
     from agenthuman_local.config import Settings
     from agenthuman_local.devices import DevicePool
+    from agenthuman_local.engine.slot import EngineFactory, EngineSlot
     from agenthuman_local.engine.worker import RenderPool
-    from agenthuman_local.engine_ctx import EngineFactory, EngineSlot
     from agenthuman_local.metrics import Metrics
+    from agenthuman_local.rerig import RerigReport
     from agenthuman_local.sessions.live import (
         LiveSession,
         OutputFactory,
@@ -65,7 +67,7 @@ live_factory_key: web.AppKey[LiveFactory[LiveSession]] = web.AppKey("live_factor
 # Daily per session (app.daily_ctx): the manager's room hooks and the Daily output.
 rooms_key: web.AppKey[DailyRooms] = web.AppKey("rooms")
 # The one Engine of the process, filled in the background after the server listens (await
-# `app[engine_key].get()`; see engine_ctx and EngineStatus),
+# `app[engine_key].get()`; see engine/slot.py and EngineStatus),
 # and the shipped avatars' preview PNGs by id, rendered once.
 engine_key: web.AppKey[EngineSlot] = web.AppKey("engine")
 preview_cache_key: web.AppKey[dict[str, bytes]] = web.AppKey("preview_cache")
@@ -97,7 +99,17 @@ engine_factory_key: web.AppKey[EngineFactory] = web.AppKey("engine_factory")
 daily_lib_key: web.AppKey[DailyLib] = web.AppKey("daily_lib")
 daily_transport_options_key: web.AppKey[dict[str, Any]] = web.AppKey("daily_transport_options")
 
+# The start-up re-rig of older photo avatars (app.rerig_ctx), so that tests (and shutdown) can
+# wait for it.
+rerig_task_key: web.AppKey[asyncio.Task[RerigReport | None]] = web.AppKey("rerig_task")
+
+# Set by on_shutdown; session sockets still waiting for session.init wait on it too (api/ws.py).
+ws_shutdown_key: web.AppKey[ShutdownSignal] = web.AppKey("ws_shutdown_signal")
+
 # The account of the request's API key, set by the auth middleware on /v1 routes that need one.
 account_key: web.RequestKey[str] = web.RequestKey("account")
 # X-RateLimit-* headers for this request's response, whether it succeeds or fails.
 rate_headers_key: web.RequestKey[dict[str, str]] = web.RequestKey("rate_headers")
+# True on a session socket's request while it waits for session.init: the connection cap may
+# close it to make room like an idle connection (api/server.py).
+waiting_for_init_key: web.RequestKey[bool] = web.RequestKey("waiting_for_init")

@@ -90,6 +90,7 @@ MEDIA_HEADER_BYTES = MEDIA_HEADER.size
 KIND_VIDEO_JPEG = 1
 KIND_AUDIO_PCM = 2
 KIND_VIDEO_RGB24 = 3
+KIND_VIDEO_JPEG_PATCH = 4  # the viewer page only: a JPEG of what changed (transports.patches)
 
 
 class ProtocolError(Exception):
@@ -156,7 +157,7 @@ Command = SessionInit | Speak | SpeakEnd | Interrupt | Listening | KeepAlive
 
 def _load_object(text: str | bytes, limits: JsonLimits) -> dict[str, Any]:
     try:
-        obj = jsonsafe.loads(text, limits, constants=True)
+        obj = jsonsafe.loads(text, limits)  # NaN, Infinity, 1e999: not JSON, as in REST
     except jsonsafe.JsonTooDeep as exc:
         message = f"Message nests deeper than {limits.max_depth} levels"
         raise ProtocolError(E_INVALID_JSON, message) from exc

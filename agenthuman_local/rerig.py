@@ -12,17 +12,12 @@ is recorded (`rig_updates`) so it is not retried at every start. Nothing is dele
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
-
-from agenthuman_local import keys
 from agenthuman_local.records import Avatar
 from agenthuman_local.store import Store
 
@@ -124,30 +119,10 @@ async def rerig_avatars(store: Store, data_dir: Path) -> RerigReport:
     return report
 
 
-async def _in_background(store: Store, data_dir: Path) -> RerigReport | None:
+async def rerig_in_background(store: Store, data_dir: Path) -> RerigReport | None:
+    """`rerig_avatars`, or None (logged) if it stops: the next start tries again."""
     try:
         return await rerig_avatars(store, data_dir)
     except Exception:  # e.g. the database closed under it: the next start tries again
         log.exception("re-rigging photo avatars stopped")
         return None
-
-
-# The background task, so that tests (and shutdown) can wait for it.
-rerig_task_key: web.AppKey[asyncio.Task[RerigReport | None]] = web.AppKey("rerig_task")
-
-
-async def rerig_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Cleanup context: checks the face models are installed (a missing one stops start-up
-    with the command that installs it), then runs `rerig_avatars` once in the background."""
-    from agenthuman_local.engine.facemesh import check_models
-
-    await asyncio.to_thread(check_models)
-    task = asyncio.create_task(
-        _in_background(app[keys.store_key], app[keys.settings_key].data_dir),
-        name="avatars:rerig",
-    )
-    app[rerig_task_key] = task
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task

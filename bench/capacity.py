@@ -8,7 +8,7 @@ Two parts (`BENCH_CAPACITY_PARTS`, default `stages,live`):
   that does not repeat (`varied_speech`: random 0.6–3 s pieces of tests/data/speech.wav, each
   with its own gain and pitch, short pauses; a looped clip would warm any cache), each avatar's
   render ms per frame at 1280×720 with the tile cache's hit rate, then the recorder's and the
-  viewer JPEG's ms per frame on the rendered frames.
+  viewer pictures' ms per frame (key frames and patches, beside whole JPEGs) on the rendered frames.
 - **live**, a real `run.py` (recording on as shipped, capacity raised): N = 4, 5, 6 sessions
   (`BENCH_CAPACITY_LEVELS`) talking the same non-repeating speech, each with one viewer that
   negotiates permessage-deflate as a browser does, `BENCH_LEVEL_S` (20) seconds a run,
@@ -169,20 +169,31 @@ def _recording_stage(frames: list) -> Figure:
 
 
 def _jpeg_stage(frames: list) -> Figure:
+    """The viewer's pictures as sent (a key frame, then patches of what changed, a key frame
+    every second), and whole JPEGs of the same frames for comparison."""
     from agenthuman_local.transports.jpeg import encode_jpeg
+    from agenthuman_local.transports.patches import PatchEncoder
 
     encode_jpeg(frames[0], 80)
     t0 = time.thread_time()
     for rgb in frames:
         encode_jpeg(rgb, 80)
+    whole = (time.thread_time() - t0) * 1000 / len(frames)
+    pictures = PatchEncoder(80)
+    sent = 0
+    t0 = time.thread_time()
+    for n, rgb in enumerate(frames):
+        sent += len(pictures.encode(n, rgb)[1])
     ms = (time.thread_time() - t0) * 1000 / len(frames)
     return Figure(
         SECTION,
-        f"stage viewer JPEG {WIDTH}x{HEIGHT}",
+        f"stage viewer pictures {WIDTH}x{HEIGHT}",
         ms,
         "ms/frame",
         None,
-        f"{len(frames)} rendered frames, quality 80, one OpenCV thread",
+        f"{len(frames)} rendered frames as the viewer gets them: {pictures.keys} key frames,"
+        f" {pictures.patches} patches of what changed, {sent / len(frames) / 1000:.1f} KB a"
+        f" frame; whole JPEGs {whole:.2f} ms/frame; quality 80, one OpenCV thread",
     )
 
 
@@ -215,7 +226,7 @@ def _stages() -> list[Figure]:
         figures += found
         kept = kept or frames
         del renderer
-    print("  stage: recording and viewer JPEG ...", flush=True)
+    print("  stage: recording and viewer pictures ...", flush=True)
     recording = _recording_stage(kept)
     jpeg = _jpeg_stage(kept)
     figures += [recording, jpeg]
@@ -224,7 +235,7 @@ def _stages() -> list[Figure]:
     figures.append(
         Figure(
             SECTION,
-            "stages per session (procedural: render + recording + viewer JPEG)",
+            "stages per session (procedural: render + recording + viewer pictures)",
             total,
             "ms/frame",
             None,

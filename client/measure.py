@@ -1,6 +1,7 @@
 """Measurements for the client (not tests: nothing here is asserted). Run from client/:
 
     SERVER_PYTHON=../.venv/bin/python ../.venv-client/bin/python measure.py [--seconds 8]
+        [--interrupts 12] [--only-interrupts] [--livekit-interrupts 8]
 
 1. CPU per frame on both sides, `output.video` "jpeg" vs "rgb24", at 1280×720@25, the client
    turning every frame into RGB as the adapters do (server: utime+stime of run.py from /proc;
@@ -10,6 +11,11 @@
 3. Pipecat end-to-end latency: the first TTS audio frame into the pipeline → the first speaking
    image written by the output transport (the test harness of tests/test_pipecat.py), p50/p95
    over utterances, at 256×192 and 960×720.
+4. LiveKit interrupt, through the framework's AvatarRunner (the mock room of
+   tests/test_livekit.py; what the runner's audio track plays is read back from it): ms of
+   speech that still played after `clear_buffer`, and the reported position minus what played,
+   with the generator clearing the runner's queue and without (the framework's own runner
+   alone); `--livekit-interrupts`.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent / "tests"))
 
+import test_livekit as lk  # noqa: E402
 import test_pipecat as harness  # noqa: E402
 from conftest import speech, start_server, stop_server  # noqa: E402
 
@@ -144,30 +151,110 @@ async def interrupt_latencies(server, interrupts: int) -> dict[str, list[float]]
     return out
 
 
+async def livekit_interrupts(server, interrupts: int, clear: bool) -> dict[str, list[float]]:
+    """clear_buffer mid-utterance through the runner: speech out after it, position error."""
+    out: dict[str, list[float]] = {"speech_after_clear": [], "position_minus_heard": []}
+    out["unheard_cleared"] = []
+    async with AgentHuman(server.api_key, server.base_url) as api:
+        session_id, sock, gen = await lk.open_generator(api)
+        recorder = lk.TrackRecorder()
+        audio_out = lk.AgentHumanAudioOutput(gen, sample_rate=lk.RATE)
+        runner = lk.AvatarRunner(
+            recorder.room(),
+            audio_recv=audio_out,
+            video_gen=gen,
+            options=lk.AvatarOptions(lk.W, lk.H, lk.FPS, lk.RATE, 1),
+        )
+        if clear:
+            gen.attach_av_sync(runner.av_sync)
+        finished: list = []
+        audio_out.on("playback_finished", finished.append)
+        await runner.start()
+        try:
+            for i in range(interrupts):
+                pcm = lk.marked(speech(4.0))
+                t_start = time.perf_counter()
+                for frame in lk.frames_of(pcm):
+                    await audio_out.capture_frame(frame)
+                audio_out.flush()  # as the agent does at the end of its TTS
+                after = len(sock.events)
+                await sock.wait_for(SpeakStarted, timeout_s=30, after=after)
+                await asyncio.sleep(0.8 + 0.4 * np.random.random())
+                t_clear = time.perf_counter()
+                audio_out.clear_buffer()
+                for _ in range(100):
+                    if len(finished) > i:
+                        break
+                    await asyncio.sleep(0.05)
+                await asyncio.sleep(0.6)
+                heard = recorder.played_ms(pcm, t_start)
+                loud = [f for t, f in recorder.frames if t > t_clear]
+                after_ms = 0.0
+                if any(np.any(f) for f in loud):
+                    joined = np.concatenate(loud)
+                    after_ms = (np.flatnonzero(joined)[-1] + 1) * 1000 / lk.RATE
+                out["speech_after_clear"].append(after_ms)
+                out["position_minus_heard"].append(finished[i].playback_position * 1000 - heard)
+                if clear:
+                    out["unheard_cleared"].append(gen.interrupts[-1].unheard_ms)
+        finally:
+            await runner.aclose()
+            await recorder.aclose()
+            await sock.aclose()
+            await api.end_session(session_id)
+    return out
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {"n": 0}
+    return {
+        "n": len(values),
+        "min": round(min(values), 1),
+        "p50": round(float(np.percentile(values, 50)), 1),
+        "max": round(max(values), 1),
+    }
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--utterances", type=int, default=12)
     parser.add_argument("--interrupts", type=int, default=12)
     parser.add_argument("--only-interrupts", action="store_true")
+    parser.add_argument("--livekit-interrupts", type=int, default=0)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         server = start_server(Path(tmp) / "data", Path(tmp) / "server.log")
         try:
-            result: dict[str, object] = {}
+            result: dict[str, object] = {"loadavg_start": os.getloadavg()}
+            for clear in (False, True) if args.livekit_interrupts else ():
+                found = await livekit_interrupts(server, args.livekit_interrupts, clear)
+                for name, values in found.items():
+                    key = f"livekit_{'cleared' if clear else 'runner_alone'}_{name}_ms"
+                    result[key] = summary(values)
             if args.interrupts:
                 for name, values in (await interrupt_latencies(server, args.interrupts)).items():
-                    result[f"interrupt_{name}_ms"] = {
-                        "n": len(values),
-                        "min": round(min(values), 1),
-                        "p50": round(float(np.percentile(values, 50)), 1),
-                        "max": round(max(values), 1),
-                    }
+                    result[f"interrupt_{name}_ms"] = summary(values)
             if args.only_interrupts:
+                result["loadavg_end"] = os.getloadavg()
                 print(json.dumps(result, indent=2))
                 return
-            for video in ("jpeg", "rgb24") if args.seconds > 0 else ():
-                result[f"cpu_{video}_1280x720"] = await cpu_per_frame(server, video, args.seconds)
+            cpu: dict[str, dict[str, float]] = {}
+            for video in ("jpeg", "rgb24", "jpeg", "rgb24") if args.seconds > 0 else ():
+                # Twice each, interleaved: the machine may be shared; the ratio is the figure.
+                got = await cpu_per_frame(server, video, args.seconds)
+                for key, value in got.items():
+                    cpu.setdefault(video, {}).setdefault(key, 0.0)
+                    cpu[video][key] += value / 2
+            for video, got in cpu.items():
+                result[f"cpu_{video}_1280x720"] = {k: round(v, 2) for k, v in got.items()}
+            if cpu:
+                for side in ("server", "client"):
+                    key = f"{side}_ms_per_frame"
+                    result[f"cpu_ratio_jpeg_over_rgb24_{side}"] = round(
+                        cpu["jpeg"][key] / cpu["rgb24"][key], 2
+                    )
             for width, height in ((256, 192), (960, 720)):
                 lat = await latencies(server, width, height, args.utterances)
                 result[f"latency_ms_{width}x{height}"] = {
@@ -180,6 +267,7 @@ async def main() -> None:
                     "p50": round(float(np.percentile(values, 50)), 1),
                     "p95": round(float(np.percentile(values, 95)), 1),
                 }
+            result["loadavg_end"] = os.getloadavg()
             print(json.dumps(result, indent=2))
         finally:
             stop_server(server)

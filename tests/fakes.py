@@ -87,6 +87,9 @@ class MemorySink:
 
 # Steps of 1/fps summed in floats drift by an ulp; a deadline that close counts as reached.
 _EPSILON_S = 1e-9
+# How long `settled` waits (wall time) before it fails: far more than a loaded CI box needs for
+# the tasks to go back to sleep, far less than pytest's per-test timeout, which would say less.
+SETTLE_TIMEOUT_S = 10.0
 
 
 class VirtualClock:
@@ -127,8 +130,16 @@ class VirtualClock:
         """Tasks blocked on a deadline still in the future."""
         return sum(1 for _, _, f in self._sleepers if not f.done())
 
-    async def settled(self, n: int = 1) -> None:
-        """Until at least `n` tasks sleep on deadlines still in the future."""
-        while self.sleeping < n:
-            self._event().clear()
-            await self._event().wait()
+    async def settled(self, n: int = 1, *, timeout_s: float = SETTLE_TIMEOUT_S) -> None:
+        """Until at least `n` tasks sleep on deadlines still in the future; an AssertionError
+        naming the counts after `timeout_s` of wall time, instead of a hung test."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                while self.sleeping < n:
+                    self._event().clear()
+                    await self._event().wait()
+        except TimeoutError:
+            raise AssertionError(
+                f"VirtualClock.settled({n}): {self.sleeping} of {n} tasks sleep on this clock"
+                f" after {timeout_s:g} s (one ended or hangs, or sleeps on another clock)"
+            ) from None

@@ -1,4 +1,4 @@
-"""A real `python run.py` (bench/_server.py) killed with -9 mid-speech, then started again."""
+"""A real `python run.py` (bench/server.py) killed with -9 mid-speech, then started again."""
 
 from __future__ import annotations
 

@@ -2,6 +2,8 @@
 
 import asyncio
 
+import pytest
+
 from agenthuman_local.clock import WallClock
 from agenthuman_local.sessions.clock import Pacer
 from tests.fakes import VirtualClock
@@ -44,6 +46,16 @@ async def test_a_late_wakeup_is_late_and_a_long_stall_drops_slots():
     assert not task.done()
     clock.advance(0.04)
     assert (await task).frame_index == 3
+
+
+async def test_settled_fails_with_the_counts_instead_of_hanging():
+    clock = VirtualClock()
+    task = asyncio.create_task(clock.sleep_until(clock.now() + 1), name="test:sleeper")
+    await clock.settled(1, timeout_s=1)  # the one sleeper is there
+    with pytest.raises(AssertionError, match=r"settled\(2\): 1 of 2 tasks sleep .* after 0.05 s"):
+        await clock.settled(2, timeout_s=0.05)
+    clock.advance(1)
+    await task
 
 
 async def test_pts_is_exact_for_any_fps():

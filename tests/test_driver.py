@@ -126,3 +126,20 @@ def test_eyes_glance_around_and_hold_the_camera_when_listening() -> None:
     assert 5 <= np.sum(moves[1:] & ~moves[:-1]) <= 40
     spread = np.abs(listen[100:, P.GAZE_X]).mean()
     assert spread < np.abs(idle[100:, P.GAZE_X]).mean()
+
+
+def test_a_copied_driver_goes_on_exactly_as_the_original_and_on_its_own() -> None:
+    """Sessions copy the driver before each frame to rewind it (sessions.schedule)."""
+    import copy
+
+    original = Driver(25, seed=9, deterministic=True)
+    rng = np.random.default_rng(0)
+    chunks = [rng.normal(0, 0.1, 640).astype(np.float32) for _ in range(300)]
+    for chunk in chunks[:40]:
+        original.step(chunk)
+    twin = copy.deepcopy(original)
+    ahead = [original.step(chunk, [chunk]) for chunk in chunks[40:]]  # blinks and glances too
+    again = [twin.step(chunk, [chunk]) for chunk in chunks[40:]]
+    assert all(np.array_equal(a, b) for a, b in zip(ahead, again, strict=True))
+    assert original._rng.bit_generator.state == twin._rng.bit_generator.state
+    assert original._gaze is not twin._gaze and original._rng is not twin._rng

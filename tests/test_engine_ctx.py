@@ -144,7 +144,7 @@ def test_torch_and_opencv_run_one_thread_after_the_build() -> None:
     import cv2
     import torch
 
-    from agenthuman_local.engine_ctx import OPENCV_THREADS, TORCH_THREADS, _build
+    from agenthuman_local.engine.slot import OPENCV_THREADS, TORCH_THREADS, _build
 
     before, cv_before = torch.get_num_threads(), cv2.getNumThreads()
     cv2.setNumThreads(-1)  # OpenCV's default: a thread per core

@@ -2,7 +2,7 @@
 that stops reading, a viewer that never reads, a Daily join that never completes. Each fault hits
 one thing; everything else carries on.
 
-The kill -9 test runs a real `python run.py` (bench/_server.py); the others run the app in this
+The kill -9 test runs a real `python run.py` (bench/server.py); the others run the app in this
 process on a virtual clock, so "still paced" means every tick published its frame on time.
 """
 

@@ -22,6 +22,11 @@ and are not edges. There is no allowlist: a module that breaks its row fails the
   typed interface: `SessionManager[LiveSession]`), never the runner or its parts; of engine only
   faces (the upload-face check, imported on its worker thread) and the package itself.
 - daily is imported by transports.daily only, PyAV by transports.recording only.
+- aiohttp.web (the HTTP server) is imported by api.*, app, keys and cli only: no other module can
+  define a cleanup context or an AppKey, so `app.py` is the one composition root (the engine's
+  slot, the re-rig, the outputs and Daily are opened there).
+
+And every `web.AppKey` / `web.RequestKey` is made in `keys.py`.
 """
 
 from __future__ import annotations
@@ -63,6 +68,7 @@ API_TRANSPORTS = ("transports.base", "transports.viewer", "transports.socket")
 API_SESSIONS = ("sessions.state", "sessions.manager", "sessions.live")
 API_ENGINE = ("engine", "engine.faces")
 SESSIONS_ENGINE = ("engine.base",)
+WEB = ("app", "keys", "cli")  # besides api.*: the modules that may import aiohttp.web
 HEAVY = ("aiohttp", "torch", "cv2", "av", "daily", "aiosqlite")
 
 
@@ -97,8 +103,8 @@ def _runtime_imports(tree: ast.AST, module: str) -> set[str]:
                 anchor = ("agenthuman_local." + module).split(".")[: -node.level]
                 base = ".".join([*anchor, base]) if base else ".".join(anchor)
             found.add(base)
-            if base == "agenthuman_local" or base.startswith("agenthuman_local."):
-                found.update(f"{base}.{alias.name}" for alias in node.names)
+            # The names may be submodules: `from aiohttp import web` is an edge to aiohttp.web.
+            found.update(f"{base}.{alias.name}" for alias in node.names)
         for child in ast.iter_child_nodes(node):
             visit(child)
 
@@ -153,6 +159,10 @@ def violations(edges: dict[str, set[str]]) -> list[str]:
                 forbid(module, lib, "only transports.daily imports daily")
             if top == "av" and module != "transports.recording":
                 forbid(module, lib, "only transports.recording imports PyAV")
+            if _under(lib.removeprefix("!"), "aiohttp.web") and not (
+                _under(module, "api") or module in WEB
+            ):
+                forbid(module, lib, "only the API, app, keys and cli import aiohttp.web")
         if module in L0:
             for lib in libs:
                 if _top(lib) in HEAVY:
@@ -214,6 +224,53 @@ def violations(edges: dict[str, set[str]]) -> list[str]:
                 if _under(name, "engine") and name not in API_ENGINE:
                     forbid(module, name, "the API renders nothing itself")
     return bad
+
+
+def keys_made_outside(sources: dict[str, str]) -> list[str]:
+    """'module: line' for every `AppKey(...)` / `RequestKey(...)` made outside keys.py."""
+    found = []
+    for module, text in sorted(sources.items()):
+        if module == "keys":
+            continue
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.Call):
+                func = node.func
+                name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+                if name in ("AppKey", "RequestKey"):
+                    found.append(f"{module}: {node.lineno}")
+    return found
+
+
+def _sources() -> dict[str, str]:
+    return {_name(p): p.read_text(encoding="utf-8") for p in PACKAGE.rglob("*.py") if _name(p)}
+
+
+def test_every_app_key_is_made_in_keys() -> None:
+    sources = _sources()
+    assert "web.AppKey(" in sources["keys"]  # the scan reads the real registry
+    assert keys_made_outside(sources) == []
+
+
+def test_the_app_key_check_and_the_web_row_can_fail() -> None:
+    sources = {"keys": "k = web.AppKey('k')", "rerig": "x = 1\nt: T = web.AppKey('t')"}
+    sources["api.ws"] = "from aiohttp.web import AppKey\nk = AppKey('k')"
+    assert keys_made_outside(sources) == ["api.ws: 2", "rerig: 2"]
+    edges = graph()
+    before = set(violations(edges))
+    fake = "from aiohttp import web"
+    for module in ("engine.slot", "rerig", "transports.local", "api.sessions", "app"):
+        edges[module] = edges[module] | _runtime_imports(ast.parse(fake), module)
+    added = sorted(set(violations(edges)) - before)
+    web_row = "(only the API, app, keys and cli import aiohttp.web)"
+    assert added == [
+        "engine.slot -> aiohttp (engine has no I/O)",
+        "engine.slot -> aiohttp.web (engine has no I/O)",
+        f"engine.slot -> aiohttp.web {web_row}",
+        f"rerig -> aiohttp.web {web_row}",
+        f"transports.local -> aiohttp.web {web_row}",
+        # Before `from aiohttp import web` was read as an edge to aiohttp.web, this row missed it.
+        "transports.local -> aiohttp.web (transports serve no HTTP)",
+    ]
 
 
 def test_the_import_graph_follows_the_layer_table() -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from agenthuman_local import protocol
@@ -199,6 +200,8 @@ def _nice(native_id: int) -> int:
 
 async def test_encoder_threads_run_nicer_than_the_render_thread(tmp_path: Path) -> None:
     base = os.getpriority(os.PRIO_PROCESS, os.getpid())
+    if base >= 19:
+        pytest.skip("this process already runs at the lowest priority: no thread can be nicer")
     rec = Recorder(tmp_path / "nice.mp4", W, H, FPS, SR)
     rec.submit(0, frame(0).rgb, frame(0).pcm)
     await wait_for(lambda: rec.frames_written == 1)

@@ -15,7 +15,7 @@ import pytest
 
 from agenthuman_local.engine.base import frame_sample_range
 from agenthuman_local.paths import recording_path
-from agenthuman_local.transports.recording import Recorder, RecorderSink
+from agenthuman_local.transports.recording import Recorder, RecorderSink, i420_frame
 from tests.fakes_daily import SinkFrame
 
 W, H, FPS, SR = 160, 120, 25, 16_000
@@ -260,3 +260,12 @@ def test_a_killed_writer_leaves_a_playable_file(tmp_path: Path) -> None:
             pass  # the fragment being written at the kill is cut short
     assert frames >= 25  # at least one whole second, as SPEC §10 promises
     assert samples >= SR
+
+
+@pytest.mark.parametrize("size", [(1280, 720), (962, 720), (130, 128)])  # rows padded or not
+def test_an_i420_picture_reaches_the_encoder_unchanged(size: tuple[int, int]) -> None:
+    width, height = size
+    i420 = np.random.default_rng(1).integers(0, 256, (height * 3 // 2, width), dtype=np.uint8)
+    frame = i420_frame(i420, width, height)
+    assert (frame.width, frame.height, frame.format.name) == (width, height, "yuv420p")
+    assert np.array_equal(frame.to_ndarray(), i420)

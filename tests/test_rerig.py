@@ -28,7 +28,7 @@ from agenthuman_local.engine.rig_haar import (
 )
 from agenthuman_local.migrations import MIGRATIONS
 from agenthuman_local.paths import DB_FILE
-from agenthuman_local.rerig import _rerig_one, rerig_avatars, rerig_task_key
+from agenthuman_local.rerig import _rerig_one, rerig_avatars
 from agenthuman_local.store import Store
 from tests import photos
 
@@ -188,7 +188,7 @@ async def test_the_server_rerigs_in_the_background_after_start_up(
     finally:
         await st.close()
     api = await make_client()
-    report = await api.app[rerig_task_key]
+    report = await api.app[keys.rerig_task_key]
     assert report is not None and report.rigged == [face_id]
     row = await api.app[keys.store_key].get_avatar(face_id)
     assert row is not None and row.rig is not None and row.rig["version"] == 2

@@ -116,19 +116,26 @@ async def test_a_second_signal_exits_at_once() -> None:
     server = Server({"devices.use_cuda": "false", "log_level": "info"})
     try:
         await server.start()
-        async with Client(server).http as http:
-            # A socket that never sends session.init is a handler aiohttp waits for (up to
-            # SHUTDOWN_GRACE_S, then as long again after cancelling it): the first signal's
-            # shutdown is still under way when the second arrives.
-            waiting = await http.ws_connect(
-                f"{server.base_url}/v1/sessions/sess_x/ws", max_msg_size=0
+        # A request whose body is still arriving is a handler aiohttp waits for (up to
+        # SHUTDOWN_GRACE_S, then as long again after cancelling it): the first signal's
+        # shutdown is still under way when the second arrives. (A socket that never sent
+        # session.init no longer holds it: test_hardening_edge.)
+        _, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        try:
+            writer.write(
+                b"POST /v1/sessions HTTP/1.1\r\nHost: x\r\n"
+                + f"x-api-key: {server.api_key}\r\n".encode()
+                + b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
             )
+            await writer.drain()
+            await asyncio.sleep(0.2)  # the request is in its handler
             assert server.proc is not None
             server.proc.send_signal(signal.SIGTERM)
             await wait_for(lambda: "shutting down" in server.log_tail(), SHUTDOWN_GRACE_S)
             server.proc.send_signal(signal.SIGINT)
             returncode, _ = await _wait_exit(server, 60)
-            await waiting.close()
+        finally:
+            writer.close()
         # 128 + SIGINT: the forced exit, not the clean one (0) the first signal leads to.
         assert returncode == 128 + signal.SIGINT, server.log_tail()
         assert "SIGINT again: exiting at once" in server.log_tail()

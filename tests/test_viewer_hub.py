@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import re
@@ -18,7 +19,8 @@ from agenthuman_local.api import viewer as viewer_api
 from agenthuman_local.api.auth import auth_middleware
 from agenthuman_local.api.middleware import error_middleware
 from agenthuman_local.protocol import KIND_AUDIO_PCM, KIND_VIDEO_JPEG, unpack_media
-from agenthuman_local.transports.viewer import ViewerHub, ViewerSink, encode_jpeg
+from agenthuman_local.transports.jpeg import encode_jpeg
+from agenthuman_local.transports.viewer import ViewerHub, ViewerSink
 from tests.chromium import CHROMIUM, chromium
 from tests.fakes_daily import SinkFrame
 
@@ -334,3 +336,41 @@ async def test_chromium_plays_the_page_with_frames_on_the_audio_clock(app_client
             producer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await producer
+
+
+def moving(n: int) -> np.ndarray:
+    """A still picture with a square moving across it: after the key frame, only patches."""
+    rgb = image(0)
+    left = (4 * n) % (W - 16)
+    rgb[20:36, left : left + 16] = (250, 250, 40)
+    return rgb
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Chromium (apt-get install chromium)")
+async def test_chromium_composes_the_patches_into_the_sessions_frames(app_client, tmp_path) -> None:
+    hub, client = app_client
+    url = str(client.make_url("/v1/sessions/sess_1/viewer?token=tok-1"))
+    fps, frames = 25, 60
+    async with chromium(tmp_path / "profile", url) as devtools:
+        await asyncio.sleep(1.0)
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        for n in range(frames):
+            silence = bytes(2 * SR // fps)
+            await hub.publish_frame("sess_1", n, n * 40, moving(n), silence, sample_rate_hz=SR)
+            await asyncio.sleep(max(0.0, start + (n + 1) / fps - loop.time()))
+        shown = None
+        for _ in range(50):
+            stats = json.loads(await devtools.eval(STATS_JS) or "null")
+            shown = stats and stats["shown"] and stats["shown"]["frameIndex"]
+            if shown == frames - 1:
+                break
+            await asyncio.sleep(0.1)
+        assert shown == frames - 1, stats
+        png = await devtools.eval("document.getElementById('video').toDataURL('image/png')")
+    canvas = cv2.imdecode(np.frombuffer(base64.b64decode(png.split(",", 1)[1]), np.uint8), 1)
+    canvas = cv2.cvtColor(canvas, cv2.COLOR_BGR2RGB)
+    assert hub.key_frames < frames / 10  # the page was sent patches, not whole frames
+    # The square is where the last frame has it, and nowhere it was before.
+    assert np.abs(canvas.astype(int) - moving(frames - 1)).mean() < 3

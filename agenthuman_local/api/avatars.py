@@ -14,19 +14,22 @@ import asyncio
 import contextlib
 import json
 import shutil
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, TypeVar
-from urllib.parse import parse_qsl, unquote
+from typing import Any
 
-import aiohttp
 from aiohttp import web
 
 from agenthuman_local import errors, ids, keys
 from agenthuman_local.api.auth import public
 from agenthuman_local.api.fetch import fetch_image
 from agenthuman_local.api.objects import avatar_image_url, avatar_json, avatar_preview_url
-from agenthuman_local.api.parsing import json_object, optional_str, read_body
+from agenthuman_local.api.parsing import (
+    json_object,
+    multipart_fields,
+    optional_str,
+    urlencoded_fields,
+)
 from agenthuman_local.avatars import resolve_alias
 from agenthuman_local.errors import (
     AvatarNotFound,
@@ -34,7 +37,6 @@ from agenthuman_local.errors import (
     Conflict,
     NotAnImage,
     PayloadTooLarge,
-    RequestTimeout,
     StorageUnavailable,
     ValidationError,
 )
@@ -45,8 +47,6 @@ MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 DEFAULT_UPLOAD_NAME = "My avatar"
 MAX_NAME_CHARS = 200  # an avatar's name (a file's name is cut to it)
 INPUTS = ("file", "image_base64", "image_url")
-_CHUNK_BYTES = 64 * 1024
-_T = TypeVar("_T")
 _FACE_ERRORS: dict[str, type[errors.BadRequest]] = {
     cls.code: cls
     for cls in (errors.NotAnImage, errors.NoFace, errors.MultipleFaces, errors.FaceTooSmall)
@@ -328,11 +328,17 @@ async def _upload_inputs(request: web.Request) -> tuple[list[tuple[str, bytes | 
     fields: dict[str, bytes | str]
     if request.content_type == "multipart/form-data":
         try:
-            fields = await _multipart_fields(request)
+            fields = await multipart_fields(
+                request,
+                (*INPUTS[1:], "name"),
+                max_file_bytes=MAX_UPLOAD_BYTES,
+                file_too_large=_too_large,
+                max_name_chars=MAX_NAME_CHARS,
+            )
         except ValueError as exc:  # aiohttp: no boundary, or a body that does not follow it
             raise ValidationError("body", "is not a valid multipart form") from exc
     elif request.content_type == "application/x-www-form-urlencoded":
-        fields = await _urlencoded_fields(request)
+        fields = await urlencoded_fields(request)
     else:
         body = await json_object(request)
         fields = {
@@ -350,94 +356,3 @@ async def _upload_inputs(request: web.Request) -> tuple[list[tuple[str, bytes | 
     if len(name) > MAX_NAME_CHARS:
         raise ValidationError("name", f"must be at most {MAX_NAME_CHARS} characters")
     return found, name or DEFAULT_UPLOAD_NAME
-
-
-def _too_many_parts(max_parts: int) -> ValidationError:
-    return ValidationError(
-        "body",
-        f"has more than {max_parts} form fields",
-        suggestion="Send the image as one `file` part, with `name` at most.",
-    )
-
-
-async def _urlencoded_fields(request: web.Request) -> dict[str, bytes | str]:
-    """The text fields of a urlencoded body; past `http.max_form_parts` fields → 400 before
-    any is parsed (counting separators is cheap, parsing 16 MB of `a&` is not). `parse_qsl`
-    is pure Python (~0.6 s for a 10 MB `image_base64`), so it runs on a thread: unlike the
-    C JSON decoder it lets the loop run at every switch interval."""
-    raw = await read_body(request)
-    max_parts = request.app[keys.settings_key].http.max_form_parts
-    if raw.count(b"&") >= max_parts:  # parse_qsl splits on `&` only (Python ≥ 3.10)
-        raise _too_many_parts(max_parts)
-    text = raw.decode("utf-8", "replace")
-    pairs = await asyncio.to_thread(parse_qsl, text, keep_blank_values=True)
-    return {k: v for k, v in pairs}
-
-
-async def _multipart_fields(request: web.Request) -> dict[str, bytes | str]:
-    """`file` as bytes, the text fields as str (a file's name is the default `name`).
-
-    Parsing costs ~0.2 ms of event loop per part, so the part count is bounded
-    (`http.max_form_parts`): the refusal comes after at most that many parts are read. The
-    whole body, parts skipped unread included, is bounded by `max_request_mb` (413): aiohttp's
-    `client_max_size` does not apply to a streamed multipart body."""
-    settings = request.app[keys.settings_key]
-    limit = request.client_max_size
-    if (request.content_length or 0) > limit:
-        raise PayloadTooLarge()
-    max_parts = settings.http.max_form_parts
-    fields: dict[str, bytes | str] = {}
-    reader = await request.multipart()
-    timeout = settings.http.body_timeout_s
-
-    def check_total() -> None:
-        # Every byte the body has delivered so far, boundaries and skipped parts included.
-        if request.content.total_bytes > limit:
-            raise PayloadTooLarge()
-
-    count = 0
-    while (part := await _stalls_after(timeout, reader.next())) is not None:
-        check_total()
-        count += 1
-        if count > max_parts:
-            raise _too_many_parts(max_parts)
-        if not isinstance(part, aiohttp.BodyPartReader):
-            raise ValidationError("body", "must not nest multipart bodies")
-        if part.name == "file":
-            fields["file"] = await _read_part(part, MAX_UPLOAD_BYTES, timeout, check_total)
-            if part.filename:
-                # Clients percent-encode what a quoted header value cannot hold (HTML spec).
-                stem = Path(unquote(part.filename)).stem[:MAX_NAME_CHARS]
-                fields.setdefault("name", stem)
-        elif part.name in (*INPUTS[1:], "name"):
-            raw = await _read_part(part, limit, timeout, check_total)
-            fields[part.name] = raw.decode("utf-8", "replace")
-        else:  # read and dropped chunk by chunk: part.release() has no bound at all
-            while await _stalls_after(timeout, part.read_chunk(part.chunk_size)):
-                check_total()
-    check_total()
-    return fields
-
-
-async def _stalls_after(stall_s: float, step: Awaitable[_T]) -> _T:
-    """`await step`, or 408 if the client sends nothing for `stall_s` seconds meanwhile."""
-    try:
-        async with asyncio.timeout(stall_s):
-            return await step
-    except TimeoutError as exc:
-        raise RequestTimeout() from exc
-
-
-async def _read_part(
-    part: aiohttp.BodyPartReader, limit: int, stall_s: float, check_total: Callable[[], None]
-) -> bytes:
-    """A multipart part's bytes, refusing (413) more than `limit`, or once the whole body is
-    past its own bound (`check_total`): aiohttp's body limit does not apply to streamed
-    multipart parts."""
-    data = bytearray()
-    while chunk := await _stalls_after(stall_s, part.read_chunk(_CHUNK_BYTES)):
-        data += chunk
-        if len(data) > limit:
-            raise _too_large() if part.name == "file" else PayloadTooLarge()
-        check_total()
-    return bytes(data)

@@ -24,8 +24,8 @@ from agenthuman_local.api.parsing import (
     optional_str,
     required_str,
 )
-from agenthuman_local.engine_ctx import loading_error
 from agenthuman_local.errors import (
+    EngineLoading,
     NotFound,
     PayloadTooLarge,
     UnsupportedPlatform,
@@ -144,7 +144,7 @@ async def create_session(request: web.Request) -> web.Response:
     _check_metadata_size(request, metadata)
     manager = request.app[keys.manager_key]
     if era_c and not manager.ready:  # before any upload work the create could not use
-        raise loading_error(request.app[keys.engine_status_key])
+        raise EngineLoading.for_error(request.app[keys.engine_status_key].error)
     field, avatar_ref = _avatar_field(body, era_c=era_c)
     async with session_avatar(request, account_id, field, avatar_ref) as avatar:
         session, token = await manager.create(

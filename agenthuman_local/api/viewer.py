@@ -28,6 +28,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from agenthuman_local import keys
 from agenthuman_local.api.auth import public
+from agenthuman_local.api.server import CLOSE_ANSWER_WAIT_S
 from agenthuman_local.errors import NotFound, SessionNotFound
 from agenthuman_local.transports.viewer import Viewer
 
@@ -87,7 +88,10 @@ async def viewer_socket(request: web.Request) -> web.StreamResponse:
     session_id = await _authorize(request)
     hub = request.app[keys.viewer_hub_key]
     # No permessage-deflate: JPEG and PCM do not compress, deflating them only costs CPU.
-    ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=64 * 1024, compress=False)
+    # A page that stopped reading (a frozen tab) never answers a close: wait 1 s, not 10.
+    ws = web.WebSocketResponse(
+        heartbeat=20.0, max_msg_size=64 * 1024, compress=False, timeout=CLOSE_ANSWER_WAIT_S
+    )
     await ws.prepare(request)
     try:
         viewer = hub.connect(session_id)

@@ -12,6 +12,22 @@ queue is full) — nothing is dropped, `played_ms`/`dropped_ms` stay exact — a
 one `error RATE_LIMITED` per second of throttling. A storm on one socket then costs the event
 loop no more than a busy, well-behaved client, and its neighbours stay on time.
 
+Repeated control messages reach the session at most once a frame (`ControlCoalescer`): an
+`agent.interrupt`, `session.keep_alive` or listening cue that repeats the command just before
+it (nothing else between) within one frame of the one the session had is answered here, with
+the reply the session would have given — `agent.interrupt.confirmed` with nothing to drop
+(`utterance_id` null, 0 ms: the interrupt before already dropped everything and no speech came
+since), `session.keep_alive.ack`, nothing for a cue — in the same order on the same queue, so
+every message is still answered, but a storm of them costs no rendering (an interrupt re-renders
+the next frame), no timeline line and no listener call each.
+
+A socket that has not sent `session.init` yet belongs to no session, so ending the sessions
+at shutdown does not reach it: it also waits on the app's `ShutdownSignal`, which
+`app.end_live_sessions` (`on_shutdown`, run before aiohttp waits for open handlers) sets, and
+then closes at once with 1001 "server shutting down", so it never holds the exit. While it
+waits, its request carries `keys.waiting_for_init_key`: the connection cap may close it to
+make room (`api.server`).
+
 The render workers and the runner factory the session manager uses are `app.live_ctx`'s.
 """
 
@@ -25,10 +41,11 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp import WSCloseCode, WSMessage, WSMsgType, web
 
 from agenthuman_local import ids, keys, protocol
 from agenthuman_local.api.auth import public
+from agenthuman_local.api.server import CLOSE_ANSWER_WAIT_S
 from agenthuman_local.jsonsafe import JsonLimits
 from agenthuman_local.sessions.live import LiveSession, MediaRefused, SessionClosed
 from agenthuman_local.sessions.state import EndReason, SessionState
@@ -40,8 +57,24 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-# Optional overrides, read when a session starts (tests set them from a cleanup context).
-# Outputs (recorder, viewer, Daily) attach to a session's runner through these.
+CLOSE_GOING_AWAY_REASON = "server shutting down"
+
+
+class ShutdownSignal:
+    """Set once by `on_shutdown`; sockets still waiting for `session.init` wait on it too."""
+
+    def __init__(self) -> None:
+        self._future: asyncio.Future[None] | None = None
+
+    @property
+    def future(self) -> asyncio.Future[None]:
+        if self._future is None:  # made on the loop, at first use
+            self._future = asyncio.get_running_loop().create_future()
+        return self._future
+
+    def set(self) -> None:
+        if not self.future.done():
+            self.future.set_result(None)
 
 
 class WsLink:
@@ -165,6 +198,49 @@ class MessageBudget:
         return True
 
 
+class ControlCoalescer:
+    """Which control messages repeat the one before within a frame (module docstring)."""
+
+    def __init__(self, frame_s: float, now: Callable[[], float]) -> None:
+        self.frame_s = frame_s
+        self._now = now
+        self._last: protocol.Command | None = None
+        self._last_at = 0.0
+
+    def absorb(self, cmd: protocol.Command) -> bool:
+        """True: `cmd` is the session's last command again, less than a frame after the
+        session had it — answer it without the session. False: dispatch it (and remember)."""
+        if not isinstance(cmd, protocol.Interrupt | protocol.KeepAlive | protocol.Listening):
+            self._last = None  # speech (or anything else) between: the next one counts again
+            return False
+        now = self._now()
+        if cmd == self._last and now - self._last_at < self.frame_s:
+            return True
+        self._last, self._last_at = cmd, now
+        return False
+
+
+def _nothing_to_interrupt() -> dict[str, Any]:
+    """What the session answers an interrupt with when nothing is queued or playing."""
+    event = protocol.interrupt_confirmed(None, 0, 0)
+    event["dropped_samples"] = 0  # as speech.interrupt adds
+    return event
+
+
+def _answer_repeat(runner: SessionRunner, link: WsLink, cmd: protocol.Command) -> None:
+    """The reply the session would give a repeat, on the socket's queue (the session's own
+    events go there too, so the order holds); through the session if the queue is full."""
+    match cmd:
+        case protocol.Interrupt():
+            if not link.send_event(_nothing_to_interrupt()):
+                runner.interrupt()
+        case protocol.KeepAlive():
+            if not link.send_event(protocol.keep_alive_ack()):
+                runner.keep_alive()
+        case _:  # a listening cue the session already has: nothing to answer
+            pass
+
+
 async def _reject(ws: web.WebSocketResponse, close_code: int, code: str, message: str) -> None:
     await ws.send_json(protocol.error_event(code, message))
     await ws.close(code=close_code, message=message.encode()[:120])
@@ -222,14 +298,21 @@ def _dispatch(runner: SessionRunner, cmd: protocol.Command) -> None:
 async def session_ws(request: web.Request) -> web.WebSocketResponse:
     settings = request.app[keys.settings_key]
     # No permessage-deflate: the output is JPEG/PCM media, which does not compress.
-    ws = web.WebSocketResponse(max_msg_size=int(settings.ws.max_message_mb * 2**20), compress=False)
+    ws = web.WebSocketResponse(
+        max_msg_size=int(settings.ws.max_message_mb * 2**20),
+        compress=False,
+        timeout=CLOSE_ANSWER_WAIT_S,
+    )
     await ws.prepare(request)
     try:
-        first = await ws.receive(timeout=settings.ws.connect_timeout_s)
+        first = await _first_message(request, ws, settings.ws.connect_timeout_s)
     except TimeoutError:
         await _reject(
             ws, protocol.CLOSE_PROTOCOL, protocol.E_PROTOCOL, protocol.FIRST_MESSAGE_MUST_BE_INIT
         )
+        return ws
+    if first is None:  # the server is shutting down
+        await ws.close(code=WSCloseCode.GOING_AWAY, message=CLOSE_GOING_AWAY_REASON.encode())
         return ws
     if first.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
         return ws
@@ -281,7 +364,8 @@ async def session_ws(request: web.Request) -> web.WebSocketResponse:
             runner.add_sink(sink)
         rate = settings.ws.max_messages_per_s
         budget = MessageBudget(rate, asyncio.get_running_loop().time) if rate else None
-        await _read(ws, runner, init.sample_rate_hz, link, limits, budget)
+        coalescer = ControlCoalescer(1.0 / runner.options.fps, asyncio.get_running_loop().time)
+        await _read(ws, runner, init.sample_rate_hz, link, limits, budget, coalescer)
     finally:
         if sink is not None:
             runner.remove_sink(sink)
@@ -291,6 +375,35 @@ async def session_ws(request: web.Request) -> web.WebSocketResponse:
     return ws
 
 
+async def _first_message(
+    request: web.Request, ws: web.WebSocketResponse, timeout_s: float
+) -> WSMessage | None:
+    """The first message (TimeoutError past `timeout_s`), or None once the server shuts down.
+
+    Meanwhile the request is marked `keys.waiting_for_init_key`: the connection cap may evict
+    it."""
+    signal = request.app.get(keys.ws_shutdown_key)
+    stopping = signal.future if signal is not None else None
+    if stopping is not None and stopping.done():
+        return None
+    request[keys.waiting_for_init_key] = True
+    try:
+        if stopping is None:
+            return await ws.receive(timeout=timeout_s)
+        receive: asyncio.Future[Any] = asyncio.ensure_future(ws.receive(timeout=timeout_s))
+        waiting: set[asyncio.Future[Any]] = {receive, stopping}
+        await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        if receive.done():
+            first: WSMessage = receive.result()
+            return first
+        receive.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await receive
+        return None
+    finally:
+        request[keys.waiting_for_init_key] = False
+
+
 async def _read(
     ws: web.WebSocketResponse,
     runner: SessionRunner,
@@ -298,6 +411,7 @@ async def _read(
     link: WsLink,
     limits: JsonLimits,
     budget: MessageBudget | None,
+    coalescer: ControlCoalescer,
 ) -> None:
     """Until the client goes or someone asks `link` to close the socket."""
     while True:
@@ -322,10 +436,14 @@ async def _read(
         msg = receive.result()
         try:
             if msg.type is WSMsgType.TEXT:
-                _dispatch(runner, protocol.parse_text(msg.data, limits=limits))
+                cmd = protocol.parse_text(msg.data, limits=limits)
             elif msg.type is WSMsgType.BINARY:
-                _dispatch(runner, protocol.parse_binary(msg.data, sample_rate_hz))
+                cmd = protocol.parse_binary(msg.data, sample_rate_hz)
             else:
                 return
+            if coalescer.absorb(cmd):
+                _answer_repeat(runner, link, cmd)
+            else:
+                _dispatch(runner, cmd)
         except protocol.ProtocolError as exc:
             runner.emit_error(exc.code, exc.message)

@@ -9,8 +9,11 @@ blinks every 2–6 s, glances, breathing, a slow sway, and the listening pose.
 
 from __future__ import annotations
 
+import copy
+import functools
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -23,6 +26,24 @@ _RELEASE = 0.35  # while it closes
 _RELEASE_SILENT = 0.7  # once the sound has stopped, close quickly: silence means a closed mouth
 _BLINK_S = 0.2  # one blink, lids down and up
 _SPECTRUM_N = 1024
+_SWAY_WEIGHTS = np.array([0.45, 0.25, 0.15, 0.1, 0.05])[:, None]
+
+
+@functools.lru_cache(maxsize=8)
+def _hann(size: int) -> np.ndarray:
+    window = np.hanning(size)
+    window.flags.writeable = False
+    return window
+
+
+@functools.lru_cache(maxsize=8)
+def _speech_band(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(which rfft bins of an n-point spectrum lie in 200–4000 Hz, their frequencies)."""
+    freqs = np.fft.rfftfreq(n, 1.0 / SAMPLE_RATE_HZ)
+    band = (freqs >= 200.0) & (freqs <= 4000.0)
+    in_band = freqs[band]
+    band.flags.writeable = in_band.flags.writeable = False
+    return band, in_band
 
 
 def _level_db(samples: np.ndarray) -> float:
@@ -58,6 +79,19 @@ class Driver:
         # Speech emphasis drives nods and brows; it decays on its own so reset() never jumps pose.
         self._emphasis = 0.0
         self.reset()
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Driver:
+        """A session copies the driver before every frame (to rewind it): its plain state, the
+        two arrays it changes in place, and its random generator at the same state (a deep copy
+        of a numpy Generator re-seeds one from the OS first: most of the cost)."""
+        twin = copy.copy(self)
+        twin._gaze = self._gaze.copy()
+        twin._gaze_target = self._gaze_target.copy()
+        bits = self._rng.bit_generator
+        twin_bits = type(bits)(0)
+        twin_bits.state = bits.state
+        twin._rng = np.random.Generator(twin_bits)
+        return twin
 
     def reset(self) -> None:
         """Interruption: the mouth is back at rest on the next frame; pose and blinks carry on."""
@@ -131,11 +165,10 @@ class Driver:
             return 0.0, 0.0
         x = current.astype(np.float64)
         n = max(_SPECTRUM_N, x.size)
-        spectrum = np.abs(np.fft.rfft(x * np.hanning(x.size), n=n))
-        freqs = np.fft.rfftfreq(n, 1.0 / SAMPLE_RATE_HZ)
-        band = (freqs >= 200.0) & (freqs <= 4000.0)
+        spectrum = np.abs(np.fft.rfft(x * _hann(x.size), n=n))
+        band, freqs = _speech_band(n)
         power = spectrum[band] ** 2
-        centroid = float((freqs[band] * power).sum() / max(power.sum(), 1e-12))
+        centroid = float((freqs * power).sum() / max(power.sum(), 1e-12))
         spread = min(max((centroid - 950.0) / 600.0, 0.0), 1.0)
         rnd = min(max((700.0 - centroid) / 300.0, 0.0), 1.0)
         return spread, rnd
@@ -156,8 +189,7 @@ class Driver:
             # Lids fall faster than they rise.
             out[P.BLINK] = min(1.0, phase / 0.4) if phase < 0.4 else 1.0 - (phase - 0.4) / 0.6
         sway = np.sin(2 * math.pi * self._sway_freq_hz * t + self._sway_phase)
-        weights = np.array([0.45, 0.25, 0.15, 0.1, 0.05])[:, None]
-        yaw, pitch, roll = (weights * sway).sum(axis=0)
+        yaw, pitch, roll = (_SWAY_WEIGHTS * sway).sum(axis=0)
         talk = self._emphasis
         out[P.YAW] = 0.5 * yaw * (1.0 - 0.5 * listen)
         out[P.PITCH] = 0.4 * pitch - 0.25 * listen + 0.25 * talk * math.sin(2 * math.pi * 1.7 * t)

@@ -17,6 +17,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -49,6 +50,7 @@ BREATH_STEPS = 4  # pre-painted backgrounds between exhale and inhale
 # 410 mouth shapes, a few sentences' worth; all of them together within engine.cache_mb.
 TILE_CACHE_MB = 32
 LAID_TILES = 96  # and finished tiles at their shift and tilt, per layer: a still head reuses them
+BASES = 2  # composed frames without features kept per renderer (the head moves every ~5 frames)
 # Head tilt: pre-rotated heads in whole steps, so a frame only picks one.
 ROLL_STEPS = 13
 ROLL_STEP_DEG = 0.5  # a step moves the crown under 2 px at 960x720
@@ -232,6 +234,12 @@ class ProceduralRenderer:
         self._laid: list[OrderedDict[tuple, tuple[int, int, torch.Tensor]]] = [
             OrderedDict() for _ in self._layers
         ]
+        # Whole frames of the head without its features over the background, by (background,
+        # tilt, paste origin): the head holds still for ~5 frames at a time, so a frame is
+        # mostly one copy of the last one and its feature tiles blended (`_composed`).
+        self._bases: BudgetedCache[tuple[int, int, int, int], torch.Tensor] = BudgetedCache(
+            f"{size.width}x{size.height} composed head", tensor_bytes, max_entries=BASES
+        )
         # A tilted tile turns about its own centre; its grids are the same for every frame.
         degrees = [roll_degrees(k) for k in range(ROLL_STEPS)]
         self._tilt_grids = [
@@ -318,23 +326,44 @@ class ProceduralRenderer:
             tiles = [self._tiles(i, rows) for i in range(len(self._layers))]
         out = torch.empty(batch, self.size.height, self.size.width, 3, dtype=torch.uint8)
         for b, row in enumerate(rows):
-            out[b].copy_(a.backgrounds[self.background_index(row)])
             k = self.roll_index(row)
-            if self.scaled:
-                alpha = a.head_alpha[k].float()[..., None]
-                head = torch.cat([a.head_straight[k].float() * alpha, alpha], -1)
-                for per_frame in tiles:
-                    c, r, tile = per_frame[b]
-                    head[r : r + tile.shape[0], c : c + tile.shape[1], :3] = tile
-                big = _upscale(head[None], self.layout)[0]
-                rgb, inv = _fixed_point(big[..., :3], big[..., 3:])
-            else:
-                rgb, inv = a.head_i16[k].clone(), a.inv_alpha[k]
-                for per_frame in tiles:
-                    c, r, tile = per_frame[b]
-                    rgb[r : r + tile.shape[0], c : c + tile.shape[1]] = tile
+            if not self.scaled:
+                self._composed(out[b], row, k, [per_frame[b] for per_frame in tiles])
+                continue
+            out[b].copy_(a.backgrounds[self.background_index(row)])
+            alpha = a.head_alpha[k].float()[..., None]
+            head = torch.cat([a.head_straight[k].float() * alpha, alpha], -1)
+            for per_frame in tiles:
+                c, r, tile = per_frame[b]
+                head[r : r + tile.shape[0], c : c + tile.shape[1], :3] = tile
+            big = _upscale(head[None], self.layout)[0]
+            rgb, inv = _fixed_point(big[..., :3], big[..., 3:])
             self._blend(out[b], rgb, inv, *self.paste_origin(row))
         return out
+
+    def _composed(
+        self, frame: torch.Tensor, row: list[float], k: int, tiles: list[tuple[int, int, Any]]
+    ) -> None:
+        """Frame = the background with the head blended over it, its feature tiles in place.
+
+        The same pixels as blending the head with its tiles pasted in, in one pass: outside
+        the tiles a frame is its (background, tilt, origin)'s composed head, kept
+        (`_bases`); each tile is then blended over the background where it lies."""
+        a = self._assets
+        bg = self.background_index(row)
+        x0, y0 = self.paste_origin(row)
+        with self._lock:
+            base = self._bases.get((bg, k, x0, y0))
+        if base is None:
+            base = a.backgrounds[bg].clone()
+            self._blend(base, a.head_i16[k], a.inv_alpha[k], x0, y0)
+            with self._lock:
+                self._bases.put((bg, k, x0, y0), base)
+        frame.copy_(base)
+        background, inv = a.backgrounds[bg], a.inv_alpha[k]
+        for c, r, tile in tiles:
+            h, w = tile.shape[:2]
+            self._blend(frame, tile, inv[r : r + h, c : c + w], x0 + c, y0 + r, under=background)
 
     def _tiles(self, index: int, rows: list[list[float]]) -> list[tuple[int, int, torch.Tensor]]:
         """One layer's tile for each frame: (crop col, crop row, premultiplied tile).
@@ -420,13 +449,24 @@ class ProceduralRenderer:
         fy1, fx1 = min(frame.shape[0], y0 + h), min(frame.shape[1], x0 + w)
         return fy0, fy1, fx0, fx1, fy0 - y0, fx0 - x0
 
-    def _blend(self, frame: torch.Tensor, head: torch.Tensor, inv: torch.Tensor, x0: int, y0: int):
+    def _blend(
+        self,
+        frame: torch.Tensor,
+        head: torch.Tensor,
+        inv: torch.Tensor,
+        x0: int,
+        y0: int,
+        *,
+        under: torch.Tensor | None = None,
+    ):
+        """frame[at x0, y0] = under · inv / 128 + head (premultiplied, int16); `under` is the
+        frame itself unless given (the background, for a tile over a composed head)."""
         h, w = head.shape[:2]
         fy0, fy1, fx0, fx1, cy, cx = self._clip(frame, h, w, x0, y0)
         if fy1 <= fy0 or fx1 <= fx0:
             return
         region = frame[fy0:fy1, fx0:fx1]
         hy, hx = slice(cy, cy + fy1 - fy0), slice(cx, cx + fx1 - fx0)
-        mixed = region.to(torch.int16)
+        mixed = (region if under is None else under[fy0:fy1, fx0:fx1]).to(torch.int16)
         mixed.mul_(inv[hy, hx]).bitwise_right_shift_(7).add_(head[hy, hx])
         region.copy_(mixed)

@@ -1,22 +1,14 @@
 """One started session's media loop: speech queue → driver → render worker → pacer → sinks.
 
 The runner owns two named tasks (`session:<id>:pace`, `session:<id>:watch`) and nothing else
-that runs. Frames are scheduled ahead of the clock — up to `ahead_frames` while speech is queued,
-`idle_ahead_frames` while idle, so new audio is never stuck behind a long run of pre-rendered
-silence — and each tick publishes exactly one frame with exactly its audio. If a frame's image is
+that runs. Each tick publishes exactly one frame with exactly its audio. If a frame's image is
 not ready at its tick the previous image is shown with the frame's own audio (late), so audio and
 video never drift. An interrupt silences the next frame, throws away the ones after it, rewinds
 the driver to that frame and continues from there with silence, so no queued speech is heard
 after the next tick and the face closes its mouth from where it was rather than jumping.
 
-The first speaking frame after silence does not wait for a tick: speech that arrives with at
-least half a frame left before the next tick re-schedules that very frame with the speech
-(otherwise the one after it), and the frame is published as soon as its image is rendered,
-early (`Pacer.next_tick(early)`); its pts and audio, and every later tick, stay on the clock.
-(Not for audio-window renderers, whose look-ahead that frame would eat.)
-
-The scheduled frames, an audio-driven renderer's (a plug-in's) audio window and a driver's
-look-ahead are `sessions.schedule`.
+Which frames are scheduled ahead of the clock, their render jobs, and when the first speaking
+frame after silence is published before its tick (`early`) are `sessions.schedule`.
 
 Events (replies and server events alike) leave through one ordered path: the timeline, then the
 attached socket link, or an outbox that a reconnecting socket drains in order. Event listeners
@@ -36,18 +28,18 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from agenthuman_local import protocol
-from agenthuman_local.audio import SAMPLE_RATE_HZ
+from agenthuman_local.audio import SAMPLE_RATE_HZ, AudioIn
 from agenthuman_local.clock import Clock
-from agenthuman_local.engine.base import FrameDriver, Renderer, WorkerClosed, WorkerFull
+from agenthuman_local.engine.base import FrameDriver, Renderer
 from agenthuman_local.sessions.clock import Pacer
 from agenthuman_local.sessions.outbox import EventLink, Outbox
-from agenthuman_local.sessions.schedule import AudioIn, FrameSchedule
+from agenthuman_local.sessions.schedule import FrameSchedule
 from agenthuman_local.sessions.speech import BufferFull, SpeechQueue, samples_to_ms
 from agenthuman_local.sessions.timeline import Timeline
 from agenthuman_local.transports.base import PublishedFrame, Sink
 
 if TYPE_CHECKING:
-    from agenthuman_local.engine.worker import RenderJob, RenderWorker
+    from agenthuman_local.engine.worker import RenderWorker
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +55,6 @@ class RunnerOptions:
     idle_ahead_frames: int = 2
     idle_timeout_s: float | None = None
     reconnect_grace_s: float = 10.0
-    expires_in_s: float | None = None
     watch_interval_s: float = 0.1
     max_outbox_events: int = 4096
 
@@ -97,22 +88,27 @@ class SessionRunner:
             max_buffer_s=options.max_buffer_s,
             silence_gap_ms=options.silence_gap_ms,
         )
-        self._schedule = FrameSchedule(self._speech, options.fps, renderer, driver, self._submit)
+        self._pacer = Pacer(options.fps, clock)
+        self._schedule = FrameSchedule(
+            self._speech,
+            options.fps,
+            renderer,
+            driver,
+            worker,
+            self._pacer,
+            ahead_frames=options.ahead_frames,
+            idle_ahead_frames=options.idle_ahead_frames,
+            on_events=self._emit_all,
+        )
         self._pending = self._schedule.pending  # the same deque, oldest first
         self._audio_in = AudioIn()
         self._listeners: list[Callable[[dict[str, Any]], None]] = []
-        self._pacer = Pacer(options.fps, clock)
         self._listening = False
-        self._last_speaking = False  # the last published frame carried speech
-        self._early = asyncio.Event()  # set: the next frame may be published before its tick
         self._last_rgb: np.ndarray | None = None
         self._pts_ms = 0
         self._outbox = Outbox(options.max_outbox_events)
         self._detached_at: float | None = None
         self._last_activity = clock.now()
-        self._expires_at = (
-            None if options.expires_in_s is None else clock.now() + options.expires_in_s
-        )
         self._first_audio_at: float | None = None
         self._pace_task: asyncio.Task[None] | None = None
         self._watch_task: asyncio.Task[None] | None = None
@@ -259,9 +255,9 @@ class SessionRunner:
         self._emit(
             protocol.speak_confirmed(result.audio_samples, result.buffered_ms, result.utterance_id)
         )
-        self._schedule.redo_idle(keep=self._keep_before_speech())
+        self._schedule.redo_idle(keep=self._schedule.keep_before_speech())
         self._fill()
-        self._check_early()
+        self._schedule.check_early()
 
     def speak_end(self) -> None:
         self._speech.end_utterance()
@@ -291,85 +287,18 @@ class SessionRunner:
 
     # --- frames ----------------------------------------------------------------------------
 
-    def _keep_before_speech(self) -> int:
-        """Scheduled idle frames new speech leaves in place: none when the next tick is at
-        least half a frame away and two whole frames of speech are queued (the next frame
-        itself can be rendered with the speech in time), else that next frame."""
-        if not self._pacer.started or not self._pending or self._schedule.window_samples:
-            return 1  # an audio-window renderer keeps its look-ahead margin (see _check_early)
-        nxt = self._pending[0].audio
-        if not self._speech_ahead(2):
-            # Not two whole frames of speech yet: that frame, or the one after it (scheduled
-            # right after that frame's tick), would be padded with silence.
-            return 1
-        due = self._pacer.expected(nxt.frame_index)
-        return 0 if (due - self.clock.now()) * self.options.fps >= 0.5 else 1
-
-    def _check_early(self, _: object = None) -> None:
-        """Set `_early` when the next frame is the first speaking one after silence and its
-        image is ready: it is published without waiting for its tick.
-
-        Not for an audio-window renderer (a plug-in): starting its speech a frame earlier
-        would eat a frame of the look-ahead a client streaming in real time keeps."""
-        if self._last_speaking or not self._pending or self._schedule.window_samples:
-            return
-        p = self._pending[0]
-        after = self._pending[1].audio.speaking if len(self._pending) > 1 else False
-        if (
-            p.audio.speaking
-            and p.job is not None
-            and p.job.future.done()
-            and not p.job.future.cancelled()
-            # The frame after it has its speech too: published early, this frame would leave
-            # the next one to be scheduled before its audio came (TTS streaming in real time),
-            # padded with silence that played_ms does not count.
-            and (after or self._speech_ahead(1))
-        ):
-            self._early.set()
-
-    def _speech_ahead(self, frames: int) -> bool:
-        """`frames` whole frames of speech not yet scheduled are queued, or no utterance is
-        open (what is queued is all there will be)."""
-        frame_samples = self._pending[0].audio.audio_end - self._pending[0].audio.audio_start
-        return (
-            self._speech.open_utterance_id is None
-            or self._speech.unscheduled_samples >= frames * frame_samples
-        )
-
-    def _submit(
-        self, frame_index: int, params: np.ndarray, window: np.ndarray | None = None
-    ) -> RenderJob | None:
-        try:
-            job = self.worker.submit(
-                self.renderer, params, self._pacer.expected(frame_index), window
-            )
-        except (WorkerFull, WorkerClosed):
-            return None
-        job.future.add_done_callback(self._check_early)
-        return job
-
     def _fill(self) -> None:
         if self._closed:
             return
-        self._schedule.resubmit()
-        while len(self._pending) < self.options.ahead_frames:
-            if (
-                len(self._pending) >= self.options.idle_ahead_frames
-                and not self._speech.unscheduled_samples
-            ):
-                break
-            if self._schedule.hold():
-                break
-            self._schedule.add_next(self._listening)
-            self._emit_all(self._speech.take_events())
+        self._schedule.fill(self._listening)
 
     async def _pace(self) -> None:
         try:
             await self._first_frame()
             while True:
-                self._check_early()
-                tick = await self._pacer.next_tick(self._early)
-                self._early.clear()
+                self._schedule.check_early()
+                tick = await self._pacer.next_tick(self._schedule.early)
+                self._schedule.early.clear()
                 await self._publish(tick)
                 self._fill()
         except RenderFailed as exc:
@@ -426,7 +355,7 @@ class SessionRunner:
         )
         self.frames_published += 1
         self.frames_late += late
-        self._last_speaking = p.audio.speaking
+        self._schedule.last_speaking = p.audio.speaking
         for sink in list(self.sinks):
             await sink.publish(frame)
         self._speech.publish(p.audio, tick.pts_ms, tick.pts_end_ms)
@@ -459,13 +388,13 @@ class SessionRunner:
     # --- timers ----------------------------------------------------------------------------
 
     async def _watch(self) -> None:
+        """The reconnect grace and the idle timeout; the session's expiry (and the connect
+        timeout) are the manager's timers."""
         opts = self.options
         while True:
             await self.clock.sleep_until(self.clock.now() + opts.watch_interval_s)
             now = self.clock.now()
-            if self._expires_at is not None and now >= self._expires_at:
-                self._request_end("expired")
-            elif self._detached_at is not None and now - self._detached_at >= (
+            if self._detached_at is not None and now - self._detached_at >= (
                 opts.reconnect_grace_s
             ):
                 self._request_end("websocket_closed")

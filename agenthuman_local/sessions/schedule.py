@@ -1,7 +1,17 @@
-"""The frames a session runner has scheduled ahead of its clock, and the audio around them.
+"""The frames a session runner has scheduled ahead of its clock: which ones, their render jobs,
+and whether the next one may be published before its tick.
 
-Each scheduled frame holds its audio, the driver's params for it, its render job and the driver
-as it was before the frame was stepped, so throwing frames away (`rewind`) puts the driver back.
+Frames are scheduled ahead of the clock — up to `ahead_frames` while speech is queued,
+`idle_ahead_frames` while idle, so new audio is never stuck behind a long run of pre-rendered
+silence. Each scheduled frame holds its audio, the driver's params for it, its render job and the
+driver as it was before the frame was stepped, so throwing frames away (`rewind`) puts the driver
+back.
+
+The first speaking frame after silence does not wait for a tick: speech that arrives with at
+least half a frame left before the next tick re-schedules that very frame with the speech
+(`keep_before_speech`; otherwise the one after it), and once its image is rendered `early` is set,
+so the runner publishes it at once (`Pacer.next_tick(early)`); its pts and audio, and every later
+tick, stay on the clock. (Not for audio-window renderers, whose look-ahead that frame would eat.)
 
 An audio-driven renderer (a plug-in, SPEC §9: `render_audio` and a `manifest`) gets with each
 frame its audio window: the frame's own samples then its look-ahead, `audio_window_samples` in
@@ -11,29 +21,32 @@ renderer's frame is held the same way until its own samples have arrived, so sub
 (10 ms from a TTS) never put silence inside an utterance. The frame's
 own audio, and so its timeline range, never changes with the look-ahead. A driver with
 `lookahead_frames` gets the queued audio of that many following frames.
-
-`AudioIn` turns binary PCM at any rate into the queue's 16 kHz int16.
 """
 
 from __future__ import annotations
 
+import asyncio
 import copy
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from agenthuman_local.audio import SAMPLE_RATE_HZ, StreamResampler, frame_sample_range, to_int16
-from agenthuman_local.engine.base import FrameDriver, Renderer, audio_window_samples
+from agenthuman_local.audio import frame_sample_range
+from agenthuman_local.engine.base import (
+    FrameDriver,
+    Renderer,
+    WorkerClosed,
+    WorkerFull,
+    audio_window_samples,
+)
+from agenthuman_local.sessions.clock import Pacer
 from agenthuman_local.sessions.speech import FrameAudio, SpeechQueue
 
 if TYPE_CHECKING:
-    from agenthuman_local.engine.worker import RenderJob
-
-# (frame_index, params, audio window) → the render job, or None when the worker is full.
-Submit = Callable[[int, np.ndarray, "np.ndarray | None"], "RenderJob | None"]
+    from agenthuman_local.engine.worker import RenderJob, RenderWorker
 
 
 @dataclass
@@ -45,26 +58,9 @@ class Scheduled:
     window: np.ndarray | None = None  # the audio window of an audio-driven renderer
 
 
-class AudioIn:
-    """Binary PCM at any rate → int16 at 16 kHz; one resampler per utterance and rate."""
-
-    def __init__(self) -> None:
-        self._resampler: StreamResampler | None = None
-
-    def samples(self, raw: np.ndarray, rate: int, new_utterance: bool) -> np.ndarray:
-        if rate == SAMPLE_RATE_HZ:
-            return raw.astype(np.int16)
-        if new_utterance or self._resampler is None or self._resampler.src_rate_hz != rate:
-            self._resampler = StreamResampler(rate, SAMPLE_RATE_HZ)
-        return to_int16(self._resampler.process(raw.astype(np.float32) / 32768.0))
-
-    def reset(self) -> None:
-        """The utterance ended or was interrupted: the next chunk starts a fresh resampler."""
-        self._resampler = None
-
-
 class FrameSchedule:
-    """The scheduled frames, oldest first (`pending`), and the driver that steps new ones."""
+    """The scheduled frames, oldest first (`pending`), the driver that steps new ones and the
+    worker that renders them; `early` is set when the next frame may be published at once."""
 
     def __init__(
         self,
@@ -72,19 +68,108 @@ class FrameSchedule:
         fps: int,
         renderer: Renderer,
         driver: FrameDriver,
-        submit: Submit,
+        worker: RenderWorker,
+        pacer: Pacer,
+        *,
+        ahead_frames: int,
+        idle_ahead_frames: int,
+        on_events: Callable[[list[dict[str, Any]]], None],
     ) -> None:
         self.pending: deque[Scheduled] = deque()
         self.next_index = 0
         self._speech = speech
         self._fps = fps
+        self._renderer = renderer
         self._driver = driver
-        self._submit = submit
+        self._worker = worker
+        self._pacer = pacer
+        self._ahead_frames = ahead_frames
+        self._idle_ahead_frames = idle_ahead_frames
+        self._on_events = on_events  # the speech queue's events, as scheduling makes them
         # Samples each frame's render_audio window holds; 0 for renderers driven by params only.
         self.window_samples = audio_window_samples(renderer)
+        self.early = asyncio.Event()  # set: the next frame may be published before its tick
+        self.last_speaking = False  # the last published frame carried speech (the runner's)
 
     def __len__(self) -> int:
         return len(self.pending)
+
+    # --- which frames are scheduled --------------------------------------------------------
+
+    def fill(self, listening: bool) -> None:
+        """Schedule frames up to `ahead_frames` while speech is queued, `idle_ahead_frames`
+        while idle; frames the worker had no room for get another try first."""
+        self.resubmit()
+        while len(self.pending) < self._ahead_frames:
+            if (
+                len(self.pending) >= self._idle_ahead_frames
+                and not self._speech.unscheduled_samples
+            ):
+                break
+            if self.hold():
+                break
+            self.add_next(listening)
+            self._on_events(self._speech.take_events())
+
+    def keep_before_speech(self) -> int:
+        """Scheduled idle frames new speech leaves in place: none when the next tick is at
+        least half a frame away and two whole frames of speech are queued (the next frame
+        itself can be rendered with the speech in time), else that next frame."""
+        if not self._pacer.started or not self.pending or self.window_samples:
+            return 1  # an audio-window renderer keeps its look-ahead margin (see check_early)
+        nxt = self.pending[0].audio
+        if not self._speech_ahead(2):
+            # Not two whole frames of speech yet: that frame, or the one after it (scheduled
+            # right after that frame's tick), would be padded with silence.
+            return 1
+        due = self._pacer.expected(nxt.frame_index)
+        return 0 if (due - self._pacer.clock.now()) * self._fps >= 0.5 else 1
+
+    def check_early(self, _: object = None) -> None:
+        """Set `early` when the next frame is the first speaking one after silence and its
+        image is ready: it is published without waiting for its tick.
+
+        Not for an audio-window renderer (a plug-in): starting its speech a frame earlier
+        would eat a frame of the look-ahead a client streaming in real time keeps."""
+        if self.last_speaking or not self.pending or self.window_samples:
+            return
+        p = self.pending[0]
+        after = self.pending[1].audio.speaking if len(self.pending) > 1 else False
+        if (
+            p.audio.speaking
+            and p.job is not None
+            and p.job.future.done()
+            and not p.job.future.cancelled()
+            # The frame after it has its speech too: published early, this frame would leave
+            # the next one to be scheduled before its audio came (TTS streaming in real time),
+            # padded with silence that played_ms does not count.
+            and (after or self._speech_ahead(1))
+        ):
+            self.early.set()
+
+    def _speech_ahead(self, frames: int) -> bool:
+        """`frames` whole frames of speech not yet scheduled are queued, or no utterance is
+        open (what is queued is all there will be)."""
+        frame_samples = self.pending[0].audio.audio_end - self.pending[0].audio.audio_start
+        return (
+            self._speech.open_utterance_id is None
+            or self._speech.unscheduled_samples >= frames * frame_samples
+        )
+
+    def _submit(
+        self, frame_index: int, params: np.ndarray, window: np.ndarray | None = None
+    ) -> RenderJob | None:
+        """The render job, due when frame `frame_index` is; None when the worker is full."""
+        try:
+            job = self._worker.submit(
+                self._renderer, params, self._pacer.expected(frame_index), window
+            )
+        except (WorkerFull, WorkerClosed):
+            return None
+        job.future.add_done_callback(self.check_early)
+        return job
+
+    # --- the frames themselves -------------------------------------------------------------
 
     def add_next(self, listening: bool) -> None:
         """Schedule frame `next_index`: its audio from the queue, its params, its render job."""

@@ -6,8 +6,10 @@ oldest messages are dropped and counted. JPEG encoding happens only while someon
 session (`has_viewers`), on the hub's own worker thread, never on the loop.
 
 Wire format, per viewer socket (SPEC §8's media header, `protocol.pack_media`):
-- binary: `kind u8 (1 = JPEG, 2 = PCM s16le mono), reserved u8[3], pts_ms u64, frame_index u32`,
-  little-endian, then the payload;
+- binary: `kind u8 (1 = JPEG, 2 = PCM s16le mono, 4 = JPEG patch), reserved u8[3], pts_ms u64,
+  frame_index u32`, little-endian, then the payload. Pictures are key frames (1) and patches
+  (4: the rectangle that changed since the last picture, `transports.patches`); a page gets a
+  key frame first, after it dropped a picture, and at least once a second;
 - text: JSON objects — `format` (size, fps, sample rate; first message, and on change), `state`
   (the session's state, remembered so a page opened late shows it), `clock` (`pts_ms` with the
   server's `wall_ms` at publication, about once a second, for the latency readout), and any
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import json
 import time
 from collections.abc import Mapping
@@ -32,9 +35,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from agenthuman_local import protocol
-from agenthuman_local.protocol import KIND_AUDIO_PCM, KIND_VIDEO_JPEG, pack_media
+from agenthuman_local.protocol import (
+    KIND_AUDIO_PCM,
+    KIND_VIDEO_JPEG,
+    KIND_VIDEO_JPEG_PATCH,
+    pack_media,
+)
 from agenthuman_local.transports.base import LossListener, MediaFrame, QueuedSink, demote_thread
-from agenthuman_local.transports.jpeg import encode_jpeg
+from agenthuman_local.transports.patches import PatchEncoder
 
 if TYPE_CHECKING:
     from agenthuman_local.sessions.runner import SessionRunner
@@ -45,6 +53,7 @@ Message = bytes | str
 _CLOCK_EVERY_S = 1.0
 # Remembered per session for late viewers; bounded so ended sessions cannot pile up.
 _MAX_REMEMBERED_SESSIONS = 1024
+_PICTURES = (KIND_VIDEO_JPEG, KIND_VIDEO_JPEG_PATCH)
 
 
 class Viewer:
@@ -53,6 +62,8 @@ class Viewer:
     def __init__(self, session_id: str, max_messages: int) -> None:
         self.session_id = session_id
         self.dropped = 0
+        # The page has no picture to patch: it opened, or a picture was dropped from its queue.
+        self.needs_key = True
         self._queue: collections.deque[Message] = collections.deque(maxlen=max_messages)
         self._ready = asyncio.Event()
         self._closed = False
@@ -60,6 +71,11 @@ class Viewer:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def has_room(self) -> bool:
+        """At most half its queue is taken."""
+        return 2 * len(self._queue) <= (self._queue.maxlen or 0)
 
     @property
     def pending(self) -> int:
@@ -71,6 +87,9 @@ class Viewer:
             return
         if len(self._queue) == self._queue.maxlen:
             self.dropped += 1
+            oldest = self._queue[0]
+            if isinstance(oldest, bytes) and oldest[0] in _PICTURES:
+                self.needs_key = True
         self._queue.append(message)
         self._ready.set()
 
@@ -99,12 +118,15 @@ class ViewerHub:
         jpeg_quality: int = 80,
     ) -> None:
         self.frames_encoded = 0
+        self.key_frames = 0
         self._max_messages = max_messages
         self._jpeg_quality = jpeg_quality
         self._viewers: dict[str, set[Viewer]] = {}
         self._formats: collections.OrderedDict[str, str] = collections.OrderedDict()
         self._states: collections.OrderedDict[str, str] = collections.OrderedDict()
         self._last_clock: dict[str, float] = {}
+        # Per watched session, used only on the encoder thread (one frame of a session at a time).
+        self._pictures: dict[str, PatchEncoder] = {}
         # Demoted: under CPU contention rendering comes first and the viewer sheds pictures.
         self._encoder = ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="viewer-jpeg", initializer=demote_thread
@@ -132,6 +154,7 @@ class ViewerHub:
             if not viewers:
                 del self._viewers[viewer.session_id]
                 self._last_clock.pop(viewer.session_id, None)
+                self._pictures.pop(viewer.session_id, None)
 
     def has_viewers(self, session_id: str) -> bool:
         return bool(self._viewers.get(session_id))
@@ -192,15 +215,28 @@ class ViewerHub:
             return False
         height, width = rgb.shape[:2]
         self._set_format(session_id, width, height, sample_rate_hz)
+        # A page that lost its picture asks for a key frame once it has room for one: a page
+        # that does not keep up never makes every picture a key frame (it waits for the
+        # periodic one).
+        key = any(v.needs_key and v.has_room for v in self._viewers[session_id])
+        pictures = self._pictures.get(session_id)
+        if pictures is None:
+            pictures = self._pictures[session_id] = PatchEncoder(self._jpeg_quality)
         loop = asyncio.get_running_loop()
-        jpeg = await loop.run_in_executor(self._encoder, encode_jpeg, rgb, self._jpeg_quality)
+        kind, picture = await loop.run_in_executor(
+            self._encoder, functools.partial(pictures.encode, frame_index, rgb, key=key)
+        )
         self.frames_encoded += 1
+        self.key_frames += kind == KIND_VIDEO_JPEG
         now = time.time()
         if now - self._last_clock.get(session_id, 0.0) >= _CLOCK_EVERY_S:
             self._last_clock[session_id] = now
             clock = {"type": "clock", "pts_ms": pts_ms, "wall_ms": round(now * 1000)}
             self._fan_out(session_id, json.dumps(clock))
-        self.publish_media(session_id, KIND_VIDEO_JPEG, pts_ms, frame_index, jpeg)
+        self.publish_media(session_id, kind, pts_ms, frame_index, picture)
+        if kind == KIND_VIDEO_JPEG:
+            for viewer in self._viewers.get(session_id, ()):
+                viewer.needs_key = False  # the key frame is the newest message it holds
         if pcm:
             self.publish_media(session_id, KIND_AUDIO_PCM, pts_ms, frame_index, pcm)
         return True

@@ -13,6 +13,14 @@ started at the first speech audio we yield (after our `agent.speak_started`) and
 the `AudioSegmentEnd` we yield after the utterance's last audio (our `agent.speak_ended`), with
 the position of the audio that really came out.
 
+At an interrupt the runner calls `clear_buffer` but never clears its own `AVSynchronizer` (up to
+100 ms of audio in its `AudioSource`, 2 video frames), and then reports as played everything it
+pushed. Our generator clears that queue itself (the runner's public `av_sync`), measures what it
+dropped unheard, and `AgentHumanAudioOutput` takes that off the reported position: nothing
+queued plays after an interrupt, and the position is what played. The server's `played_ms`
+counts what it published; `AgentHumanVideoGenerator.interrupts` says where each interrupted
+utterance's audio went (heard, cleared unheard, dropped in flight).
+
 In this mode the avatar *is* the agent's participant: `avatar_identity` is the agent's own
 identity and `aclose` never removes a participant from the room.
 """
@@ -24,6 +32,7 @@ import contextlib
 import time
 from collections import deque
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -39,6 +48,7 @@ from livekit.agents.voice.avatar import (
 from livekit.agents.voice.avatar import AvatarSession as _BaseAvatarSession
 
 from agenthuman_client.events import (
+    Event,
     InterruptConfirmed,
     SocketClosed,
     SpeakEnded,
@@ -46,6 +56,7 @@ from agenthuman_client.events import (
 )
 from agenthuman_client.media import (
     AudioFrame,
+    Media,
     UtteranceGate,
     VideoFrame,
     video_format_for,
@@ -62,6 +73,24 @@ if TYPE_CHECKING:
 CATCH_UP_ITEMS = 6
 
 
+@dataclass(frozen=True)
+class InterruptAccount:
+    """Where an interrupted utterance's audio went, in ms. The server's `played_ms` is what it
+    published; of that the client pushed `yielded_ms` into the runner and dropped `dropped_ms`
+    (it arrived after the interrupt); `unheard_ms` of what it pushed was still queued in the
+    runner's synchronizer and was cleared, so `heard_ms` is what really played."""
+
+    utterance_id: str
+    played_ms: int
+    yielded_ms: float
+    dropped_ms: float
+    unheard_ms: float
+
+    @property
+    def heard_ms(self) -> float:
+        return max(self.yielded_ms - self.unheard_ms, 0.0)
+
+
 class AgentHumanVideoGenerator(VideoGenerator):
     """A `VideoGenerator` backed by our session socket.
 
@@ -72,6 +101,13 @@ class AgentHumanVideoGenerator(VideoGenerator):
     video frames that the server showed before it stopped but that were not yielded yet, so
     the first frame after an interrupt is the first idle one; idle frames are skipped while
     the consumer is behind.
+
+    With the runner's synchronizer attached (`attach_av_sync(runner.av_sync)`, which
+    `AvatarSession` does), `clear_buffer` also clears what the runner still holds (up to
+    100 ms of audio in its `AudioSource`, 2 video frames): the framework's runner does not, and
+    its doc says `clear_buffer` stops playback immediately. What was cleared unheard is
+    measured (`take_unheard_s`, `interrupts`), so the playback position reported to the agent
+    (through `AgentHumanAudioOutput`) is what played.
     """
 
     def __init__(self, sock: SessionSocket) -> None:
@@ -87,6 +123,26 @@ class AgentHumanVideoGenerator(VideoGenerator):
         self._cleared_at: float | None = None
         # ms from `clear_buffer` to the first video frame after the cut, per interrupt.
         self.interrupt_latencies_ms: list[float] = []
+        self.interrupts: list[InterruptAccount] = []
+        self._av_sync: rtc.AVSynchronizer | None = None
+        # When the audio yielded so far has played out, on time.monotonic(): the same model
+        # as the runner's AudioSource (it plays from the moment a frame is pushed, at 1×).
+        self._out_end = 0.0
+        self._pushing = False  # suspended at a yield: the runner is pushing that frame
+        self._reclear = False  # a clear came while it was: clear again once it is in
+        self._unheard_s = 0.0  # cleared unheard at the last clear_buffer, for the position
+        self._last_unheard_ms = 0.0
+        self._yielded_ms: dict[str, float] = {}
+        self._dropped_ms: dict[str, float] = {}
+
+    def attach_av_sync(self, av_sync: rtc.AVSynchronizer | None) -> None:
+        """The runner's synchronizer (`AvatarRunner.av_sync`), cleared at `clear_buffer`."""
+        self._av_sync = av_sync
+
+    def take_unheard_s(self) -> float:
+        """Seconds of pushed audio the last `clear_buffer` dropped unheard (then 0)."""
+        unheard, self._unheard_s = self._unheard_s, 0.0
+        return unheard
 
     async def push_audio(self, frame: rtc.AudioFrame | AudioSegmentEnd) -> None:
         if isinstance(frame, AudioSegmentEnd):
@@ -103,16 +159,30 @@ class AgentHumanVideoGenerator(VideoGenerator):
         await self.sock.speak(samples.tobytes(), frame.sample_rate)
 
     async def clear_buffer(self) -> None:
-        """Interrupt: returns once the server confirmed it (or after 2 s)."""
+        """Interrupt: stops what is queued at once; returns once the server confirmed it (or
+        after 2 s)."""
         self._speech_sent = False
         self._pending_end.clear()
         self._gate.clear()
-        if self.sock.closed is not None:
+        live = self.sock.closed is None
+        if live:
+            if self._gate.speaking():
+                self._cut_pts = float("inf")
+                self._cleared_at = time.perf_counter()
+            self._dropping = True
+        now = time.monotonic()
+        unheard = max(self._out_end - now, 0.0)
+        self._out_end = now
+        self._unheard_s += unheard
+        self._last_unheard_ms = unheard * 1000
+        if self._av_sync is not None:
+            # Its audio source is cleared before this yields, with `unheard` measured above.
+            await self._av_sync.clear_queue()
+            # A frame the runner is pushing goes in after this clear: `_stream` clears
+            # again as soon as the push returns, before it yields anything else.
+            self._reclear = self._pushing
+        if not live:
             return
-        if self._gate.speaking():
-            self._cut_pts = float("inf")
-            self._cleared_at = time.perf_counter()
-        self._dropping = True
         after = len(self.sock.events)
         await self.sock.interrupt()
         with contextlib.suppress(TimeoutError, ConnectionError):
@@ -125,54 +195,109 @@ class AgentHumanVideoGenerator(VideoGenerator):
 
     async def _stream(self) -> AsyncIterator[rtc.VideoFrame | rtc.AudioFrame | AudioSegmentEnd]:
         async for item in self.sock:
-            if isinstance(item, VideoFrame):
-                if self._ends_before(item.pts_ms):
-                    yield AudioSegmentEnd()  # the utterance's last audio came with the frame before
-                if self._cut_pts is not None:
-                    if item.pts_ms < self._cut_pts:
-                        continue  # shown by the server before the interrupt stopped it
-                    self._cut_pts = None
-                    if self._cleared_at is not None:
-                        ms = (time.perf_counter() - self._cleared_at) * 1e3
-                        self.interrupt_latencies_ms.append(ms)
-                        self._cleared_at = None
-                if not self._gate.speaking() and self.sock.backlog() > CATCH_UP_ITEMS:
-                    continue  # behind (the runner plays in real time): skip idle frames
-                if item.jpeg is not None:
-                    rgb = await asyncio.to_thread(item.rgb_bytes)
-                else:
-                    rgb = item.rgb_bytes()
-                yield rtc.VideoFrame(item.width, item.height, rtc.VideoBufferType.RGB24, rgb)
-            elif isinstance(item, AudioFrame):
-                for audio, utterance_id in self._gate.audio(item):
-                    if not (self._dropping or utterance_id in self._dead):
-                        yield _audio(audio)
-                if self._ends_before(item.pts_ms + item.duration_ms):
-                    yield AudioSegmentEnd()
-            elif isinstance(item, SpeakStarted):
-                for audio, utterance_id in self._gate.event(item):
-                    if not (self._dropping or utterance_id in self._dead):
-                        yield _audio(audio)
-            elif isinstance(item, SpeakEnded):
-                if item.interrupted and self._cut_pts == float("inf"):
-                    self._cut_pts = item.pts_ms if item.pts_ms is not None else None
-                self._gate.event(item)
-                if item.interrupted:
-                    self._dead.add(item.utterance_id)  # the runner reports interrupted itself
-                elif item.pts_ms is not None:
-                    self._pending_end.append(item.pts_ms)
-            elif isinstance(item, InterruptConfirmed):
-                self._dropping = False
-                if self._cut_pts == float("inf"):
-                    self._cut_pts = None  # it had ended before the interrupt: nothing to cut
-            elif isinstance(item, SocketClosed):
+            if isinstance(item, SocketClosed):
                 return
+            for out in await self._outputs(item):
+                if isinstance(out, tuple):
+                    # Speech: decided here, at the yield (a clear_buffer may have come while
+                    # an earlier output of this item was being pushed).
+                    audio, utterance_id = out
+                    if self._dropping or utterance_id in self._dead:
+                        self._count(self._dropped_ms, utterance_id, audio.duration_ms)
+                        continue
+                    self._count(self._yielded_ms, utterance_id, audio.duration_ms)
+                    now = time.monotonic()
+                    self._out_end = max(self._out_end, now) + audio.duration_ms / 1000
+                    frame: rtc.VideoFrame | rtc.AudioFrame | AudioSegmentEnd = _audio(audio)
+                else:
+                    frame = out
+                self._pushing = True
+                yield frame
+                self._pushing = False
+                if self._reclear:
+                    self._reclear = False
+                    if self._av_sync is not None:
+                        await self._av_sync.clear_queue()
+
+    async def _outputs(
+        self, item: Event | Media
+    ) -> list[rtc.VideoFrame | tuple[AudioFrame, str] | AudioSegmentEnd]:
+        """What one socket item becomes, in order (speech as (frame, utterance id))."""
+        out: list[rtc.VideoFrame | tuple[AudioFrame, str] | AudioSegmentEnd] = []
+        if isinstance(item, VideoFrame):
+            if self._ends_before(item.pts_ms):
+                out.append(AudioSegmentEnd())  # the utterance's last audio came before
+            if self._cut_pts is not None:
+                if item.pts_ms < self._cut_pts:
+                    return out  # shown by the server before the interrupt stopped it
+                self._cut_pts = None
+                if self._cleared_at is not None:
+                    ms = (time.perf_counter() - self._cleared_at) * 1e3
+                    self.interrupt_latencies_ms.append(ms)
+                    self._cleared_at = None
+            if not self._gate.speaking() and self.sock.backlog() > CATCH_UP_ITEMS:
+                return out  # behind (the runner plays in real time): skip idle frames
+            if item.jpeg is not None:
+                rgb = await asyncio.to_thread(item.rgb_bytes)
+            else:
+                rgb = item.rgb_bytes()
+            out.append(rtc.VideoFrame(item.width, item.height, rtc.VideoBufferType.RGB24, rgb))
+        elif isinstance(item, AudioFrame):
+            out += self._gate.audio(item)
+            if self._ends_before(item.pts_ms + item.duration_ms):
+                out.append(AudioSegmentEnd())
+        elif isinstance(item, SpeakStarted):
+            out += self._gate.event(item)
+        elif isinstance(item, SpeakEnded):
+            if item.interrupted and self._cut_pts == float("inf"):
+                self._cut_pts = item.pts_ms if item.pts_ms is not None else None
+            self._gate.event(item)
+            if item.interrupted:
+                self._dead.add(item.utterance_id)  # the runner reports interrupted itself
+            elif item.pts_ms is not None:
+                self._pending_end.append(item.pts_ms)
+        elif isinstance(item, InterruptConfirmed):
+            self._dropping = False
+            if self._cut_pts == float("inf"):
+                self._cut_pts = None  # it had ended before the interrupt: nothing to cut
+            if item.utterance_id is not None:
+                self.interrupts.append(
+                    InterruptAccount(
+                        item.utterance_id,
+                        item.played_ms,
+                        self._yielded_ms.get(item.utterance_id, 0.0),
+                        self._dropped_ms.get(item.utterance_id, 0.0),
+                        self._last_unheard_ms,
+                    )
+                )
+            self._yielded_ms.clear()
+            self._dropped_ms.clear()
+        return out
+
+    @staticmethod
+    def _count(totals: dict[str, float], utterance_id: str, ms: float) -> None:
+        totals[utterance_id] = totals.get(utterance_id, 0.0) + ms
 
     def _ends_before(self, media_end_ms: float) -> bool:
         if self._pending_end and media_end_ms >= self._pending_end[0]:
             self._pending_end.popleft()
             return True
         return False
+
+
+class AgentHumanAudioOutput(QueueAudioOutput):
+    """`QueueAudioOutput(wait_playback_start=True)` for the runner, whose interrupted playback
+    position leaves out what `generator` cleared from the runner's queue unheard: the runner
+    reports everything it pushed."""
+
+    def __init__(self, generator: AgentHumanVideoGenerator, *, sample_rate: int) -> None:
+        super().__init__(sample_rate=sample_rate, wait_playback_start=True)
+        self._generator = generator
+
+    def notify_playback_finished(self, playback_position: float, interrupted: bool) -> None:
+        if interrupted:
+            playback_position = max(playback_position - self._generator.take_unheard_s(), 0.0)
+        super().notify_playback_finished(playback_position, interrupted)
 
 
 def _audio(frame: AudioFrame) -> rtc.AudioFrame:
@@ -204,7 +329,7 @@ class AvatarSession(_BaseAvatarSession):  # type: ignore[type-arg]
         self._identity = ""
         self.session: Session | None = None
         self.socket: SessionSocket | None = None
-        self.audio_output: QueueAudioOutput | None = None
+        self.audio_output: AgentHumanAudioOutput | None = None
         self.runner: AvatarRunner | None = None
 
     @property
@@ -220,7 +345,7 @@ class AvatarSession(_BaseAvatarSession):  # type: ignore[type-arg]
         self._identity = room.local_participant.identity
         await super().start(agent_session, room)
         width, height, fps = self._size
-        self.session = await self._api.create_and_start(self._avatar_id)
+        self.session = await self._api.create_started(self._avatar_id)
         self.socket = await SessionSocket.connect(
             self.session,
             http=self._api.http,
@@ -231,14 +356,13 @@ class AvatarSession(_BaseAvatarSession):  # type: ignore[type-arg]
             output_video=self._output_video,
             output_audio=True,
         )
-        self.audio_output = QueueAudioOutput(
-            sample_rate=self._sample_rate, wait_playback_start=True
-        )
+        generator = AgentHumanVideoGenerator(self.socket)
+        self.audio_output = AgentHumanAudioOutput(generator, sample_rate=self._sample_rate)
         agent_session.output.replace_audio_tail(self.audio_output)
         self.runner = AvatarRunner(
             room,
             audio_recv=self.audio_output,
-            video_gen=AgentHumanVideoGenerator(self.socket),
+            video_gen=generator,
             options=AvatarOptions(
                 video_width=self.socket.width,
                 video_height=self.socket.height,
@@ -247,6 +371,7 @@ class AvatarSession(_BaseAvatarSession):  # type: ignore[type-arg]
                 audio_channels=1,
             ),
         )
+        generator.attach_av_sync(self.runner.av_sync)
         await self.runner.start()
 
     async def aclose(self) -> None:
@@ -273,4 +398,9 @@ class AvatarSession(_BaseAvatarSession):  # type: ignore[type-arg]
             self._wait_avatar_join_task = None
 
 
-__all__ = ["AgentHumanVideoGenerator", "AvatarSession"]
+__all__ = [
+    "AgentHumanAudioOutput",
+    "AgentHumanVideoGenerator",
+    "AvatarSession",
+    "InterruptAccount",
+]

@@ -207,7 +207,7 @@ class AgentHumanVideoService(AIService):
         await super().start(frame)
         self._api = AgentHuman(self._api_key, self._base_url)
         try:
-            self._session = await self._api.create_and_start(self._avatar_id)
+            self._session = await self._api.create_started(self._avatar_id)
             self._sock = await SessionSocket.connect(
                 self._session,
                 http=self._api.http,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,6 +126,20 @@ def _retry_wait(exc: ApiError, deadline: float, default_wait_s: float) -> float:
     if time.monotonic() + wait_s > deadline:
         raise exc
     return wait_s
+
+
+def _is_avatar_id(avatar: str | bytes | Path) -> bool:
+    return isinstance(avatar, str) and not avatar.startswith(("data:", "http://", "https://"))
+
+
+def _refuses_local_room(exc: ApiError) -> bool:
+    """A server that has no era [C] (or no local room) refusing `room: {platform: local}`."""
+    if exc.status != 400:
+        return False
+    field = str(exc.details.get("field", ""))
+    return exc.code == "UNSUPPORTED_PLATFORM" or (
+        exc.code == "VALIDATION_ERROR" and field.split(".")[0] == "room"
+    )
 
 
 class AgentHuman:
@@ -257,7 +272,14 @@ class AgentHuman:
         takes `url` and `token`). `avatar` is an avatar id, or a photo (bytes, a file path or
         a `data:image/…;base64,` string) that the server turns into an avatar first. While the
         engine loads (503 ENGINE_LOADING) or the server is full (NO_CAPACITY) it retries per
-        Retry-After until `retry_for_s` runs out."""
+        Retry-After until `retry_for_s` runs out.
+
+        A server without era [C] is handled when `room` is left out and `avatar` is an id (or
+        None): one that ignores `room` (unknown fields are ignored; the session comes back
+        `created`) gets the era-[B] start, one that refuses the local room (400
+        UNSUPPORTED_PLATFORM or VALIDATION_ERROR on `room`) the era-[B] create and start; the
+        session is then era "B". This is what the adapters call."""
+        plain = room is None and (avatar is None or _is_avatar_id(avatar))
         body: dict[str, Any] = {"room": room if room is not None else {"platform": "local"}}
         if isinstance(avatar, Path):
             avatar = await asyncio.to_thread(avatar.read_bytes)
@@ -266,18 +288,44 @@ class AgentHuman:
             avatar = f"data:image/{kind};base64," + base64.b64encode(avatar).decode()
         if avatar is not None:
             body["avatar"] = avatar
+        body_b: dict[str, Any] = {}  # the same create in era [B], for the fallback
         if aspect_ratio is not None:
-            body["aspect_ratio"] = aspect_ratio
+            body["aspect_ratio"] = body_b["aspect_ratio"] = aspect_ratio
         if metadata is not None:
-            body["metadata"] = metadata
+            body["metadata"] = body_b["metadata"] = metadata
         deadline = time.monotonic() + retry_for_s
         while True:
             try:
                 created = await self.request("POST", "/sessions", json=body)
                 break
             except ApiError as exc:
+                if plain and _refuses_local_room(exc):
+                    return await self.create_and_start(
+                        avatar, retry_for_s=max(deadline - time.monotonic(), 0.0), **body_b
+                    )
                 await asyncio.sleep(_retry_wait(exc, deadline, default_wait_s))
         obj = created["session"]
+        if obj.get("status") == "created":
+            # No era [C] here: `room` was ignored and the session is era [B], created only.
+            session = Session.from_json(obj)
+            if not plain:  # the room asked for is not there: never a session without it
+                with contextlib.suppress(Exception):
+                    await self.end_session(session.session_id)
+                raise ApiError(
+                    501, "ERA_C_UNSUPPORTED", "The server ignored `room` (it has no era [C])"
+                )
+            try:
+                started = await self.start_session(
+                    session.session_id, retry_for_s=max(deadline - time.monotonic(), 0.0)
+                )
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self.end_session(session.session_id))
+                raise
+            fresh = await self.get_session(session.session_id)
+            return Session.from_json(
+                fresh.raw, access_token=session.access_token, ws_uri=started.ws_uri
+            )
         return Session.from_json(obj, access_token=obj.get("session_token"), era="C")
 
     async def get_session(self, session_id: str) -> Session:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 import aiohttp
+import aiohttp.web
 import numpy as np
 import pytest
 from conftest import RunningServer, server_python, speech, start_server, stop_server
@@ -202,6 +204,94 @@ async def test_era_c_create_starts_and_its_socket_uses_the_fixed_url(
     with pytest.raises(ApiError) as err:
         await api.create_started(room={"platform": "daily"})
     assert (err.value.status, err.value.code) == (400, "VALIDATION_ERROR")
+
+
+class EraBProxy:
+    """The real run.py behind a 127.0.0.1 proxy that makes it a server without era [C] (or
+    without a local room): `mode` "ignore" drops `room` from a create, as a server that does
+    not know the field does (ours ignores unknown fields, and so era [B]); "livekit" and
+    "bogus" change the local room's platform, so run.py itself refuses it (400
+    UNSUPPORTED_PLATFORM; VALIDATION_ERROR on `room.platform`). Everything else passes as is;
+    the socket goes to run.py directly (its `ws_uri`)."""
+
+    def __init__(self, server: RunningServer, mode: str) -> None:
+        self.server, self.mode = server, mode
+        self.creates: list[dict[str, object]] = []
+
+    async def handle(self, request: aiohttp.web.Request) -> aiohttp.web.Response:
+        body = await request.read()
+        if request.method == "POST" and request.path == "/v1/sessions" and body:
+            obj = json.loads(body)
+            if "room" in obj:
+                if self.mode == "ignore":
+                    del obj["room"]
+                else:
+                    obj["room"] = {"platform": self.mode}
+            self.creates.append(obj)
+            body = json.dumps(obj).encode()
+        headers = {k: v for k, v in request.headers.items() if k.lower() in FORWARDED}
+        async with aiohttp.ClientSession() as http:
+            async with http.request(
+                request.method,
+                f"http://127.0.0.1:{self.server.port}{request.path_qs}",
+                data=body,
+                headers=headers,
+            ) as answer:
+                return aiohttp.web.Response(
+                    status=answer.status,
+                    body=await answer.read(),
+                    content_type=answer.content_type,
+                )
+
+
+FORWARDED = {"x-api-key", "content-type"}
+
+
+@pytest.mark.parametrize("mode", ["ignore", "livekit", "bogus"])
+async def test_create_started_falls_back_on_a_server_without_era_c(
+    server: RunningServer, mode: str
+) -> None:
+    """`create_started` (what the adapters call) on a server that ignores `room` or refuses
+    the local room: an era-[B] create and start, a started session, an era-[B] socket."""
+    proxy = EraBProxy(server, mode)
+    app = aiohttp.web.Application()
+    app.router.add_route("*", "/{tail:.*}", proxy.handle)
+    runner = aiohttp.web.AppRunner(app)
+    await runner.setup()
+    site = aiohttp.web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        async with AgentHuman(server.api_key, f"http://127.0.0.1:{port}/v1") as api:
+            session = await api.create_started(metadata={"mode": mode})
+            assert session.era == "B" and session.status == "started"
+            assert session.access_token and session.ws_uri
+            assert session.raw["metadata"] == {"mode": mode}
+            # "ignore": one create (its room dropped) then a start; the others: the refused
+            # era-[C] create, then an era-[B] one.
+            assert [("room" in c) for c in proxy.creates] == (
+                [False] if mode == "ignore" else [True, False]
+            )
+            sock = await SessionSocket.connect(session, output_video=None, output_audio=False)
+            try:
+                assert "/sessions/" in sock.ws_uri and "access_token" in sock._init
+                await sock.speak(speech(0.4))
+                await sock.speak_end()
+                ended = await sock.wait_for(SpeakEnded, timeout_s=30)
+                assert ended.played_ms == 400
+            finally:
+                await sock.aclose()
+                await api.end_session(session.session_id)
+            # An explicit room is never replaced by the fallback.
+            before = {s.session_id for s in await api.list_sessions("created")}
+            with pytest.raises(ApiError) as err:
+                await api.create_started(room={"platform": "local"})
+            expected = {"ignore": "ERA_C_UNSUPPORTED", "livekit": "UNSUPPORTED_PLATFORM"}
+            assert err.value.code == expected.get(mode, "VALIDATION_ERROR")
+            # The session it made without the room was ended, not left behind.
+            assert {s.session_id for s in await api.list_sessions("created")} <= before
+    finally:
+        await runner.cleanup()
 
 
 async def test_speech_events_and_media(api: AgentHuman) -> None:

@@ -3,7 +3,8 @@
 `AgentHumanVideoGenerator` is driven directly, then through the framework's `AvatarRunner` and
 `QueueAudioOutput(wait_playback_start=True)` over `livekit.agents.ipc.mock_room`'s room (an
 autospec `rtc.Room`; the runner publishes into it, the FFI audio/video sources and the
-`AVSynchronizer` are real). What stays untested: a real LiveKit server and WebRTC (none can run
+`AVSynchronizer` are real; what the runner's audio track plays is read back through an
+`rtc.AudioStream` on it). What stays untested: a real LiveKit server and WebRTC (none can run
 offline here); inside a job (`fake_job_context`) the LiveKit server API is recorded, not
 called.
 """
@@ -38,7 +39,11 @@ from agenthuman_client import (  # noqa: E402
     SpeakEnded,
     SpeakStarted,
 )
-from agenthuman_client.livekit import AgentHumanVideoGenerator, AvatarSession  # noqa: E402
+from agenthuman_client.livekit import (  # noqa: E402
+    AgentHumanAudioOutput,
+    AgentHumanVideoGenerator,
+    AvatarSession,
+)
 
 W, H, FPS, RATE = 256, 192, 25, 16000
 FRAME_MS = 1000 // FPS
@@ -53,7 +58,9 @@ def frames_of(pcm: np.ndarray, ms: int = 20) -> list[rtc.AudioFrame]:
     ]
 
 
-async def open_generator(api: AgentHuman) -> tuple[str, SessionSocket, AgentHumanVideoGenerator]:
+async def open_generator(
+    api: AgentHuman, video: str = "jpeg"
+) -> tuple[str, SessionSocket, AgentHumanVideoGenerator]:
     session = await api.create_and_start()
     sock = await SessionSocket.connect(
         session,
@@ -61,7 +68,7 @@ async def open_generator(api: AgentHuman) -> tuple[str, SessionSocket, AgentHuma
         video_height=H,
         fps=FPS,
         sample_rate=RATE,
-        output_video="jpeg",
+        output_video=video,
         output_audio=True,
     )
     return session.session_id, sock, AgentHumanVideoGenerator(sock)
@@ -79,7 +86,9 @@ def kinds(items: list[tuple[float, Any]]) -> str:
 
 
 async def test_generator_yields_audio_only_within_the_utterance(api: AgentHuman) -> None:
-    session_id, sock, gen = await open_generator(api)
+    # rgb24: the frame count is exact. A JPEG encoder that falls behind sheds pictures (their
+    # audio still comes; SPEC §10): 9 of 75 at load 3 on a 2-core box.
+    session_id, sock, gen = await open_generator(api, "rgb24")
     items: list[tuple[float, Any]] = []
     reader = asyncio.create_task(collect(gen, items))
     pcm = speech(3.0)
@@ -193,6 +202,134 @@ async def test_avatar_runner_reports_playback_from_our_events(api: AgentHuman) -
         await api.end_session(session_id)
 
 
+class TrackRecorder:
+    """What the runner's published audio track really plays, read back through an
+    `rtc.AudioStream` on it (the FFI's own playout, 10 ms frames, silence when it runs dry)."""
+
+    def __init__(self) -> None:
+        self.frames: list[tuple[float, np.ndarray]] = []
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def room(self) -> Any:
+        room = mock_room()
+        publication = MagicMock()
+        publication.wait_for_subscription = AsyncMock(return_value=None)
+
+        async def publish(track: Any, options: Any) -> Any:
+            if isinstance(track, rtc.LocalAudioTrack):
+                stream = rtc.AudioStream(track, sample_rate=RATE, num_channels=1)
+                self._tasks.append(asyncio.create_task(self._read(stream)))
+            return publication
+
+        room.local_participant.publish_track = AsyncMock(side_effect=publish)
+        return room
+
+    async def _read(self, stream: rtc.AudioStream) -> None:
+        async for event in stream:
+            samples = np.frombuffer(event.frame.data, np.int16).copy()
+            self.frames.append((time.perf_counter(), samples))
+
+    def played_ms(self, pcm: np.ndarray, since: float) -> float:
+        """How much of `pcm` the track played, in frames out since `since`: the source plays
+        whole 10 ms blocks of what it was given (silence where it ran dry), so each block of
+        `pcm` that came out is found as it is; → ms up to the end of the last one found."""
+        block = RATE // 100
+        index = {pcm[i : i + block].tobytes(): i for i in range(0, len(pcm), block)}
+        found = {index[f.tobytes()] for t, f in self.frames if t >= since and f.tobytes() in index}
+        loud = [i for i in found if np.any(pcm[i : i + block])]
+        return 0.0 if not loud else (max(loud) + block) * 1000 / RATE
+
+    def all_played(self, pcm: np.ndarray, since: float) -> bool:
+        """Every non-silent 10 ms block of `pcm` came out since `since`."""
+        block = RATE // 100
+        out = {f.tobytes() for t, f in self.frames if t >= since}
+        blocks = [pcm[i : i + block] for i in range(0, len(pcm), block)]
+        return all(b.tobytes() in out for b in blocks if np.any(b))
+
+    def loud_after(self, t: float) -> int:
+        """Non-silent samples in frames out after `t`."""
+        return sum(int(np.count_nonzero(f)) for ft, f in self.frames if ft > t)
+
+    async def aclose(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def marked(pcm: np.ndarray) -> np.ndarray:
+    """`pcm` with ±2 LSB of seeded noise: every 10 ms block non-silent and unique, so the
+    recorder finds each one (the speech starts with 0.5 s of digital silence)."""
+    noise = np.random.default_rng(14).integers(-2, 3, len(pcm))
+    noise[noise == 0] = 1
+    return np.clip(pcm.astype(np.int32) + noise, -32768, 32767).astype(np.int16)
+
+
+async def test_the_runners_queue_is_cleared_at_an_interrupt(api: AgentHuman) -> None:
+    """What the runner's track plays, read back from it: a whole utterance plays whole; at
+    `clear_buffer` the audio still queued in the runner's synchronizer is dropped, none of it
+    plays afterwards, the position the framework gets is what played, and the server's
+    `played_ms` is that plus what the client had queued unheard."""
+    session_id, sock, gen = await open_generator(api)
+    recorder = TrackRecorder()
+    audio_out = AgentHumanAudioOutput(gen, sample_rate=RATE)
+    runner = AvatarRunner(
+        recorder.room(),
+        audio_recv=audio_out,
+        video_gen=gen,
+        options=AvatarOptions(W, H, FPS, RATE, 1),
+    )
+    gen.attach_av_sync(runner.av_sync)
+    finished: list[Any] = []
+    audio_out.on("playback_finished", finished.append)
+    await runner.start()
+    try:
+        t0 = time.perf_counter()
+        first = marked(speech(2.0))
+        for frame in frames_of(first):
+            await audio_out.capture_frame(frame)
+        audio_out.flush()
+        await sock.wait_for(SpeakEnded, timeout_s=30)
+        for _ in range(100):
+            if finished:
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)
+        assert recorder.played_ms(first, t0) == 2000
+        assert recorder.all_played(first, t0)
+        assert abs(finished[0].playback_position - 2.0) <= FRAME_S
+        t1 = time.perf_counter()
+        second = marked(speech(4.0))
+        for frame in frames_of(second):
+            await audio_out.capture_frame(frame)
+        after = len(sock.events)
+        await sock.wait_for(SpeakStarted, timeout_s=30, after=after)
+        await asyncio.sleep(1.0)
+        t_clear = time.perf_counter()
+        audio_out.clear_buffer()
+        confirmed = await sock.wait_for(InterruptConfirmed, after=after)
+        for _ in range(100):
+            if len(finished) == 2:
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)
+    finally:
+        await runner.aclose()
+        await recorder.aclose()
+        await sock.aclose()
+        await api.end_session(session_id)
+    assert len(finished) == 2 and finished[1].interrupted
+    heard_ms = recorder.played_ms(second, t1)
+    # Nothing queued plays after the interrupt (10 ms: the playout frame already going out).
+    assert recorder.loud_after(t_clear + 0.01) == 0, recorder.loud_after(t_clear + 0.01)
+    assert abs(finished[1].playback_position * 1000 - heard_ms) <= FRAME_MS
+    account = gen.interrupts[-1]
+    assert account.played_ms == confirmed.played_ms
+    assert abs(account.heard_ms - heard_ms) <= FRAME_MS, (account, heard_ms)
+    # All the server published reached the client: heard, cleared unheard, or dropped.
+    assert abs(account.yielded_ms + account.dropped_ms - account.played_ms) <= FRAME_MS, account
+    assert 0 <= account.unheard_ms <= 120, account  # the runner's queue holds ≤ 100 ms
+
+
 async def test_avatar_session_wires_the_agent_session(
     api: AgentHuman, server: RunningServer
 ) -> None:
@@ -211,6 +348,7 @@ async def test_avatar_session_wires_the_agent_session(
         assert avatar.avatar_identity == room.local_participant.identity
         assert agent_session.output.audio is avatar.audio_output
         assert avatar.session is not None and avatar.socket is not None
+        assert avatar.session.era == "C"  # created and started in one call
         assert (await api.get_session(avatar.session.session_id)).status == "started"
         # The runner publishes the avatar's tracks as the agent's own participant.
         for _ in range(100):

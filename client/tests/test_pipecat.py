@@ -247,6 +247,7 @@ async def test_an_utterance_through_a_real_output_transport(
     sock = run.service.socket
     assert sock is not None
     assert sock._init["output"]["video"] == ("rgb24" if video == "auto" else "jpeg")
+    assert sock.era == "C" and sock.ws_uri.endswith("/v1/ws")  # one round trip: create_started
     started = next(e for e in sock.events if isinstance(e, SpeakStarted))
     ended = next(e for e in sock.events if isinstance(e, SpeakEnded))
     images = [f for _, f in run.output.video]

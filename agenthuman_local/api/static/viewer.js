@@ -1,5 +1,7 @@
 // The viewer page: one WebSocket brings JPEG frames and PCM (each with its pts, SPEC §8 header)
-// plus JSON state. Audio plays through an AudioWorklet with a small jitter buffer; a frame is
+// plus JSON state. A picture is a key frame (a whole JPEG) or a patch: a JPEG of the rectangle
+// that changed since the picture named in it, drawn over the canvas; pictures are applied in
+// the order they came, and a patch whose picture this page never drew waits for the next key. Audio plays through an AudioWorklet with a small jitter buffer; a frame is
 // drawn when the audio clock reaches its pts, so lips and sound stay together. Until sound is
 // allowed (browsers need a click) or while no audio plays, a wall clock paces the frames.
 (() => {
@@ -10,6 +12,8 @@
   const MAX_FRAMES = 60; // decoded frames waiting for their pts
   const KIND_JPEG = 1;
   const KIND_PCM = 2;
+  const KIND_PATCH = 4; // payload: base frame u32, x u16, y u16, then the JPEG (none: unchanged)
+  const PATCH_BYTES = 8;
   const HEADER_BYTES = 16;
 
   const $ = (id) => document.getElementById(id);
@@ -28,7 +32,8 @@
   let audioClock = null; // the worklet's last report: pts started playing at ctx time t
   let wallClock = null; // {pts, at}: fallback clock anchor, performance.now() ms
   let serverOffsetMs = null; // server wall clock minus pts, from `clock` messages
-  let frames = []; // [{pts, bitmap}] in pts order
+  let frames = []; // [{pts, frameIndex, base, x, y, bitmap, ready}] in the order they came
+  let composed = -1; // the frame index of the picture the canvas holds (-1: none)
   let newestPts = -Infinity;
   let ended = false;
   // The state line: speaking / idle / ended first, then the room's state (joined_room, …).
@@ -141,15 +146,21 @@
     const pts = currentPts();
     if (pts === null) return;
     let pick = null;
-    while (frames.length && frames[0].pts <= pts) {
-      if (pick) pick.bitmap.close();
-      pick = frames.shift();
+    // Every picture up to the clock, in order (a patch needs the one before it on the canvas).
+    while (frames.length && frames[0].ready && frames[0].pts <= pts) {
+      const f = frames.shift();
+      if (f.base < 0 && f.bitmap) {
+        g.drawImage(f.bitmap, 0, 0, canvas.width, canvas.height);
+        composed = f.frameIndex;
+        pick = f;
+      } else if (f.base >= 0 && f.base === composed) {
+        if (f.bitmap) g.drawImage(f.bitmap, f.x, f.y);
+        composed = f.frameIndex;
+        pick = f;
+      }
+      if (f.bitmap) f.bitmap.close();
     }
-    if (pick) {
-      g.drawImage(pick.bitmap, 0, 0, canvas.width, canvas.height);
-      pick.bitmap.close();
-      shown = { pts: pick.pts, frameIndex: pick.frameIndex, atPts: pts };
-    }
+    if (pick) shown = { pts: pick.pts, frameIndex: pick.frameIndex, atPts: pts };
     setTextThrottled("clock", (pts / 1000).toFixed(2) + " s" + (audioRunning() ? "" : " (no sound)"));
     if (serverOffsetMs !== null) {
       setTextThrottled("delay", Math.max(0, Math.round(Date.now() - serverOffsetMs - pts)) + " ms");
@@ -164,15 +175,40 @@
     const kind = view.getUint8(0);
     const pts = Number(view.getBigUint64(4, true));
     const frameIndex = view.getUint32(12, true);
-    if (kind === KIND_JPEG) {
+    if (kind === KIND_JPEG || kind === KIND_PATCH) {
+      const patch = kind === KIND_PATCH;
+      if (patch && buf.byteLength < HEADER_BYTES + PATCH_BYTES) return;
       newestPts = Math.max(newestPts, pts);
-      const blob = new Blob([new Uint8Array(buf, HEADER_BYTES)], { type: "image/jpeg" });
-      createImageBitmap(blob).then((bitmap) => {
-        let i = frames.length;
-        while (i > 0 && frames[i - 1].pts > pts) i--; // decodes can finish out of order
-        frames.splice(i, 0, { pts, frameIndex, bitmap });
-        while (frames.length > MAX_FRAMES) frames.shift().bitmap.close();
-      }, () => {});
+      const f = { pts, frameIndex, base: -1, x: 0, y: 0, bitmap: null, ready: false };
+      let start = HEADER_BYTES;
+      if (patch) {
+        f.base = view.getUint32(start, true);
+        f.x = view.getUint16(start + 4, true);
+        f.y = view.getUint16(start + 6, true);
+        start += PATCH_BYTES;
+      }
+      frames.push(f);
+      while (frames.length > MAX_FRAMES) {
+        const old = frames.shift(); // the patches after it then wait for a key frame
+        old.gone = true;
+        if (old.bitmap) old.bitmap.close();
+      }
+      if (start === buf.byteLength) {
+        f.ready = true; // a patch with nothing changed
+        return;
+      }
+      const blob = new Blob([new Uint8Array(buf, start)], { type: "image/jpeg" });
+      createImageBitmap(blob).then(
+        (bitmap) => {
+          if (f.gone) return bitmap.close();
+          f.bitmap = bitmap;
+          f.ready = true;
+        },
+        () => {
+          f.ready = true; // undecodable: drawn as nothing, so the chain waits for a key
+          f.base = patch ? -2 : -1;
+        },
+      );
     } else if (kind === KIND_PCM) {
       pushAudio(pts, new Int16Array(buf, HEADER_BYTES, (buf.byteLength - HEADER_BYTES) >> 1));
     }
@@ -207,8 +243,12 @@
   }
 
   function resetMedia() {
-    for (const f of frames) f.bitmap.close();
+    for (const f of frames) {
+      f.gone = true;
+      if (f.bitmap) f.bitmap.close();
+    }
     frames = [];
+    composed = -1;
     newestPts = -Infinity;
     wallClock = null;
     audioClock = null;

@@ -1,10 +1,11 @@
-"""The engine's cleanup context: one `Engine` per app, built and warmed up in the background so
-the server listens at once (SPEC §1: `/healthz` within a second of `python run.py`).
+"""The process's one `Engine`, built and warmed up in the background so the server listens at
+once (SPEC §1: `/healthz` within a second of `python run.py`); `app.engine_ctx` opens it.
 
-`app[keys.engine_key]` is an `EngineSlot`, filled by a named task once the Engine is built:
-building imports torch (about 2 s), which runs on a worker thread after aiohttp listens. Code
-that needs the engine awaits `slot.get()` (sessions, which cannot start before `ready` anyway);
-blocking code on a worker thread may call `slot.wait()`.
+An `EngineSlot` (`app[keys.engine_key]`) is filled by `load_engine` once the Engine is built:
+building imports torch (about 2 s), which runs on a worker thread after aiohttp listens, and sets
+the process-wide torch and OpenCV thread counts. Code that needs the engine awaits `slot.get()`
+(sessions, which cannot start before `ready` anyway); blocking code on a worker thread may call
+`slot.wait()`. Once built, the verified plug-ins' avatars are written to the store.
 
 `EngineStatus.ready` stays False until the engine is built and warmed, so start answers
 `try_again` and era [C] create `503 ENGINE_LOADING`. A build or warm-up that fails leaves
@@ -12,23 +13,18 @@ blocking code on a worker thread may call `slot.wait()`.
 stays up and says what is wrong. `engine.preload: false` skips the warm-up (tests): ready at
 once, and the few callers that come before the build wait for it.
 
-torch is imported only on that worker thread, so the API layer may import this module.
+torch is imported only on that worker thread, and nothing here imports aiohttp.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from aiohttp import web
-
-from agenthuman_local import keys
 from agenthuman_local.avatars import is_plugin_avatar, plugin_avatar
-from agenthuman_local.errors import EngineLoading
 
 if TYPE_CHECKING:
     from agenthuman_local.config import Settings
@@ -105,7 +101,7 @@ class EngineSlot:
         return self.wait(PREVIEW_WAIT_S).render_preview(avatar_id)
 
 
-def _default_engine(settings: Settings) -> Engine:
+def default_engine(settings: Settings) -> Engine:
     from agenthuman_local.engine.engine import Engine
 
     return Engine.from_settings(settings)
@@ -127,16 +123,6 @@ def _build(factory: EngineFactory, settings: Settings) -> Engine:
     return engine
 
 
-def loading_error(status: EngineStatus) -> EngineLoading:
-    """503 ENGINE_LOADING, saying why when the engine failed to load."""
-    if status.error is None:
-        return EngineLoading()
-    return EngineLoading(
-        f"The avatar engine failed to load ({status.error})",
-        suggestion="See the server log; restart the server once the cause is fixed.",
-    )
-
-
 async def _sync_plugin_avatars(store: Store, engine: Engine) -> None:
     """One public avatar per verified plug-in; those of plug-ins gone or broken are removed."""
     plugins = getattr(engine, "plugins", {})
@@ -151,7 +137,7 @@ async def _sync_plugin_avatars(store: Store, engine: Engine) -> None:
             await store.delete_avatar(avatar.avatar_id)
 
 
-async def _load(
+async def load_engine(
     slot: EngineSlot,
     status: EngineStatus,
     factory: EngineFactory,
@@ -185,23 +171,3 @@ async def _load(
         return
     status.ready = True
     log.info("avatar engine ready")
-
-
-async def engine_ctx(app: web.Application) -> AsyncIterator[None]:
-    settings = app[keys.settings_key]
-    status = app[keys.engine_status_key]
-    slot = EngineSlot()
-    app[keys.engine_key] = slot
-    app[keys.preview_cache_key] = {}
-    status.error = None
-    status.ready = not settings.engine.preload
-    factory = app.get(keys.engine_factory_key, _default_engine)
-    task = asyncio.create_task(
-        _load(slot, status, factory, settings, app.get(keys.store_key)), name="engine:load"
-    )
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task

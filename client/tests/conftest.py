@@ -116,3 +116,11 @@ def speech(seconds: float | None = None) -> np.ndarray:
     with wave.open(str(SPEECH_WAV)) as w:
         pcm = np.frombuffer(w.readframes(w.getnframes()), "<i2").copy()
     return pcm if seconds is None else pcm[: int(16000 * seconds)]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The LiveKit tests run last. After them the Pipecat caption-timing test failed in 4 of 5
+    whole runs (a word 217 ms early: the avatar's audio came out with a gap) and passed in every
+    run with them last or without them. Our guess, not proven: the LiveKit FFI runtime they start
+    (native threads and sources) stays in this process and competes with timing-sensitive tests."""
+    items.sort(key=lambda item: item.nodeid.startswith("tests/test_livekit.py"))

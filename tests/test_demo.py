@@ -32,7 +32,8 @@ async def spoken_ms(server: Server, output: str, avatar_id: str | None = None) -
     `avatar_id` when given)."""
     url = re.search(r"Open this URL and watch it talk:\s+(\S+)", output)
     assert url, output
-    sid = re.search(r"/sessions/(sess_\w+)/viewer\?token=\w", url.group(1))
+    # The viewer token is base64url: it may start with "-".
+    sid = re.search(r"/sessions/(sess_\w+)/viewer\?token=[\w-]", url.group(1))
     assert sid, url.group(1)
     client = Client(server)
     try:

@@ -2,6 +2,7 @@
 
 import asyncio
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -67,6 +68,45 @@ async def test_the_frame_due_first_goes_first_with_its_tick_mates():
     worker.submit(r, _params(0.15), due=1.045)  # session B's frame of the same tick
     await worker.drain()
     assert r.jaws == [[0.1, 0.15], [0.2], [0.3]]
+    await worker.aclose()
+
+
+async def test_a_frame_past_its_deadline_is_skipped_and_the_next_one_rendered():
+    """A worker behind does not render a frame that can no longer show at its tick (it would be
+    repeated anyway): it cancels it and renders the next, which can still make its own."""
+    worker = RenderWorker("cpu")
+    gate, r = FakeRenderer(), FakeRenderer()
+    gate.hold()
+    worker.submit(gate, _params(0))
+    await asyncio.to_thread(gate.started.wait, 5)  # the thread is busy
+    now = time.monotonic()
+    doomed = worker.submit(r, _params(0.1), due=1.0, deadline=now + 0.001)
+    late_ok = worker.submit(r, _params(0.2), due=1.0, deadline=None)  # no deadline: rendered
+    next_one = worker.submit(r, _params(0.3), due=1.04, deadline=now + 30)
+    while time.monotonic() <= now + 0.001:
+        await asyncio.sleep(0.001)
+    gate.release()
+    await worker.drain()
+    assert doomed.future.cancelled()
+    assert next_one.future.result().image[5, 5, 0] == jaw_level(0.3)
+    assert late_ok.future.result().image[5, 5, 0] == jaw_level(0.2)
+    assert r.jaws == [[0.2], [0.3]] and worker.skipped == 1
+    await worker.aclose()
+
+
+async def test_a_frame_the_renderer_is_too_slow_for_is_skipped_before_its_deadline():
+    """The worker judges by the renderer's recent batch time: a frame due sooner than a batch
+    takes is skipped at once; one with time enough is rendered."""
+    worker = RenderWorker("cpu")
+    slow = FakeRenderer(delay_s=0.2)
+    await worker.submit(slow, _params(0)).future  # the worker learns: ~0.2 s a batch
+    now = time.monotonic()
+    too_soon = worker.submit(slow, _params(0.1), deadline=now + 0.05)
+    await asyncio.wait([too_soon.future])
+    assert too_soon.future.cancelled()
+    in_time = worker.submit(slow, _params(0.2), deadline=time.monotonic() + 5)
+    assert (await in_time.future).image[5, 5, 0] == jaw_level(0.2)
+    assert slow.jaws == [[0.0], [0.2]]
     await worker.aclose()
 
 

@@ -4,7 +4,14 @@ Sessions submit one frame job at a time (face parameters → image), each with t
 on screen. The thread always takes the job due first, together with every other job due within
 `batch_window_s` of it — in practice the same tick's frame of each session — so a burst of
 frames rendered ahead never delays the frame due next. Jobs that share a renderer are
-concatenated into one batch; other renderers run back to back. A job that carries its audio
+concatenated into one batch; other renderers run back to back.
+
+A job may carry a deadline (`time.monotonic()` seconds: when its frame is shown). One that can no
+longer be rendered by then — now plus the renderer's recent batch time is past it — is skipped
+(its future cancelled) instead of rendered late: its session shows the previous image at that
+tick either way, and the time goes to the next frame, which can still make its own. So a device
+over capacity repeats a share of frames that grows with the load, instead of rendering every
+frame a little too late. A job that carries its audio
 window (plug-ins, SPEC §9) is rendered with `renderer.render_audio(audio, params)`, which feeds
 the model in chunks of its manifest's `batch`. Each job's asyncio future is
 resolved through `loop.call_soon_threadsafe`: the event loop never waits on torch.
@@ -44,6 +51,7 @@ class _Job:
     future: asyncio.Future[Any]
     loop: asyncio.AbstractEventLoop
     audio: np.ndarray | None = None  # float32 [S]: the audio window of an audio-driven renderer
+    deadline: float | None = None  # time.monotonic() when the frame shows; None: never skipped
     cancelled: bool = field(default=False)
 
 
@@ -74,6 +82,9 @@ class RenderWorker:
         self.max_pending = max_pending
         self.batches = 0
         self.frames = 0
+        self.skipped = 0  # jobs past hope at their turn (deadline), not rendered
+        # Recent wall seconds of a batch, per renderer (id): how long a job taken now will take.
+        self._batch_s: dict[int, float] = {}
         self._heap: list[tuple[float, int, _Job]] = []
         self._seq = itertools.count()
         self._cond = threading.Condition()
@@ -93,10 +104,12 @@ class RenderWorker:
         params: np.ndarray,
         due: float = 0.0,
         audio: np.ndarray | None = None,
+        deadline: float | None = None,
     ) -> RenderJob:
         """Queue one frame (`params`: float32 [N_PARAMS]) due at `due` (any monotonic clock the
         caller's sessions share; earlier first); `audio` (float32 [S]) for a renderer with
-        `render_audio`. Raises WorkerFull / WorkerClosed."""
+        `render_audio`; `deadline` (time.monotonic()) for a frame not worth rendering after it.
+        Raises WorkerFull / WorkerClosed."""
         if self._closed:
             raise WorkerClosed(f"render worker for {self.device} is closed")
         if not self._started:
@@ -109,6 +122,7 @@ class RenderWorker:
             loop.create_future(),
             loop,
             None if audio is None else np.asarray(audio, dtype=np.float32),
+            deadline,
         )
         with self._cond:
             if len(self._heap) >= self.max_pending:
@@ -140,6 +154,19 @@ class RenderWorker:
                 if not fut.done():
                     fut.set_result(None)
 
+    def _skip(self, job: _Job) -> None:
+        """On the loop: a job past its deadline is cancelled, not rendered."""
+        job.cancelled = True
+        job.future.cancel()
+        self._done(job)
+
+    def _hopeless(self, job: _Job, now: float) -> bool:
+        """The job cannot be rendered by its deadline: its renderer's recent batch time, from
+        now, ends past it."""
+        if job.deadline is None:
+            return False
+        return now + self._batch_s.get(id(job.renderer), 0.0) > job.deadline
+
     async def aclose(self) -> None:
         if self._closed:
             return
@@ -162,14 +189,22 @@ class RenderWorker:
                 for job in rest:
                     job.loop.call_soon_threadsafe(self._done, job, None, WorkerClosed("closed"))
                 return None
-            first_due = self._heap[0][0]
+            now = time.monotonic()
             batch: list[_Job] = []
+            first_due = self._heap[0][0]
             while (
                 self._heap
                 and len(batch) < self.max_batch
-                and self._heap[0][0] <= first_due + self.batch_window_s
+                and (not batch or self._heap[0][0] <= first_due + self.batch_window_s)
             ):
-                batch.append(heapq.heappop(self._heap)[2])
+                due, _, job = heapq.heappop(self._heap)
+                if not job.cancelled and self._hopeless(job, now):
+                    self.skipped += 1
+                    job.loop.call_soon_threadsafe(self._skip, job)
+                    continue
+                if not batch:
+                    first_due = due
+                batch.append(job)
             return batch
 
     def _run(self) -> None:
@@ -208,7 +243,12 @@ class RenderWorker:
                 for j in group:
                     j.loop.call_soon_threadsafe(self._done, j, None, exc)
                 continue
-            render_ms = (time.perf_counter() - t0) * 1000.0
+            render_s = time.perf_counter() - t0
+            render_ms = render_s * 1000.0
+            key = id(group[0].renderer)
+            if len(self._batch_s) > 256:  # renderers come and go with their sessions
+                self._batch_s.clear()
+            self._batch_s[key] = 0.7 * self._batch_s.get(key, render_s) + 0.3 * render_s
             self.batches += 1
             self.frames += len(group)
             for i, j in enumerate(group):
@@ -230,6 +270,19 @@ class RenderPool:
         if worker is None:
             worker = self._workers[device] = RenderWorker(device)
         return worker
+
+    def _skip(self, job: _Job) -> None:
+        """On the loop: a job past its deadline is cancelled, not rendered."""
+        job.cancelled = True
+        job.future.cancel()
+        self._done(job)
+
+    def _hopeless(self, job: _Job, now: float) -> bool:
+        """The job cannot be rendered by its deadline: its renderer's recent batch time, from
+        now, ends past it."""
+        if job.deadline is None:
+            return False
+        return now + self._batch_s.get(id(job.renderer), 0.0) > job.deadline
 
     async def aclose(self) -> None:
         self._closed = True

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from agenthuman_local.audio import frame_sample_range
+from agenthuman_local.clock import WallClock
 from agenthuman_local.engine.base import (
     FrameDriver,
     Renderer,
@@ -159,11 +161,16 @@ class FrameSchedule:
     def _submit(
         self, frame_index: int, params: np.ndarray, window: np.ndarray | None = None
     ) -> RenderJob | None:
-        """The render job, due when frame `frame_index` is; None when the worker is full."""
+        """The render job, due when frame `frame_index` is; None when the worker is full.
+
+        On the wall clock, once the clock runs, the job's deadline is its tick: a frame the
+        worker can no longer render by then is skipped (the previous image shows, as it would)."""
+        due = self._pacer.expected(frame_index)
+        deadline = None
+        if self._pacer.started and isinstance(self._pacer.clock, WallClock):
+            deadline = time.monotonic() + (due - self._pacer.clock.now())
         try:
-            job = self._worker.submit(
-                self._renderer, params, self._pacer.expected(frame_index), window
-            )
+            job = self._worker.submit(self._renderer, params, due, window, deadline)
         except (WorkerFull, WorkerClosed):
             return None
         job.future.add_done_callback(self.check_early)

@@ -321,6 +321,13 @@ async def live_ctx(app: web.Application) -> AsyncIterator[None]:
     pool = RenderPool()
     app[keys.render_pool_key] = pool
     app[keys.outputs_key] = session_outputs(app)
+    metrics = app[keys.metrics_key]
+
+    def renders_skipped() -> None:
+        for worker in pool.workers:
+            metrics.set_renders_skipped(worker.device, worker.skipped)
+
+    metrics.add_refresher(renders_skipped)
 
     async def make_renderer(spec: MediaSpec) -> Renderer:
         override = app.get(keys.renderer_factory_key)

@@ -99,7 +99,7 @@ class VideoSettings:
 class DevicesSettings:
     use_cuda: bool = True
     cuda_sessions: int = 16
-    cpu_sessions: int = 3
+    cpu_sessions: int = 4
 
 
 @dataclass(frozen=True)

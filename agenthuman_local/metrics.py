@@ -16,7 +16,9 @@ Names: `agenthuman_sessions{status}`, `agenthuman_frames_published_total`,
 `agenthuman_output_frames_lost_total{output, kind}` (kind `shed`: the viewer or socket output
 skipped the frame's picture and sent its audio; `repeated`: the recording repeated the previous
 picture with the frame's audio; the timeline has an `output.shed` / `output.repeated` event for
-each).
+each), `agenthuman_renders_skipped_total{device}` (frames a render worker behind did not render
+because they could no longer show at their tick; their sessions showed the previous picture,
+counted late).
 """
 
 from __future__ import annotations
@@ -83,6 +85,13 @@ class Metrics:
             ["device"],
             registry=r,
         )
+        self._renders_skipped = Counter(
+            "agenthuman_renders_skipped",
+            "Frames a render worker behind skipped: they could not show at their tick",
+            ["device"],
+            registry=r,
+        )
+        self._skipped_seen: dict[str, int] = {}
         for status in SESSION_STATUSES:
             self._sessions.labels(status=status).set(0)
         self._refreshers: list[Callable[[], None]] = []
@@ -114,6 +123,13 @@ class Metrics:
     def set_device_load(self, device: str, *, sessions: int, capacity: int) -> None:
         self._device_sessions.labels(device=device).set(sessions)
         self._device_capacity.labels(device=device).set(capacity)
+
+    def set_renders_skipped(self, device: str, total: int) -> None:
+        """The worker's own running count; the counter takes what is new since the last call."""
+        new = total - self._skipped_seen.get(device, 0)
+        if new > 0:
+            self._renders_skipped.labels(device=device).inc(new)
+            self._skipped_seen[device] = total
 
     def add_refresher(self, refresh: Callable[[], None]) -> None:
         """Called before each scrape, e.g. to copy the device pool's load into the gauges."""

@@ -29,7 +29,7 @@ def test_built_in_defaults_match_the_spec_table() -> None:
     assert (s.session.max_duration_s, s.session.idle_timeout_s) == (None, None)
     assert (s.ws.connect_timeout_s, s.ws.reconnect_grace_s, s.ws.max_message_mb) == (60, 10, 10)
     assert (s.speech.silence_gap_ms, s.speech.max_buffer_s, s.video.fps) == (500, 30, 25)
-    assert (s.devices.use_cuda, s.devices.cuda_sessions, s.devices.cpu_sessions) == (True, 16, 3)
+    assert (s.devices.use_cuda, s.devices.cuda_sessions, s.devices.cpu_sessions) == (True, 16, 4)
     assert (s.engine.deterministic, s.engine.seed, s.recording.enabled) == (False, 0, True)
     assert s.daily.api_key is None and s.daily.api_url == "https://api.daily.co/v1"
     assert (s.daily.display_name, s.daily.empty_room_timeout_s) == ("AI Avatar (AH)", 30)

@@ -62,6 +62,17 @@ def test_sessions_by_status_and_device_load_are_absolute() -> None:
     assert got[("agenthuman_device_capacity", (("device", "cpu"),))] == 2
 
 
+def test_skipped_renders_count_what_each_worker_skipped_since_the_last_scrape() -> None:
+    m = Metrics()
+    m.set_renders_skipped("cpu", 3)
+    m.set_renders_skipped("cpu", 3)  # a scrape with nothing new adds nothing
+    m.set_renders_skipped("cpu", 5)
+    m.set_renders_skipped("cuda:0", 1)
+    got = scrape(m)
+    assert got[("agenthuman_renders_skipped_total", (("device", "cpu"),))] == 5
+    assert got[("agenthuman_renders_skipped_total", (("device", "cuda:0"),))] == 1
+
+
 def test_refreshers_run_at_scrape_time_and_a_broken_one_is_skipped() -> None:
     m = Metrics()
     load = {"sessions": 0}

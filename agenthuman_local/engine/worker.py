@@ -271,18 +271,9 @@ class RenderPool:
             worker = self._workers[device] = RenderWorker(device)
         return worker
 
-    def _skip(self, job: _Job) -> None:
-        """On the loop: a job past its deadline is cancelled, not rendered."""
-        job.cancelled = True
-        job.future.cancel()
-        self._done(job)
-
-    def _hopeless(self, job: _Job, now: float) -> bool:
-        """The job cannot be rendered by its deadline: its renderer's recent batch time, from
-        now, ends past it."""
-        if job.deadline is None:
-            return False
-        return now + self._batch_s.get(id(job.renderer), 0.0) > job.deadline
+    @property
+    def workers(self) -> list[RenderWorker]:
+        return list(self._workers.values())
 
     async def aclose(self) -> None:
         self._closed = True

@@ -382,6 +382,18 @@ def _speaking_span(h):
     return started[0], ended[0]
 
 
+def _heard_exactly(h, audio):
+    """The speaking frames carry `audio` whole, one frame per 40 ms of it, with no silence
+    padded in; played_ms is its length and spans speak_started → speak_ended. → the frames."""
+    speaking = [f for f in h.frames if f.speaking]
+    assert len(speaking) == len(audio) // 640
+    assert np.array_equal(np.concatenate([f.samples for f in speaking]), audio)
+    started, ended = _speaking_span(h)
+    assert started["pts_ms"] == speaking[0].pts_ms
+    assert ended["played_ms"] == len(audio) // 16 == ended["pts_ms"] - started["pts_ms"]
+    return speaking
+
+
 @pytest.mark.parametrize("chunk", [160, 320, 333])
 async def test_speech_in_chunks_shorter_than_a_frame_is_never_split_by_silence(worker, chunk):
     """10 ms (or any sub-frame) chunks sent at once: the first speaking frame starts with the
@@ -396,14 +408,8 @@ async def test_speech_in_chunks_shorter_than_a_frame_is_never_split_by_silence(w
         h.runner.speak(audio[i : i + chunk].tobytes())
     h.runner.speak_end()
     await h.step(90)
-    speaking = [f for f in h.frames if f.speaking]
-    assert len(speaking) == 75  # 3 s at 25 fps, not one more
+    speaking = _heard_exactly(h, audio)  # 3 s: 75 frames, not one more
     assert np.array_equal(speaking[0].samples, audio[:640])
-    assert np.array_equal(np.concatenate([f.samples for f in speaking]), audio)
-    started, ended = _speaking_span(h)
-    assert started["pts_ms"] == speaking[0].pts_ms
-    assert ended["played_ms"] == 3000
-    assert ended["pts_ms"] - started["pts_ms"] == ended["played_ms"]
     await h.runner.aclose("client_request")
 
 
@@ -421,12 +427,7 @@ async def test_speech_trickled_faster_than_real_time_in_tiny_chunks_has_no_gaps(
         await h.step(1)
     h.runner.speak_end()
     await h.step(60)
-    speaking = [f for f in h.frames if f.speaking]
-    assert len(speaking) == 50
-    assert np.array_equal(np.concatenate([f.samples for f in speaking]), audio)
-    started, ended = _speaking_span(h)
-    assert started["pts_ms"] == speaking[0].pts_ms
-    assert ended["played_ms"] == 2000 == ended["pts_ms"] - started["pts_ms"]
+    _heard_exactly(h, audio)
     await h.runner.aclose("client_request")
 
 
@@ -456,11 +457,7 @@ async def test_an_utterance_starts_on_a_whole_frame_even_when_a_tick_comes_first
         h.runner.speak(audio[i : i + 160].tobytes())
     h.runner.speak_end()
     await h.step(40)
-    speaking = [f for f in h.frames if f.speaking]
-    assert len(speaking) == 25
-    assert np.array_equal(np.concatenate([f.samples for f in speaking]), audio)
-    started, ended = _speaking_span(h)
-    assert ended["played_ms"] == 1000 == ended["pts_ms"] - started["pts_ms"]
+    _heard_exactly(h, audio)
     await h.runner.aclose("client_request")
 
 
@@ -486,9 +483,5 @@ async def test_speech_streamed_in_real_time_is_never_padded_by_an_early_frame(
         await h.clock.settled(2)
     h.runner.speak_end()
     await h.step(60)
-    speaking = [f for f in h.frames if f.speaking]
-    assert len(speaking) == 50
-    assert np.array_equal(np.concatenate([f.samples for f in speaking]), audio)
-    started, ended = _speaking_span(h)
-    assert ended["played_ms"] == 2000 == ended["pts_ms"] - started["pts_ms"]
+    _heard_exactly(h, audio)
     await h.runner.aclose("client_request")

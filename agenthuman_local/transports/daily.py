@@ -20,7 +20,7 @@ package works without it. It follows the library's measured rules
   (it blocks while a join is pending, up to ~49 s offline).
 
 What the room means (callbacks, join errors, settings, presence) is in `daily_room`; the Sink
-adapter is `sinks.DailySink`. Use::
+adapter is `DailySink`, at the end of this module. Use::
 
     transport = DailyTransport(url, token, "AI Avatar (AH)", 960, 720, 16000, callbacks)
     await transport.start()               # raises DailyJoinError; call aclose() either way

@@ -27,8 +27,8 @@ from aiohttp.test_utils import TestServer
 
 from agenthuman_local import errors, ids, jsonsafe, keys, protocol
 from agenthuman_local.api import avatars, fetch
+from agenthuman_local.api.fairness import MessageBudget
 from agenthuman_local.api.server import Runner
-from agenthuman_local.api.ws import MessageBudget
 from agenthuman_local.app import StartupError, create_app, read_or_make_secret, write_key_file
 from agenthuman_local.migrations import MIGRATIONS
 from agenthuman_local.paths import make_private, timeline_path

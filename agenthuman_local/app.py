@@ -34,7 +34,6 @@ import functools
 import logging
 import os
 import shutil
-import tempfile
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from pathlib import Path
 
@@ -52,6 +51,7 @@ from agenthuman_local.devices import DevicePool, probe_devices
 from agenthuman_local.engine.base import FrameDriver, Renderer
 from agenthuman_local.engine.slot import EngineSlot, default_engine, load_engine
 from agenthuman_local.engine.worker import RenderPool
+from agenthuman_local.keyfiles import read_key_file, read_or_make_secret, write_key_file
 from agenthuman_local.metrics import Metrics
 from agenthuman_local.paths import (
     api_key_path,
@@ -88,32 +88,6 @@ DEFAULT_ACCOUNT = "default"
 CleanupContext = Callable[[web.Application], AsyncIterator[None]]
 
 
-def write_key_file(path: Path, key: str) -> None:
-    """Write the key readable by its owner only (0600), even if the file already existed.
-
-    Through a temporary file (O_EXCL, 0600) renamed over `path`, so a kill part-way leaves the
-    old file or the new one, never an empty one."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(key + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def read_key_file(path: Path) -> str | None:
-    try:
-        return path.read_text(encoding="utf-8").strip() or None
-    except FileNotFoundError:
-        return None
-
-
 async def ensure_first_key(store: Store, path: Path, env_key: str | None) -> keys.FirstKey:
     """First start (no key in the database): one account, one key, saved to `path` (SPEC §2)."""
     if not await store.has_api_keys():
@@ -124,41 +98,6 @@ async def ensure_first_key(store: Store, path: Path, env_key: str | None) -> key
         return keys.FirstKey(path=path, key=key, created=True)
     saved = await asyncio.to_thread(read_key_file, path)
     return keys.FirstKey(path=path, key=saved, created=False)
-
-
-class StartupError(Exception):
-    """Something in the data folder the server must not start with; the message says what."""
-
-
-VIEWER_SECRET_BYTES = 32
-
-
-def read_or_make_secret(path: Path) -> bytes:
-    """The viewer secret in `path` (64 hex digits), made (0600) on first use.
-
-    A file that is there but empty, short or not hex refuses the start (StartupError naming the
-    file) rather than being replaced: a new secret silently changes every viewer URL already
-    handed out, and an empty key would make every token derivable from the session id alone.
-    Deleting the file is the way to ask for a new one."""
-    try:
-        text = path.read_text(encoding="ascii", errors="replace").strip()
-    except FileNotFoundError:
-        secret = ids.new_viewer_secret()
-        write_key_file(path, secret.hex())
-        return secret
-    try:
-        secret = bytes.fromhex(text)
-    except ValueError:
-        secret = b""
-    if len(secret) < VIEWER_SECRET_BYTES:
-        raise StartupError(
-            f"the viewer secret file {path} holds no usable secret ({2 * VIEWER_SECRET_BYTES}"
-            f" hex digits expected, found {len(text)} characters"
-            f"{', not hex' if text and not secret else ''});"
-            " delete it and start again to make a new one (viewer URLs handed out before"
-            " stop working)"
-        )
-    return secret
 
 
 async def store_ctx(app: web.Application, *, env_key: str | None) -> AsyncIterator[None]:

@@ -69,6 +69,9 @@ class HttpSettings:
     max_json_depth: int = 32
     # Most values (counted as `,` `[` `{`, before decoding) in a JSON body or socket message.
     max_json_items: int = 10_000
+    # Largest JSON body, in KB, of a route that takes no image (POST /v1/sessions); a larger
+    # Content-Length is refused (413) before a byte of the body is read.
+    max_json_kb: float = 256.0
 
 
 @dataclass(frozen=True)
@@ -182,6 +185,7 @@ _CHECKS: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "http.max_form_parts": (lambda v: v >= 1, "an integer >= 1"),
     "http.max_json_depth": (lambda v: 1 <= v <= 500, "an integer 1-500"),
     "http.max_json_items": (lambda v: v >= 1, "an integer >= 1"),
+    "http.max_json_kb": (lambda v: v > 0, "a number > 0"),
     "upload.max_megapixels": (lambda v: v > 0, "a number > 0"),
     "upload.max_concurrent": (lambda v: v >= 1, "an integer >= 1"),
     "ws.max_messages_per_s": (lambda v: v >= 0, "a number >= 0 (0 = no bound)"),

@@ -78,11 +78,14 @@ def deeper_than(value: Any, max_depth: int) -> bool:
     return False
 
 
-def loads(text: str | bytes, limits: JsonLimits, *, constants: bool = False) -> Any:
-    """JSON within `limits` (JsonTooBig, checked before decoding; JsonTooDeep), without
-    NaN/Infinity (spelled out, or a number too large for a float such as `1e999`) unless
-    `constants`; else ValueError (or its subclass UnicodeDecodeError)."""
-    if item_count(text) > limits.max_items:
+def loads(
+    text: str | bytes, limits: JsonLimits, *, constants: bool = False, counted: bool = False
+) -> Any:
+    """JSON within `limits` (JsonTooBig, checked before decoding unless the caller `counted`
+    already; JsonTooDeep), without NaN/Infinity (spelled out, or a number too large for a
+    float such as `1e999`) unless `constants`; else ValueError (or its subclass
+    UnicodeDecodeError)."""
+    if not counted and item_count(text) > limits.max_items:
         raise JsonTooBig(limits.max_items)
     try:
         if constants:

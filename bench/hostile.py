@@ -22,6 +22,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 
+import aiohttp
 import numpy as np
 
 from bench import Figure
@@ -178,8 +179,17 @@ async def _run() -> list[Figure]:
                 speaker.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await speaker
+            # The storm leaves ~1-2 MB of messages in the socket buffers, which the server
+            # reads at `ws.max_messages_per_s`: a graceful close would wait minutes behind
+            # them. Drop that connection at once (what a client that goes away does).
+            if len(conns) > 1:
+                transport = conns[1].ws._conn.transport if conns[1].ws._conn else None
+                if transport is not None:
+                    transport.abort()
             for conn in conns:
-                await conn.aclose()
+                with contextlib.suppress(TimeoutError, aiohttp.ClientError):
+                    async with asyncio.timeout(5):
+                        await conn.aclose()
             await client.aclose()
         await server.stop()
     finally:

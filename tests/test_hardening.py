@@ -27,9 +27,10 @@ from aiohttp.test_utils import TestServer
 
 from agenthuman_local import errors, ids, jsonsafe, keys, protocol
 from agenthuman_local.api import avatars, fetch
+from agenthuman_local.api.fairness import MessageBudget
 from agenthuman_local.api.server import Runner
-from agenthuman_local.api.ws import MessageBudget
-from agenthuman_local.app import StartupError, create_app, read_or_make_secret, write_key_file
+from agenthuman_local.app import create_app
+from agenthuman_local.keyfiles import StartupError, read_or_make_secret, write_key_file
 from agenthuman_local.migrations import MIGRATIONS
 from agenthuman_local.paths import make_private, timeline_path
 from agenthuman_local.sessions.timeline import stats_from_timeline
@@ -673,6 +674,17 @@ async def test_redirects_are_followed_and_checked_at_every_hop(
     assert "redirects" in error["message"]
 
 
+async def _fetch(url: str, *, allow_private: bool = True) -> bytes:
+    """`fetch.fetch_image` of `url` as `image_url`, 1000 bytes at most."""
+    return await fetch.fetch_image(
+        url,
+        "image_url",
+        max_bytes=1000,
+        too_large=errors.PayloadTooLarge,
+        allow_private=allow_private,
+    )
+
+
 async def test_one_fetch_deadline_covers_every_redirect_hop(
     redirecting_server: TestServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -680,24 +692,12 @@ async def test_one_fetch_deadline_covers_every_redirect_hop(
     'more than 5 redirects'."""
     monkeypatch.setattr(fetch, "FETCH_TIMEOUT_S", 0.8)
     with pytest.raises(errors.ValidationError, match="is unreachable"):
-        await fetch.fetch_image(
-            str(redirecting_server.make_url("/slow-loop")),
-            "image_url",
-            max_bytes=1000,
-            too_large=errors.PayloadTooLarge,
-            allow_private=True,
-        )
+        await _fetch(str(redirecting_server.make_url("/slow-loop")))
 
 
 async def test_a_redirect_without_a_location_says_so(redirecting_server: TestServer) -> None:
     with pytest.raises(errors.ValidationError, match="HTTP 302 without a Location"):
-        await fetch.fetch_image(
-            str(redirecting_server.make_url("/nowhere")),
-            "image_url",
-            max_bytes=1000,
-            too_large=errors.PayloadTooLarge,
-            allow_private=True,
-        )
+        await _fetch(str(redirecting_server.make_url("/nowhere")))
 
 
 async def test_the_fetch_closes_its_resolver(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -710,12 +710,7 @@ async def test_the_fetch_closes_its_resolver(monkeypatch: pytest.MonkeyPatch) ->
 
     monkeypatch.setattr(fetch.PublicResolver, "close", close)
     with pytest.raises(errors.ValidationError, match="private"):
-        await fetch.fetch_image(
-            "http://localhost:1/x.jpg",
-            "image_url",
-            max_bytes=1000,
-            too_large=errors.PayloadTooLarge,
-        )
+        await _fetch("http://localhost:1/x.jpg", allow_private=False)
     assert closed == [True]
 
 

@@ -8,12 +8,9 @@ TestServer has neither the cap nor the split); the open-file-limit and SIGTERM t
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import resource
 import signal
-import subprocess
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -29,6 +26,7 @@ from agenthuman_local.app import create_app
 from agenthuman_local.cli import SHUTDOWN_GRACE_S
 from bench.server import Client, Conn, Server
 from tests.conftest import ApiClient, make_settings
+from tests.test_shutdown import wait_exit
 from tests.test_ws_helpers import Live, wait_for
 
 MakeEdge = Callable[..., Awaitable[ApiClient]]
@@ -239,16 +237,6 @@ async def test_300_idle_connections_under_a_256_file_limit_break_nothing() -> No
         server.cleanup()
 
 
-async def _wait_exit(server: Server, limit_s: float) -> tuple[int | None, float]:
-    assert server.proc is not None
-    t0 = time.monotonic()
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        await asyncio.to_thread(server.proc.wait, limit_s)
-    elapsed = time.monotonic() - t0
-    server.kill9()
-    return server.proc.returncode, elapsed
-
-
 async def test_sigterm_with_a_socket_that_never_sent_init_exits_at_once() -> None:
     """Such a socket belongs to no session, so ending the sessions did not reach it: aiohttp
     waited SHUTDOWN_GRACE_S for its handler, then as long again after cancelling it. Now the
@@ -260,7 +248,7 @@ async def test_sigterm_with_a_socket_that_never_sent_init_exits_at_once() -> Non
             waiting = await http.ws_connect(f"{server.base_url}/v1/ws", max_msg_size=0)
             assert server.proc is not None
             server.proc.send_signal(signal.SIGTERM)
-            returncode, elapsed = await _wait_exit(server, 30)
+            returncode, elapsed = await wait_exit(server, 30)
             message = await waiting.receive(timeout=5)
         assert returncode == 0, server.log_tail()
         assert elapsed < EXIT_BOUND_S, f"{elapsed:.1f} s to exit: {server.log_tail()}"
@@ -294,7 +282,7 @@ async def test_sigterm_with_a_live_client_that_does_not_read_exits_promptly() ->
             viewer = await client.http.ws_connect(viewer_url.replace("/viewer?", "/viewer/ws?"))
             assert server.proc is not None
             server.proc.send_signal(signal.SIGTERM)  # and the clients read nothing meanwhile
-            returncode, elapsed = await _wait_exit(server, 30)
+            returncode, elapsed = await wait_exit(server, 30)
             events = []
             while (msg := await ws.receive(timeout=5)).type is aiohttp.WSMsgType.TEXT:
                 events.append(json.loads(msg.data))

@@ -7,7 +7,7 @@ import json
 import time
 
 from agenthuman_local import protocol
-from agenthuman_local.api.ws import ControlCoalescer
+from agenthuman_local.api.fairness import ControlCoalescer
 from tests.conftest import MakeClient
 from tests.test_ws_helpers import FPS, Live, counting_pcm
 

@@ -185,6 +185,30 @@ async def test_interrupt_with_nothing_playing_is_answered(worker):
     await h.runner.aclose("client_request")
 
 
+async def test_an_interrupt_with_nothing_to_stop_renders_nothing_again(worker):
+    """No speech queued or playing: the idle frames already scheduled stay as rendered (a
+    storm of interrupts must not re-render them each time); with speech, it still rewinds."""
+    renderer = FakeRenderer()
+    h = Harness(worker, renderer=renderer)
+    await h.start()
+    await h.step(5)
+    await worker.drain()
+    rendered = sum(renderer.batch_sizes)
+    for _ in range(3):
+        h.runner.interrupt()
+    await worker.drain()
+    assert sum(renderer.batch_sizes) == rendered
+    assert len(h.link.of("agent.interrupt.confirmed")) == 3
+    h.runner.speak(tone(16000).tobytes())
+    await h.step(3)
+    await worker.drain()
+    rendered = sum(renderer.batch_sizes)
+    h.runner.interrupt()  # speech scheduled: those frames are rendered again, silent
+    await worker.drain()
+    assert sum(renderer.batch_sizes) > rendered
+    await h.runner.aclose("client_request")
+
+
 async def test_a_slow_engine_repeats_images_but_audio_never_drifts(worker):
     h = Harness(worker, renderer=FakeRenderer(delay_s=0.03))
     await h.start()

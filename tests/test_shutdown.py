@@ -56,7 +56,7 @@ def _row(data_dir: Path, session_id: str) -> tuple[str, dict[str, Any]]:
     return reason, json.loads(stats)
 
 
-async def _wait_exit(server: Server, limit_s: float) -> tuple[int, float]:
+async def wait_exit(server: Server, limit_s: float) -> tuple[int, float]:
     """Wait for the process (killing it past `limit_s`); → (returncode, seconds waited)."""
     assert server.proc is not None
     t0 = time.monotonic()
@@ -81,7 +81,7 @@ async def test_sigterm_with_two_live_sockets_ends_both_promptly_and_loses_nothin
 
             assert server.proc is not None
             server.proc.send_signal(signal.SIGTERM)
-            returncode, elapsed = await _wait_exit(server, 60)
+            returncode, elapsed = await wait_exit(server, 60)
             await asyncio.gather(*(c.until("session.state") for c in conns))
             await wait_for(lambda: all(c.ws.closed for c in conns), 5)  # the close frames
         finally:
@@ -133,7 +133,7 @@ async def test_a_second_signal_exits_at_once() -> None:
             server.proc.send_signal(signal.SIGTERM)
             await wait_for(lambda: "shutting down" in server.log_tail(), SHUTDOWN_GRACE_S)
             server.proc.send_signal(signal.SIGINT)
-            returncode, _ = await _wait_exit(server, 60)
+            returncode, _ = await wait_exit(server, 60)
         finally:
             writer.close()
         # 128 + SIGINT: the forced exit, not the clean one (0) the first signal leads to.

@@ -340,7 +340,7 @@ async def _upload_inputs(request: web.Request) -> tuple[list[tuple[str, bytes | 
     elif request.content_type == "application/x-www-form-urlencoded":
         fields = await urlencoded_fields(request)
     else:
-        body = await json_object(request)
+        body = await json_object(request, image=True)
         fields = {
             k: text for k in (*INPUTS[1:], "name") if (text := optional_str(body, k)) is not None
         }

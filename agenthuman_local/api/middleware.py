@@ -5,6 +5,12 @@
 anything else is a 500 `INTERNAL` whose traceback goes to the log, never to the client. It is
 the outermost middleware, so it also puts the request's `X-RateLimit-*` headers on every
 response, success or not.
+
+A refusal that leaves the request body unread (a bomb refused by its Content-Length or partway,
+a 401 or 429 before the body) says `Connection: close`, stops reading the connection and, as
+the app's `lingering_time` is 0 (`api.server.handler_args`), is closed after the answer:
+aiohttp would otherwise read and drop the rest of the body (up to `max_request_mb`, for up to
+10 s) to keep the connection, work on the event loop an attacker sets the size of.
 """
 
 from __future__ import annotations
@@ -68,7 +74,12 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except Exception:
         log.exception("unexpected error in %s %s", request.method, request.path)
         response = error_response(Internal())
-    rate_headers = request.get(keys.rate_headers_key)
-    if rate_headers and not response.prepared:
-        response.headers.update(rate_headers)
+    if not response.prepared:
+        rate_headers = request.get(keys.rate_headers_key)
+        if rate_headers:
+            response.headers.update(rate_headers)
+        if response.status >= 400 and not request.content.is_eof():
+            response.force_close()
+            if request.protocol is not None:
+                request.protocol.pause_reading()  # nor read what is already on its way
     return response

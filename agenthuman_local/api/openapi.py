@@ -64,6 +64,7 @@ _BODY_LIMITS: dict[int, tuple[str, JsonSchema]] = {
     ),
     408: ("REQUEST_TIMEOUT: the body paused longer than `http.body_timeout_s`", ref("Error")),
 }
+# Any refusal of a body not yet read whole comes with `Connection: close` (nothing is drained).
 
 OPERATIONS: list[Operation] = [
     Operation(
@@ -101,7 +102,8 @@ OPERATIONS: list[Operation] = [
         errors={
             **_BODY_LIMITS,
             413: (
-                "PAYLOAD_TOO_LARGE: the body is over `max_request_mb` or has more than "
+                "PAYLOAD_TOO_LARGE: the body is over `http.max_json_kb` (by its Content-Length, "
+                "before it is read; the connection is then closed) or has more than "
                 "`http.max_json_items` values, or `metadata` is over `session.max_metadata_kb` "
                 "of compact JSON",
                 ref("Error"),
@@ -221,8 +223,9 @@ OPERATIONS: list[Operation] = [
         errors={
             **_BODY_LIMITS,
             413: (
-                "PAYLOAD_TOO_LARGE: the image is over 10 MB, or the body (every part counted)"
-                " is over `max_request_mb`",
+                "PAYLOAD_TOO_LARGE: the image is over 10 MB, the body (every part counted)"
+                " is over `max_request_mb`, or a JSON body has more than `http.max_json_items`"
+                " values",
                 ref("Error"),
             ),
         },

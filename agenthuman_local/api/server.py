@@ -84,8 +84,10 @@ def connection_cap(max_connections: int, nofile_soft: int | None = None) -> int:
 
 
 def handler_args(idle_timeout_s: float) -> dict[str, Any]:
-    """The app's `handler_args`: the keyword arguments of every connection's RequestHandler."""
-    return {"keepalive_timeout": idle_timeout_s}
+    """The app's `handler_args`: the keyword arguments of every connection's RequestHandler.
+    `lingering_time` 0: a request whose body the handler left unread (a refusal, `api.middleware`)
+    closes its connection instead of reading and dropping the rest for up to 10 s."""
+    return {"keepalive_timeout": idle_timeout_s, "lingering_time": 0.0}
 
 
 class JsonErrorRequestHandler(web.RequestHandler):

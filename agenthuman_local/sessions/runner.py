@@ -267,10 +267,12 @@ class SessionRunner:
     def interrupt(self) -> None:
         """No queued speech is heard from the next tick on; the mouth closes from there."""
         self._last_activity = self.clock.now()
-        # The next frame keeps its image (rendering a new one now would make it late) but
-        # loses its audio: from the next tick on, nothing queued is heard.
-        self._schedule.rewind(1)
-        self._schedule.silence_next()
+        if any(p.audio.speaking for p in self._pending):
+            # The next frame keeps its image (rendering a new one now would make it late) but
+            # loses its audio: from the next tick on, nothing queued is heard. With no frame
+            # scheduled to speak there is nothing to take back: the frames stay as rendered.
+            self._schedule.rewind(1)
+            self._schedule.silence_next()
         confirmed = self._speech.interrupt()
         self._audio_in.reset()
         self._emit_all(self._speech.take_events())

@@ -20,9 +20,6 @@ from agenthuman_local.engine.photo_warp import MeshGeometry
 LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 # The visible band of lid skin above the lashes, in eye openings (the contour's tallest gap).
 BAND = 0.8
-# Of that band, the part that slides down whole with the lashes; the rest (under the crease)
-# stretches to fill the gap it leaves.
-_KEEP = 0.7
 # How far past the contour the eye is looked for: up (a lid the model put too low), down, and
 # past each corner (along the eye), in eye openings / eye lengths.
 GROW_UP, GROW_DOWN, GROW_SIDE = 0.45, 0.0, 0.12

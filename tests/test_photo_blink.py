@@ -37,6 +37,7 @@ class EyeBlink:
     shut: np.ndarray  # luminance of the eye's pixels (inside its contour) at full blink
     shut_rgb: np.ndarray  # their colour
     lid_rgb: np.ndarray  # the lid skin's median colour at rest
+    over_iris: float  # median luminance of the closed lid over the iris's middle columns
 
 
 def _filled(shape: tuple[int, ...], polygon: np.ndarray) -> np.ndarray:
@@ -70,6 +71,12 @@ def measure(renderer: PhotoRenderer, rest: np.ndarray, shut: np.ndarray) -> list
             rest.shape[:2], np.concatenate([up - [0, 0.35 * h], (up + [0, 0.1 * h])[::-1]])
         )
         lum_rest, lum_shut = _luminance(rest), _luminance(shut)
+        # The closed lid over the iris: its columns within 0.6 of the iris's radius of its
+        # centre (where an iris the lid did not cover would show, as a darker smear).
+        iris = rig.irises[len(eyes)]
+        radius = float(np.mean(np.hypot(*(iris[1:] - iris[0]).T)))
+        cols = np.abs(np.arange(rest.shape[1]) - iris[0, 0]) <= 0.6 * radius
+        over_iris = (inside > 0) & cols[None, :]
         eyes.append(
             EyeBlink(
                 lid_skin=float(np.median(lum_rest[band > 0])),
@@ -78,9 +85,13 @@ def measure(renderer: PhotoRenderer, rest: np.ndarray, shut: np.ndarray) -> list
                 shut=lum_shut[inside > 0],
                 shut_rgb=shut[inside > 0].astype(np.float32),
                 lid_rgb=np.median(rest[band > 0].astype(np.float32), axis=0),
+                over_iris=float(np.median(lum_shut[over_iris])),
             )
         )
     return eyes
+
+
+OVER_IRIS = 1.0
 
 
 def blink_failures(eyes: list[EyeBlink]) -> list[str]:
@@ -91,6 +102,14 @@ def blink_failures(eyes: list[EyeBlink]) -> list[str]:
         skin_lo, skin_hi = e.lid_range
         if not 0.65 * e.lid_skin <= mid <= 1.4 * e.lid_skin:
             out.append(f"eye {i}: closed lid at {mid / e.lid_skin:.2f} of the lid's skin (median)")
+        # Over the iris the closed lid is at least as light as the lid's skin at rest (it faces
+        # the light there, the band under the brow is shaded): correctly closed lids measure
+        # 1.08–1.39; an iris the lid did not cover, stretched into a smear, 0.59–0.92.
+        if e.over_iris < OVER_IRIS * e.lid_skin:
+            out.append(
+                f"eye {i}: a darker smear over the iris, {e.over_iris / e.lid_skin:.2f} of the "
+                "lid's skin"
+            )
         if lo < 0.8 * skin_lo:
             out.append(
                 f"eye {i}: a dark streak, 5th percentile {lo:.0f} < lid skin's {skin_lo:.0f}"
@@ -188,24 +207,28 @@ def _missed(photo: str, how: str, root: Path) -> tuple[PhotoRenderer, np.ndarray
     return true, rest, shut
 
 
+# The iris's top above a lid put too low is not covered: a dark iris and a dark, wrinkled lid are
+# not told apart by tone (only white of the eye is). The lid's edge carries the dark rows over the
+# contour down whole only up to a lash's thickness, the rest is stretched from the lid's skin down
+# to them and closes as a smear over the iris (seen at 6×; median 0.59–0.92 of the lid's skin over
+# the iris, needs 1.0). Tried this session, not enough: the eye grown up through iris-dark pixels in
+# the iris's circle (it also climbs the lashes on the true rig and raises the lid's band into the
+# crease), and the stretch made non-linear so the rows by the lashes are pressed into a line
+# (Grace 0.85/0.71, the astronaut 0.91/0.88).
+_IRIS_MISSED = pytest.mark.xfail(
+    strict=True, reason="an iris the lid model put too low shows as a smear under the closed lid"
+)
+
+
 @pytest.mark.parametrize(
     ("photo", "how"),
     [
-        ("astronaut", "lids put low"),
+        pytest.param("astronaut", "lids put low", marks=_IRIS_MISSED),
         ("astronaut", "corners put short"),
         ("grace", "corners put short"),
-        pytest.param(
-            "grace",
-            "lids put low",
-            # Not strict: since the stretched lid is blurred along the eye (no streaks) this
-            # passes its thresholds by a hair (median 0.66 of the lid skin, needs 0.65), but the
-            # iris's top still shows as a darker smear in the middle of the closed lid at 6×.
-            marks=pytest.mark.xfail(
-                strict=False,
-                reason="the iris's top above a lid put too low is not found: her dark iris and "
-                "her dark, wrinkled lid are not told apart by tone (only white of the eye is)",
-            ),
-        ),
+        ("grace mirrored", "corners put short"),
+        pytest.param("grace", "lids put low", marks=_IRIS_MISSED),
+        pytest.param("grace mirrored", "lids put low", marks=_IRIS_MISSED),
     ],
 )
 def test_a_lid_closes_over_the_eye_the_model_missed(photo: str, how: str, tmp_path: Path) -> None:
@@ -237,6 +260,20 @@ def test_a_dark_smudge_for_a_lid_fails_the_check(rendered) -> None:
         smudged[mask > 0] = (smudged[mask > 0] * 0.45).astype(np.uint8)
     failures = blink_failures(measure(r, rest, smudged))
     assert any("dark streak" in f or "closed lid at" in f for f in failures), failures
+
+
+def test_a_darker_smear_over_the_iris_fails_the_check(rendered) -> None:
+    """Negative control: the closed lid 0.8 as light in the iris's columns (only there) fails,
+    although the whole closed lid's median stays within its bounds."""
+    r, rest, shut = rendered["grace"]
+    smeared = shut.astype(np.float32)
+    for iris in r.rig.irises:
+        radius = float(np.mean(np.hypot(*(iris[1:] - iris[0]).T)))
+        x0, x1 = int(iris[0, 0] - radius), int(iris[0, 0] + radius) + 1
+        smeared[:, x0:x1] *= 0.8
+    smeared = smeared.astype(np.uint8)
+    failures = blink_failures(measure(r, rest, smeared))
+    assert failures and all("smear over the iris" in f for f in failures), failures
 
 
 def test_a_pale_patch_for_a_lid_fails_the_check(rendered) -> None:

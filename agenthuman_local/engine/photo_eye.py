@@ -1,0 +1,254 @@
+"""The eye a blink's lid must cover, and the lid's shape and tone, measured once on the photo.
+
+The eye is the mesh's eye contour, grown from the photo's pixels where the contour misses part of
+the eye (turned, shadowed and hooded eyes: the iris model puts the lid too low or the corner
+short): the iris past the corners, and white of the eye that shows past the contour. A lid that
+stopped at the contour would leave a bright or dark streak of eye. The lid above it: how thick its
+lash line is, how tall its band of skin up to the crease, and the tone the closed lid is brought
+to. All in the eye's own axes (along its corner-to-corner line `s`, across it `t`, down the face).
+`engine.photo_blink` moves the lid with these per frame.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+from scipy.ndimage import maximum_filter1d, minimum_filter1d, uniform_filter1d
+
+from agenthuman_local.engine.photo_warp import MeshGeometry
+
+LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+# The visible band of lid skin above the lashes, in eye openings (the contour's tallest gap).
+BAND = 0.8
+# How far past the contour the eye is looked for: up (a lid the model put too low), down, and
+# past each corner (along the eye), in eye openings / eye lengths.
+GROW_UP, GROW_DOWN, GROW_SIDE = 0.45, 0.0, 0.12
+# White of the eye: this much brighter than the skin around it (×, and + levels), at most this
+# saturated relative to that skin.
+_SCLERA_GAIN, _SCLERA_LEVELS, _SCLERA_SAT = 1.18, 10.0, 0.6
+# The closed lid's edge moves this share of the way to the cheek's colour, by at most this many
+# levels (luma).
+_LIFT, _LIFT_MAX = 0.3, 25.0
+_MATCH_MAX = 40.0  # the stretched skin brought to the visible lid's tone by at most this (luma)
+_LASH_MAX = 0.45  # the thickest lash line over the eye that rides down whole, in openings
+
+
+def local(
+    pts: np.ndarray, origin: np.ndarray, ax: np.ndarray, nrm: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    d = pts - origin
+    return d @ ax, d @ nrm
+
+
+def curve(s_knots: np.ndarray, t_knots: np.ndarray, s: np.ndarray) -> np.ndarray:
+    order = np.argsort(s_knots)
+    return np.interp(s, s_knots[order], t_knots[order])
+
+
+def eye_mask(
+    geo: MeshGeometry, photo: np.ndarray, eye: int, rows: slice, cols: slice
+) -> np.ndarray:
+    """bool [h, w] over the crop's `rows`/`cols`: the eye the closed lid must cover (the
+    contour, the iris past its corners, white of the eye showing past it)."""
+    upper, lower = geo.eye_lids[eye]
+    c0, c1 = upper[0], upper[-1]
+    length = float(np.hypot(*(c1 - c0)))
+    ax = (c1 - c0) / max(length, 1e-6)
+    nrm = np.array([-ax[1], ax[0]], np.float32)
+    if float(nrm @ geo.ey) < 0:
+        nrm = -nrm
+    su, tu = local(upper, c0, ax, nrm)
+    sl, tl = local(lower, c0, ax, nrm)
+    gy, gx = np.mgrid[rows, cols].astype(np.float32)
+    s, t = local(np.stack([gx, gy], -1), c0, ax, nrm)
+    sc = np.clip(s, 0.0, length)
+    t_up, t_lo = curve(su, tu, sc), curve(sl, tl, sc)
+    inside = (s >= 0) & (s <= length)
+    h_max = float(np.max(curve(sl, tl, su) - tu))
+    mask = inside & (t >= t_up - 0.5) & (t <= t_lo + 0.5)
+
+    # The iris past the corners (a corner put short on a turned eye), never above the lid.
+    iris = geo.irises[eye]
+    radius = float(np.mean(np.hypot(*(iris[1:] - iris[0]).T)))
+    in_iris = np.hypot(gx - iris[0, 0], gy - iris[0, 1]) <= radius + 0.5
+    mask |= in_iris & ~inside
+
+    # White of the eye past the contour: clearly brighter than the skin round the eye and no
+    # more saturated, joined to the eye.
+    rgb = photo[rows, cols].astype(np.float32)
+    lum = rgb @ LUMA
+    sat = (rgb.max(-1) - rgb.min(-1)) / np.maximum(rgb.max(-1), 1.0)
+    mid = (s > 0.2 * length) & (s < 0.8 * length)
+    above = mid & (t < t_up - 0.3 * h_max) & (t > t_up - 0.9 * h_max)
+    below = mid & (t > t_lo + 0.4 * h_max) & (t < t_lo + 1.2 * h_max)
+    if above.sum() >= 4 and below.sum() >= 4:
+        # Above the eye its white is compared with the lid's skin, below with the cheek's (a
+        # shadowed lid is far darker than the lit cheek).
+        up_lum, lo_lum = float(np.median(lum[above])), float(np.median(lum[below]))
+        skin_lum = np.where(t < t_up, up_lum, np.where(t > t_lo, lo_lum, max(up_lum, lo_lum)))
+        skin_sat = float(np.median(sat[above | below]))
+        near = (
+            (s > -GROW_SIDE * length)
+            & (s < (1 + GROW_SIDE) * length)
+            & (t > t_up - GROW_UP * h_max)
+            & (t < t_lo + GROW_DOWN * h_max)
+        )
+        white = (
+            near
+            & (lum > _SCLERA_GAIN * skin_lum + _SCLERA_LEVELS)
+            & (sat <= _SCLERA_SAT * skin_sat + 0.02)
+        )
+        candidates = (white | mask).astype(np.uint8)
+        n, labels = cv2.connectedComponents(candidates, connectivity=8)
+        joined = np.unique(labels[mask & (labels > 0)])
+        mask |= np.isin(labels, joined) & white
+    return mask
+
+
+def eye_bounds(
+    mask: np.ndarray,
+    s_px: np.ndarray,
+    t_px: np.ndarray,
+    upper: tuple[np.ndarray, np.ndarray],
+    lower: tuple[np.ndarray, np.ndarray],
+    length: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per pixel, where the eye begins and ends across its column (t_up, t_lo) and the
+    opening between (0 outside the eye): the contour, grown to every pixel of `mask` outside it,
+    smoothed along the eye so neighbouring columns of the lid stretch alike."""
+    sc = np.clip(s_px, 0.0, length)
+    c_up, c_lo = curve(*upper, sc), curve(*lower, sc)
+    inside = (s_px >= 0) & (s_px <= length)
+    grown = mask & ~(inside & (t_px >= c_up - 0.5) & (t_px <= c_lo + 0.5))
+    lo_s = min(0.0, float(s_px[mask].min())) if mask.any() else 0.0
+    hi_s = max(length, float(s_px[mask].max())) if mask.any() else length
+    bins = np.arange(np.floor(lo_s), np.ceil(hi_s) + 0.5, 0.5)
+    inb = (bins >= 0) & (bins <= length)
+    bc = np.clip(bins, 0.0, length)
+    e_top = np.where(inb, curve(*upper, bc), np.inf)
+    e_bot = np.where(inb, curve(*lower, bc), -np.inf)
+    gs, gt = s_px[grown], t_px[grown]
+    for i, b in enumerate(bins):
+        sel = np.abs(gs - b) <= 0.75
+        if sel.any():
+            e_top[i] = min(e_top[i], float(gt[sel].min()) - 0.5)
+            e_bot[i] = max(e_bot[i], float(gt[sel].max()) + 0.5)
+    found = np.isfinite(e_top) & np.isfinite(e_bot)
+    bins, e_top, e_bot = bins[found], e_top[found], e_bot[found]
+    # Pixel steps of the grown edge would make the lid's stretch differ column to column
+    # (streaks): take the extreme over ±1.5 px, then average over ±2.5 px.
+    e_top = uniform_filter1d(minimum_filter1d(e_top, 7, mode="nearest"), 11, mode="nearest")
+    e_bot = uniform_filter1d(maximum_filter1d(e_bot, 7, mode="nearest"), 11, mode="nearest")
+    e_top = np.where(
+        (bins >= 0) & (bins <= length),
+        np.minimum(e_top, curve(*upper, np.clip(bins, 0, length))),
+        e_top,
+    )
+    e_bot = np.where(
+        (bins >= 0) & (bins <= length),
+        np.maximum(e_bot, curve(*lower, np.clip(bins, 0, length))),
+        e_bot,
+    )
+    t_up = np.interp(s_px, bins, e_top)
+    t_lo = np.interp(s_px, bins, e_bot)
+    in_eye = (s_px >= bins[0] - 0.5) & (s_px <= bins[-1] + 0.5)
+    return t_up, t_lo, np.where(in_eye, np.clip(t_lo - t_up, 0.0, None), 0.0)
+
+
+def lid_rows(
+    lum: np.ndarray,
+    s_px: np.ndarray,
+    t_px: np.ndarray,
+    t_up: np.ndarray,
+    h: np.ndarray,
+    length: float,
+    h_max: float,
+) -> tuple[float, float]:
+    """(lashes, band): how thick the lash line over the eye is (the dark rows right above it,
+    which ride down whole on the lid's edge), and how tall the band of lid skin is from the
+    eye up to the crease, a brow or a glasses frame (where the rows above the lashes turn
+    clearly darker), at most `BAND` openings. From the rows' mean tone across the eye's
+    middle."""
+    mid = (s_px > 0.15 * length) & (s_px < 0.85 * length) & (h > 0)
+    above = t_up - t_px  # how far above the eye's top edge
+    steps = np.arange(0.0, BAND * h_max + 1.0, 0.5)
+    rows = []
+    for k in steps:
+        sel = mid & (above >= k) & (above < k + 1.0)
+        rows.append(float(np.mean(lum[sel])) if sel.sum() >= 2 else np.nan)
+    profile = np.array(rows)
+    thin = max(1.0, 0.22 * h_max)
+    if not np.isfinite(profile).any():
+        return thin, BAND * h_max
+    skin_rows = np.isfinite(profile) & (steps >= 0.3 * h_max) & (steps <= 0.8 * h_max)
+    skin = float(np.percentile(profile[skin_rows], 75)) if skin_rows.any() else np.nan
+    lash = thin
+    if np.isfinite(skin):
+        out = np.nonzero(np.isfinite(profile) & (steps >= thin) & (profile >= 0.85 * skin))[0]
+        if len(out):
+            lash = float(steps[out[0]])
+    lash = float(np.clip(lash, thin, _LASH_MAX * h_max))
+    lid = np.isfinite(profile) & (steps >= lash) & (steps < lash + 0.3 * h_max)
+    if not lid.any():
+        return lash, BAND * h_max
+    ref = float(np.median(profile[lid]))
+    dark = np.nonzero(np.isfinite(profile) & (steps >= lash) & (profile < 0.75 * ref))[0]
+    band = BAND * h_max if len(dark) == 0 else float(steps[dark[0]]) - 0.5
+    return lash, float(np.clip(band, lash + 0.25 * h_max, max(BAND * h_max, lash + 0.25 * h_max)))
+
+
+def lid_lift(
+    rgb: np.ndarray,
+    s_px: np.ndarray,
+    t_px: np.ndarray,
+    t_up: np.ndarray,
+    t_lo: np.ndarray,
+    h: np.ndarray,
+    top: np.ndarray,
+    h_max: float,
+    lash: float,
+) -> np.ndarray:
+    """Per pixel (by its column along the eye), the colour [h, w, 3] added to the closed lid's
+    stretched skin. Two parts: (1) the stretched skin is the band's part above the lashes, which
+    is lighter than the lid as it shows (lashes, shade and wrinkles in it): it is brought back
+    to the tone of the visible lid, so the closed lid is no pale patch; (2) a share of the way
+    towards the skin under the eye: skin folded away while the eye is open is shaded (a hooded
+    or shadowed lid), the closed lid sits where the eye's surface is lit, so it does not close
+    as a dark smudge. Added, not multiplied, so the skin's texture keeps its contrast."""
+    zero = np.zeros((*h.shape, 3), np.float32)
+    thin = max(1.0, 0.22 * h_max)
+    source = (t_px >= top) & (t_px < t_up - lash) & (h > 0)
+    shown = (t_px >= top) & (t_px < t_up - thin) & (h > 0)
+    under = (t_px > t_lo + 0.3 * h_max) & (t_px < t_lo + 0.9 * h_max) & (h > 0)
+    if source.sum() < 4 or under.sum() < 4:
+        return zero
+    lo, hi = float(s_px[h > 0].min()), float(s_px[h > 0].max())
+    bins = np.arange(np.floor(lo), np.ceil(hi) + 1.0, 1.0)
+    match = np.full((len(bins), 3), np.nan)
+    cheek = np.full((len(bins), 3), np.nan)
+    for i, b in enumerate(bins):
+        col = np.abs(s_px - b) <= 1.0
+        if (source & col).sum() >= 2 and (under & col).sum() >= 2:
+            vis = rgb[shown & col].mean(0)
+            match[i] = vis - rgb[source & col].mean(0)
+            cheek[i] = rgb[under & col].mean(0) - vis
+    ok = np.isfinite(match[:, 0])
+    if not ok.any():
+        return zero
+    # Smooth along the eye: the lid's tone changes slowly across it.
+    width = max(1, int(0.3 * len(bins)) | 1)
+
+    def smooth(a: np.ndarray) -> np.ndarray:
+        cols = [np.interp(bins, bins[ok], a[ok, c]) for c in range(3)]
+        return np.stack([uniform_filter1d(c, width, mode="nearest") for c in cols], -1)
+
+    match, cheek = smooth(match), smooth(cheek) * _LIFT
+    # The lift: never darker, at most _LIFT_MAX levels lighter (luma); the hue moves with it.
+    luma = cheek @ LUMA
+    cheek *= np.where(luma > 0, np.minimum(1.0, _LIFT_MAX / np.maximum(luma, 1e-6)), 0.0)[:, None]
+    # The match: at most _MATCH_MAX levels either way.
+    luma = np.abs(match @ LUMA)
+    match *= np.minimum(1.0, _MATCH_MAX / np.maximum(luma, 1e-6))[:, None]
+    diff = match + cheek
+    out = np.stack([np.interp(s_px, bins, diff[:, c]) for c in range(3)], -1)
+    return np.where((h > 0)[..., None], out, 0.0).astype(np.float32)

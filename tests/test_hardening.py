@@ -46,8 +46,11 @@ def _multipart_parts(n: int, name: str = "j") -> bytes:
     return part * n
 
 
-async def _raw_request(api: ApiClient, head: bytes, body: bytes) -> tuple[int, dict[str, Any]]:
-    """Send `head` + `body` over a bare socket without finishing the body; → (status, JSON)."""
+async def raw_exchange(
+    api: ApiClient, head: bytes, body: bytes, *, closed: bool = False
+) -> tuple[int, dict[str, str], Any]:
+    """Send `head` + `body` over a bare socket without finishing the body; → (status, headers,
+    JSON). `closed`: also assert the server then closed the connection, the body still unsent."""
     server = api.client.server
     reader, writer = await asyncio.open_connection(server.host, server.port)
     try:
@@ -60,9 +63,17 @@ async def _raw_request(api: ApiClient, head: bytes, body: bytes) -> tuple[int, d
                 name, _, value = line.decode().partition(":")
                 headers[name.strip().lower()] = value.strip()
             payload = await reader.readexactly(int(headers["content-length"]))
-        return int(status_line.split()[1]), json.loads(payload)
+            if closed:
+                assert await reader.read() == b""
+        return int(status_line.split()[1]), headers, json.loads(payload)
     finally:
         writer.close()
+
+
+async def _raw_request(api: ApiClient, head: bytes, body: bytes) -> tuple[int, dict[str, Any]]:
+    """`raw_exchange` → (status, JSON)."""
+    status, _, answer = await raw_exchange(api, head, body)
+    return status, answer
 
 
 # -- item 1: many-part and large bodies ---------------------------------------------------------

@@ -5,7 +5,6 @@ bench --only hostile`); these tests show that the server stops reading."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 
@@ -14,29 +13,15 @@ import pytest
 
 from agenthuman_local.api import parsing
 from tests.conftest import ApiClient, MakeClient
+from tests.test_hardening import raw_exchange
 
 _PART = b'--xx\r\nContent-Disposition: form-data; name="j"\r\n\r\na\r\n'
 
 
 async def _refused(api: ApiClient, head: bytes, body: bytes) -> tuple[int, dict[str, str], Any]:
-    """Send `head` + `body` over a bare socket, never the rest of the body the head promises;
-    → (status, headers, JSON), once the server has closed the connection."""
-    server = api.client.server
-    reader, writer = await asyncio.open_connection(server.host, server.port)
-    try:
-        writer.write(head + body)
-        await writer.drain()
-        async with asyncio.timeout(10):
-            status_line = await reader.readline()
-            headers: dict[str, str] = {}
-            while (line := await reader.readline()) not in (b"\r\n", b""):
-                name, _, value = line.decode().partition(":")
-                headers[name.strip().lower()] = value.strip()
-            payload = await reader.readexactly(int(headers["content-length"]))
-            assert await reader.read() == b""  # closed by the server, the body still unsent
-        return int(status_line.split()[1]), headers, json.loads(payload)
-    finally:
-        writer.close()
+    """Send `head` + `body`, never the rest of the body the head promises; → (status, headers,
+    JSON), once the server has closed the connection."""
+    return await raw_exchange(api, head, body, closed=True)
 
 
 def _head(api: ApiClient, path: str, content_type: str, length: int) -> bytes:

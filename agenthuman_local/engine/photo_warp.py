@@ -203,6 +203,42 @@ def _profile(u: np.ndarray, narrowing: float, power: float = 0.9) -> np.ndarray:
     return np.clip(1.0 - u * u, 0.0, None) ** power
 
 
+def _lip_line(geo: MeshGeometry, a: np.ndarray) -> np.ndarray:
+    """The split line's `down` coordinate at places `a` along the mouth (flat beyond it)."""
+    line_a, line_b = geo.local(np.stack([geo.split_x, geo.split_y], 1))
+    order = np.argsort(line_a)
+    return np.interp(a, line_a[order], line_b[order])
+
+
+def _jaw_moves(
+    geo: MeshGeometry, a: np.ndarray, b: np.ndarray, lower: np.ndarray, narrowing: float
+) -> np.ndarray:
+    """The jaw's move at unit strength of points at (`a` along, `b` down) from the mouth
+    centre, (…, 2) pixels; `lower`: which points go with the lower face.
+
+    Across the mouth the lower lip drops as a whole: inner and outer lip points at the same
+    place along the mouth move alike (else the lip folds). The drop closes into each side's
+    inner lip corner, measured on that side (a turned or tilted mouth is longer on one side),
+    as a rounded end: the lips' corners stay closed, so the opening never runs out past them
+    as a thin dark horn, nor stops at a straight edge where it is still open. The skin under
+    the lower lip drops the more the farther below the lip it is (the jaw moves as a whole),
+    and the mouth narrows a little as it opens.
+    """
+    fh, hw = geo.fh, geo.half_w
+    lateral = 1.0 - smoothstep(0.1 * fh, 0.7 * fh, np.abs(a))  # the mandible hinges
+    lip_a, lip_b = geo.local(geo.vertices[list(geo.outer_lower)])
+    lip_order = np.argsort(lip_a)
+    under_lip = b - np.interp(a, lip_a[lip_order], lip_b[lip_order])
+    soft = smoothstep(0.0, 2.0 * JAW_DROP_FH * fh, np.clip(under_lip, 0.0, None))
+    side = geo.local(geo.vertices[[geo.inner_upper[0], geo.inner_upper[-1]]])[0]
+    reach = np.where(a < 0, max(1.0, -float(side.min())), max(1.0, float(side.max())))
+    u_in = a / reach
+    toward = np.clip(u_in, -1.0, 1.0) * np.exp(-((b / (0.1 * fh)) ** 2))
+    prof = _profile(u_in, narrowing, _CORNER_ROUNDING)
+    f = np.where(lower, lateral * (prof + (1.0 - prof) * soft), 0.0)
+    return (JAW_DROP_FH * fh * f)[..., None] * geo.ey - (0.1 * hw * toward)[..., None] * geo.ex
+
+
 def vertex_moves(geo: MeshGeometry) -> tuple[np.ndarray, np.ndarray]:
     """Per-vertex displacements at unit strength: (below, above), each (K, N, 2) pixels.
 
@@ -215,46 +251,21 @@ def vertex_moves(geo: MeshGeometry) -> tuple[np.ndarray, np.ndarray]:
     fh, hw = geo.fh, geo.half_w
     a, b = geo.local(v)
     u = a / hw
-    # The lip line through the face: the split between the inner corners, flat beyond them.
-    line_a, line_b = geo.local(np.stack([geo.split_x, geo.split_y], 1))
-    order = np.argsort(line_a)
-    line = np.interp(a, line_a[order], line_b[order])
-    below = b - line  # > 0 under the lip line
+    below = b - _lip_line(geo, a)  # > 0 under the lip line
     lower_idx = set(geo.inner_lower[1:-1]) | set(geo.outer_lower[1:-1])
     upper_idx = set(geo.inner_upper[1:-1]) | set(geo.outer_upper[1:-1])
     is_lower = np.array(
         [(i in lower_idx) or (i < 468 and i not in upper_idx and below[i] > 0) for i in range(n)]
     )
     is_lower[468:] = False  # the crop's border never moves
-    lateral = 1.0 - smoothstep(0.1 * fh, 0.7 * fh, np.abs(a))  # the mandible hinges
-    # The skin under the lower lip drops the more the farther below the lip it is (the jaw
-    # moves as a whole); the lip itself, inner and outer edge alike, only by the profile across
-    # the mouth, so its corners stay closed.
-    lip_a, lip_b = geo.local(v[list(geo.outer_lower)])
-    lip_order = np.argsort(lip_a)
-    under_lip = b - np.interp(a, lip_a[lip_order], lip_b[lip_order])
-    soft = smoothstep(0.0, 2.0 * JAW_DROP_FH * fh, np.clip(under_lip, 0.0, None))
     ey, ex = geo.ey, geo.ex
     corner_ids = [geo.inner_upper[0], geo.inner_upper[-1], geo.outer_upper[0], geo.outer_upper[-1]]
 
-    # Across the mouth the lower lip drops as a whole: inner and outer lip points at the same
-    # place along the mouth move alike (else the lip folds). The drop closes into each side's
-    # inner lip corner, measured on that side (a turned or tilted mouth is longer on one side),
-    # as a rounded end: the lips' corners stay closed, so the opening never runs out past them
-    # as a thin dark horn, nor stops at a straight edge where it is still open.
-    side = geo.local(v[[geo.inner_upper[0], geo.inner_upper[-1]]])[0]
-    reach = np.where(a < 0, max(1.0, -float(side.min())), max(1.0, float(side.max())))
-    u_in = a / reach
-    toward = np.clip(u_in, -1.0, 1.0) * np.exp(-((b / (0.1 * fh)) ** 2))
-
     def jaw(narrowing: float) -> np.ndarray:
-        prof = _profile(u_in, narrowing, _CORNER_ROUNDING)
-        f = np.where(is_lower, lateral * (prof + (1.0 - prof) * soft), 0.0)
-        d = (JAW_DROP_FH * fh * f)[:, None] * ey
-        # The corners come down a little and the mouth narrows as the jaw opens.
+        d = _jaw_moves(geo, a, b, is_lower, narrowing)
+        # The corners come down a little as the jaw opens.
         for i in corner_ids:
-            d[i] = JAW_DROP_FH * fh * 0.04 * ey
-        d -= (0.1 * hw * toward)[:, None] * ex
+            d[i] = JAW_DROP_FH * fh * 0.04 * ey + (d[i] @ ex) * ex
         return d
 
     # Spread / round: the corners and the lips beside them move along the mouth.
@@ -338,6 +349,70 @@ def _smooth(field: np.ndarray, sigma: float) -> np.ndarray:
     return out.reshape(field.shape)
 
 
+def _exact_jaw(geo: MeshGeometry, lower: np.ndarray) -> None:
+    """Replace, in place, the lower field's jaw moves (`lower` [H, W, K, 2]) around the mouth
+    by the move computed at each pixel, fading back into the mesh's own away from the lower
+    lip.
+
+    A mesh has a dozen points along each lip: interpolated between them, the lower lip's
+    drop is a polyline, which shows as a V at the bottom of a wide opening and as a straight
+    cut where a long triangle spans a lip's corner. Per pixel it follows the lens exactly.
+    Above the lip line the lower field is the upper field's business inside the mouth; there
+    it carries on the lower lip's own move (each place along the mouth as its lip's edge),
+    which is where the opening's pixels come from in `_invert_jaw`."""
+    h, w = lower.shape[:2]
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    a, b = geo.local(np.stack([x, y], -1).reshape(-1, 2))
+    below = b - _lip_line(geo, a)
+    lip_a, lip_b = geo.local(geo.vertices[list(geo.outer_lower)])
+    order = np.argsort(lip_a)
+    under_lip = b - np.interp(a, lip_a[order], lip_b[order])
+    # Where: out to a little past the lips' corners, and from well above the lip line down to
+    # a little under the lower lip (the chin and the jaw line stay the mesh's).
+    side = geo.local(geo.vertices[[geo.outer_upper[0], geo.outer_upper[-1]]])[0]
+    reach = np.where(a < 0, max(1.0, -float(side.min())), max(1.0, float(side.max())))
+    fh = geo.fh
+    weight = (1.0 - smoothstep(1.05, 1.4, np.abs(a) / reach)) * np.where(
+        below > 0,
+        1.0 - smoothstep(0.03 * fh, 0.1 * fh, under_lip),
+        below > -2.5 * JAW_DROP_FH * fh,
+    )
+    on = weight > 0
+    if not on.any():
+        return
+    flat = lower.reshape(-1, lower.shape[2], 2)  # a view: `lower` is contiguous
+    for k, narrowing in ((0, 0.0), (1, ROUND_NARROWING)):
+        exact = _jaw_moves(geo, a[on], b[on], np.ones(int(on.sum()), bool), narrowing)
+        mesh = flat[on, k]
+        flat[on, k] = mesh + (exact - mesh) * weight[on, None]
+
+
+def _invert_jaw(geo: MeshGeometry, lower: np.ndarray, steps: int = 8) -> None:
+    """Turn the lower field's jaw moves (`lower` [H, W, K, 2], in place) from where each
+    photo pixel goes into where each output pixel comes from, at unit strength.
+
+    The moves are the skin's (a point of the lower lip drops by the lip's drop), but a frame
+    samples the photo at p − d(p): read as it is, a point low on the lip would take the larger
+    drop of the skin under it, so where the lower lip is thin (towards its corners) the lip
+    would drop far more than the mouth's profile allows and the opening end in a straight
+    cut. The inverse, by fixed-point steps d(q) = move(q − d(q)), is exact at full opening and
+    for the lip's edge at any opening (the lip moves as a whole)."""
+    h, w = lower.shape[:2]
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    for k in (0, 1):
+        move = np.ascontiguousarray(lower[:, :, k])
+        d = move.copy()
+        for _ in range(steps):
+            d = cv2.remap(
+                move,
+                x - d[..., 0],
+                y - d[..., 1],
+                interpolation=cv2.INTER_LINEAR,
+                borderMode=cv2.BORDER_REPLICATE,
+            )
+        lower[:, :, k] = d
+
+
 def build_fields(geo: MeshGeometry) -> MeshFields:
     h, w = geo.height, geo.width
     below, above = vertex_moves(geo)
@@ -352,6 +427,8 @@ def build_fields(geo: MeshGeometry) -> MeshFields:
     dense = _smooth(dense, 0.006 * geo.fh)
     lower = dense[..., : 2 * k].reshape(h, w, k, 2)
     upper = dense[..., 2 * k :].reshape(h, w, k, 2)
+    _exact_jaw(geo, lower)
+    _invert_jaw(geo, lower)
     split = geo.split_table()
     ys = np.arange(h, dtype=np.float32)[:, None]
     xs = np.arange(w, dtype=np.float32)

@@ -1,0 +1,90 @@
+"""The jaw's warp of a photo avatar: each point of the lower face is drawn where the jaw moves it.
+
+A frame samples the photo at p − d(p), so d must be the jaw's move read backwards (where each
+output pixel comes from), not the skin's move read at the output pixel. Read forwards, a point
+low on the lower lip takes the larger move of the skin under it: where the lip is thin, towards
+its corners, the lip dropped up to a sixth of the jaw's drop too far, and the opening ended in a
+straight cut instead of closing into the corner.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from agenthuman_local.engine.base import FrameSize
+from agenthuman_local.engine.faces import prepare_face, save_avatar
+from agenthuman_local.engine.photo import PhotoRenderer, open_photo_renderer
+from agenthuman_local.engine.photo_warp import (
+    FACE_PARAMS,
+    JAW_DROP_FH,
+    MeshGeometry,
+    build_fields,
+    vertex_moves,
+)
+from tests import photos
+
+FACES = {
+    "astronaut": photos.astronaut,
+    "grace": photos.grace_hopper,
+    "grace rolled": lambda: _rolled(photos.grace_hopper(), 15.0),
+}
+
+
+def _rolled(rgb: np.ndarray, degrees: float) -> np.ndarray:
+    h, w = rgb.shape[:2]
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), degrees, 1.0)
+    return cv2.warpAffine(rgb, m, (w, h), borderMode=cv2.BORDER_REFLECT)
+
+
+@pytest.fixture(scope="module", params=list(FACES))
+def geometry(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    path = tmp_path_factory.mktemp("avatars") / "avat_face"
+    save_avatar(prepare_face(photos.encode(FACES[request.param]())), path)
+    r = open_photo_renderer(path, FrameSize(960, 720))
+    assert isinstance(r, PhotoRenderer)
+    return r.geometry
+
+
+def _sample(field: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    """The field [H, W, 2] at fractional pixels `pts` (N, 2), bilinear."""
+    xs, ys = (np.ascontiguousarray(pts[:, i : i + 1], np.float32) for i in (0, 1))
+    return np.stack(
+        [
+            cv2.remap(np.ascontiguousarray(field[..., c]), xs, ys, cv2.INTER_LINEAR)[:, 0]
+            for c in (0, 1)
+        ],
+        axis=1,
+    )
+
+
+def _landing_error(geo: MeshGeometry, field: np.ndarray, ids: list[int], k: int) -> np.ndarray:
+    """How far from where it came from the output pixel at each vertex's moved place samples
+    the photo, in jaw drops."""
+    moves = vertex_moves(geo)[0][k]
+    start = geo.vertices[ids]
+    target = start + moves[ids]
+    back = target - _sample(field, target)
+    return np.hypot(*(back - start).T) / (JAW_DROP_FH * geo.fh)
+
+
+@pytest.mark.parametrize("param", ["JAW_WIDE", "JAW_NARROW"])
+def test_the_lower_lip_is_drawn_where_the_jaw_moves_it(geometry: MeshGeometry, param: str) -> None:
+    k = FACE_PARAMS.index(param)
+    field = build_fields(geometry).face[k].numpy()
+    for contour in (geometry.inner_lower, geometry.outer_lower):
+        err = _landing_error(geometry, field, list(contour[1:-1]), k)
+        assert err.max() < 0.03, f"{param}: lip points land {np.round(err, 2)} jaw drops off"
+
+
+def test_a_forward_read_field_is_caught(geometry: MeshGeometry) -> None:
+    """Negative control: the skin's moves read at the output pixel (the old field) miss."""
+    from agenthuman_local.engine.photo_warp import piecewise_affine
+
+    below = vertex_moves(geometry)[0][0]
+    forward = piecewise_affine(
+        geometry.vertices, geometry.triangles, below, geometry.height, geometry.width
+    )
+    err = _landing_error(geometry, forward, list(geometry.outer_lower[1:-1]), 0)
+    assert err.max() > 0.06

@@ -15,7 +15,7 @@ from agenthuman_local.engine.base import N_PARAMS, FrameSize, P
 from agenthuman_local.engine.faces import prepare_face, save_avatar
 from agenthuman_local.engine.photo import MAX_CROP_PX, PhotoRenderer, open_photo_renderer
 from agenthuman_local.engine.photo_legacy import LegacyPhotoRenderer
-from agenthuman_local.engine.photo_warp import JAW_DROP_FH
+from agenthuman_local.engine.photo_warp import FACE_PARAMS, JAW_DROP_FH, build_fields
 from agenthuman_local.engine.rig import MeshRig
 from agenthuman_local.engine.rig_haar import detect_faces, equalised_gray, find_rig
 from tests import photos
@@ -265,13 +265,15 @@ def grace(tmp_path_factory: pytest.TempPathFactory) -> PhotoRenderer:
 
 
 def _under_the_upper_lip(r: PhotoRenderer, frame: np.ndarray, below_px: float) -> np.ndarray:
-    """Luminance along the mouth, `below_px` under the upper lip's edge (the split line), over
-    the middle 1.4 half widths of the mouth."""
+    """Luminance along the mouth of a frame at jaw = 1, `below_px` under the upper lip's edge
+    (the split line, less how far the lip rose), over the middle 1.4 half widths of the
+    mouth."""
     geo = r.geometry
     x0, y0 = r.crop_box[:2]
     mx = float(geo.mouth[0])
     xs = np.arange(int(mx - 0.7 * geo.half_w), int(mx + 0.7 * geo.half_w) + 1)
-    ys = np.interp(xs, geo.split_x, geo.split_y) + below_px
+    risen = build_fields(geo).lift[FACE_PARAMS.index("JAW_WIDE")].numpy()[xs]
+    ys = np.interp(xs, geo.split_x, geo.split_y) - risen + below_px
     lum = luminance(frame)
     return lum[np.round(ys).astype(int) + y0, xs + x0]
 
@@ -371,3 +373,33 @@ def test_a_photo_with_both_rows_of_teeth_opens_between_them(
     # split ran between the rows), whole; the lower row is below it, teeth-bright.
     assert np.median(above) < 0.5 and np.mean(kept) > 0.9, (np.median(above), np.mean(kept))
     assert np.median(below) > 0.35, np.median(below)
+
+
+def _opened_above_the_split(r: PhotoRenderer) -> float:
+    """How far above the closed lips' line (the split) the mouth has opened at wide open, at
+    the middle of the mouth, in jaw drops: the rows there that changed by more than a lip's
+    own texture would when pressed (luminance by 0.15 or more)."""
+    rest, opened = (luminance(f.numpy()) for f in r.render(torch.cat([params(), params(jaw=1.0)])))
+    geo = r.geometry
+    x0, y0 = r.crop_box[:2]
+    drop = JAW_DROP_FH * geo.fh
+    xs = np.arange(int(geo.mouth[0]) - 2, int(geo.mouth[0]) + 3)
+    split = np.interp(xs, geo.split_x, geo.split_y)
+    rows = []
+    for x, s in zip(xs, split, strict=True):
+        ys = np.arange(int(np.floor(s - drop)), int(np.floor(s)))
+        changed = np.abs(opened[ys + y0, x + x0] - rest[ys + y0, x + x0]) >= 0.15
+        rows.append((s - ys[changed].min()) if changed.any() else 0.0)
+    return float(np.median(rows)) / drop
+
+
+def test_the_lips_part_both_ways_where_no_teeth_show(grace: PhotoRenderer) -> None:
+    """The upper lip's inner edge rises as the jaw drops, so the opening is a lens rather than
+    a cut under a straight edge (which read as a hole pasted under the upper lip)."""
+    assert 0.12 <= _opened_above_the_split(grace) <= 0.35
+
+
+def test_a_smile_opens_under_its_own_teeth(renderer: PhotoRenderer) -> None:
+    """A photo showing its upper teeth keeps them still: they hang from the skull."""
+    assert renderer.rig.teeth_at_rest
+    assert _opened_above_the_split(renderer) < 0.05

@@ -140,6 +140,7 @@ class PhotoRenderer:
         self._identity = torch.stack([gx, gy], dim=-1).unsqueeze(0).to(dev)  # [1, h, w, 2]
         self._identity_flat = self._identity.reshape(1, -1)
         self._mouth = Cavity(geo, photo_crop, fields.split.to(dev))
+        self._lift = fields.lift.to(dev) if bool((fields.lift > 0).any()) else None
         my = torch.arange(crop_h, dtype=torch.float32)[self._mouth.rows]
         mx = torch.arange(crop_w, dtype=torch.float32)[self._mouth.cols]
         gy, gx = torch.meshgrid(my, mx, indexing="ij")
@@ -267,7 +268,8 @@ class PhotoRenderer:
         # matches the lip step exactly and the head motion cannot open a sliver elsewhere.
         rows, cols = self._mouth.rows, self._mouth.cols
         q = self._mouth_px - shift.view(n, 1, 1, 2)
-        self._mouth.composite(crop, q, q - d_face[:, rows, cols] / self._to_norm)
+        lift = (face_c @ self._lift) if self._lift is not None else None
+        self._mouth.composite(crop, q, q - d_face[:, rows, cols] / self._to_norm, lift)
         # The closed lids' tone, carried by the head like their warp.
         for rows, cols, (mul, add) in lid_gains:
             for b, (dx, dy) in enumerate(shift.tolist()):

@@ -33,6 +33,10 @@ JAW_DROP_FH = 0.13
 ROUND_NARROWING = 0.3
 # The opening's ends: the drop across the mouth goes as (1 − u²)^this near each inner corner.
 _CORNER_ROUNDING = 1.0
+# How far the upper lip's inner edge rises as the jaw drops, as a share of the drop (the lips
+# part both ways, so the opening is a lens, not a cut under a straight edge). None on a photo
+# that shows its upper teeth: they hang from the skull, and the split runs under them.
+UPPER_LIFT = 0.25
 BROWS = (
     (70, 63, 105, 66, 107, 55, 65, 52, 53, 46),
     (300, 293, 334, 296, 336, 285, 295, 282, 283, 276),
@@ -339,6 +343,7 @@ class MeshFields:
     head: torch.Tensor  # [5, H, W, 2]: TX, TY, YAW, PITCH, ROLL
     head_at_mouth: torch.Tensor  # [5, 2]
     split: torch.Tensor  # [W] the split line's y per column
+    lift: torch.Tensor  # [K, W] how far the upper lip's edge rises over each column (pixels)
 
 
 def _smooth(field: np.ndarray, sigma: float) -> np.ndarray:
@@ -413,6 +418,62 @@ def _invert_jaw(geo: MeshGeometry, lower: np.ndarray, steps: int = 8) -> None:
         lower[:, :, k] = d
 
 
+def _lift_upper(geo: MeshGeometry, upper: np.ndarray) -> np.ndarray:
+    """Add the upper lip's rise to the upper field's jaw moves (`upper` [H, W, K, 2], in place,
+    still forward: where each photo pixel goes); returns the rise of the lip's edge over each
+    column, [K, W] pixels (0 for the other parameters, and everywhere on a photo showing its
+    upper teeth).
+
+    The lip's inner edge rises by `UPPER_LIFT` of the jaw's drop across the mouth's lens, its
+    outer half stays and the inner half is pressed up; under the split line the upper
+    field carries on the edge's own move, which is where the pixels opened under the lifted
+    edge come from once the field is read backwards."""
+    h, w = upper.shape[:2]
+    k_all = upper.shape[2]
+    lift_cols = np.zeros((k_all, w), np.float32)
+    if geo.teeth_at_rest or UPPER_LIFT <= 0:
+        return lift_cols
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    a, b = geo.local(np.stack([x, y], -1).reshape(-1, 2))
+    line = _lip_line(geo, a)
+    top_a, top_b = geo.local(geo.vertices[list(geo.outer_upper)])
+    order = np.argsort(top_a)
+    top = np.minimum(np.interp(a, top_a[order], top_b[order]), line - 2.0)
+    # 0 over the lip's outer half (its border with the skin stays), 1 on the split and under.
+    middle = (top + line) / 2
+    share = np.clip((b - middle) / (line - middle), 0.0, 1.0)
+    near = b < line + 2.5 * JAW_DROP_FH * geo.fh
+    fh = geo.fh
+    lateral = 1.0 - smoothstep(0.1 * fh, 0.7 * fh, np.abs(a))
+    side = geo.local(geo.vertices[[geo.inner_upper[0], geo.inner_upper[-1]]])[0]
+    reach = np.where(a < 0, max(1.0, -float(side.min())), max(1.0, float(side.max())))
+    flat = upper.reshape(-1, k_all, 2)  # a view: `upper` is contiguous
+    split = geo.split_table()
+    cols = np.arange(w)
+    at_split = np.clip(np.ceil(split).astype(np.int64), 0, h - 1) * w + cols
+    # Under the split the upper field is the mesh's lower lip (the lips' own moves): there it
+    # becomes the edge's move carried on, fading into the mesh's past the mouth's corners.
+    outer = geo.local(geo.vertices[[geo.outer_upper[0], geo.outer_upper[-1]]])[0]
+    outer_reach = np.where(a < 0, max(1.0, -float(outer.min())), max(1.0, float(outer.max())))
+    under = (b >= line) * near * (1.0 - smoothstep(1.05, 1.4, np.abs(a) / outer_reach))
+    toward = np.clip(a / reach, -1.0, 1.0) * np.exp(-((b / (0.1 * fh)) ** 2))
+    narrow = (0.1 * geo.half_w * toward)[:, None] * geo.ex
+    for k, narrowing in ((0, 0.0), (1, ROUND_NARROWING)):
+        rise = (
+            UPPER_LIFT
+            * JAW_DROP_FH
+            * fh
+            * lateral
+            * _profile(a / reach, narrowing, _CORNER_ROUNDING)
+        )
+        rise = np.where(near, rise * share, 0.0)
+        edge = -narrow - rise[:, None] * geo.ey
+        flat[:, k] += (edge - flat[:, k]) * under[:, None]
+        flat[:, k] -= (rise * (1.0 - under))[:, None] * geo.ey
+        lift_cols[k] = rise[at_split] * float(geo.ey[1])
+    return lift_cols
+
+
 def build_fields(geo: MeshGeometry) -> MeshFields:
     h, w = geo.height, geo.width
     below, above = vertex_moves(geo)
@@ -429,6 +490,8 @@ def build_fields(geo: MeshGeometry) -> MeshFields:
     upper = dense[..., 2 * k :].reshape(h, w, k, 2)
     _exact_jaw(geo, lower)
     _invert_jaw(geo, lower)
+    lift = _lift_upper(geo, upper)
+    _invert_jaw(geo, upper)
     split = geo.split_table()
     ys = np.arange(h, dtype=np.float32)[:, None]
     xs = np.arange(w, dtype=np.float32)
@@ -473,4 +536,5 @@ def build_fields(geo: MeshGeometry) -> MeshFields:
         head=torch.from_numpy(np.ascontiguousarray(head, np.float32)),
         head_at_mouth=torch.from_numpy(np.ascontiguousarray(head[:, mi, mj], np.float32)),
         split=torch.from_numpy(split),
+        lift=torch.from_numpy(np.ascontiguousarray(lift, np.float32)),
     )

@@ -272,7 +272,7 @@ def _under_the_upper_lip(r: PhotoRenderer, frame: np.ndarray, below_px: float) -
     x0, y0 = r.crop_box[:2]
     mx = float(geo.mouth[0])
     xs = np.arange(int(mx - 0.7 * geo.half_w), int(mx + 0.7 * geo.half_w) + 1)
-    risen = build_fields(geo).lift[FACE_PARAMS.index("JAW_WIDE")].numpy()[xs]
+    risen = -build_fields(geo).edge[FACE_PARAMS.index("JAW_WIDE"), xs, 1].numpy()
     ys = np.interp(xs, geo.split_x, geo.split_y) - risen + below_px
     lum = luminance(frame)
     return lum[np.round(ys).astype(int) + y0, xs + x0]

@@ -116,6 +116,32 @@ def test_at_rest_flags(photo: tuple[str, np.ndarray, Marks, MeshRig]) -> None:
     assert rig.teeth_at_rest is smiling
 
 
+def _grey(rgb: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
+
+
+def test_a_black_and_white_smile_shows_its_teeth() -> None:
+    rig = rig_photo(_grey(photos.astronaut()))
+    assert rig.lips_apart_at_rest and rig.teeth_at_rest
+
+
+def test_black_and_white_lips_apart_over_no_teeth_show_none() -> None:
+    """Without colour every pixel is as unsaturated as teeth: lips parted over a dark mouth
+    (the astronaut's teeth painted over in her lips' grey) must not read as teeth."""
+    rgb = _grey(photos.astronaut())
+    rig = rig_photo(rgb)
+    inner = np.concatenate([rig.points(rig.inner_upper_lip), rig.points(rig.inner_lower_lip)[::-1]])
+    lips = np.zeros(rgb.shape[:2], np.uint8)
+    outer = np.concatenate([rig.points(rig.outer_upper_lip), rig.points(rig.outer_lower_lip)[::-1]])
+    cv2.fillPoly(lips, [np.round(outer - 0.5).astype(np.int32)], 1)
+    mouth = np.zeros_like(lips)
+    cv2.fillPoly(mouth, [np.round(inner - 0.5).astype(np.int32)], 1)
+    lip_grey = np.median(rgb[(lips > 0) & (mouth == 0)], axis=0)
+    rgb[cv2.dilate(mouth, np.ones((3, 3), np.uint8)) > 0] = (0.8 * lip_grey).astype(np.uint8)
+    rig = rig_photo(rgb)
+    assert rig.lips_apart_at_rest and not rig.teeth_at_rest
+
+
 def test_transformed_copies_rig_consistently(
     photo: tuple[str, np.ndarray, Marks, MeshRig],
 ) -> None:

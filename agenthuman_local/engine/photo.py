@@ -140,7 +140,7 @@ class PhotoRenderer:
         self._identity = torch.stack([gx, gy], dim=-1).unsqueeze(0).to(dev)  # [1, h, w, 2]
         self._identity_flat = self._identity.reshape(1, -1)
         self._mouth = Cavity(geo, photo_crop, fields.split.to(dev))
-        self._lift = fields.lift.to(dev) if bool((fields.lift > 0).any()) else None
+        self._edge = fields.edge.reshape(fields.edge.shape[0], -1).to(dev)  # [K, W * 2]
         my = torch.arange(crop_h, dtype=torch.float32)[self._mouth.rows]
         mx = torch.arange(crop_w, dtype=torch.float32)[self._mouth.cols]
         gy, gx = torch.meshgrid(my, mx, indexing="ij")
@@ -194,7 +194,9 @@ class PhotoRenderer:
         y0 = self.crop_box[1] + 0.5
         mid, half = float(inner[:, 0].mean()), 0.8 * float(np.ptp(inner[:, 0])) / 2
         left, right = mid - half, mid + half
-        top = float(geo.split_y.min()) + y0 - 0.01 * geo.fh  # the opening starts at the split
+        # The opening starts at the split, or as far above it as the upper lip's edge rises.
+        rise = max(0.0, -float(self._edge[:2, 1::2].min()))
+        top = float(geo.split_y.min()) + y0 - 0.01 * geo.fh - rise
         bottom = float(geo.split_y.max()) + y0 + (JAW_DROP_FH + 0.04) * geo.fh
         if params_row is None:
             pad_x = pad_y = float(self._head_at_mouth.abs().sum(dim=0).max()) + 1
@@ -268,8 +270,8 @@ class PhotoRenderer:
         # matches the lip step exactly and the head motion cannot open a sliver elsewhere.
         rows, cols = self._mouth.rows, self._mouth.cols
         q = self._mouth_px - shift.view(n, 1, 1, 2)
-        lift = (face_c @ self._lift) if self._lift is not None else None
-        self._mouth.composite(crop, q, q - d_face[:, rows, cols] / self._to_norm, lift)
+        edge = (face_c @ self._edge).view(n, -1, 2)
+        self._mouth.composite(crop, q, q - d_face[:, rows, cols] / self._to_norm, edge)
         # The closed lids' tone, carried by the head like their warp.
         for rows, cols, (mul, add) in lid_gains:
             for b, (dx, dy) in enumerate(shift.tolist()):

@@ -117,32 +117,15 @@ def _teeth(
     return height, form, seam
 
 
-def _lifted(
-    from_top: torch.Tensor, to_bottom: torch.Tensor, qx: torch.Tensor, lift: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The distances to the lips when the upper lip's edge has risen by `lift` [B, W] over
-    each crop column: the opening starts that much above the split line, and over the split
-    (where the field samples the upper lip) the lower lip's edge is as far as from the first
-    pixel under the split, plus the way up to it. All tensors [B, 1, h, w] but `lift`."""
-    b, _, h, w = qx.shape
-    width = lift.shape[1]
-    x = qx.clamp(0, width - 1)
-    i0 = x.floor().long().clamp(max=max(0, width - 2))
-    f = x - i0
-    flat0 = i0.view(b, -1)
-    rise = lift.gather(1, flat0) * (1 - f.view(b, -1)) + lift.gather(
-        1, (flat0 + 1).clamp(max=width - 1)
-    ) * f.view(b, -1)
-    # The first row at or under the split in each column (rows are whole pixels apart).
-    first = (-from_top[:, :, :1]).ceil().clamp(0, h - 1).long()  # [B, 1, 1, w]
-    bottom_there = to_bottom.gather(2, first)
-    over = from_top < 0
-    to_bottom = torch.where(
-        over,
-        bottom_there + (first.float() - torch.arange(h, device=qx.device).view(1, 1, h, 1)),
-        to_bottom,
-    )
-    return from_top + rise.view_as(from_top), to_bottom
+def _columns(table: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Per batch item, `table` [B, W] at fractional columns `x` [B, 1, h, w], linear."""
+    b, width = table.shape
+    xc = x.clamp(0, width - 1).view(b, -1)
+    i0 = xc.floor().long().clamp(max=max(0, width - 2))
+    f = xc - i0
+    low = table.gather(1, i0)
+    high = table.gather(1, (i0 + 1).clamp(max=width - 1))
+    return (low + (high - low) * f).view_as(x)
 
 
 class Cavity:
@@ -231,22 +214,33 @@ class Cavity:
         return self._split[i0] * (1 - f) + self._split[(i0 + 1).clamp(max=w - 1)] * f
 
     def composite(
-        self, crop: torch.Tensor, q: torch.Tensor, s: torch.Tensor, lift: torch.Tensor | None = None
+        self, crop: torch.Tensor, q: torch.Tensor, s: torch.Tensor, edge: torch.Tensor | None = None
     ) -> None:
         """Paint into `crop` [B, 3, H, W] (0–255) in place.
 
         `q` [B, h, w, 2]: each mouth-box pixel's position in the face's own frame (before head
         motion); `s` [B, h, w, 2]: the photo position the face field maps it to (the lower
-        face's under the split line); `lift` [B, W]: how far the upper lip's edge has risen
-        over each column of the crop (None: it stays on the split line).
+        face's under the split line); `edge` [B, W, 2]: how far the upper lip's edge over each
+        column of the crop has moved (None: it stays on the split line).
         """
         qx, qy = q[..., 0].unsqueeze(1), q[..., 1].unsqueeze(1)
         sx, sy = s[..., 0].unsqueeze(1), s[..., 1].unsqueeze(1)
         split_q = self._split_at(qx)
-        from_top = qy - split_q  # ≥ 0 below the upper lip's edge
         to_bottom = self._split_at(sx) - sy  # ≥ 0 above the lower lip's edge
-        if lift is not None:
-            from_top, to_bottom = _lifted(from_top, to_bottom, qx, lift)
+        if edge is None:
+            from_top = qy - split_q  # ≥ 0 below the upper lip's edge
+        else:
+            # The upper lip's edge moved with it (the mouth narrows; with no teeth showing it
+            # rises): the opening starts under the edge where it now is.
+            top = self._split_at(qx - _columns(edge[..., 0], qx)) + _columns(edge[..., 1], qx)
+            from_top = qy - top
+            # Over the split line the field is the upper lip's: the lower lip's edge is as far
+            # as from the first pixel under the split, plus the way down to it.
+            h = qx.shape[2]
+            first = (split_q[:, :, :1] - qy[:, :, :1]).ceil().clamp(0, h - 1).long()
+            down = torch.arange(h, device=qx.device, dtype=qx.dtype).view(1, 1, h, 1)
+            there = to_bottom.gather(2, first) + (first.to(qx.dtype) - down)
+            to_bottom = torch.where(qy < split_q, there, to_bottom)
         gap = from_top + to_bottom
         alpha = (from_top + 0.5).clamp(0.0, 1.0) * (to_bottom + 0.5).clamp(0.0, 1.0)
         alpha = alpha * gap.clamp(0.0, 1.0)

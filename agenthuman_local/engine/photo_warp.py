@@ -343,7 +343,7 @@ class MeshFields:
     head: torch.Tensor  # [5, H, W, 2]: TX, TY, YAW, PITCH, ROLL
     head_at_mouth: torch.Tensor  # [5, 2]
     split: torch.Tensor  # [W] the split line's y per column
-    lift: torch.Tensor  # [K, W] how far the upper lip's edge rises over each column (pixels)
+    edge: torch.Tensor  # [K, W, 2] how the upper lip's edge over each column moves (pixels)
 
 
 def _smooth(field: np.ndarray, sigma: float) -> np.ndarray:
@@ -418,21 +418,32 @@ def _invert_jaw(geo: MeshGeometry, lower: np.ndarray, steps: int = 8) -> None:
         lower[:, :, k] = d
 
 
+def _upper_moves(
+    geo: MeshGeometry, a: np.ndarray, b: np.ndarray, narrowing: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """At (`a` along, `b` down) from the mouth centre: how far the upper lip's inner edge
+    there rises at unit jaw (pixels, 0 on a photo showing its upper teeth), and how the mouth's
+    narrowing moves it (…, 2)."""
+    fh = geo.fh
+    lift = 0.0 if geo.teeth_at_rest else UPPER_LIFT
+    side = geo.local(geo.vertices[[geo.inner_upper[0], geo.inner_upper[-1]]])[0]
+    reach = np.where(a < 0, max(1.0, -float(side.min())), max(1.0, float(side.max())))
+    lateral = 1.0 - smoothstep(0.1 * fh, 0.7 * fh, np.abs(a))
+    rise = lift * JAW_DROP_FH * fh * lateral * _profile(a / reach, narrowing, _CORNER_ROUNDING)
+    toward = np.clip(a / reach, -1.0, 1.0) * np.exp(-((b / (0.1 * fh)) ** 2))
+    return rise, (0.1 * geo.half_w * toward)[..., None] * geo.ex
+
+
 def _lift_upper(geo: MeshGeometry, upper: np.ndarray) -> np.ndarray:
     """Add the upper lip's rise to the upper field's jaw moves (`upper` [H, W, K, 2], in place,
-    still forward: where each photo pixel goes); returns the rise of the lip's edge over each
-    column, [K, W] pixels (0 for the other parameters, and everywhere on a photo showing its
-    upper teeth).
+    still forward: where each photo pixel goes); returns where the lip's edge over each column
+    goes, [K, W, 2] pixels (the jaw's; 0 for the other parameters).
 
     The lip's inner edge rises by `UPPER_LIFT` of the jaw's drop across the mouth's lens, its
-    outer half stays and the inner half is pressed up; under the split line the upper
-    field carries on the edge's own move, which is where the pixels opened under the lifted
-    edge come from once the field is read backwards."""
+    outer half stays and the inner half is pressed up; under the split line the upper field
+    carries on the edge's own move, which is where the pixels opened under the risen edge come
+    from once the field is read backwards (there the mesh has the lower lip's moves)."""
     h, w = upper.shape[:2]
-    k_all = upper.shape[2]
-    lift_cols = np.zeros((k_all, w), np.float32)
-    if geo.teeth_at_rest or UPPER_LIFT <= 0:
-        return lift_cols
     y, x = np.mgrid[0:h, 0:w].astype(np.float32)
     a, b = geo.local(np.stack([x, y], -1).reshape(-1, 2))
     line = _lip_line(geo, a)
@@ -441,37 +452,24 @@ def _lift_upper(geo: MeshGeometry, upper: np.ndarray) -> np.ndarray:
     top = np.minimum(np.interp(a, top_a[order], top_b[order]), line - 2.0)
     # 0 over the lip's outer half (its border with the skin stays), 1 on the split and under.
     middle = (top + line) / 2
-    share = np.clip((b - middle) / (line - middle), 0.0, 1.0)
-    near = b < line + 2.5 * JAW_DROP_FH * geo.fh
-    fh = geo.fh
-    lateral = 1.0 - smoothstep(0.1 * fh, 0.7 * fh, np.abs(a))
-    side = geo.local(geo.vertices[[geo.inner_upper[0], geo.inner_upper[-1]]])[0]
-    reach = np.where(a < 0, max(1.0, -float(side.min())), max(1.0, float(side.max())))
-    flat = upper.reshape(-1, k_all, 2)  # a view: `upper` is contiguous
-    split = geo.split_table()
-    cols = np.arange(w)
-    at_split = np.clip(np.ceil(split).astype(np.int64), 0, h - 1) * w + cols
-    # Under the split the upper field is the mesh's lower lip (the lips' own moves): there it
-    # becomes the edge's move carried on, fading into the mesh's past the mouth's corners.
+    share = np.where(b < line + 2.5 * JAW_DROP_FH * geo.fh, (b - middle) / (line - middle), 0.0)
+    share = np.clip(share, 0.0, 1.0)
     outer = geo.local(geo.vertices[[geo.outer_upper[0], geo.outer_upper[-1]]])[0]
     outer_reach = np.where(a < 0, max(1.0, -float(outer.min())), max(1.0, float(outer.max())))
-    under = (b >= line) * near * (1.0 - smoothstep(1.05, 1.4, np.abs(a) / outer_reach))
-    toward = np.clip(a / reach, -1.0, 1.0) * np.exp(-((b / (0.1 * fh)) ** 2))
-    narrow = (0.1 * geo.half_w * toward)[:, None] * geo.ex
+    under = (b >= line) * (share > 0) * (1.0 - smoothstep(1.05, 1.4, np.abs(a) / outer_reach))
+    flat = upper.reshape(-1, upper.shape[2], 2)  # a view: `upper` is contiguous
+    split = geo.split_table()
+    edge_a, edge_b = geo.local(np.stack([np.arange(w, dtype=np.float32), split], 1))
+    edges = np.zeros((upper.shape[2], w, 2), np.float32)
     for k, narrowing in ((0, 0.0), (1, ROUND_NARROWING)):
-        rise = (
-            UPPER_LIFT
-            * JAW_DROP_FH
-            * fh
-            * lateral
-            * _profile(a / reach, narrowing, _CORNER_ROUNDING)
-        )
-        rise = np.where(near, rise * share, 0.0)
-        edge = -narrow - rise[:, None] * geo.ey
-        flat[:, k] += (edge - flat[:, k]) * under[:, None]
+        rise, narrow = _upper_moves(geo, a, b, narrowing)
+        rise = rise * share
+        carried = -narrow - rise[:, None] * geo.ey
+        flat[:, k] += (carried - flat[:, k]) * under[:, None]
         flat[:, k] -= (rise * (1.0 - under))[:, None] * geo.ey
-        lift_cols[k] = rise[at_split] * float(geo.ey[1])
-    return lift_cols
+        rise_e, narrow_e = _upper_moves(geo, edge_a, edge_b, narrowing)
+        edges[k] = -narrow_e - rise_e[:, None] * geo.ey
+    return edges
 
 
 def build_fields(geo: MeshGeometry) -> MeshFields:
@@ -490,7 +488,7 @@ def build_fields(geo: MeshGeometry) -> MeshFields:
     upper = dense[..., 2 * k :].reshape(h, w, k, 2)
     _exact_jaw(geo, lower)
     _invert_jaw(geo, lower)
-    lift = _lift_upper(geo, upper)
+    edge = _lift_upper(geo, upper)
     _invert_jaw(geo, upper)
     split = geo.split_table()
     ys = np.arange(h, dtype=np.float32)[:, None]
@@ -536,5 +534,5 @@ def build_fields(geo: MeshGeometry) -> MeshFields:
         head=torch.from_numpy(np.ascontiguousarray(head, np.float32)),
         head_at_mouth=torch.from_numpy(np.ascontiguousarray(head[:, mi, mj], np.float32)),
         split=torch.from_numpy(split),
-        lift=torch.from_numpy(np.ascontiguousarray(lift, np.float32)),
+        edge=torch.from_numpy(edge),
     )

@@ -87,6 +87,9 @@ UPPER_LIP_CENTRE, LOWER_LIP_CENTRE = 0, 17  # outer
 INNER_GAP_PAIRS = ((82, 87), (13, 14), (312, 317))
 LIPS_APART_FACE_H = 0.02  # inner gap at rest (of face height) above which the lips are apart
 TEETH_SHARE = 0.3  # share of the inner-mouth polygon that must look like teeth
+# A photo without colour (skin saturation under GREY_SKIN_SAT) shows teeth when the brighter
+# fifth of the inner mouth is this much brighter than the skin: lips are no brighter than it.
+GREY_SKIN_SAT, GREY_TEETH_BRIGHTER = 0.05, 1.15
 # The rig's crop around the face oval, in face widths / heights beyond its box.
 _CROP_SIDE_FW, _CROP_TOP_FH, _CROP_BOTTOM_FH = 0.3, 0.25, 0.45
 _BORDER_STEPS = 8  # border points per crop side
@@ -297,6 +300,9 @@ def _mouth_at_rest(
     skin_hsv = cv2.cvtColor(skin, cv2.COLOR_RGB2HSV).reshape(-1, 3).astype(np.float32) / 255.0
     skin_s, skin_v = np.median(skin_hsv[:, 1]), np.median(skin_hsv[:, 2])
     sat, val = hsv[..., 1][inside], hsv[..., 2][inside]
+    if skin_s < GREY_SKIN_SAT:
+        # No colour to tell teeth from lips by (a black-and-white photo): only by light.
+        return apart, bool(np.percentile(val, 80) > GREY_TEETH_BRIGHTER * skin_v)
     # Teeth: clearly less saturated than the skin and not in deep shadow.
     teeth = (sat < 0.65 * skin_s + 0.02) & (val > 0.55 * skin_v)
     return apart, bool(teeth.mean() > TEETH_SHARE)

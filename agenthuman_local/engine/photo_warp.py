@@ -437,7 +437,7 @@ def _upper_moves(
 def _lift_upper(geo: MeshGeometry, upper: np.ndarray) -> np.ndarray:
     """Add the upper lip's rise to the upper field's jaw moves (`upper` [H, W, K, 2], in place,
     still forward: where each photo pixel goes); returns where the lip's edge over each column
-    goes, [K, W, 2] pixels (the jaw's; 0 for the other parameters).
+    goes at unit jaw, [K, W, 2] pixels (0 for the other parameters).
 
     The lip's inner edge rises by `UPPER_LIFT` of the jaw's drop across the mouth's lens, its
     outer half stays and the inner half is pressed up; under the split line the upper field
@@ -489,6 +489,10 @@ def build_fields(geo: MeshGeometry) -> MeshFields:
     _exact_jaw(geo, lower)
     _invert_jaw(geo, lower)
     edge = _lift_upper(geo, upper)
+    # The other parameters' moves of the upper lip's edge: the field on the row over the split.
+    split = geo.split_table()
+    over = upper[np.clip(np.floor(split).astype(np.int64), 0, h - 1), np.arange(w)]  # [W, K, 2]
+    edge[2:] = over[:, 2:].transpose(1, 0, 2)
     _invert_jaw(geo, upper)
     split = geo.split_table()
     ys = np.arange(h, dtype=np.float32)[:, None]

@@ -14,6 +14,13 @@ only in the triangles that touch the inner lips; a frame uses the upper one abov
 inside the mouth and the lower one everywhere else. The opening between the two is what
 `photo_cavity` fills.
 
+Around the mouth the jaw's moves are computed per pixel (the lens across the mouth, not a
+polyline through a dozen lip points), and both sides' jaw fields are read backwards once here
+(where each output pixel comes from, by fixed-point steps), so each lip point is drawn where
+the jaw moves it. Where a photo shows no upper teeth the upper lip's inner edge rises a little
+as the jaw drops (`UPPER_LIFT`): the lips part both ways. How the upper lip's edge moves over
+each column (`MeshFields.edge`) tells the cavity where the opening now starts.
+
 Lengths are in face heights `fh` (forehead to chin on the mesh), which a turned head keeps.
 """
 

@@ -345,3 +345,108 @@ def test_streaks_on_a_closed_lid_are_seen(rendered) -> None:
     striped += np.where(np.arange(shut.shape[1]) % 4 < 2, 6.0, -6.0)[None, :, None]
     striped = np.clip(striped, 0, 255).astype(np.uint8)
     assert min(closed_lid_streaks(r, striped)) >= MAX_STREAKS
+
+
+def _margin_shadowed(avatar: Path, depth: float = 0.6, shade: float = 0.3) -> None:
+    """Rewrite the stored photo as a shadowed lid margin looks (Walter's near eye): the rows over
+    each eye's upper contour, up to `depth` of its opening, `shade` as light (soft-edged), the rig
+    unchanged, so the contour sits under the dark margin."""
+    from agenthuman_local.engine.rig import MeshRig
+
+    rig = MeshRig.from_json((avatar / "rig.json").read_text())
+    bgr = cv2.imread(str(avatar / "image.jpg")).astype(np.float32)
+    gain = np.ones(bgr.shape[:2], np.float32)
+    for upper, lower in rig.eye_lids:
+        up, lo = rig.landmarks[list(upper), :2], rig.landmarks[list(lower), :2]
+        h = float(lo[:, 1].max() - up[:, 1].min())
+        band = np.concatenate([up + [0, 0.5], (up - [0, depth * h])[::-1]])
+        mask = _filled(bgr.shape, band).astype(np.float32)
+        mask = cv2.GaussianBlur(mask, (0, 0), max(0.5, 0.08 * h))
+        gain = np.minimum(gain, 1.0 - (1.0 - shade) * mask)
+    cv2.imwrite(str(avatar / "image.jpg"), np.clip(bgr * gain[..., None], 0, 255).astype(np.uint8))
+
+
+def _shaded_frames(photo: str, root: Path) -> tuple[PhotoRenderer, np.ndarray, np.ndarray]:
+    """The true renderer and its frame at rest (the lid's skin unshaded, for measuring), and the
+    closed lid drawn from the photo with its lid margin shadowed (`_margin_shadowed`)."""
+    rgb = CASES[photo]()
+    true = _renderer(rgb, root / "true")
+    rest, _ = _frames(true)
+    avatar = root / "shaded"
+    save_avatar(prepare_face(photos.encode(rgb)), avatar)
+    _margin_shadowed(avatar)
+    shaded = open_photo_renderer(avatar, SIZE)
+    assert isinstance(shaded, PhotoRenderer)
+    return true, rest, _frames(shaded)[1]
+
+
+# Not fixed: the eye is not grown up over a shadowed margin, so the band's skin stretched down is
+# the dark margin (the old and the present lid: 0.39-0.42 of the skin on the astronaut). Tried this
+# session: the eye grown up through pixels under 0.45 of the lid's skin where that dark run averages
+# over 0.34 openings (Walter's near eye 0.35, his far one 0.47: both then close as skin over the
+# whole eye and its shadowed corner); but a lash line measures up to 0.33 (Grace with its corners
+# put short, Grace mirrored), and a lid grown over it closes as a flat pale cap stretched from the
+# brow's lit ridge (1.5-2.75 of the lid's skin).
+_MARGIN_MISSED = pytest.mark.xfail(
+    strict=True, reason="a shadowed lid margin over the contour closes as a dark block"
+)
+
+
+@_MARGIN_MISSED
+@pytest.mark.parametrize("photo", ["astronaut", "grace"])
+def test_a_shadowed_lid_margin_closes_as_no_dark_block(photo: str, tmp_path: Path) -> None:
+    """Where the contour sits under a shadowed lid margin (Walter's eyes: the dark rows over the
+    eye are eye and shade, not a lash line), the closed lid is not the dark margin stretched down
+    over the eye (a dark block): not darker than the lid's skin of the unshaded photo, no dark
+    streak."""
+    true, rest, shut = _shaded_frames(photo, tmp_path)
+    failures = blink_failures(measure(true, rest, shut))
+    dark = [f for f in failures if "dark streak" in f or "darker" in f or " at 0." in f]
+    assert dark == [], failures
+
+
+def _lift_case(shown_dark: bool) -> tuple[np.ndarray, ...]:
+    """A synthetic eye 30 px long, 10 px open, in its own axes (s along, t down): lid skin 150
+    over it, its lower 3 rows (the margin over the eye) lashes at 30, the cheek 170 under it."""
+    t_px, s_px = np.mgrid[-20:20, -2:33].astype(np.float32)
+    t_up, t_lo = np.zeros_like(s_px), np.full_like(s_px, 10.0)
+    inside = (s_px >= 0) & (s_px <= 30)
+    h = np.where(inside, 10.0 - 6.0 * ((s_px - 15) / 15) ** 2, 0.0).clip(0)
+    lum = np.full(s_px.shape, 150.0, np.float32)
+    lum[(t_px < 0) & (t_px >= -3)] = 30.0 if shown_dark else 150.0
+    lum[t_px > 10] = 170.0
+    rgb = np.repeat(lum[..., None], 3, -1) * np.array([1.0, 0.8, 0.7], np.float32)
+    return rgb, s_px, t_px, t_up, t_lo, h, t_up - 8.0
+
+
+def test_the_closed_lids_tone_is_its_skin_not_its_lashes_and_fades_into_the_corners() -> None:
+    """`lid_lift` fades to nothing at the corners (the old one ended at full strength there: a
+    hard-edged block), and a lid as light as 0.8 of the cheek is not lightened towards it (the
+    old one: 6.8 levels, a pale smear on a lit eye)."""
+    from agenthuman_local.engine.photo_eye import LUMA, lid_lift
+
+    rgb, s_px, t_px, t_up, t_lo, h, top = _lift_case(shown_dark=True)
+    lift = lid_lift(rgb, s_px, t_px, t_up, t_lo, h, top, 10.0, 4.0) @ LUMA
+    mid = (np.abs(s_px - 15) <= 1) & (t_px > -4) & (t_px < 10)
+    ends = (h > 0) & ((s_px <= 0.5) | (s_px >= 29.5)) & (t_px > -4) & (t_px < 10)
+    assert np.abs(lift[mid]).max() > 5.0  # the lashes in the shown lid: it is matched
+    assert np.abs(lift[ends]).max() < 0.05 * np.abs(lift[mid]).max()
+    rgb, *rest = _lift_case(shown_dark=False)
+    lit = lid_lift(rgb, *rest, 10.0, 4.0) @ LUMA
+    assert np.abs(lit[mid]).max() < 3.0
+
+
+def test_a_tiny_eyes_lid_tone_is_finite_and_warns_nothing() -> None:
+    """An eye barely open (Perry's far eye in a 400×300 gallery cell: its lash line, capped at
+    0.45 of an opening under 2 px, thinner than the 1 px kept for the shown lid) has rows of lid
+    skin to stretch but none shown: the old tone took the mean of an empty selection (a
+    RuntimeWarning, then NaN)."""
+    import warnings
+
+    from agenthuman_local.engine.photo_eye import lid_lift
+
+    rgb, s_px, t_px, t_up, t_lo, h, _ = _lift_case(shown_dark=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        lift = lid_lift(rgb, s_px, t_px, t_up, t_lo, np.minimum(h, 2.0), t_up - 1.0, 2.0, 0.5)
+    assert np.isfinite(lift).all()

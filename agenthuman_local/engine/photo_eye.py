@@ -26,10 +26,11 @@ GROW_UP, GROW_DOWN, GROW_SIDE = 0.45, 0.0, 0.12
 # White of the eye: this much brighter than the skin around it (×, and + levels), at most this
 # saturated relative to that skin.
 _SCLERA_GAIN, _SCLERA_LEVELS, _SCLERA_SAT = 1.18, 10.0, 0.6
-# The closed lid's edge moves this share of the way to the cheek's colour, by at most this many
-# levels (luma).
-_LIFT, _LIFT_MAX = 0.3, 25.0
+# A shadowed lid (darker than _SHADED of the skin under the eye) closes this share of the way to
+# that tone, by at most this many levels (luma).
+_SHADED, _LIFT, _LIFT_MAX = 0.8, 0.3, 25.0
 _MATCH_MAX = 40.0  # the stretched skin brought to the visible lid's tone by at most this (luma)
+_TAPER = 0.15  # the lid's tone fades out over this share of the eye's length at each corner
 _LASH_MAX = 0.45  # the thickest lash line over the eye that rides down whole, in openings
 
 
@@ -149,6 +150,15 @@ def eye_bounds(
         np.maximum(e_bot, curve(*lower, np.clip(bins, 0, length))),
         e_bot,
     )
+    # Past the contour's corners the grown eye closes to a point at its end, so the closed lid
+    # has no square end there.
+    mid = 0.5 * (e_top + e_bot)
+    past = np.maximum(
+        np.clip(-bins / max(-bins[0], 1e-6), 0, 1) if bins[0] < 0 else 0.0,
+        np.clip((bins - length) / max(bins[-1] - length, 1e-6), 0, 1) if bins[-1] > length else 0.0,
+    )
+    close = np.sqrt(np.clip(1.0 - past, 0.0, 1.0))
+    e_top, e_bot = mid + close * (e_top - mid), mid + close * (e_bot - mid)
     t_up = np.interp(s_px, bins, e_top)
     t_lo = np.interp(s_px, bins, e_bot)
     in_eye = (s_px >= bins[0] - 0.5) & (s_px <= bins[-1] + 0.5)
@@ -211,44 +221,58 @@ def lid_lift(
     """Per pixel (by its column along the eye), the colour [h, w, 3] added to the closed lid's
     stretched skin. Two parts: (1) the stretched skin is the band's part above the lashes, which
     is lighter than the lid as it shows (lashes, shade and wrinkles in it): it is brought back
-    to the tone of the visible lid, so the closed lid is no pale patch; (2) a share of the way
-    towards the skin under the eye: skin folded away while the eye is open is shaded (a hooded
-    or shadowed lid), the closed lid sits where the eye's surface is lit, so it does not close
-    as a dark smudge. Added, not multiplied, so the skin's texture keeps its contrast."""
+    to the tone of the visible lid, so the closed lid is no pale patch; (2) a shadowed lid (darker
+    than `_SHADED` of the skin under the eye) is lightened towards that skin, by at most
+    `_LIFT_MAX` levels, a lit one not (its cheek may be lit white: a grey smear): skin folded
+    away while the eye is open is shaded, the closed lid sits where the eye's surface is lit,
+    so it does not close as a dark smudge. Both fade out into the corners, where the lid is
+    thin, so the closed lid has no edge there. Added, not multiplied, so the skin's texture
+    keeps its contrast."""
     zero = np.zeros((*h.shape, 3), np.float32)
     thin = max(1.0, 0.22 * h_max)
     source = (t_px >= top) & (t_px < t_up - lash) & (h > 0)
     shown = (t_px >= top) & (t_px < t_up - thin) & (h > 0)
     under = (t_px > t_lo + 0.3 * h_max) & (t_px < t_lo + 0.9 * h_max) & (h > 0)
-    if source.sum() < 4 or under.sum() < 4:
+    if source.sum() < 4 or under.sum() < 4 or shown.sum() < 4:
         return zero
     lo, hi = float(s_px[h > 0].min()), float(s_px[h > 0].max())
     bins = np.arange(np.floor(lo), np.ceil(hi) + 1.0, 1.0)
-    match = np.full((len(bins), 3), np.nan)
+    vis = np.full((len(bins), 3), np.nan)
+    src = np.full((len(bins), 3), np.nan)
     cheek = np.full((len(bins), 3), np.nan)
     for i, b in enumerate(bins):
         col = np.abs(s_px - b) <= 1.0
-        if (source & col).sum() >= 2 and (under & col).sum() >= 2:
-            vis = rgb[shown & col].mean(0)
-            match[i] = vis - rgb[source & col].mean(0)
-            cheek[i] = rgb[under & col].mean(0) - vis
-    ok = np.isfinite(match[:, 0])
-    if not ok.any():
+        if (shown & col).sum() >= 2:
+            vis[i] = rgb[shown & col].mean(0)
+        if (source & col).sum() >= 2:
+            src[i] = rgb[source & col].mean(0)
+        if (under & col).sum() >= 2:
+            cheek[i] = rgb[under & col].mean(0)
+    ok = [np.isfinite(a[:, 0]) for a in (vis, src, cheek)]
+    if not all(o.any() for o in ok):
         return zero
     # Smooth along the eye: the lid's tone changes slowly across it.
     width = max(1, int(0.3 * len(bins)) | 1)
 
-    def smooth(a: np.ndarray) -> np.ndarray:
-        cols = [np.interp(bins, bins[ok], a[ok, c]) for c in range(3)]
+    def smooth(a: np.ndarray, good: np.ndarray) -> np.ndarray:
+        cols = [np.interp(bins, bins[good], a[good, c]) for c in range(3)]
         return np.stack([uniform_filter1d(c, width, mode="nearest") for c in cols], -1)
 
-    match, cheek = smooth(match), smooth(cheek) * _LIFT
-    # The lift: never darker, at most _LIFT_MAX levels lighter (luma); the hue moves with it.
-    luma = cheek @ LUMA
-    cheek *= np.where(luma > 0, np.minimum(1.0, _LIFT_MAX / np.maximum(luma, 1e-6)), 0.0)[:, None]
+    vis, src, cheek = (smooth(a, o) for a, o in zip((vis, src, cheek), ok, strict=True))
+    match = vis - src
     # The match: at most _MATCH_MAX levels either way.
     luma = np.abs(match @ LUMA)
     match *= np.minimum(1.0, _MATCH_MAX / np.maximum(luma, 1e-6))[:, None]
-    diff = match + cheek
+    # The lift: only a lid darker than `_SHADED` of the cheek, a share of the way there, at
+    # most _LIFT_MAX levels (luma); towards the cheek's colour (a shadow's own hue, scaled up,
+    # would be a tint).
+    v_l, c_l = vis @ LUMA, cheek @ LUMA
+    amount = np.clip(_LIFT * (_SHADED * c_l - v_l), 0.0, _LIFT_MAX)
+    lift = (cheek - vis) * (amount / np.maximum(c_l - v_l, 1.0))[:, None]
+    diff = match + lift
+    # Into the corners (the last `_TAPER` of the eye's length each side) the lift fades out.
+    span = max(hi - lo, 1.0)
+    edge = np.minimum(bins - lo, hi - bins) / (_TAPER * span)
+    diff *= (np.clip(edge, 0.0, 1.0) ** 2 * (3 - 2 * np.clip(edge, 0.0, 1.0)))[:, None]
     out = np.stack([np.interp(s_px, bins, diff[:, c]) for c in range(3)], -1)
     return np.where((h > 0)[..., None], out, 0.0).astype(np.float32)

@@ -12,8 +12,9 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+import torch
 
-from agenthuman_local.engine.base import FrameSize
+from agenthuman_local.engine.base import N_PARAMS, FrameSize, P
 from agenthuman_local.engine.faces import prepare_face, save_avatar
 from agenthuman_local.engine.photo import PhotoRenderer, open_photo_renderer
 from agenthuman_local.engine.photo_warp import (
@@ -23,6 +24,7 @@ from agenthuman_local.engine.photo_warp import (
     build_fields,
     vertex_moves,
 )
+from agenthuman_local.engine.rig import UNDER_NOSE
 from tests import photos
 
 FACES = {
@@ -88,3 +90,32 @@ def test_a_forward_read_field_is_caught(geometry: MeshGeometry) -> None:
     )
     err = _landing_error(geometry, forward, list(geometry.outer_lower[1:-1]), 0)
     assert err.max() > 0.06
+
+
+@pytest.fixture(scope="module", params=[-20.0, 20.0])
+def rolled_renderer(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    path = tmp_path_factory.mktemp("avatars") / "avat_rolled"
+    save_avatar(prepare_face(photos.encode(_rolled(photos.grace_hopper(), request.param))), path)
+    r = open_photo_renderer(path, FrameSize(960, 720))
+    assert isinstance(r, PhotoRenderer)
+    return r
+
+
+def test_the_jaw_moves_nothing_above_the_nose(rolled_renderer: PhotoRenderer) -> None:
+    """A tilted head turns the face's axes: the jaw's field around the mouth must stay in the
+    columns the mouth owns, or beside it the nose and eyes drop with the jaw."""
+    r = rolled_renderer
+    p = torch.zeros(2, N_PARAMS)
+    p[1, P.JAW] = 1.0
+    rest, *opened = r.render(p).numpy().astype(np.float32)
+    # Above the nose in the face's own axes, out to the eyes' middles (further out, the cheeks
+    # by the jaw's hinges move a little with it, as they always have).
+    geo, nose = r.geometry, r.rig.points(UNDER_NOSE)
+    h, w = rest.shape[:2]
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    along = (x - nose[0]) * geo.ex[0] + (y - nose[1]) * geo.ex[1]
+    down = (x - nose[0]) * geo.ey[0] + (y - nose[1]) * geo.ey[1]
+    above = (np.abs(along) < 0.3 * geo.fw) & (down < -0.08 * geo.fh) & (down > -0.6 * geo.fh)
+    for frame in opened:
+        diff = np.abs(frame - rest).max(axis=-1)[above]
+        assert diff.max() <= 12, f"moved by up to {diff.max():.0f} above the nose"

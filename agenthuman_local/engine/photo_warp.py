@@ -383,11 +383,15 @@ def _exact_jaw(geo: MeshGeometry, lower: np.ndarray) -> None:
     # a little under the lower lip (the chin and the jaw line stay the mesh's).
     side = geo.local(geo.vertices[[geo.outer_upper[0], geo.outer_upper[-1]]])[0]
     reach = np.where(a < 0, max(1.0, -float(side.min())), max(1.0, float(side.max())))
+    # Above the line only in the columns where the upper field takes over (the face's axes
+    # are turned with the head; the lower field shows beside the mouth), and only as high as
+    # the opening's pixels come from.
     fh = geo.fh
+    columns = geo.mouth_weight(x.reshape(-1)) >= 1.0
     weight = (1.0 - smoothstep(1.05, 1.4, np.abs(a) / reach)) * np.where(
         below > 0,
         1.0 - smoothstep(0.03 * fh, 0.1 * fh, under_lip),
-        below > -2.5 * JAW_DROP_FH * fh,
+        columns & (below > -1.5 * JAW_DROP_FH * fh),
     )
     on = weight > 0
     if not on.any():
@@ -411,18 +415,23 @@ def _invert_jaw(geo: MeshGeometry, lower: np.ndarray, steps: int = 8) -> None:
     for the lip's edge at any opening (the lip moves as a whole)."""
     h, w = lower.shape[:2]
     y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+
+    def moved(move: np.ndarray, d: np.ndarray) -> np.ndarray:
+        return cv2.remap(
+            move, x - d[..., 0], y - d[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+        )
+
     for k in (0, 1):
         move = np.ascontiguousarray(lower[:, :, k])
         d = move.copy()
         for _ in range(steps):
-            d = cv2.remap(
-                move,
-                x - d[..., 0],
-                y - d[..., 1],
-                interpolation=cv2.INTER_LINEAR,
-                borderMode=cv2.BORDER_REPLICATE,
-            )
-        lower[:, :, k] = d
+            d = moved(move, d)
+        # Where the moves fold the skin over itself (a steep step in the mesh's field, as on a
+        # turned face's far cheek) there is no inverse and the steps wander: keep the move as
+        # it is read forwards there, fading in from where the steps did not settle.
+        unsettled = np.hypot(*(moved(move, d) - d).transpose(2, 0, 1))
+        keep = np.clip(unsettled - 0.25, 0.0, 1.0)[..., None]
+        lower[:, :, k] = d + (move - d) * keep
 
 
 def _upper_moves(

@@ -403,7 +403,30 @@ def _exact_jaw(geo: MeshGeometry, lower: np.ndarray) -> None:
         flat[on, k] = mesh + (exact - mesh) * weight[on, None]
 
 
-def _invert_jaw(geo: MeshGeometry, lower: np.ndarray, steps: int = 8) -> None:
+def _lip_region(geo: MeshGeometry) -> np.ndarray:
+    """[H, W] 1 where the jaw's fields are read backwards: the lips and the opening, from
+    well over the lip line to under the lower lip's place at full opening, out to a little
+    past the corners; fading to 0 beyond, where the mesh's moves are kept as they are (small
+    there, and on a turned face's far cheek folding over themselves)."""
+    h, w = geo.height, geo.width
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    a, b = geo.local(np.stack([x, y], -1).reshape(-1, 2))
+    below = b - _lip_line(geo, a)
+    lip_a, lip_b = geo.local(geo.vertices[list(geo.outer_lower)])
+    order = np.argsort(lip_a)
+    under_lip = b - np.interp(a, lip_a[order], lip_b[order])
+    side = geo.local(geo.vertices[[geo.outer_upper[0], geo.outer_upper[-1]]])[0]
+    reach = np.where(a < 0, max(1.0, -float(side.min())), max(1.0, float(side.max())))
+    drop = JAW_DROP_FH * geo.fh
+    region = (
+        (1.0 - smoothstep(1.05, 1.4, np.abs(a) / reach))
+        * smoothstep(-1.5 * drop, -1.2 * drop, below)
+        * (1.0 - smoothstep(1.2 * drop, 1.6 * drop, under_lip))
+    )
+    return region.reshape(h, w).astype(np.float32)
+
+
+def _invert_jaw(lower: np.ndarray, region: np.ndarray, steps: int = 8) -> None:
     """Turn the lower field's jaw moves (`lower` [H, W, K, 2], in place) from where each
     photo pixel goes into where each output pixel comes from, at unit strength.
 
@@ -412,26 +435,24 @@ def _invert_jaw(geo: MeshGeometry, lower: np.ndarray, steps: int = 8) -> None:
     drop of the skin under it, so where the lower lip is thin (towards its corners) the lip
     would drop far more than the mouth's profile allows and the opening end in a straight
     cut. The inverse, by fixed-point steps d(q) = move(q − d(q)), is exact at full opening and
-    for the lip's edge at any opening (the lip moves as a whole)."""
+    for the lip's edge at any opening (the lip moves as a whole). Only in `region` [H, W]
+    (`_lip_region`): beyond, the moves are small and on a turned face's far cheek fold over
+    themselves, where no inverse exists."""
     h, w = lower.shape[:2]
     y, x = np.mgrid[0:h, 0:w].astype(np.float32)
-
-    def moved(move: np.ndarray, d: np.ndarray) -> np.ndarray:
-        return cv2.remap(
-            move, x - d[..., 0], y - d[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
-        )
 
     for k in (0, 1):
         move = np.ascontiguousarray(lower[:, :, k])
         d = move.copy()
         for _ in range(steps):
-            d = moved(move, d)
-        # Where the moves fold the skin over itself (a steep step in the mesh's field, as on a
-        # turned face's far cheek) there is no inverse and the steps wander: keep the move as
-        # it is read forwards there, fading in from where the steps did not settle.
-        unsettled = np.hypot(*(moved(move, d) - d).transpose(2, 0, 1))
-        keep = np.clip(unsettled - 0.25, 0.0, 1.0)[..., None]
-        lower[:, :, k] = d + (move - d) * keep
+            d = cv2.remap(
+                move,
+                x - d[..., 0],
+                y - d[..., 1],
+                cv2.INTER_LINEAR,
+                borderMode=cv2.BORDER_REPLICATE,
+            )
+        lower[:, :, k] = move + (d - move) * region[..., None]
 
 
 def _upper_moves(
@@ -503,13 +524,14 @@ def build_fields(geo: MeshGeometry) -> MeshFields:
     lower = dense[..., : 2 * k].reshape(h, w, k, 2)
     upper = dense[..., 2 * k :].reshape(h, w, k, 2)
     _exact_jaw(geo, lower)
-    _invert_jaw(geo, lower)
+    region = _lip_region(geo)
+    _invert_jaw(lower, region)
     edge = _lift_upper(geo, upper)
     # The other parameters' moves of the upper lip's edge: the field on the row over the split.
     split = geo.split_table()
     over = upper[np.clip(np.floor(split).astype(np.int64), 0, h - 1), np.arange(w)]  # [W, K, 2]
     edge[2:] = over[:, 2:].transpose(1, 0, 2)
-    _invert_jaw(geo, upper)
+    _invert_jaw(upper, region)
     split = geo.split_table()
     ys = np.arange(h, dtype=np.float32)[:, None]
     xs = np.arange(w, dtype=np.float32)

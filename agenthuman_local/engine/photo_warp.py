@@ -221,6 +221,20 @@ def _lip_line(geo: MeshGeometry, a: np.ndarray) -> np.ndarray:
     return np.interp(a, line_a[order], line_b[order])
 
 
+def _reach(geo: MeshGeometry, a: np.ndarray, corners: tuple[int, int]) -> np.ndarray:
+    """Per point at `a` along the mouth, the distance to that side's corner vertex (`corners`:
+    the image-left and image-right ones), at least a pixel."""
+    side = geo.local(geo.vertices[list(corners)])[0]
+    return np.where(a < 0, max(1.0, -float(side.min())), max(1.0, float(side.max())))
+
+
+def _under_lip(geo: MeshGeometry, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """How far under the lower lip's outer edge points at (`a`, `b`) are (flat beyond it)."""
+    lip_a, lip_b = geo.local(geo.vertices[list(geo.outer_lower)])
+    order = np.argsort(lip_a)
+    return b - np.interp(a, lip_a[order], lip_b[order])
+
+
 def _jaw_moves(
     geo: MeshGeometry, a: np.ndarray, b: np.ndarray, lower: np.ndarray, narrowing: float
 ) -> np.ndarray:
@@ -237,12 +251,9 @@ def _jaw_moves(
     """
     fh, hw = geo.fh, geo.half_w
     lateral = 1.0 - smoothstep(0.1 * fh, 0.7 * fh, np.abs(a))  # the mandible hinges
-    lip_a, lip_b = geo.local(geo.vertices[list(geo.outer_lower)])
-    lip_order = np.argsort(lip_a)
-    under_lip = b - np.interp(a, lip_a[lip_order], lip_b[lip_order])
+    under_lip = _under_lip(geo, a, b)
     soft = smoothstep(0.0, 2.0 * JAW_DROP_FH * fh, np.clip(under_lip, 0.0, None))
-    side = geo.local(geo.vertices[[geo.inner_upper[0], geo.inner_upper[-1]]])[0]
-    reach = np.where(a < 0, max(1.0, -float(side.min())), max(1.0, float(side.max())))
+    reach = _reach(geo, a, (geo.inner_upper[0], geo.inner_upper[-1]))
     u_in = a / reach
     toward = np.clip(u_in, -1.0, 1.0) * np.exp(-((b / (0.1 * fh)) ** 2))
     prof = _profile(u_in, narrowing, _CORNER_ROUNDING)
@@ -376,13 +387,10 @@ def _exact_jaw(geo: MeshGeometry, lower: np.ndarray) -> None:
     y, x = np.mgrid[0:h, 0:w].astype(np.float32)
     a, b = geo.local(np.stack([x, y], -1).reshape(-1, 2))
     below = b - _lip_line(geo, a)
-    lip_a, lip_b = geo.local(geo.vertices[list(geo.outer_lower)])
-    order = np.argsort(lip_a)
-    under_lip = b - np.interp(a, lip_a[order], lip_b[order])
+    under_lip = _under_lip(geo, a, b)
     # Where: out to a little past the lips' corners, and from well above the lip line down to
     # a little under the lower lip (the chin and the jaw line stay the mesh's).
-    side = geo.local(geo.vertices[[geo.outer_upper[0], geo.outer_upper[-1]]])[0]
-    reach = np.where(a < 0, max(1.0, -float(side.min())), max(1.0, float(side.max())))
+    reach = _reach(geo, a, (geo.outer_upper[0], geo.outer_upper[-1]))
     # Above the line only in the columns where the upper field takes over (the face's axes
     # are turned with the head; the lower field shows beside the mouth), and only as high as
     # the opening's pixels come from.
@@ -412,11 +420,8 @@ def _lip_region(geo: MeshGeometry) -> np.ndarray:
     y, x = np.mgrid[0:h, 0:w].astype(np.float32)
     a, b = geo.local(np.stack([x, y], -1).reshape(-1, 2))
     below = b - _lip_line(geo, a)
-    lip_a, lip_b = geo.local(geo.vertices[list(geo.outer_lower)])
-    order = np.argsort(lip_a)
-    under_lip = b - np.interp(a, lip_a[order], lip_b[order])
-    side = geo.local(geo.vertices[[geo.outer_upper[0], geo.outer_upper[-1]]])[0]
-    reach = np.where(a < 0, max(1.0, -float(side.min())), max(1.0, float(side.max())))
+    under_lip = _under_lip(geo, a, b)
+    reach = _reach(geo, a, (geo.outer_upper[0], geo.outer_upper[-1]))
     drop = JAW_DROP_FH * geo.fh
     region = (
         (1.0 - smoothstep(1.05, 1.4, np.abs(a) / reach))
@@ -463,8 +468,7 @@ def _upper_moves(
     narrowing moves it (…, 2)."""
     fh = geo.fh
     lift = 0.0 if geo.teeth_at_rest else UPPER_LIFT
-    side = geo.local(geo.vertices[[geo.inner_upper[0], geo.inner_upper[-1]]])[0]
-    reach = np.where(a < 0, max(1.0, -float(side.min())), max(1.0, float(side.max())))
+    reach = _reach(geo, a, (geo.inner_upper[0], geo.inner_upper[-1]))
     lateral = 1.0 - smoothstep(0.1 * fh, 0.7 * fh, np.abs(a))
     rise = lift * JAW_DROP_FH * fh * lateral * _profile(a / reach, narrowing, _CORNER_ROUNDING)
     toward = np.clip(a / reach, -1.0, 1.0) * np.exp(-((b / (0.1 * fh)) ** 2))
@@ -491,8 +495,7 @@ def _lift_upper(geo: MeshGeometry, upper: np.ndarray) -> np.ndarray:
     middle = (top + line) / 2
     share = np.where(b < line + 2.5 * JAW_DROP_FH * geo.fh, (b - middle) / (line - middle), 0.0)
     share = np.clip(share, 0.0, 1.0)
-    outer = geo.local(geo.vertices[[geo.outer_upper[0], geo.outer_upper[-1]]])[0]
-    outer_reach = np.where(a < 0, max(1.0, -float(outer.min())), max(1.0, float(outer.max())))
+    outer_reach = _reach(geo, a, (geo.outer_upper[0], geo.outer_upper[-1]))
     under = (b >= line) * (share > 0) * (1.0 - smoothstep(1.05, 1.4, np.abs(a) / outer_reach))
     flat = upper.reshape(-1, upper.shape[2], 2)  # a view: `upper` is contiguous
     split = geo.split_table()

@@ -27,8 +27,10 @@ import torch.nn.functional as F
 from agenthuman_local.engine.base import N_PARAMS, FrameSize, P, Renderer
 from agenthuman_local.engine.photo_blink import LidWarp
 from agenthuman_local.engine.photo_cavity import Cavity
+from agenthuman_local.engine.photo_geometry import MeshGeometry
+from agenthuman_local.engine.photo_jaw import JAW_DROP_FH
 from agenthuman_local.engine.photo_legacy import _background, _shifted
-from agenthuman_local.engine.photo_warp import JAW_DROP_FH, MeshGeometry, build_fields
+from agenthuman_local.engine.photo_warp import build_fields
 from agenthuman_local.engine.rig import FACE_OVAL, FOREHEAD, MeshRig
 from agenthuman_local.engine.rig_haar import HAAR_RIG_VERSION
 

@@ -33,7 +33,7 @@ from agenthuman_local.engine.photo_eye import (
     lid_rows,
     local,
 )
-from agenthuman_local.engine.photo_warp import MeshGeometry
+from agenthuman_local.engine.photo_geometry import MeshGeometry
 
 _LASH_DARK = 0.25  # the closed lid's lash line, at its darkest
 _LASH_PX = 0.9  # its half-width, pixels

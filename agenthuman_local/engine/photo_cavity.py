@@ -24,7 +24,8 @@ import cv2
 import numpy as np
 import torch
 
-from agenthuman_local.engine.photo_warp import JAW_DROP_FH, MeshGeometry, smoothstep
+from agenthuman_local.engine.photo_geometry import MeshGeometry, smoothstep
+from agenthuman_local.engine.photo_jaw import JAW_DROP_FH
 
 TONGUE_MAX = 0.85
 LUMA = np.array([0.299, 0.587, 0.114], np.float32)

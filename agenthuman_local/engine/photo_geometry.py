@@ -1,0 +1,176 @@
+"""The mesh photo avatar's geometry in the rendered crop (rig version 2): where its lips, eyes,
+brows and face oval are, in crop pixel indices (pixel centres at integers), with the face's own
+axes and lengths, which the warp, the cavity and the lids share.
+
+Lengths are in face heights `fh` (forehead to chin on the mesh), which a turned head keeps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from agenthuman_local.engine.rig import CHIN, FACE_OVAL, MeshRig
+
+BROWS = (
+    (70, 63, 105, 66, 107, 55, 65, 52, 53, 46),
+    (300, 293, 334, 296, 336, 285, 295, 282, 283, 276),
+)
+
+
+def smoothstep(edge0: float, edge1: float, x: np.ndarray | torch.Tensor):  # type: ignore[no-untyped-def]
+    t = ((x - edge0) / (edge1 - edge0)).clip(0.0, 1.0)
+    return t * t * (3.0 - 2.0 * t)
+
+
+@dataclass(frozen=True)
+class MeshGeometry:
+    """The rig in crop pixel indices, and the lengths and curves the fields and painters use."""
+
+    width: int
+    height: int
+    vertices: np.ndarray  # (468 + B, 2) crop pixels
+    triangles: np.ndarray  # (T, 3)
+    fh: float  # face height, px
+    fw: float  # face width, px
+    ex: np.ndarray  # unit vector along the face (image-left eye → image-right eye)
+    ey: np.ndarray  # unit vector down the face
+    mouth: np.ndarray  # (2,) centre of the split line
+    half_w: float  # half the inner mouth's width, corner to corner
+    inner_upper: tuple[int, ...]
+    inner_lower: tuple[int, ...]
+    outer_upper: tuple[int, ...]
+    outer_lower: tuple[int, ...]
+    split_x: np.ndarray  # the split line's points, image left to right (inner corners included)
+    split_y: np.ndarray
+    chin: np.ndarray
+    oval: np.ndarray  # (N, 2) the face oval
+    eye_lids: tuple[tuple[np.ndarray, np.ndarray], ...]  # per eye: upper, lower (9, 2) each
+    irises: np.ndarray  # (2, 5, 2)
+    brows: tuple[np.ndarray, ...]  # per eye (10, 2)
+    teeth_at_rest: bool
+    lips_apart_at_rest: bool
+
+    @classmethod
+    def from_rig(
+        cls,
+        rig: MeshRig,
+        x0: int,
+        y0: int,
+        width: int,
+        height: int,
+        photo: np.ndarray | None = None,
+    ) -> MeshGeometry:
+        """`photo`: the crop at rest (RGB uint8), to find where a smile's upper teeth end."""
+        # A rig coordinate c (pixel i spans [i, i + 1)) is crop index c − origin − ½.
+        shift = np.array([x0 + 0.5, y0 + 0.5], np.float32)
+        verts = rig.vertices - shift
+        lm = verts[:468]
+        up, lo = rig.inner_upper_lip, rig.inner_lower_lip
+        frac = np.full(len(up), 0.5, np.float32)
+        if rig.teeth_at_rest and photo is not None:
+            frac = _teeth_edges(photo, lm[list(up)], lm[list(lo)])
+        mid = lm[list(up)] + (lm[list(lo)] - lm[list(up)]) * frac[:, None]
+        # The split runs on past the inner corners to the outer ones (the lips' commissures).
+        outer = lm[[rig.outer_upper_lip[0], rig.outer_upper_lip[-1]]]
+        line = np.concatenate([outer[:1], mid, outer[1:]])
+        order = np.argsort(line[:, 0], kind="stable")
+        eyes = rig.irises[:, 0] - shift
+        ex = eyes[1] - eyes[0]
+        ex = ex / max(1e-6, float(np.hypot(*ex)))
+        lids = tuple((lm[list(u)], lm[list(d)]) for u, d in rig.eye_lids)
+        corners = lm[[up[0], up[-1]]]
+        return cls(
+            width=width,
+            height=height,
+            vertices=verts.astype(np.float32),
+            triangles=np.asarray(rig.triangles, np.int64),
+            fh=rig.face_height,
+            fw=rig.face_width,
+            ex=ex.astype(np.float32),
+            ey=np.array([-ex[1], ex[0]], np.float32),
+            mouth=((mid[0] + mid[-1]) / 2).astype(np.float32),
+            half_w=float(np.hypot(*(corners[1] - corners[0]))) / 2,
+            inner_upper=tuple(up),
+            inner_lower=tuple(lo),
+            outer_upper=tuple(rig.outer_upper_lip),
+            outer_lower=tuple(rig.outer_lower_lip),
+            split_x=line[order, 0].astype(np.float32),
+            split_y=line[order, 1].astype(np.float32),
+            chin=lm[CHIN].astype(np.float32),
+            oval=lm[list(FACE_OVAL)].astype(np.float32),
+            eye_lids=lids,
+            irises=(rig.irises - shift).astype(np.float32),
+            brows=tuple(lm[list(b)] for b in BROWS),
+            teeth_at_rest=rig.teeth_at_rest,
+            lips_apart_at_rest=rig.lips_apart_at_rest,
+        )
+
+    @property
+    def forehead_to_chin(self) -> float:
+        return self.fh
+
+    def split_table(self) -> np.ndarray:
+        """The split line's y at every crop column (flat beyond the inner corners)."""
+        xs = np.arange(self.width, dtype=np.float32)
+        return np.interp(xs, self.split_x, self.split_y).astype(np.float32)
+
+    def mouth_weight(self, x: np.ndarray) -> np.ndarray:
+        """1 across the lips, out past their outer corners; 0 well beyond (where the upper and
+        lower fields agree anyway)."""
+        d = np.maximum(self.split_x[0] - x, x - self.split_x[-1])
+        return 1.0 - smoothstep(0.1 * self.half_w, 0.4 * self.half_w, d)
+
+    def local(self, pts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(along, down) of points relative to the mouth centre, in face axes (pixels)."""
+        d = pts - self.mouth
+        return d @ self.ex, d @ self.ey
+
+
+def _teeth_edges(photo: np.ndarray, upper: np.ndarray, lower: np.ndarray) -> np.ndarray:
+    """Per inner-lip pair, where between the upper (0) and lower (1) lip the photo's upper
+    teeth end: the split goes there, so a smile's upper teeth stay whole under the upper lip
+    and the mouth opens below them.
+
+    The upper row is the bright run around the brightest pixel of the upper part (past the
+    lip's own edge). Where a dark gap (under 0.6 of that) follows it and then a second bright
+    run, the photo shows both rows: the split goes into the gap, so the lower row stays with
+    the lower lip and travels down with the jaw. Otherwise the split goes under the lowest
+    bright pixel, so a single row stays whole however soft its bottom edge. A pair far
+    dimmer than the teeth elsewhere shows none (a dark corner); a median over neighbours
+    (before the smoothing) keeps such corners from pulling the side teeth's split up into them."""
+    lum = photo.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    h, w = lum.shape
+    frac = np.full(len(upper), 0.5, np.float32)
+    ts = np.linspace(0.0, 1.0, 21)
+    half = len(ts) // 2 + 1
+    found = []
+    for i in range(1, len(upper) - 1):
+        pts = upper[i] + (lower[i] - upper[i]) * ts[:, None]
+        xs = np.clip(np.round(pts[:, 0]).astype(int), 0, w - 1)
+        ys = np.clip(np.round(pts[:, 1]).astype(int), 0, h - 1)
+        prof = lum[ys, xs]
+        peak = 2 + int(np.argmax(prof[2 : half + 1]))
+        level = 0.8 * prof[peak]
+        end = peak
+        while end + 1 < len(ts) and prof[end + 1] >= level:
+            end += 1
+        second = np.nonzero(prof[end + 1 :] >= level)[0]
+        if len(second) and prof[end + 1 : end + 1 + second[0]].min() < 0.6 * prof[peak]:
+            t = float(ts[end + 1])  # both rows: into the gap between them
+        else:
+            lit = np.nonzero(prof >= 0.8 * prof.max())[0]
+            t = float(ts[lit.max()]) if lit.min() < half else 0.5
+        found.append((i, float(prof[peak]), t))
+    brightest = max(peak_lum for _, peak_lum, _ in found)
+    for i, peak_lum, t in found:
+        if peak_lum >= 0.6 * brightest:
+            frac[i] = t
+    inner = frac[1:-1]
+    inner[:] = np.clip(inner, 0.5, 0.97)
+    padded = np.pad(inner, 1, mode="edge")
+    inner[:] = np.median(np.stack([padded[k : k + len(inner)] for k in range(3)]), axis=0)
+    inner[:] = np.convolve(np.pad(inner, 1, mode="edge"), np.ones(3) / 3, "valid")
+    return frac

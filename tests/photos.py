@@ -1,10 +1,17 @@
-"""The real photograph the photo-avatar tests use, and image encoding for upload bodies."""
+"""The real photographs the photo-avatar tests use, their transforms, image encoding for upload
+bodies, and a photo renderer prepared from one as an upload would be."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import cv2
 import numpy as np
 import skimage.data
+
+from agenthuman_local.engine.base import FrameSize
+from agenthuman_local.engine.faces import prepare_face, save_avatar
+from agenthuman_local.engine.photo import PhotoRenderer, open_photo_renderer
 
 
 def encode(rgb: np.ndarray, ext: str = ".jpg") -> bytes:
@@ -26,3 +33,21 @@ def grace_hopper() -> np.ndarray:
     bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
     assert bgr is not None, path
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def rolled(rgb: np.ndarray, degrees: float) -> np.ndarray:
+    """The photo rolled by `degrees` about a point a little above its middle (the face)."""
+    h, w = rgb.shape[:2]
+    m = cv2.getRotationMatrix2D((w / 2, h * 0.4), degrees, 1.0)
+    return cv2.warpAffine(rgb, m, (w, h), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
+
+
+SIZE = FrameSize(960, 720)
+
+
+def renderer(rgb: np.ndarray, path: Path, size: FrameSize = SIZE) -> PhotoRenderer:
+    """Upload `rgb` into the avatar folder `path` and open its photo renderer."""
+    save_avatar(prepare_face(encode(rgb)), path)
+    r = open_photo_renderer(path, size)
+    assert isinstance(r, PhotoRenderer)
+    return r

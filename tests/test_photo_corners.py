@@ -15,9 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-from agenthuman_local.engine.base import N_PARAMS, FrameSize, P
-from agenthuman_local.engine.faces import prepare_face, save_avatar
-from agenthuman_local.engine.photo import PhotoRenderer, open_photo_renderer
+from agenthuman_local.engine.base import N_PARAMS, P
+from agenthuman_local.engine.photo import PhotoRenderer
 from agenthuman_local.engine.photo_warp import JAW_DROP_FH
 from tests import photos
 
@@ -35,11 +34,7 @@ FACES = {
 
 @pytest.fixture(scope="module", params=list(FACES))
 def renderer(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
-    path = tmp_path_factory.mktemp("avatars") / "avat_face"
-    save_avatar(prepare_face(photos.encode(FACES[request.param]())), path)
-    r = open_photo_renderer(path, FrameSize(960, 720))
-    assert isinstance(r, PhotoRenderer)
-    return r
+    return photos.renderer(FACES[request.param](), tmp_path_factory.mktemp("avatars") / "avat_face")
 
 
 def _frames(r: PhotoRenderer) -> tuple[np.ndarray, np.ndarray]:

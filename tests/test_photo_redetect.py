@@ -68,12 +68,6 @@ def _speech() -> np.ndarray:
 grace_hopper = photos.grace_hopper
 
 
-def _rolled(rgb: np.ndarray, degrees: float) -> np.ndarray:
-    h, w = rgb.shape[:2]
-    m = cv2.getRotationMatrix2D((w / 2, h * 0.4), degrees, 1.0)
-    return cv2.warpAffine(rgb, m, (w, h), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
-
-
 def _exposed(rgb: np.ndarray, gain: float) -> np.ndarray:
     return np.clip(rgb.astype(np.float32) * gain, 0, 255).astype(np.uint8)
 
@@ -87,10 +81,10 @@ def _downscaled_crop(rgb: np.ndarray) -> np.ndarray:
 PHOTOS: dict[str, Callable[[], np.ndarray]] = {
     "astronaut": photos.astronaut,
     "astronaut-mirrored": lambda: np.ascontiguousarray(photos.astronaut()[:, ::-1]),
-    "astronaut-roll-15": lambda: _rolled(photos.astronaut(), -15.0),
+    "astronaut-roll-15": lambda: photos.rolled(photos.astronaut(), -15.0),
     "astronaut-dark": lambda: _exposed(photos.astronaut(), 0.6),
     "grace-hopper": grace_hopper,
-    "grace-hopper-roll+15": lambda: _rolled(grace_hopper(), 15.0),
+    "grace-hopper-roll+15": lambda: photos.rolled(grace_hopper(), 15.0),
     "grace-hopper-small-crop": lambda: _downscaled_crop(grace_hopper()),
 }
 

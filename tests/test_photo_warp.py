@@ -14,9 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from agenthuman_local.engine.base import N_PARAMS, FrameSize, P
-from agenthuman_local.engine.faces import prepare_face, save_avatar
-from agenthuman_local.engine.photo import PhotoRenderer, open_photo_renderer
+from agenthuman_local.engine.base import N_PARAMS, P
+from agenthuman_local.engine.photo import PhotoRenderer
 from agenthuman_local.engine.photo_warp import (
     FACE_PARAMS,
     JAW_DROP_FH,
@@ -30,23 +29,14 @@ from tests import photos
 FACES = {
     "astronaut": photos.astronaut,
     "grace": photos.grace_hopper,
-    "grace rolled": lambda: _rolled(photos.grace_hopper(), 15.0),
+    "grace rolled": lambda: photos.rolled(photos.grace_hopper(), 15.0),
 }
-
-
-def _rolled(rgb: np.ndarray, degrees: float) -> np.ndarray:
-    h, w = rgb.shape[:2]
-    m = cv2.getRotationMatrix2D((w / 2, h / 2), degrees, 1.0)
-    return cv2.warpAffine(rgb, m, (w, h), borderMode=cv2.BORDER_REFLECT)
 
 
 @pytest.fixture(scope="module", params=list(FACES))
 def geometry(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
     path = tmp_path_factory.mktemp("avatars") / "avat_face"
-    save_avatar(prepare_face(photos.encode(FACES[request.param]())), path)
-    r = open_photo_renderer(path, FrameSize(960, 720))
-    assert isinstance(r, PhotoRenderer)
-    return r.geometry
+    return photos.renderer(FACES[request.param](), path).geometry
 
 
 def _sample(field: np.ndarray, pts: np.ndarray) -> np.ndarray:
@@ -95,10 +85,7 @@ def test_a_forward_read_field_is_caught(geometry: MeshGeometry) -> None:
 @pytest.fixture(scope="module", params=[-20.0, 20.0])
 def rolled_renderer(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
     path = tmp_path_factory.mktemp("avatars") / "avat_rolled"
-    save_avatar(prepare_face(photos.encode(_rolled(photos.grace_hopper(), request.param))), path)
-    r = open_photo_renderer(path, FrameSize(960, 720))
-    assert isinstance(r, PhotoRenderer)
-    return r
+    return photos.renderer(photos.rolled(photos.grace_hopper(), request.param), path)
 
 
 def test_the_jaw_moves_nothing_above_the_nose(rolled_renderer: PhotoRenderer) -> None:

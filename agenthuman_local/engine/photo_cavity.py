@@ -207,12 +207,8 @@ class Cavity:
         )
 
     def _split_at(self, x: torch.Tensor) -> torch.Tensor:
-        """The split line's y at fractional columns x (linear between columns)."""
-        w = self._split.shape[0]
-        xc = x.clamp(0, w - 1)
-        i0 = xc.floor().long().clamp(max=w - 2) if w > 1 else xc.long()
-        f = xc - i0
-        return self._split[i0] * (1 - f) + self._split[(i0 + 1).clamp(max=w - 1)] * f
+        """The split line's y at fractional columns x [B, 1, h, w] (linear between columns)."""
+        return _columns(self._split.expand(x.shape[0], -1), x)
 
     def composite(
         self, crop: torch.Tensor, q: torch.Tensor, s: torch.Tensor, edge: torch.Tensor | None = None

@@ -246,6 +246,19 @@ class TrackRecorder:
         blocks = [pcm[i : i + block] for i in range(0, len(pcm), block)]
         return all(b.tobytes() in out for b in blocks if np.any(b))
 
+    def behind_ms(self, t: float) -> float:
+        """How far the track's playout clock had fallen behind wall time by `t`, from its own
+        frames (it plays without gaps, silence when dry): the lag of the last frame out by
+        `t` past the least-lagged one. Our position can't see that clock: a source behind by
+        L ms holds L ms more than the wall-clock model says (seen: 61 ms once, on a loaded
+        2-core CI machine; a few ms here)."""
+        played, lags = 0.0, []
+        for ft, f in self.frames:
+            lags.append((ft, (ft - self.frames[0][0]) * 1000 - played))
+            played += len(f) * 1000 / RATE
+        before = [lag for ft, lag in lags if ft <= t]
+        return 0.0 if not before else max(before[-1] - min(lag for _, lag in lags), 0.0)
+
     def loud_after(self, t: float) -> int:
         """Non-silent samples in frames out after `t`."""
         return sum(int(np.count_nonzero(f)) for ft, f in self.frames if ft > t)
@@ -321,10 +334,13 @@ async def test_the_runners_queue_is_cleared_at_an_interrupt(api: AgentHuman) -> 
     heard_ms = recorder.played_ms(second, t1)
     # Nothing queued plays after the interrupt (10 ms: the playout frame already going out).
     assert recorder.loud_after(t_clear + 0.01) == 0, recorder.loud_after(t_clear + 0.01)
-    assert abs(finished[1].playback_position * 1000 - heard_ms) <= FRAME_MS
+    # Exact to a frame, but for how far the track's own clock had fallen behind by the clear.
+    slack = FRAME_MS + recorder.behind_ms(t_clear)
+    position_ms = finished[1].playback_position * 1000
+    assert abs(position_ms - heard_ms) <= slack, (position_ms, heard_ms, slack)
     account = gen.interrupts[-1]
     assert account.played_ms == confirmed.played_ms
-    assert abs(account.heard_ms - heard_ms) <= FRAME_MS, (account, heard_ms)
+    assert abs(account.heard_ms - heard_ms) <= slack, (account, heard_ms, slack)
     # All the server published reached the client: heard, cleared unheard, or dropped.
     assert abs(account.yielded_ms + account.dropped_ms - account.played_ms) <= FRAME_MS, account
     assert 0 <= account.unheard_ms <= 120, account  # the runner's queue holds ≤ 100 ms

@@ -403,3 +403,33 @@ def test_a_smile_opens_under_its_own_teeth(renderer: PhotoRenderer) -> None:
     """A photo showing its upper teeth keeps them still: they hang from the skull."""
     assert renderer.rig.teeth_at_rest
     assert _opened_above_the_split(renderer) < 0.05
+
+
+@pytest.mark.parametrize("roll", [0.0, 15.0, -15.0])
+def test_the_depth_between_the_lips_falls_row_by_row(tmp_path: Path, roll: float) -> None:
+    """Down each column of the opening the lower lip comes closer a row at a time. Where it
+    stepped back up (from the row right under the split line, which the upper lip's field
+    still shares), the teeth's height changed pixel to pixel along a tilted mouth: a row of
+    dots instead of teeth (3–30 such rows per frame here before)."""
+    r = photos.renderer(photos.rolled(photos.grace_hopper(), roll), tmp_path / "avat")
+    calls: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = []
+    paint = r._mouth.composite
+
+    def spy(crop: torch.Tensor, q: torch.Tensor, s: torch.Tensor, edge=None) -> None:  # type: ignore[no-untyped-def]
+        calls.append((q, s, edge))
+        paint(crop, q, s, edge)
+
+    r._mouth.composite = spy  # type: ignore[method-assign]
+    for jaw in (0.3, 0.6, 1.0):
+        calls.clear()
+        params = torch.zeros(1, N_PARAMS)
+        params[0, P.JAW] = jaw
+        r.render(params)
+        assert len(calls) == 1
+        from_top, to_bottom = r._mouth.depths(*calls[0])
+        opening = ((from_top > 0.5) & (to_bottom > 0.5))[0, 0].numpy()
+        bottom = to_bottom[0, 0].numpy()
+        both = opening[1:] & opening[:-1]
+        assert both.sum() > 20, jaw
+        rises = both & (np.diff(bottom, axis=0) > 0.25)
+        assert rises.sum() == 0, (jaw, int(rises.sum()))

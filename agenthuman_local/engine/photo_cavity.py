@@ -31,6 +31,11 @@ TONGUE_MAX = 0.85
 LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 _U_MAX, _U_STEPS = 1.5, 601  # tables along the mouth: −1.5…1.5 half widths
 _T_STEPS = 257  # tables between the lips: 0 (upper) … 1 (lower)
+# The teeth's separations and rounded tips show on teeth at least this wide and tall, pixels
+# (fading in from the first); a separation is drawn over a pixel's footprint (this sigma).
+_SEAM_PX = (4.0, 9.0)
+_SPLIT_ROWS = 1  # the rows under the split line where the lower lip's depth is not yet the field's
+_PIXEL_SIGMA = 0.5
 
 
 def _polygon_mean(rgb: np.ndarray, polygon: np.ndarray, fallback: np.ndarray) -> np.ndarray:
@@ -91,7 +96,7 @@ def _teeth_colour(rgb: np.ndarray, geo: MeshGeometry, chroma: float) -> np.ndarr
 
 
 def _teeth(
-    u: torch.Tensor, step: float, length_px: float, reach: float, half_w: float
+    u: torch.Tensor, step: float, length_px: float, reach: float, half_w: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """A row of teeth seen from the front, along the mouth (`u`: −1…1 corner to corner).
 
@@ -101,6 +106,7 @@ def _teeth(
     off at its sides, the canines a touch longer than their neighbours), the light across
     the row (bright in front, fading into shadow towards the back) with each tooth's face a
     little rounded, and how far into a separation each column is (1 in it, 0 on a tooth).
+    `half_w` [len(u)]: pixels per unit of `u` there (each side's own, on a turned mouth).
     """
     theta = torch.asin((u / 1.15).clamp(-0.99, 0.99))
     phase = theta.abs() / step
@@ -110,11 +116,17 @@ def _teeth(
     edge = torch.minimum(w, 1.0 - w)
     tooth_px = (half_w * 1.15 * step * torch.cos(theta)).clamp(min=1.0)
     length = 1.0 - 0.12 * k.clamp(max=3.0) + 0.1 * (k == 2).float()
-    tip = 1.0 - 0.35 * (2.0 * edge - 1.0).abs() ** 6
+    # How much of a tooth's outline its width in pixels can show: on small teeth, a notch or
+    # a line every few pixels reads as a row of dots.
+    fine = smoothstep(_SEAM_PX[0], _SEAM_PX[1], tooth_px)
+    tip = 1.0 - 0.35 * fine * (2.0 * edge - 1.0).abs() ** 6
     arch = (1.0 - (u / reach) ** 2).clamp(min=0.0).sqrt()
     height = length_px * arch * length.clamp(min=0.4) * tip
     form = (0.45 + 0.55 * torch.cos(theta) ** 3) * (0.93 + 0.07 * torch.sin(math.pi * w))
-    seam = torch.exp(-(((edge * tooth_px) / 0.55) ** 2))
+    # The separation as a pixel shows it: its 0.55 px line spread over the pixel, so a seam
+    # between two pixel centres is as dark as one on a centre.
+    spread = math.hypot(0.55, _PIXEL_SIGMA)
+    seam = fine * (0.55 / spread) * torch.exp(-(((edge * tooth_px) / spread) ** 2))
     return height, form, seam
 
 
@@ -183,10 +195,11 @@ class Cavity:
         # The same for the shading's factors that depend on the place along the mouth alone
         # (`_across`) or on the depth between the lips alone (`_between`).
         u = torch.linspace(-_U_MAX, _U_MAX, _U_STEPS, device=device)
+        side_w = torch.where(u < 0, self._reach[0], self._reach[1])
         self._across = torch.stack(
             [
-                *_teeth(u, 0.27, self._upper_teeth_px, 0.95, hw),
-                *_teeth(u, 0.22, self._lower_teeth_px, 0.6, hw),
+                *_teeth(u, 0.27, self._upper_teeth_px, 0.95, side_w),
+                *_teeth(u, 0.22, self._lower_teeth_px, 0.6, side_w),
                 (1.0 - 0.6 * u * u).clamp(min=0.0),  # light reaching in, across the mouth
                 torch.exp(-((u / 0.5) ** 2)),  # the throat's width
                 (1.0 - 0.65 * smoothstep(0.55, 1.1, u.abs())),  # the cheeks' shadow
@@ -210,16 +223,12 @@ class Cavity:
         """The split line's y at fractional columns x [B, 1, h, w] (linear between columns)."""
         return _columns(self._split.expand(x.shape[0], -1), x)
 
-    def composite(
-        self, crop: torch.Tensor, q: torch.Tensor, s: torch.Tensor, edge: torch.Tensor | None = None
-    ) -> None:
-        """Paint into `crop` [B, 3, H, W] (0–255) in place.
-
-        `q` [B, h, w, 2]: each mouth-box pixel's position in the face's own frame (before head
-        motion); `s` [B, h, w, 2]: the photo position the face field maps it to (the lower
-        face's under the split line); `edge` [B, W, 2]: how far the upper lip's edge over each
-        column of the crop has moved (None: it stays on the split line).
-        """
+    def depths(
+        self, q: torch.Tensor, s: torch.Tensor, edge: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per mouth-box pixel (`composite`'s arguments), how far under the upper lip's edge
+        and how far above the lower lip's it is, pixels ([B, 1, h, w] each, ≥ 0 in the
+        opening); down a column the second falls by one a row."""
         qx, qy = q[..., 0].unsqueeze(1), q[..., 1].unsqueeze(1)
         sx, sy = s[..., 0].unsqueeze(1), s[..., 1].unsqueeze(1)
         split_q = self._split_at(qx)
@@ -231,13 +240,30 @@ class Cavity:
             # rises): the opening starts under the edge where it now is.
             top = self._split_at(qx - _columns(edge[..., 0], qx)) + _columns(edge[..., 1], qx)
             from_top = qy - top
-            # Over the split line the field is the upper lip's: the lower lip's edge is as far
-            # as from the first pixel under the split, plus the way down to it.
+            # Over the split line the field is the upper lip's, and on the row right under it
+            # partly still: the lower lip's edge is as far as from the second pixel under the
+            # split, plus the way down to it (from the first, the depth would step up and down
+            # along a tilted mouth with where the split crosses each column: dotted teeth).
             h = qx.shape[2]
-            first = (split_q[:, :, :1] - qy[:, :, :1]).ceil().clamp(0, h - 1).long()
+            first = (split_q[:, :, :1] - qy[:, :, :1]).ceil().add(_SPLIT_ROWS)
+            first = first.clamp(0, h - 1).long()
             down = torch.arange(h, device=qx.device, dtype=qx.dtype).view(1, 1, h, 1)
             there = to_bottom.gather(2, first) + (first.to(qx.dtype) - down)
-            to_bottom = torch.where(qy < split_q, there, to_bottom)
+            to_bottom = torch.where(down < first, there, to_bottom)
+        return from_top, to_bottom
+
+    def composite(
+        self, crop: torch.Tensor, q: torch.Tensor, s: torch.Tensor, edge: torch.Tensor | None = None
+    ) -> None:
+        """Paint into `crop` [B, 3, H, W] (0–255) in place.
+
+        `q` [B, h, w, 2]: each mouth-box pixel's position in the face's own frame (before head
+        motion); `s` [B, h, w, 2]: the photo position the face field maps it to (the lower
+        face's under the split line); `edge` [B, W, 2]: how far the upper lip's edge over each
+        column of the crop has moved (None: it stays on the split line).
+        """
+        from_top, to_bottom = self.depths(q, s, edge)
+        qx, qy = q[..., 0].unsqueeze(1), q[..., 1].unsqueeze(1)
         gap = from_top + to_bottom
         alpha = (from_top + 0.5).clamp(0.0, 1.0) * (to_bottom + 0.5).clamp(0.0, 1.0)
         alpha = alpha * gap.clamp(0.0, 1.0)
@@ -299,14 +325,18 @@ class Cavity:
         if self._upper_teeth_px > 0:
             height = torch.minimum(up_height, 0.38 * gap)
             v = (from_top / height.clamp(min=1.0)).clamp_(0.0, 1.0)  # 0 at the lip, 1 at tips
-            upper = (height - from_top + 0.5).clamp_(0.0, 1.0)
+            # A sliver of teeth under a pixel tall would read as a dotted line along a tilted
+            # mouth (each stair of it split over two pixels): the teeth show from 1 px up.
+            upper = (height - from_top + 0.5).clamp_(0.0, 1.0) * smoothstep(0.8, 2.0, height)
             # Shadowed right under the lip, lit across the upper part, the tips a little
             # translucent; the separations open up towards the tips.
             vertical = (0.8 + 0.2 * smoothstep(0.0, 0.3, v)) * (
                 torch.exp(-(((v - 0.3) / 0.25) ** 2)) * 0.1 + 1.0
             )
             vertical = vertical * (v**4 * -0.2 + 1.0)
-            gaps = ((v * 0.3 + 0.12) * up_seam).neg_().add_(1.0)
+            # The separations, but not on a strip of teeth too short to show them.
+            seams = up_seam * smoothstep(_SEAM_PX[0], _SEAM_PX[1], height)
+            gaps = ((v * 0.3 + 0.12) * seams).neg_().add_(1.0)
             light = (vertical * up_form * gaps).clamp_(0.0, 1.1)
             # What light the teeth lose in the mouth's shadow comes back warm off its walls.
             tooth = self._teeth * light + self._lit * (light.neg() + 1.0).clamp_(min=0.0).mul_(0.6)

@@ -40,6 +40,9 @@ _LASH_PX = 0.9  # its half-width, pixels
 # The stretched lid skin is drawn from a copy blurred along the eye by this share of the eye's
 # length (a Gaussian's sigma), mixed in by this many times how much it is stretched (1 − 1/×).
 _SMOOTH, _SMOOTH_MIX = 0.06, 1.0
+# ...and given back the fine grain the blur took out, from the skin this many eye openings
+# under the eye (a blur of this sigma, px, takes it out there).
+_GRAIN_DOWN, _GRAIN_SIGMA = 1.6, 1.2
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,7 @@ class _Eye:
     lift: torch.Tensor  # [1, 3, h, w] the colour added to the closed lid (`photo_eye.lid_lift`)
     own: torch.Tensor  # [1, 3, h, w] the photo's pixels, for the lid's anti-aliased edge
     smooth: torch.Tensor  # [1, 3, h, w] the photo's pixels blurred along the eye
+    grain: torch.Tensor  # [1, 3, h, w] the fine texture of the skin under the eye, zero-mean
     grid: torch.Tensor  # [1, h, w, 2] the patch's pixel centres in grid_sample's units
     to_grid: torch.Tensor  # [2] pixels → grid_sample's units over the patch
     nrm: torch.Tensor  # [2] the across-the-eye unit vector (x, y)
@@ -78,6 +82,16 @@ def _along_blur(rgb: np.ndarray, ax: np.ndarray, sigma: float) -> np.ndarray:
                     kernel[j + dj, i + di] += w * wx * wy
     kernel /= kernel.sum()
     return cv2.filter2D(rgb.astype(np.float32), -1, kernel, borderType=cv2.BORDER_REPLICATE)
+
+
+def _grain(photo: np.ndarray, gx: np.ndarray, gy: np.ndarray, offset: np.ndarray) -> np.ndarray:
+    """The skin's fine texture [h, w, 3] (what a blur of `_GRAIN_SIGMA` takes out), as it is
+    `offset` (x, y) pixels from each patch pixel (`gx`, `gy`): under the eye, where the skin
+    is the lid's kind and is not stretched."""
+    rgb = photo.astype(np.float32)
+    fine = rgb - cv2.GaussianBlur(rgb, (0, 0), _GRAIN_SIGMA)
+    mx, my = (gx + float(offset[0])).astype(np.float32), (gy + float(offset[1])).astype(np.float32)
+    return cv2.remap(fine, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
 
 
 def _patch_grid(h: int, w: int, device: str) -> torch.Tensor:
@@ -160,6 +174,7 @@ class LidWarp:
                     lift=rgb(lift),
                     own=rgb(photo[rows, cols]),
                     smooth=rgb(_along_blur(photo[rows, cols], ax, max(1.0, _SMOOTH * length))),
+                    grain=rgb(_grain(photo, gx, gy, nrm * _GRAIN_DOWN * h_max)),
                     grid=_patch_grid(y1 - y0, x1 - x0, device),
                     to_grid=torch.tensor(
                         [2.0 / (x1 - x0), 2.0 / (y1 - y0)], dtype=torch.float32, device=device
@@ -221,7 +236,7 @@ class LidWarp:
                     align_corners=False,
                 )
                 k = (stretch * _SMOOTH_MIX).clamp_(max=1.0)
-                add = add + (mul * k).unsqueeze(1) * smooth
+                add = add + (mul * k).unsqueeze(1) * (smooth + eye.grain)
                 mul = mul * (1.0 - k)
             out.append((move, mul.unsqueeze(1), add))
         return out

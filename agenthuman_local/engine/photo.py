@@ -22,14 +22,21 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from agenthuman_local.engine.base import N_PARAMS, FrameSize, P, Renderer
 from agenthuman_local.engine.photo_blink import LidWarp
 from agenthuman_local.engine.photo_cavity import Cavity
+from agenthuman_local.engine.photo_frame import (
+    coefficients,
+    framed_background,
+    identity_grid,
+    pasted,
+    pixel_grid,
+    sample_crop,
+    shifted,
+)
 from agenthuman_local.engine.photo_geometry import MeshGeometry
 from agenthuman_local.engine.photo_jaw import JAW_DROP_FH
-from agenthuman_local.engine.photo_legacy import _background, _shifted
 from agenthuman_local.engine.photo_warp import build_fields
 from agenthuman_local.engine.rig import FACE_OVAL, FOREHEAD, MeshRig
 from agenthuman_local.engine.rig_haar import HAAR_RIG_VERSION
@@ -43,7 +50,6 @@ _FRAMED_CROP_PX = 330
 _CROP_ABOVE_FH = 0.1
 _CROP_H_FH = 1.5
 _CROP_W_FW = 1.5  # in face widths (cheek to cheek)
-_LIP_SEAL = 0.08  # JAW below this keeps the lips together
 _EYES_AT = 0.36  # where the eyes sit, as a fraction of the frame height, when the photo allows
 
 
@@ -92,7 +98,7 @@ class PhotoRenderer:
             raise FileNotFoundError(f"{avatar_dir / 'image.jpg'} is missing or unreadable")
         rig = MeshRig.from_json((avatar_dir / "rig.json").read_text())
         scale, dx, dy = _framing(rig, size)
-        background = _background(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), size, scale, dx, dy)
+        background = framed_background(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), size, scale, dx, dy)
         self.rig = rig.scaled(scale, dx, dy)  # in output pixels
 
         fh, fw = self.rig.face_height, self.rig.face_width
@@ -136,17 +142,11 @@ class PhotoRenderer:
         self._head_at_mouth = fields.head_at_mouth.to(dev)
         # A shifted face field stays inside the border window's zero margin.
         self._max_shift_px = max(0, int(0.1 * min(crop_w, crop_h)) - 2)
-        ys = (torch.arange(crop_h, dtype=torch.float32) * 2 + 1) / crop_h - 1
-        xs = (torch.arange(crop_w, dtype=torch.float32) * 2 + 1) / crop_w - 1
-        gy, gx = torch.meshgrid(ys, xs, indexing="ij")
-        self._identity = torch.stack([gx, gy], dim=-1).unsqueeze(0).to(dev)  # [1, h, w, 2]
+        self._identity = identity_grid(crop_h, crop_w, dev)  # [1, h, w, 2]
         self._identity_flat = self._identity.reshape(1, -1)
         self._mouth = Cavity(geo, photo_crop, fields.split.to(dev))
         self._edge = fields.edge.reshape(fields.edge.shape[0], -1).to(dev)  # [K, W * 2]
-        my = torch.arange(crop_h, dtype=torch.float32)[self._mouth.rows]
-        mx = torch.arange(crop_w, dtype=torch.float32)[self._mouth.cols]
-        gy, gx = torch.meshgrid(my, mx, indexing="ij")
-        self._mouth_px = torch.stack([gx, gy], dim=-1).unsqueeze(0).to(dev)
+        self._mouth_px = pixel_grid(self._mouth.rows, self._mouth.cols, dev)
 
     @property
     def background(self) -> torch.Tensor:
@@ -154,35 +154,7 @@ class PhotoRenderer:
         return self._background
 
     def _coefficients(self, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        p = params.to(self._face.device, torch.float32)
-        # Soft lips stay sealed over the first few millimetres of jaw travel, then peel apart
-        # progressively; a bilabial closure holds them together whatever the jaw does.
-        jaw = ((p[:, P.JAW] - _LIP_SEAL) / (1.0 - _LIP_SEAL)).clamp(0, 1) ** 1.35
-        rnd = p[:, P.ROUND].clamp(0, 1)
-        jaw = jaw * (1.0 - 0.9 * p[:, P.CLOSURE].clamp(0, 1))
-        face = torch.stack(
-            [
-                jaw * (1 - rnd),
-                jaw * rnd,
-                p[:, P.SPREAD].clamp(0, 1),
-                rnd,
-                p[:, P.CLOSURE].clamp(0, 1),
-                p[:, P.BROW].clamp(-1, 1),
-            ],
-            dim=1,
-        )
-        # Breathing lifts the head a touch, as the shoulders outside the crop cannot move.
-        head = torch.stack(
-            [
-                p[:, P.TX],
-                p[:, P.TY] - 0.25 * p[:, P.BREATH],
-                p[:, P.YAW],
-                p[:, P.PITCH],
-                p[:, P.ROLL],
-            ],
-            dim=1,
-        ).clamp(-1.5, 1.5)
-        return face, head
+        return coefficients(params, self._face.device)
 
     def mouth_region(self, params_row: Sequence[float] | None = None) -> tuple[int, int, int, int]:
         """(x0, y0, x1, y1) frame pixels around the mouth, for the lip-sync check.
@@ -251,23 +223,7 @@ class PhotoRenderer:
                 c = slice(cols.start - box_c.start, cols.stop - box_c.start)
                 d_face_box[:, r, c] += d * self._to_norm
                 lid_gains.append((rows, cols, tone))
-        d_face = torch.zeros_like(grid)
-        rows, cols = self._face_box
-        for b, (dx, dy) in enumerate(shift.tolist()):
-            dst_r, src_r = _shifted(rows, int(dy), crop_h)
-            dst_c, src_c = _shifted(cols, int(dx), crop_w)
-            d_face[b, dst_r, dst_c] = d_face_box[b, src_r, src_c]
-        # A shift can carry the window's faint outer ramp onto the border; pin it back to zero.
-        d_face[:, [0, -1]] = 0.0
-        d_face[:, :, [0, -1]] = 0.0
-        grid -= d_face
-        crop = F.grid_sample(
-            self._src.expand(n, -1, -1, -1),
-            grid,
-            mode="bilinear",
-            padding_mode="border",
-            align_corners=False,
-        )
+        crop, d_face = sample_crop(self._src, grid, d_face_box, self._face_box, shift)
         # The inner mouth is found in the face's own frame, from the face field alone, so it
         # matches the lip step exactly and the head motion cannot open a sliver elsewhere.
         rows, cols = self._mouth.rows, self._mouth.cols
@@ -277,12 +233,8 @@ class PhotoRenderer:
         # The closed lids' tone, carried by the head like their warp.
         for rows, cols, (mul, add) in lid_gains:
             for b, (dx, dy) in enumerate(shift.tolist()):
-                dst_r, src_r = _shifted(rows, int(dy), crop_h)
-                dst_c, src_c = _shifted(cols, int(dx), crop_w)
+                dst_r, src_r = shifted(rows, int(dy), crop_h)
+                dst_c, src_c = shifted(cols, int(dx), crop_w)
                 crop[b, :, dst_r, dst_c] *= mul[b, :, src_r, src_c]
                 crop[b, :, dst_r, dst_c] += add[b, :, src_r, src_c]
-        frames = self._background.unsqueeze(0).repeat(n, 1, 1, 1)
-        frames[:, self._rows, self._cols] = (
-            crop.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
-        )
-        return frames.cpu()
+        return pasted(self._background, crop, self._rows, self._cols)

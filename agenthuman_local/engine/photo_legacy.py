@@ -19,13 +19,20 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from agenthuman_local.engine.base import N_PARAMS, FrameSize, P
 from agenthuman_local.engine.photo_fields import (
     JAW_DROP_ED,
     CropGeometry,
     build_fields,
+)
+from agenthuman_local.engine.photo_frame import (
+    coefficients,
+    framed_background,
+    identity_grid,
+    pasted,
+    pixel_grid,
+    sample_crop,
 )
 from agenthuman_local.engine.photo_lids import EyeLids
 from agenthuman_local.engine.photo_mouth import InnerMouth
@@ -36,7 +43,6 @@ MAX_CROP_PX = 384
 _CROP_W_ED = 3.6
 _CROP_H_ED = 3.9
 _CROP_TOP_ED = 1.2  # crop top above the eyes
-_LIP_SEAL = 0.08  # JAW below this keeps the lips together
 _EYES_AT = 0.36  # where the eyes sit, as a fraction of the frame height, when the photo allows
 
 
@@ -58,41 +64,6 @@ def _framing(rig: Rig, size: FrameSize) -> tuple[float, float, float]:
     return scale, dx, dy
 
 
-def _background(
-    image: np.ndarray, size: FrameSize, scale: float, dx: float, dy: float
-) -> np.ndarray:
-    """The photo scaled and placed; where it does not reach, a blurred, dimmed enlargement of it."""
-    h, w = image.shape[:2]
-    m = np.array([[scale, 0, dx], [0, scale, dy]], np.float32)
-    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
-    frame = cv2.warpAffine(
-        image, m, (size.width, size.height), flags=interp, borderMode=cv2.BORDER_REPLICATE
-    )
-    cover = cv2.warpAffine(
-        np.ones((h, w), np.float32), m, (size.width, size.height), flags=cv2.INTER_LINEAR
-    )
-    if cover.min() > 0.999:
-        return frame
-    # The backdrop a video app would use: the same photo enlarged to cover, about the same
-    # centre, blurred beyond recognition and dimmed so the real photo stands out.
-    big = max(size.width / w, size.height / h)
-    cx, cy = (size.width / 2 - dx) / scale, (size.height / 2 - dy) / scale
-    m_big = np.array(
-        [[big, 0, size.width / 2 - cx * big], [0, big, size.height / 2 - cy * big]], np.float32
-    )
-    fill = cv2.warpAffine(image, m_big, (size.width, size.height), borderMode=cv2.BORDER_REFLECT)
-    fill = cv2.GaussianBlur(fill, (0, 0), sigmaX=0.04 * max(size.width, size.height)) * 0.7
-    edge = cv2.GaussianBlur(cv2.erode(cover, np.ones((9, 9), np.uint8)), (0, 0), sigmaX=4.0)
-    alpha = (edge * cover)[..., None]
-    return (frame * alpha + fill * (1 - alpha)).round().clip(0, 255).astype(np.uint8)
-
-
-def _shifted(span: slice, by: int, size: int) -> tuple[slice, slice]:
-    """(destination, source-relative) slices that move `span` by `by` within [0, size)."""
-    start, stop = max(0, span.start + by), min(size, span.stop + by)
-    return slice(start, stop), slice(start - by - span.start, stop - by - span.start)
-
-
 class LegacyPhotoRenderer:
     """Renders a photo avatar with a version-1 rig in `avatar_dir` (image.jpg + rig.json)."""
 
@@ -104,7 +75,7 @@ class LegacyPhotoRenderer:
             raise FileNotFoundError(f"{avatar_dir / 'image.jpg'} is missing or unreadable")
         rig = Rig.from_json((avatar_dir / "rig.json").read_text())
         scale, dx, dy = _framing(rig, size)
-        background = _background(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), size, scale, dx, dy)
+        background = framed_background(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), size, scale, dx, dy)
         self.rig = rig.scaled(scale, dx, dy)  # in output pixels
 
         ed = self.rig.eye_distance
@@ -140,17 +111,11 @@ class LegacyPhotoRenderer:
         self._head_at_mouth = fields.head_at_mouth.to(dev)
         # A shifted face field stays inside the border window's zero margin.
         self._max_shift_px = max(0, int(0.1 * min(crop_w, crop_h)) - 2)
-        ys = (torch.arange(crop_h, dtype=torch.float32) * 2 + 1) / crop_h - 1
-        xs = (torch.arange(crop_w, dtype=torch.float32) * 2 + 1) / crop_w - 1
-        gy, gx = torch.meshgrid(ys, xs, indexing="ij")
-        self._identity = torch.stack([gx, gy], dim=-1).unsqueeze(0).to(dev)  # [1, h, w, 2]
+        self._identity = identity_grid(crop_h, crop_w, dev)  # [1, h, w, 2]
         self._identity_flat = self._identity.reshape(1, -1)
         self._lids = EyeLids(geo, self._src)
         self._mouth = InnerMouth(geo, device)
-        my = torch.arange(crop_h, dtype=torch.float32)[self._mouth.rows]
-        mx = torch.arange(crop_w, dtype=torch.float32)[self._mouth.cols]
-        gy, gx = torch.meshgrid(my, mx, indexing="ij")
-        self._mouth_px = torch.stack([gx, gy], dim=-1).unsqueeze(0).to(dev)
+        self._mouth_px = pixel_grid(self._mouth.rows, self._mouth.cols, dev)
 
     @property
     def background(self) -> torch.Tensor:
@@ -158,40 +123,7 @@ class LegacyPhotoRenderer:
         return self._background
 
     def _coefficients(self, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        p = params.to(self._face.device, torch.float32)
-        # Soft lips stay sealed over the first few millimetres of jaw travel; without this
-        # the smallest jaw motion (the driver's anticipation, the tail of a release) would
-        # already show a dark line.
-        # Past that they peel apart progressively, so the opening grows a little slower than
-        # the jaw at first.
-        jaw = ((p[:, P.JAW] - _LIP_SEAL) / (1.0 - _LIP_SEAL)).clamp(0, 1) ** 1.35
-        rnd = p[:, P.ROUND].clamp(0, 1)
-        # A bilabial closure holds the lips together whatever the jaw is doing.
-        jaw = jaw * (1.0 - 0.9 * p[:, P.CLOSURE].clamp(0, 1))
-        face = torch.stack(
-            [
-                jaw * (1 - rnd),
-                jaw * rnd,
-                p[:, P.SPREAD].clamp(0, 1),
-                rnd,
-                p[:, P.CLOSURE].clamp(0, 1),
-                p[:, P.BROW].clamp(-1, 1),
-            ],
-            dim=1,
-        )
-        # The driver already turns listening into pose and brows (LISTEN itself adds nothing
-        # here); breathing lifts the head a touch, as the shoulders outside the crop cannot move.
-        head = torch.stack(
-            [
-                p[:, P.TX],
-                p[:, P.TY] - 0.25 * p[:, P.BREATH],
-                p[:, P.YAW],
-                p[:, P.PITCH],
-                p[:, P.ROLL],
-            ],
-            dim=1,
-        ).clamp(-1.5, 1.5)
-        return face, head
+        return coefficients(params, self._face.device)
 
     def mouth_region(self, params_row: Sequence[float] | None = None) -> tuple[int, int, int, int]:
         """(x0, y0, x1, y1) frame pixels around the mouth, for the lip-sync check.
@@ -219,10 +151,7 @@ class LegacyPhotoRenderer:
 
     def _face_frame(self, d_head_px: torch.Tensor, rows: slice, cols: slice) -> torch.Tensor:
         """Face-frame pixel positions of a patch: where the head motion brought each pixel from."""
-        ys = torch.arange(rows.start, rows.stop, dtype=torch.float32, device=d_head_px.device)
-        xs = torch.arange(cols.start, cols.stop, dtype=torch.float32, device=d_head_px.device)
-        gy, gx = torch.meshgrid(ys, xs, indexing="ij")
-        return torch.stack([gx, gy], dim=-1).unsqueeze(0) - d_head_px[:, rows, cols]
+        return pixel_grid(rows, cols, d_head_px.device) - d_head_px[:, rows, cols]
 
     @torch.inference_mode()
     def render(self, params: torch.Tensor) -> torch.Tensor:
@@ -248,23 +177,7 @@ class LegacyPhotoRenderer:
             d_head_px = (self._identity - grid) / self._to_norm
         fh, fw = self._face_hw
         d_face_box = (face_c @ self._face).view(n, fh, fw, 2)
-        d_face = torch.zeros_like(grid)
-        rows, cols = self._face_box
-        for b, (dx, dy) in enumerate(shift.tolist()):
-            dst_r, src_r = _shifted(rows, int(dy), crop_h)
-            dst_c, src_c = _shifted(cols, int(dx), crop_w)
-            d_face[b, dst_r, dst_c] = d_face_box[b, src_r, src_c]
-        # A shift can carry the window's faint outer ramp onto the border; pin it back to zero.
-        d_face[:, [0, -1]] = 0.0
-        d_face[:, :, [0, -1]] = 0.0
-        grid -= d_face
-        crop = F.grid_sample(
-            self._src.expand(n, -1, -1, -1),
-            grid,
-            mode="bilinear",
-            padding_mode="border",
-            align_corners=False,
-        )
+        crop, d_face = sample_crop(self._src, grid, d_face_box, self._face_box, shift)
         # The inner mouth is found in the face's own frame, from the face field alone, so it
         # matches the lip step exactly and the head motion cannot open a sliver elsewhere.
         rows, cols = self._mouth.rows, self._mouth.cols
@@ -273,8 +186,4 @@ class LegacyPhotoRenderer:
         if d_head_px is not None:
             qs = [self._face_frame(d_head_px, r, c) for r, c in self._lids.patches()]
             self._lids.composite(crop, qs, blink)
-        frames = self._background.unsqueeze(0).repeat(n, 1, 1, 1)
-        frames[:, self._rows, self._cols] = (
-            crop.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
-        )
-        return frames.cpu()
+        return pasted(self._background, crop, self._rows, self._cols)

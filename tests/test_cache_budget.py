@@ -6,7 +6,7 @@ import gc
 
 import torch
 
-from agenthuman_local.engine import procedural
+from agenthuman_local.engine import procedural, procedural_assets
 from agenthuman_local.engine.base import N_PARAMS, FrameSize
 from agenthuman_local.engine.cache import BudgetedCache, CacheBudget
 
@@ -44,9 +44,9 @@ def test_an_entry_bigger_than_the_budget_stays_alone_and_a_dead_cache_leaves() -
 def test_assets_of_many_sizes_stay_within_the_budget(monkeypatch) -> None:
     budget = CacheBudget(limit_mb=16)
     monkeypatch.setattr(
-        procedural,
+        procedural_assets,
         "_ASSETS",
-        BudgetedCache("procedural assets", procedural._asset_bytes, budget=budget),
+        BudgetedCache("procedural assets", procedural_assets._asset_bytes, budget=budget),
     )
     for width in (256, 320, 384, 448, 512):  # each 4:3 size's assets: ~2.5-10 MB
         r = procedural.ProceduralRenderer("avat_local_ada", FrameSize(width, width * 3 // 4))
@@ -57,4 +57,4 @@ def test_assets_of_many_sizes_stay_within_the_budget(monkeypatch) -> None:
     assert budget.evictions > 0
     # The newest size is still cached: a renderer of it paints nothing again.
     style = procedural.STYLES["avat_local_ada"]
-    assert procedural._ASSETS.get((style, 512, 384, "cpu")) is not None
+    assert procedural_assets._ASSETS.get((style, 512, 384, "cpu")) is not None

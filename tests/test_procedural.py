@@ -12,7 +12,8 @@ import torch
 
 from agenthuman_local.engine.base import N_PARAMS, FrameSize, P
 from agenthuman_local.engine.engine import Engine, UnknownAvatarError, png_bytes
-from agenthuman_local.engine.procedural import MAX_CROP_PX, ProceduralRenderer, layout_for
+from agenthuman_local.engine.procedural import ProceduralRenderer
+from agenthuman_local.engine.procedural_assets import MAX_CROP_PX, layout_for
 from agenthuman_local.engine.procedural_paint import CROP_X, CROP_Y
 from tests.lipsync_check import mouth_fraction
 

@@ -8,6 +8,8 @@ tilt, which change every frame of a moving head, is part of the cache key. Head 
 few pre-rotated heads; breathing picks one of a few pre-painted backgrounds with the shoulders
 raised by whole pixels.
 Frames larger than the crop budget draw the crop at ≤ 384 px and scale it up.
+The still backgrounds and pre-tilted heads are painted and kept by `procedural_assets`; the
+tilt geometry is `procedural_tilt`'s. This module owns the per-frame work.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ import math
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -24,181 +25,41 @@ import torch.nn.functional as F
 
 from agenthuman_local.engine.base import N_PARAMS, FrameSize, P
 from agenthuman_local.engine.cache import BudgetedCache, tensor_bytes
+from agenthuman_local.engine.procedural_assets import (
+    BREATH_LIFT,
+    _assets,
+    _fixed_point,
+    _upscale,
+    check_size,
+    layout_for,
+)
 from agenthuman_local.engine.procedural_features import (
     FEATURE_SHIFT_X,
     FEATURE_SHIFT_Y,
     EyesLayer,
     MouthLayer,
 )
-from agenthuman_local.engine.procedural_paint import (
-    CROP_X,
-    CROP_Y,
-    MOUTH_Y,
-    paint_backgrounds,
-    paint_head,
-)
+from agenthuman_local.engine.procedural_paint import CROP_X, CROP_Y, MOUTH_Y
 from agenthuman_local.engine.procedural_styles import STYLES, Style
+from agenthuman_local.engine.procedural_tilt import (
+    MAX_ROLL_DEG,
+    ROLL_STEP_DEG,
+    ROLL_STEPS,
+    _rotation_grids,
+    roll_degrees,
+    roll_pivot,
+)
 
-MIN_SIDE = 128
-MAX_SIDE = 1920
-MAX_CROP_PX = 384
 SWAY_X = 0.045  # head units of paste shift per unit of TX
 SWAY_Y = 0.03  # per unit of TY
-BREATH_LIFT = 0.012  # shoulder rise at full inhale, head units
-BREATH_STEPS = 4  # pre-painted backgrounds between exhale and inhale
 # Drawn feature tiles kept per layer, float16 (K, L) [h, w, 4]: at 1280x720 about 270 eye and
 # 410 mouth shapes, a few sentences' worth; all of them together within engine.cache_mb.
 TILE_CACHE_MB = 32
 LAID_TILES = 96  # and finished tiles at their shift and tilt, per layer: a still head reuses them
 BASES = 2  # composed frames without features kept per renderer (the head moves every ~5 frames)
-# Head tilt: pre-rotated heads in whole steps, so a frame only picks one.
-ROLL_STEPS = 13
-ROLL_STEP_DEG = 0.5  # a step moves the crown under 2 px at 960x720
-MAX_ROLL_DEG = 3.0
-ROLL_PIVOT_Y = 0.45  # head units: the top of the neck
 # Half-width, top and bottom of everything dark the mouth can show, head units.
 MOUTH_REACH = (0.145, MOUTH_Y - 0.055, MOUTH_Y + 0.135)
 Region = tuple[int, int, int, int]
-
-
-@dataclass(frozen=True)
-class Layout:
-    """Where the character sits in a frame of a given size."""
-
-    unit_px: float  # one head unit in output pixels
-    render_unit_px: float  # one head unit in crop pixels; < unit_px when the crop is scaled up
-    centre_x: float  # face centre in output pixels
-    centre_y: float
-
-
-def layout_for(size: FrameSize) -> Layout:
-    """Head and shoulders, face centred, a little headroom, whatever the aspect ratio."""
-    w, h = size.width, size.height
-    unit = min(0.43 * h, 0.47 * w)
-    budget = MAX_CROP_PX / max(CROP_X[1] - CROP_X[0], CROP_Y[1] - CROP_Y[0])
-    if unit <= budget * 1.1:
-        unit = min(unit, budget)
-    centre_y = 0.1 * h + -CROP_Y[0] * unit
-    return Layout(unit, min(unit, budget), w / 2.0, centre_y)
-
-
-def check_size(size: FrameSize) -> None:
-    for name, v in (("width", size.width), ("height", size.height)):
-        if not MIN_SIDE <= v <= MAX_SIDE or v % 2:
-            raise ValueError(f"frame {name} must be even and {MIN_SIDE}..{MAX_SIDE}, got {v}")
-
-
-@dataclass(frozen=True)
-class _Assets:
-    """Everything still, per style and size. Heads come in ROLL_STEPS tilts, index 0 = leftmost."""
-
-    backgrounds: torch.Tensor  # uint8 [lifts, H, W, 3], shoulders raised by breath
-    head_alpha: torch.Tensor  # float16 [tilts, h, w], crop pixels
-    head_straight: (
-        torch.Tensor
-    )  # float16 [tilts, h, w, 3] un-premultiplied: what features draw over
-    head_i16: torch.Tensor  # int16 [tilts, h2, w2, 3] premultiplied, output pixels
-    inv_alpha: torch.Tensor  # int16 [tilts, h2, w2, 1], (1 - alpha) · 128
-
-
-def _asset_bytes(a: _Assets) -> int:
-    return tensor_bytes(a.backgrounds, a.head_alpha, a.head_straight, a.head_i16, a.inv_alpha)
-
-
-# ~30 MB each at 960x720; the sizes in use and recently used, within `engine.cache_mb`.
-_ASSETS: BudgetedCache[tuple[Style, int, int, str], _Assets] = BudgetedCache(
-    "procedural assets", _asset_bytes
-)
-
-
-def _assets(style: Style, width: int, height: int, device: str) -> _Assets:
-    key = (style, width, height, device)
-    assets = _ASSETS.get(key)
-    if assets is None:
-        assets = _paint_assets(style, width, height, device)
-        _ASSETS.put(key, assets)
-    return assets
-
-
-def _paint_assets(style: Style, width: int, height: int, device: str) -> _Assets:
-    lay = layout_for(FrameSize(width, height))
-    # At most a few backgrounds: big frames breathe in steps of more than a pixel.
-    top = round(BREATH_LIFT * lay.unit_px)
-    lifts = sorted({round(top * k / (BREATH_STEPS - 1)) for k in range(BREATH_STEPS)})
-    bgs = paint_backgrounds(
-        style, width, height, (lay.centre_x, lay.centre_y), lay.unit_px, lifts, device
-    )
-    backgrounds = (bgs * 255.0 + 0.5).to(torch.uint8).cpu()
-    rgb, alpha = paint_head(style, lay.render_unit_px, device)
-    tilts = _tilted(torch.cat([rgb, alpha[..., None]], -1), lay.render_unit_px)
-    alphas = tilts[..., 3]
-    straight = tilts[..., :3] / alphas[..., None].clamp(min=1e-3)
-    big = _upscale(tilts, lay) if lay.render_unit_px < lay.unit_px else tilts
-    head_i16, inv_alpha = _fixed_point(big[..., :3], big[..., 3:])
-    return _Assets(backgrounds, alphas.half(), straight.half(), head_i16, inv_alpha)
-
-
-def roll_pivot(unit: float) -> tuple[float, float]:
-    """Where the head tilts about (the top of the neck), in crop pixels."""
-    return (-CROP_X[0] * unit, (ROLL_PIVOT_Y - CROP_Y[0]) * unit)
-
-
-def _tilted(rgba: torch.Tensor, unit: float) -> torch.Tensor:
-    """Premultiplied [h, w, 4] → [ROLL_STEPS, h, w, 4], rotated about the neck."""
-    src = rgba.permute(2, 0, 1)[None].expand(ROLL_STEPS, -1, -1, -1)
-    angles = [roll_degrees(k) for k in range(ROLL_STEPS)]
-    return _rotate(src, roll_pivot(unit), angles).permute(0, 2, 3, 1).contiguous()
-
-
-def _rotate(images: torch.Tensor, pivot: tuple[float, float], degrees: list[float]) -> torch.Tensor:
-    """[N, C, h, w] → each rotated by its angle about `pivot` (pixel units); zeros outside."""
-    _, _, h, w = images.shape
-    grids = _rotation_grids(h, w, pivot, degrees, images.device)
-    return F.grid_sample(images, grids, align_corners=False, padding_mode="zeros")
-
-
-def _rotation_grids(
-    h: int, w: int, pivot: tuple[float, float], degrees: list[float], device: str | torch.device
-) -> torch.Tensor:
-    """The `grid_sample` grids [N, h, w, 2] that rotate an h × w image about `pivot`."""
-    px, py = pivot
-    ys, xs = torch.meshgrid(
-        torch.arange(h, dtype=torch.float32, device=device),
-        torch.arange(w, dtype=torch.float32, device=device),
-        indexing="ij",
-    )
-    grids = []
-    for deg in degrees:
-        theta = math.radians(deg)
-        cos, sin = math.cos(theta), math.sin(theta)
-        # Sample the upright image where each output pixel came from (inverse rotation).
-        sx = px + cos * (xs - px) + sin * (ys - py)
-        sy = py - sin * (xs - px) + cos * (ys - py)
-        grids.append(torch.stack([(2 * sx + 1) / w - 1, (2 * sy + 1) / h - 1], -1))
-    return torch.stack(grids)
-
-
-def roll_degrees(index: int) -> float:
-    return (index - ROLL_STEPS // 2) * ROLL_STEP_DEG
-
-
-def _fixed_point(premul: torch.Tensor, alpha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Premultiplied colour and alpha → int16 colour and (1 − alpha)·128 for `_blend`.
-
-    Both are floored, so colour + background·(1 − alpha) never passes 255 and the uint8 store
-    cannot wrap; 7 bits of alpha keep 255·128 inside int16.
-    """
-    colour = torch.floor(premul.clamp(0.0, 1.0) * 255.0).to(torch.int16).cpu()
-    inv = torch.floor((1.0 - alpha.clamp(0.0, 1.0)) * 128.0).to(torch.int16).cpu()
-    return colour, inv
-
-
-def _upscale(crop: torch.Tensor, lay: Layout) -> torch.Tensor:
-    """[B, h, w, C] crop pixels → [B, h2, w2, C] output pixels."""
-    h2 = round((CROP_Y[1] - CROP_Y[0]) * lay.unit_px)
-    w2 = round((CROP_X[1] - CROP_X[0]) * lay.unit_px)
-    out = F.interpolate(crop.permute(0, 3, 1, 2), size=(h2, w2), mode="bilinear", antialias=False)
-    return out.permute(0, 2, 3, 1).clamp(0.0, 1.0)
 
 
 class ProceduralRenderer:

@@ -46,7 +46,7 @@ SHIPPED_AVATARS: tuple[Avatar, ...] = tuple(
 
 
 PLUGIN_AVATAR_PREFIX = "avat_plugin_"
-# A plug-in row's kind (store.py migration 2); `rig` names the plug-in.
+# A plug-in row's kind (migration 2 in migrations.py); `rig` names the plug-in.
 PLUGIN_ROW_KIND = "plugin"
 
 

@@ -1,7 +1,7 @@
 """The records the server keeps (API keys, avatars, sessions) as plain frozen dataclasses.
 
-`store.py` reads and writes them; the manager and the API pass them around without touching
-SQL. A session's state is derived from its timestamps (`sessions/state.py`). Pure.
+The store (`store/`) reads and writes them; the manager and the API pass them around without
+touching SQL. A session's state is derived from its timestamps (`sessions/state.py`). Pure.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ and are not edges. There is no allowlist: a module that breaks its row fails the
 - sessions.*: no aiohttp, torch, cv2, av, daily; none of api, app, cli; of transports only base;
   of engine only base (the Renderer/FrameDriver protocols and the worker's WorkerFull /
   WorkerClosed); the render worker and pool it is handed are type hints only.
-- store: no torch, daily, aiohttp; none of api, app, cli, transports, engine; of sessions only
+- store.*: no torch, daily, aiohttp; none of api, app, cli, transports, engine; of sessions only
   state.
 - transports.*: no aiohttp.web; none of api, app, cli, store; of sessions only state, of engine
   only base.
@@ -190,7 +190,7 @@ def violations(edges: dict[str, set[str]]) -> list[str]:
                     forbid(module, name, "sessions sees outputs only as transports.base.Sink")
                 if _under(name, "engine") and name not in SESSIONS_ENGINE:
                     forbid(module, name, "sessions sees the engine through engine.base only")
-        if module == "store":
+        if _under(module, "store"):
             for lib in libs:
                 if _top(lib) in ("torch", "daily", "aiohttp"):
                     forbid(module, lib, "the store is SQL only")

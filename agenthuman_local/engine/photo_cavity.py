@@ -31,8 +31,8 @@ TONGUE_MAX = 0.85
 LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 _U_MAX, _U_STEPS = 1.5, 601  # tables along the mouth: −1.5…1.5 half widths
 _T_STEPS = 257  # tables between the lips: 0 (upper) … 1 (lower)
-# The teeth's separations and rounded tips show on teeth at least this wide and tall, pixels
-# (fading in from the first); a separation is drawn over a pixel's footprint (this sigma).
+# The teeth's separations and rounded tips show on teeth at least this wide, pixels (fading in
+# from the first); a separation is drawn over a pixel's footprint (this sigma).
 _SEAM_PX = (4.0, 9.0)
 _SPLIT_ROWS = 1  # the rows under the split line where the lower lip's depth is not yet the field's
 _PIXEL_SIGMA = 0.5
@@ -325,18 +325,14 @@ class Cavity:
         if self._upper_teeth_px > 0:
             height = torch.minimum(up_height, 0.38 * gap)
             v = (from_top / height.clamp(min=1.0)).clamp_(0.0, 1.0)  # 0 at the lip, 1 at tips
-            # A sliver of teeth under a pixel tall would read as a dotted line along a tilted
-            # mouth (each stair of it split over two pixels): the teeth show from 1 px up.
-            upper = (height - from_top + 0.5).clamp_(0.0, 1.0) * smoothstep(0.8, 2.0, height)
+            upper = (height - from_top + 0.5).clamp_(0.0, 1.0)
             # Shadowed right under the lip, lit across the upper part, the tips a little
             # translucent; the separations open up towards the tips.
             vertical = (0.8 + 0.2 * smoothstep(0.0, 0.3, v)) * (
                 torch.exp(-(((v - 0.3) / 0.25) ** 2)) * 0.1 + 1.0
             )
             vertical = vertical * (v**4 * -0.2 + 1.0)
-            # The separations, but not on a strip of teeth too short to show them.
-            seams = up_seam * smoothstep(_SEAM_PX[0], _SEAM_PX[1], height)
-            gaps = ((v * 0.3 + 0.12) * seams).neg_().add_(1.0)
+            gaps = ((v * 0.3 + 0.12) * up_seam).neg_().add_(1.0)
             light = (vertical * up_form * gaps).clamp_(0.0, 1.1)
             # What light the teeth lose in the mouth's shadow comes back warm off its walls.
             tooth = self._teeth * light + self._lit * (light.neg() + 1.0).clamp_(min=0.0).mul_(0.6)

@@ -19,8 +19,9 @@ package works without it. It follows the library's measured rules
   completion is pending deadlocks), `leave()` with a timeout, `release()` on a worker thread
   (it blocks while a join is pending, up to ~49 s offline).
 
-What the room means (callbacks, join errors, settings, presence) is in `daily_room`; the Sink
-adapter is `DailySink`, at the end of this module. Use::
+What the room means (callbacks, join errors, settings, presence) is in `daily_room`; how daily's
+objects and threads meet the loop (`DailyLib`, the init guard, the event handler, completions) is
+in `daily_bridge`; the Sink adapter is `DailySink`, at the end of this module. Use::
 
     transport = DailyTransport(url, token, "AI Avatar (AH)", 960, 720, 16000, callbacks)
     await transport.start()               # raises DailyJoinError; call aclose() either way
@@ -38,15 +39,18 @@ import collections
 import enum
 import functools
 import logging
-import threading
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from agenthuman_local.clock import Clock
 from agenthuman_local.transports.base import MediaFrame
+from agenthuman_local.transports.daily_bridge import (
+    DailyLib,
+    completion_callback,
+    ensure_initialized,
+    handler_class,
+)
 from agenthuman_local.transports.daily_room import (
     SUBSCRIBE_TO_NOTHING,
     DailyCallbacks,
@@ -64,34 +68,6 @@ log = logging.getLogger(__name__)
 _UNFREEABLE: list[Any] = []
 # Releases that outlived aclose()'s wait: owned here until daily lets them finish.
 _RELEASING: set[asyncio.Task[None]] = set()
-
-
-@dataclass(frozen=True)
-class DailyLib:
-    """The parts of daily-python we use; tests pass fakes with the same shapes.
-
-    `init` is the raw `Daily.init`; `ensure_initialized` guards it.
-    """
-
-    init: Callable[[], None]
-    EventHandler: type
-    CallClient: Callable[..., Any]
-    CustomVideoSource: Callable[..., Any]
-    CustomVideoTrack: Callable[..., Any]
-    CustomAudioSource: Callable[..., Any]
-    CustomAudioTrack: Callable[..., Any]
-
-
-_init_lock = threading.Lock()
-_initialized: set[DailyLib] = set()
-
-
-def ensure_initialized(lib: DailyLib) -> None:
-    """`lib.init()` at most once per process: a second `Daily.init()` aborts the process."""
-    with _init_lock:
-        if lib not in _initialized:
-            lib.init()
-            _initialized.add(lib)
 
 
 @functools.cache
@@ -117,38 +93,6 @@ class _State(enum.Enum):
     FAILED = "failed"
     LEFT = "left"
     CLOSED = "closed"
-
-
-@functools.cache
-def _handler_class(base: type) -> type:
-    """A subclass of daily's `EventHandler` that forwards the events we use to `forward`."""
-
-    class _Handler(base):  # type: ignore[valid-type, misc]
-        # daily's EventHandler.__new__ rejects keyword arguments (pipecat does the same).
-        def __new__(cls, *_args: Any, **_kwargs: Any) -> Any:
-            return super().__new__(cls)
-
-        def __init__(self, forward: Callable[[str, tuple[Any, ...]], None]) -> None:
-            self._forward = forward
-
-        def on_participant_joined(self, participant: Any) -> None:
-            self._forward("participant_joined", (participant,))
-
-        def on_participant_left(self, participant: Any, reason: Any) -> None:
-            self._forward("participant_left", (participant, reason))
-
-        def on_error(self, message: Any) -> None:
-            self._forward("error", (message,))
-
-        def on_call_state_updated(self, state: Any) -> None:
-            self._forward("call_state", (state,))
-
-    return _Handler
-
-
-def _resolve(fut: asyncio.Future[Any], value: Any) -> None:
-    if not fut.done():
-        fut.set_result(value)
 
 
 class DailyTransport:
@@ -243,14 +187,14 @@ class DailyTransport:
         self._video_track = lib.CustomVideoTrack(self._video_source)
         self._audio_source = lib.CustomAudioSource(self.sample_rate_hz, 1)
         self._audio_track = lib.CustomAudioTrack(self._audio_source)
-        handler = _handler_class(lib.EventHandler)(self._from_daily)
+        handler = handler_class(lib.EventHandler)(self._from_daily)
         self._client = client = lib.CallClient(event_handler=handler)
         client.set_user_name(self.display_name)
         client.update_subscription_profiles(SUBSCRIBE_TO_NOTHING)
         settings = self.client_settings(self._video_track.id, self._audio_track.id)
         for attempt in range(1, self._join_attempts + 1):
             fut: asyncio.Future[Any] = loop.create_future()
-            client.join(self.room_url, self._token, settings, completion=self._completion(fut))
+            client.join(self.room_url, self._token, settings, completion=completion_callback(fut))
             try:
                 # Shielded: daily completes the join later anyway; leave() waits for it.
                 _data, error = await asyncio.wait_for(asyncio.shield(fut), self._join_timeout_s)
@@ -309,7 +253,7 @@ class DailyTransport:
                 fut: asyncio.Future[Any] = self._loop.create_future()
                 self._audio_fut = fut
                 self._audio_source.write_frames(
-                    pcm[offset : offset + self._chunk_bytes], completion=self._completion(fut)
+                    pcm[offset : offset + self._chunk_bytes], completion=completion_callback(fut)
                 )
                 # Shielded so a cancelled writer leaves the completion for aclose() to await.
                 written += int(await asyncio.shield(fut) or 0)
@@ -333,18 +277,6 @@ class DailyTransport:
             rgb, pcm = self._queue.popleft()
             self.write_video(rgb)
             await self.write_audio(pcm)
-
-    def _completion(self, fut: asyncio.Future[Any]) -> Callable[..., None]:
-        """A daily completion that resolves `fut` on its loop, from any thread."""
-        loop = fut.get_loop()
-
-        def done(*args: Any) -> None:
-            try:
-                loop.call_soon_threadsafe(_resolve, fut, args[0] if len(args) == 1 else args)
-            except RuntimeError:  # the loop is closed: no one is waiting any more
-                pass
-
-        return done
 
     def _from_daily(self, name: str, args: tuple[Any, ...]) -> None:
         """Runs on daily's thread: hand the event to the loop and return at once."""
@@ -409,7 +341,7 @@ class DailyTransport:
         if was is not _State.NEW:
             assert self._loop is not None
             left: asyncio.Future[Any] = self._loop.create_future()
-            client.leave(completion=self._completion(left))
+            client.leave(completion=completion_callback(left))
             try:
                 error = await asyncio.wait_for(asyncio.shield(left), self._leave_timeout_s)
                 if error:

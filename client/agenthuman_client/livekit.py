@@ -56,6 +56,7 @@ from agenthuman_client.events import (
 )
 from agenthuman_client.media import (
     AudioFrame,
+    InterruptCut,
     Media,
     UtteranceGate,
     VideoFrame,
@@ -113,13 +114,11 @@ class AgentHumanVideoGenerator(VideoGenerator):
     def __init__(self, sock: SessionSocket) -> None:
         self.sock = sock
         self._gate = UtteranceGate()
-        self._dropping = False
-        self._dead: set[str] = set()
         self._pending_end: deque[int] = deque()
         self._speech_sent = False
-        # After an interrupt of a playing utterance: video frames with pts below this are not
-        # yielded (inf until its speak_ended says where the server stopped).
-        self._cut_pts: float | None = None
+        # After an interrupt: its utterances' audio is not yielded, nor, if one was playing, the
+        # video frames the server showed before it stopped.
+        self._cut = InterruptCut()
         self._cleared_at: float | None = None
         # ms from `clear_buffer` to the first video frame after the cut, per interrupt.
         self.interrupt_latencies_ms: list[float] = []
@@ -166,10 +165,10 @@ class AgentHumanVideoGenerator(VideoGenerator):
         self._gate.clear()
         live = self.sock.closed is None
         if live:
-            if self._gate.speaking():
-                self._cut_pts = float("inf")
+            playing = self._gate.speaking()
+            self._cut.interrupt(playing)
+            if playing:
                 self._cleared_at = time.perf_counter()
-            self._dropping = True
         now = time.monotonic()
         unheard = max(self._out_end - now, 0.0)
         self._out_end = now
@@ -187,7 +186,7 @@ class AgentHumanVideoGenerator(VideoGenerator):
         await self.sock.interrupt()
         with contextlib.suppress(TimeoutError, ConnectionError):
             await self.sock.wait_for(InterruptConfirmed, timeout_s=2.0, after=after)
-        # `_dropping` ends when the stream itself reaches the confirmation: audio queued
+        # Dropping ends when the stream itself reaches the confirmation: audio queued
         # before it belongs to the interrupted utterances.
 
     def __aiter__(self) -> AsyncIterator[rtc.VideoFrame | rtc.AudioFrame | AudioSegmentEnd]:
@@ -202,7 +201,7 @@ class AgentHumanVideoGenerator(VideoGenerator):
                     # Speech: decided here, at the yield (a clear_buffer may have come while
                     # an earlier output of this item was being pushed).
                     audio, utterance_id = out
-                    if self._dropping or utterance_id in self._dead:
+                    if self._cut.drops_speech(utterance_id):
                         self._count(self._dropped_ms, utterance_id, audio.duration_ms)
                         continue
                     self._count(self._yielded_ms, utterance_id, audio.duration_ms)
@@ -227,14 +226,12 @@ class AgentHumanVideoGenerator(VideoGenerator):
         if isinstance(item, VideoFrame):
             if self._ends_before(item.pts_ms):
                 out.append(AudioSegmentEnd())  # the utterance's last audio came before
-            if self._cut_pts is not None:
-                if item.pts_ms < self._cut_pts:
-                    return out  # shown by the server before the interrupt stopped it
-                self._cut_pts = None
-                if self._cleared_at is not None:
-                    ms = (time.perf_counter() - self._cleared_at) * 1e3
-                    self.interrupt_latencies_ms.append(ms)
-                    self._cleared_at = None
+            if self._cut.shown_before_cut(item.pts_ms):
+                return out  # shown by the server before the interrupt stopped it
+            if self._cut.ends_cut(item.pts_ms) and self._cleared_at is not None:
+                ms = (time.perf_counter() - self._cleared_at) * 1e3
+                self.interrupt_latencies_ms.append(ms)
+                self._cleared_at = None
             if not self._gate.speaking() and self.sock.backlog() > CATCH_UP_ITEMS:
                 return out  # behind (the runner plays in real time): skip idle frames
             if item.jpeg is not None:
@@ -249,17 +246,13 @@ class AgentHumanVideoGenerator(VideoGenerator):
         elif isinstance(item, SpeakStarted):
             out += self._gate.event(item)
         elif isinstance(item, SpeakEnded):
-            if item.interrupted and self._cut_pts == float("inf"):
-                self._cut_pts = item.pts_ms if item.pts_ms is not None else None
+            self._cut.speak_ended(item)
             self._gate.event(item)
-            if item.interrupted:
-                self._dead.add(item.utterance_id)  # the runner reports interrupted itself
-            elif item.pts_ms is not None:
+            # An interrupted one has no segment end: the runner reports interrupted itself.
+            if not item.interrupted and item.pts_ms is not None:
                 self._pending_end.append(item.pts_ms)
         elif isinstance(item, InterruptConfirmed):
-            self._dropping = False
-            if self._cut_pts == float("inf"):
-                self._cut_pts = None  # it had ended before the interrupt: nothing to cut
+            self._cut.confirmed()
             if item.utterance_id is not None:
                 self.interrupts.append(
                     InterruptAccount(

@@ -7,7 +7,9 @@ to bottom, the size of `connection.established.video`).
 
 `UtteranceGate` decides which audio is speech: the server sends every frame's audio, silence
 included, and only the audio between an utterance's `speak_started` and `speak_ended` may reach
-a framework, or its bot-speaking detection would fire on idle silence.
+a framework, or its bot-speaking detection would fire on idle silence. `InterruptCut` decides what
+an interrupt stops: the interrupted utterances' late audio and the images the server showed
+before it stopped.
 """
 
 from __future__ import annotations
@@ -172,3 +174,50 @@ class UtteranceGate:
 
     def clear(self) -> None:
         self._held.clear()
+
+
+class InterruptCut:
+    """What an interrupt stops an adapter passing on, the same for every framework.
+
+    `interrupt(playing)` at the framework's interrupt: from then until the server's
+    `interrupt_confirmed` (`confirmed()`) no speech passes, nor ever again the audio of an
+    utterance its `speak_ended` said was interrupted (`speak_ended(e)`). If an utterance was
+    playing, images below the interrupted `speak_ended`'s pts (where the server stopped) are
+    not passed on either: until that event says where, every image is cut (`cut_pts` is inf),
+    and a confirmation without one (the utterance had ended first) cuts nothing.
+    """
+
+    def __init__(self) -> None:
+        self.cut_pts: float | None = None  # None when nothing is cut
+        self.dropping = False
+        self._dead: set[str] = set()
+
+    def interrupt(self, playing: bool) -> None:
+        self.dropping = True
+        if playing:
+            self.cut_pts = float("inf")
+
+    def speak_ended(self, event: SpeakEnded) -> None:
+        if event.interrupted:
+            if self.cut_pts == float("inf"):
+                self.cut_pts = event.pts_ms if event.pts_ms is not None else None
+            self._dead.add(event.utterance_id)
+
+    def confirmed(self) -> None:
+        self.dropping = False
+        if self.cut_pts == float("inf"):
+            self.cut_pts = None  # it had ended before the interrupt: nothing to cut
+
+    def drops_speech(self, utterance_id: str) -> bool:
+        return self.dropping or utterance_id in self._dead
+
+    def shown_before_cut(self, pts_ms: float) -> bool:
+        """An image the server showed before it stopped: never passed on."""
+        return self.cut_pts is not None and pts_ms < self.cut_pts
+
+    def ends_cut(self, pts_ms: float) -> bool:
+        """True once, for the first image past the cut (which ends it)."""
+        if self.cut_pts is None or pts_ms < self.cut_pts:
+            return False
+        self.cut_pts = None
+        return True

@@ -39,6 +39,9 @@ transport's params unless given), then:
   `CancelFrame` ends it at once. A dropped socket resumes within the server's grace. Errors
   become `AgentHumanErrorFrame`s (an `ErrorFrame` with our error `code`), except
   `RATE_LIMITED`, a warning in the log: the server only reads the socket more slowly.
+
+The frames it makes and the captions it holds are `agenthuman_client.pipecat_frames`; when its
+media goes out (pacing, the backlog) is `agenthuman_client.pipecat_pacing`.
 """
 
 from __future__ import annotations
@@ -47,16 +50,13 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-import numpy as np
 from loguru import logger
 from pipecat.frames.frames import (
     CancelFrame,
     EndFrame,
-    ErrorFrame,
     Frame,
     InterruptionFrame,
     OutputImageRawFrame,
@@ -85,25 +85,25 @@ from agenthuman_client.events import (
 )
 from agenthuman_client.media import (
     AudioFrame,
+    InterruptCut,
     UtteranceGate,
     VideoFrame,
     video_format_for,
 )
+from agenthuman_client.pipecat_frames import (
+    PTS_KEY,
+    UTTERANCE_KEY,
+    AgentHumanErrorFrame,
+    CaptionHold,
+    image_frame,
+    mono_pcm,
+    speech_frame,
+)
+from agenthuman_client.pipecat_pacing import Backlog, Pacer
 from agenthuman_client.rest import DEFAULT_BASE_URL, AgentHuman, ApiError, Session
 from agenthuman_client.socket import SessionSocket, SocketRefused
 
-PTS_KEY = "agenthuman_pts_ms"
-UTTERANCE_KEY = "agenthuman_utterance_id"
-WARMUP_FRAMES = 8
-BACKLOG_S = 10  # media held for an output transport that is not ready yet
-
-
-@dataclass
-class AgentHumanErrorFrame(ErrorFrame):
-    """An `ErrorFrame` from the avatar: `code` is the server's error code (SPEC §4 / §8), or
-    `SERVER_UNREACHABLE` / `SOCKET_CLOSED` for the client's own failures."""
-
-    code: str = ""
+__all__ = ["PTS_KEY", "UTTERANCE_KEY", "AgentHumanErrorFrame", "AgentHumanVideoService"]
 
 
 class AgentHumanVideoService(AIService):
@@ -140,34 +140,22 @@ class AgentHumanVideoService(AIService):
         self._output_video = video_format_for(base_url, output_video)
         self._end_timeout_s = end_timeout_s
         self._resume_for_s = resume_for_s
-        self._jitter_s = jitter_ms / 1000
         self._audio_delay_frames = audio_delay_frames
-        self._offset: float | None = None
-        # After an interrupt of a playing utterance: images with pts below this were shown by
-        # the server before it stopped and are not pushed (inf until its speak_ended says
-        # where it stopped); None when nothing is cut.
-        self._cut_pts: float | None = None
-        self._wake = asyncio.Event()  # an interrupt cuts a pacing wait short
+        self._pacer = Pacer(jitter_ms / 1000)
+        # After an interrupt: its utterances' audio is not pushed, nor, if one was playing, the
+        # images the server showed before it stopped.
+        self._cut = InterruptCut()
         self._interrupted_at: float | None = None
-        # Captions (see the module doc): the pipeline-clock time the utterance's first TTS audio
-        # came in, the shift of its timed frames once its first speech audio went out, and
-        # what waits for either.
-        self._tts_in_ns: int | None = None
-        self._caption_shift_ns: int | None = None
-        self._held_timed: deque[Frame] = deque()
-        self._held_text: deque[Frame] = deque()
-        self._warmup = WARMUP_FRAMES
+        self._captions = CaptionHold(lambda: self.get_clock().get_time())  # see the module doc
         self._api: AgentHuman | None = None
         self._session: Session | None = None
         self._sock: SessionSocket | None = None
         self._receive_task: asyncio.Task[None] | None = None
         self._gate = UtteranceGate()
         self._ready = False
-        self._backlog: deque[Frame] = deque()
+        self._backlog = Backlog(self._fps)
         self._unconfirmed = 0
         self._open: set[str] = set()
-        self._dead: set[str] = set()
-        self._dropping = False
         self._stops: deque[TTSStoppedFrame] = deque()
         self._pending_stop: deque[int] = deque()  # pts_ms at which an utterance ended
         self._speech_sent = False
@@ -243,9 +231,9 @@ class AgentHumanVideoService(AIService):
                 self._changed.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._changed.wait(), deadline - time.monotonic())
-        for held in (self._held_timed, self._held_text):  # captions whose audio never came out
-            while held:
-                await self._out(held.popleft())
+        # Captions whose audio never came out.
+        while (held := self._captions.pop_any()) is not None:
+            await self._out(held)
         await self._teardown()
 
     async def cancel(self, frame: CancelFrame) -> None:
@@ -285,8 +273,7 @@ class AgentHumanVideoService(AIService):
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         await super().process_frame(frame, direction)
         if isinstance(frame, TTSAudioRawFrame):
-            if self._tts_in_ns is None and self._caption_shift_ns is None:
-                self._tts_in_ns = self.get_clock().get_time()
+            self._captions.tts_audio()
             await self._speak(frame)
         elif isinstance(frame, TTSStoppedFrame):
             if self._speech_sent and self._sock is not None:
@@ -301,11 +288,11 @@ class AgentHumanVideoService(AIService):
         elif isinstance(frame, OutputTransportReadyFrame):
             await self.push_frame(frame, direction)
             self._ready = True
-            while self._backlog:
-                await self.push_frame(self._backlog.popleft())
+            while (held := self._backlog.pop()) is not None:
+                await self.push_frame(held)
         elif isinstance(frame, TTSStartedFrame):
             self._context_id = frame.context_id
-            self._caption_shift_ns = None  # a new utterance: its captions wait for its audio
+            self._captions.wait_for_audio()  # a new utterance: its captions wait for its audio
             await self.push_frame(frame, direction)
         elif direction == FrameDirection.DOWNSTREAM and self._is_caption(frame):
             await self._caption(frame)
@@ -327,26 +314,15 @@ class AgentHumanVideoService(AIService):
 
     async def _caption(self, frame: Frame) -> None:
         """A timed frame (or a TTS text) of the speech: moved to when the avatar says it."""
-        if frame.pts is None:
-            if self._speech_sent or self._stops or self._pending_stop:
-                self._held_text.append(frame)  # out with this utterance's TTSStoppedFrame
-            else:
-                await self.push_frame(frame)
-        elif self._caption_shift_ns is not None:
-            frame.pts += self._caption_shift_ns
-            await self.push_frame(frame)
-        else:
-            self._held_timed.append(frame)
+        in_utterance = bool(self._speech_sent or self._stops or self._pending_stop)
+        if (now := self._captions.take(frame, in_utterance)) is not None:
+            await self.push_frame(now)
 
     async def _release_captions(self) -> None:
         """The utterance's first speech audio went out: its timed frames follow, shifted."""
-        if self._tts_in_ns is None:
+        if not self._captions.speech_out():
             return
-        self._caption_shift_ns = max(0, self.get_clock().get_time() - self._tts_in_ns)
-        self._tts_in_ns = None
-        while self._held_timed:
-            frame = self._held_timed.popleft()
-            frame.pts += self._caption_shift_ns
+        while (frame := self._captions.pop_timed()) is not None:
             await self._out(frame)
 
     async def _send(self, command: Any) -> bool:
@@ -360,10 +336,7 @@ class AgentHumanVideoService(AIService):
     async def _speak(self, frame: TTSAudioRawFrame) -> None:
         if self._sock is None:
             return
-        pcm = frame.audio
-        if frame.num_channels > 1:
-            samples = np.frombuffer(pcm, "<i2").reshape(-1, frame.num_channels)
-            pcm = samples.mean(axis=1).astype("<i2").tobytes()
+        pcm = mono_pcm(frame)
         if not self._speech_sent:
             self._speech_sent = True
             if self._first_audio_at is None:
@@ -383,26 +356,20 @@ class AgentHumanVideoService(AIService):
         playing = self._gate.speaking()
         self._speech_sent = False
         self._first_audio_at = None
-        self._tts_in_ns = None
-        self._caption_shift_ns = None
-        self._held_timed.clear()
-        self._held_text.clear()
+        self._captions.clear()
         self._stops.clear()
         self._pending_stop.clear()
         self._gate.clear()
         if self._sock is not None and self._sock.closed is None:
-            self._dropping = True
+            # Images the server showed before it stopped, still in the jitter buffer or on the
+            # way, are not pushed: the output transport restarts its video queue on this
+            # InterruptionFrame, and the next image it gets is the first idle one.
+            self._cut.interrupt(playing)
             if playing:
-                # Images the server showed before it stopped, still in the jitter buffer or
-                # on the way, are not pushed: the output transport restarts its video queue
-                # on this InterruptionFrame, and the next image it gets is the first idle one.
-                self._cut_pts = float("inf")
                 self._interrupted_at = time.perf_counter()
-                self._wake.set()
-                self._backlog = deque(
-                    f for f in self._backlog if not isinstance(f, OutputImageRawFrame)
-                )
-            self._backlog = deque(f for f in self._backlog if not isinstance(f, TTSAudioRawFrame))
+                self._pacer.wake()
+                self._backlog.drop(OutputImageRawFrame)
+            self._backlog.drop(TTSAudioRawFrame)
             await self._send(self._sock.interrupt())
 
     # --- server → pipeline -----------------------------------------------------------------
@@ -411,44 +378,7 @@ class AgentHumanVideoService(AIService):
         if self._ready:
             await self.push_frame(frame)
             return
-        # Before the transport is ready it would drop what it gets: hold the latest idle image,
-        # and everything from the first speech on (bounded), for when it is.
-        if isinstance(frame, OutputImageRawFrame) and not any(
-            isinstance(f, TTSAudioRawFrame) for f in self._backlog
-        ):
-            self._backlog.clear()
-        self._backlog.append(frame)
-        limit = BACKLOG_S * (self._fps or 25) * 2
-        while len(self._backlog) > limit:
-            self._backlog.popleft()
-
-    async def _pace(self, pts_ms: float, extra_s: float = 0.0, *, now_ok: bool = False) -> bool:
-        """Sleep until `pts_ms` is due; False while the clock is still being found.
-
-        The server publishes at pts in real time. The first `WARMUP_FRAMES` frames (idle, the
-        session has just started) only find the earliest arrival (arrival − pts), and are not
-        pushed, so the output transport's live video queue, which keeps the schedule of its
-        first image, starts on the steady one; after that every frame is pushed at that
-        offset plus the jitter buffer, so the audio device never starves and video and audio
-        stay in step. A stream that falls behind by more than 200 ms is re-anchored. With
-        `now_ok` (the first image after an interrupt's cut) it does not wait: that image
-        replaces speech already stopped, and the frames after it keep their schedule. An
-        interrupt cuts a wait short."""
-        now = time.perf_counter()
-        offset = now - pts_ms / 1000
-        if self._warmup > 0:
-            self._offset = offset if self._offset is None else min(self._offset, offset)
-            self._warmup -= 1
-            return False
-        assert self._offset is not None
-        due = pts_ms / 1000 + self._offset + self._jitter_s + extra_s
-        if now - due > 0.2:
-            self._offset = offset - self._jitter_s - extra_s
-        elif due > now and not now_ok:
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), due - now)
-        return True
+        self._backlog.hold(frame)  # the transport would drop it (see `Backlog`)
 
     async def _receive(self) -> None:
         assert self._sock is not None
@@ -468,19 +398,14 @@ class AgentHumanVideoService(AIService):
                 for audio, utterance_id in self._gate.event(item):
                     await self._on_speech(audio, utterance_id)
             elif isinstance(item, SpeakEnded):
-                if item.interrupted and self._cut_pts == float("inf"):
-                    self._cut_pts = item.pts_ms if item.pts_ms is not None else None
+                self._cut.speak_ended(item)
                 self._gate.event(item)
                 self._current_start_pts = None
                 self._open.discard(item.utterance_id)
-                if item.interrupted:
-                    self._dead.add(item.utterance_id)
-                elif item.pts_ms is not None:
+                if not item.interrupted and item.pts_ms is not None:
                     self._pending_stop.append(item.pts_ms)
             elif isinstance(item, InterruptConfirmed):
-                self._dropping = False
-                if self._cut_pts == float("inf"):
-                    self._cut_pts = None  # it had ended before the interrupt: nothing to cut
+                self._cut.confirmed()
             elif isinstance(item, ServerError) and item.code == "RATE_LIMITED":
                 # The server reads this socket more slowly and drops nothing (SPEC §8): a TTS
                 # faster than real time in 10 ms chunks gets here in normal use, no error.
@@ -499,21 +424,17 @@ class AgentHumanVideoService(AIService):
             self._changed.set()
 
     async def _on_video(self, frame: VideoFrame) -> None:
-        first_after_cut = False
-        if self._cut_pts is not None:
-            if frame.pts_ms < self._cut_pts:
-                return  # shown by the server before it stopped: never pushed, never waited on
-            self._cut_pts = None
-            first_after_cut = True
+        if self._cut.shown_before_cut(frame.pts_ms):
+            return  # shown by the server before it stopped: never pushed, never waited on
+        first_after_cut = self._cut.ends_cut(frame.pts_ms)
         if frame.jpeg is not None:
             rgb = await asyncio.to_thread(frame.rgb_bytes)
         else:
             rgb = frame.rgb_bytes()
-        image = OutputImageRawFrame(rgb, (frame.width, frame.height), "RGB")
-        image.metadata[PTS_KEY] = frame.pts_ms
-        if not await self._pace(frame.pts_ms, now_ok=first_after_cut):
+        image = image_frame(frame, rgb)
+        if not await self._pacer.pace(frame.pts_ms, now_ok=first_after_cut):
             return
-        if self._cut_pts is not None and frame.pts_ms < self._cut_pts:
+        if self._cut.shown_before_cut(frame.pts_ms):
             return  # an interrupt came while it waited
         await self._out(image)
         if first_after_cut and self._interrupted_at is not None:
@@ -526,17 +447,15 @@ class AgentHumanVideoService(AIService):
         await self._maybe_stop(frame.pts_ms)
 
     async def _on_speech(self, audio: AudioFrame, utterance_id: str) -> None:
-        if self._dropping or utterance_id in self._dead:
+        if self._cut.drops_speech(utterance_id):
             return
-        out = TTSAudioRawFrame(audio.pcm, audio.sample_rate, 1, context_id=self._context_id)
-        out.metadata[PTS_KEY] = audio.pts_ms
-        out.metadata[UTTERANCE_KEY] = utterance_id
+        out = speech_frame(audio, utterance_id, self._context_id)
         # The live video queue draws an image up to a frame after it is queued, at a phase of
         # its own clock (seen: 0 to 40 ms); the audio device plays at once. Waiting half a frame
         # keeps each chunk within ~20 ms of its image whatever that phase is.
-        if not await self._pace(audio.pts_ms, self._audio_delay_frames / (self._fps or 25)):
+        if not await self._pacer.pace(audio.pts_ms, self._audio_delay_frames / (self._fps or 25)):
             return
-        if self._dropping or utterance_id in self._dead:
+        if self._cut.drops_speech(utterance_id):
             return  # interrupted while it waited
         await self._out(out)
         await self._release_captions()
@@ -546,8 +465,8 @@ class AgentHumanVideoService(AIService):
         while self._pending_stop and media_end_ms >= self._pending_stop[0]:
             self._pending_stop.popleft()
             stop = self._stops.popleft() if self._stops else TTSStoppedFrame()
-            while self._held_text:
-                await self._out(self._held_text.popleft())
+            while (text := self._captions.pop_text()) is not None:
+                await self._out(text)
             await self._out(stop)
-            self._caption_shift_ns = None  # the utterance is over
+            self._captions.wait_for_audio()  # the utterance is over
             self._changed.set()

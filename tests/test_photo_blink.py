@@ -495,3 +495,31 @@ def test_a_tiny_eyes_lid_tone_is_finite_and_warns_nothing() -> None:
         warnings.simplefilter("error")
         lift = lid_lift(rgb, s_px, t_px, t_up, t_lo, np.minimum(h, 2.0), t_up - 1.0, 2.0, 0.5)
     assert np.isfinite(lift).all()
+
+
+def _shaded_band_case(white: float) -> tuple[np.ndarray, ...]:
+    """The synthetic eye of `_lift_case` under a band shaded to 60 (a brow's shadow or a glasses
+    rim over the lid), its white at `white`, the cheek 170 under it."""
+    rgb, s_px, t_px, t_up, t_lo, h, top = _lift_case(shown_dark=False)
+    lum = np.full(s_px.shape, 60.0, np.float32)
+    lum[(t_px >= 0) & (t_px <= 10)] = white
+    lum[t_px > 10] = 170.0
+    rgb = np.repeat(lum[..., None], 3, -1) * np.array([1.0, 0.8, 0.7], np.float32)
+    return rgb, s_px, t_px, t_up, t_lo, h, top
+
+
+def test_a_lid_over_a_lit_eye_closes_lit_whatever_shades_its_band() -> None:
+    """Walter's eyes under his glasses' rim: the eye's white is lit as the cheek is, the band
+    above it dark. The closed lid lies on the eye's surface, so it is lit: lifted by the most
+    (`_LIT_MAX`), not by the shadowed lid's share (it closed as a dark block). Under a dark
+    eye (a shadow over the whole eye) only that share."""
+    from agenthuman_local.engine.photo_eye import _LIFT_MAX, _LIT_MAX, LUMA, lid_lift
+
+    lifts = {}
+    for white in (200.0, 40.0):
+        rgb, s_px, t_px, t_up, t_lo, h, top = _shaded_band_case(white)
+        lift = lid_lift(rgb, s_px, t_px, t_up, t_lo, h, top, 10.0, 1.0) @ LUMA
+        mid = (np.abs(s_px - 15) <= 1) & (t_px > -4) & (t_px < 10)
+        lifts[white] = float(np.median(lift[mid]))
+    assert lifts[200.0] > 0.9 * _LIT_MAX, lifts
+    assert 0.0 < lifts[40.0] <= _LIFT_MAX, lifts

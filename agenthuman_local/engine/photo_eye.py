@@ -29,6 +29,9 @@ _SCLERA_GAIN, _SCLERA_LEVELS, _SCLERA_SAT = 1.18, 10.0, 0.6
 # A shadowed lid (darker than _SHADED of the skin under the eye) closes this share of the way to
 # that tone, by at most this many levels (luma).
 _SHADED, _LIFT, _LIFT_MAX = 0.8, 0.3, 25.0
+# A lid over a lit eye closes to at least this share of its white's tone (the brighter fifth of
+# the eye), as far as the shaded skin's tone and by at most this many levels.
+_LIT_SKIN, _LIT_MAX = 0.8, 40.0
 _MATCH_MAX = 40.0  # the stretched skin brought to the visible lid's tone by at most this (luma)
 _TAPER = 0.15  # the lid's tone fades out over this share of the eye's length at each corner
 _LASH_MAX = 0.45  # the thickest lash line over the eye that rides down whole, in openings
@@ -225,7 +228,8 @@ def lid_lift(
     than `_SHADED` of the skin under the eye) is lightened towards that skin, by at most
     `_LIFT_MAX` levels, a lit one not (its cheek may be lit white: a grey smear): skin folded
     away while the eye is open is shaded, the closed lid sits where the eye's surface is lit,
-    so it does not close as a dark smudge. Both fade out into the corners, where the lid is
+    so it does not close as a dark smudge; over a lit eye it goes further, to the tone the eye's
+    surface is lit to (`_LIT_SKIN`). Both fade out into the corners, where the lid is
     thin, so the closed lid has no edge there. Added, not multiplied, so the skin's texture
     keeps its contrast."""
     zero = np.zeros((*h.shape, 3), np.float32)
@@ -268,6 +272,14 @@ def lid_lift(
     # would be a tint).
     v_l, c_l = vis @ LUMA, cheek @ LUMA
     amount = np.clip(_LIFT * (_SHADED * c_l - v_l), 0.0, _LIFT_MAX)
+    # A lid over a lit eye (its white bright near the cheek's tone) is lit as the eye's surface
+    # is, whatever shades the band above it (a brow's shadow, a glasses rim): it goes the whole
+    # way to its lit tone, by at most _LIT_MAX levels.
+    eye = (t_px >= t_up) & (t_px <= t_lo) & (h > 0)
+    if eye.sum() >= 4:
+        lit = _LIT_SKIN * float(np.percentile(rgb[eye] @ LUMA, 80))
+        to_lit = np.clip(np.minimum(_SHADED * c_l, lit) - v_l, 0.0, _LIT_MAX)
+        amount = np.maximum(amount, to_lit)
     lift = (cheek - vis) * (amount / np.maximum(c_l - v_l, 1.0))[:, None]
     diff = match + lift
     # Into the corners (the last `_TAPER` of the eye's length each side) the lift fades out.

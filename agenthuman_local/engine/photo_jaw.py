@@ -13,8 +13,9 @@ import numpy as np
 
 from agenthuman_local.engine.photo_geometry import MeshGeometry, smoothstep
 
-# Jaw drop at JAW = 1, in face heights (a wide "aa"; about 0.42 eye distances).
-JAW_DROP_FH = 0.13
+# Jaw drop at JAW = 1, in face heights: a wide "aa" in conversation (about 0.32 eye distances,
+# some 2 cm on an adult).
+JAW_DROP_FH = 0.10
 # Lateral narrowing of the opening at ROUND = 1 (fraction of the half width).
 ROUND_NARROWING = 0.3
 # The opening's ends: the drop across the mouth goes as (1 − u²)^this near each inner corner.

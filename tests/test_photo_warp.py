@@ -106,3 +106,27 @@ def test_the_jaw_moves_nothing_above_the_nose(rolled_renderer: PhotoRenderer) ->
     for frame in opened:
         diff = np.abs(frame - rest).max(axis=-1)[above]
         assert diff.max() <= 12, f"moved by up to {diff.max():.0f} above the nose"
+
+
+def test_the_opening_stops_where_the_split_climbs_into_a_curled_corner(geometry) -> None:
+    """Perry laughing: the split line under his teeth climbs into his left corner at up to 1.7
+    down per along, and the drop there opened a dark horn a pixel wide up beside his teeth. The
+    opening's reach on a side stops where the split starts to climb steeper than 1:1 (at
+    least 0.6 of the way to the corner); a mouth without a curl reaches its corners."""
+    import dataclasses
+
+    from agenthuman_local.engine.photo_jaw import opening_reach
+
+    geo = geometry
+    corners = geo.local(geo.vertices[[geo.inner_upper[0], geo.inner_upper[-1]]])[0]
+    assert opening_reach(geo) == pytest.approx((-float(corners.min()), float(corners.max())))
+    # Curl the image-left end: past 0.75 of the way to the corner the split climbs 2:1.
+    along, down = geo.local(np.stack([geo.split_x, geo.split_y], 1))
+    left = -float(corners.min())
+    start = 0.75 * left
+    climb = np.where(along < -start, 2.0 * (-along - start), 0.0)
+    moved = geo.mouth + (along[:, None] * geo.ex) + ((down - climb)[:, None] * geo.ey)
+    curled = dataclasses.replace(geo, split_x=moved[:, 0], split_y=moved[:, 1])
+    reach_left, reach_right = opening_reach(curled)
+    assert 0.6 * left <= reach_left <= start + 1e-3
+    assert reach_right == pytest.approx(float(corners.max()))

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from agenthuman_local.engine.photo_geometry import MeshGeometry, smoothstep
-from agenthuman_local.engine.photo_jaw import JAW_DROP_FH
+from agenthuman_local.engine.photo_jaw import JAW_DROP_FH, opening_reach
 
 TONGUE_MAX = 0.85
 LUMA = np.array([0.299, 0.587, 0.114], np.float32)
@@ -159,10 +159,9 @@ class Cavity:
         self.rows, self.cols = slice(y0, y1), slice(x0, x1)
         self._split = split
         self._drop = drop
-        # Each side's half width, to its own inner lip corner (a turned mouth is longer on one
+        # Each side's half width, to where its opening ends (a turned mouth is longer on one
         # side): the place along the mouth is measured per side, as the jaw's drop is.
-        corners = geo.local(geo.vertices[[geo.inner_upper[0], geo.inner_upper[-1]]])[0]
-        self._reach = (max(1.0, -float(corners.min())), max(1.0, float(corners.max())))
+        self._reach = opening_reach(geo)
         self._mx, self._my = mx, my
         self._ex = (float(geo.ex[0]), float(geo.ex[1]))  # along the mouth, corner to corner
         lm = geo.vertices

@@ -24,6 +24,9 @@ _CORNER_ROUNDING = 1.0
 # part both ways, so the opening is a lens, not a cut under a straight edge). 0 on a photo
 # that shows its upper teeth: they hang from the skull, and the split runs under them.
 UPPER_LIFT = 0.25
+# The split line climbing into a corner steeper than this (down per along) is the corner's curl:
+# the opening stops where it starts, but reaches at least this share of the way to the corner.
+_CURL_SLOPE, _CURL_KEEP = 1.0, 0.6
 
 
 def lens_profile(u: np.ndarray, narrowing: float, power: float = 0.9) -> np.ndarray:
@@ -38,6 +41,33 @@ def lip_line(geo: MeshGeometry, a: np.ndarray) -> np.ndarray:
     line_a, line_b = geo.local(np.stack([geo.split_x, geo.split_y], 1))
     order = np.argsort(line_a)
     return np.interp(a, line_a[order], line_b[order])
+
+
+def opening_reach(geo: MeshGeometry) -> tuple[float, float]:
+    """How far the opening reaches along the mouth on each side (image-left, image-right),
+    pixels: to that side's inner lip corner or, where the split line climbs into the corner
+    steeper than `_CURL_SLOPE` (a laughing mouth's curled corner, a smile's split under its
+    teeth rising to the corner), to where it starts to. A drop there would open only a sliver
+    across the steep line: a dark horn up beside the teeth."""
+    corners = geo.local(geo.vertices[[geo.inner_upper[0], geo.inner_upper[-1]]])[0]
+    line_a, line_b = geo.local(np.stack([geo.split_x, geo.split_y], 1))
+    reach = []
+    for side, end in ((-1.0, -float(corners.min())), (1.0, float(corners.max()))):
+        on = (line_a * side > 0) & (line_a * side <= end + 0.5)
+        order = np.argsort(line_a[on] * side)
+        along, down = (line_a[on] * side)[order], line_b[on][order]
+        cut = end
+        for k in range(len(along) - 1):
+            if abs(down[k + 1] - down[k]) > _CURL_SLOPE * max(along[k + 1] - along[k], 1e-6):
+                cut = float(along[k])
+                break
+        reach.append(max(1.0, _CURL_KEEP * end, cut))
+    return reach[0], reach[1]
+
+
+def _inner_reach(geo: MeshGeometry, a: np.ndarray) -> np.ndarray:
+    left, right = opening_reach(geo)
+    return np.where(a < 0, left, right)
 
 
 def _reach(geo: MeshGeometry, a: np.ndarray, corners: tuple[int, int]) -> np.ndarray:
@@ -72,7 +102,7 @@ def jaw_moves(
     lateral = 1.0 - smoothstep(0.1 * fh, 0.7 * fh, np.abs(a))  # the mandible hinges
     under_lip = _under_lip(geo, a, b)
     soft = smoothstep(0.0, 2.0 * JAW_DROP_FH * fh, np.clip(under_lip, 0.0, None))
-    reach = _reach(geo, a, (geo.inner_upper[0], geo.inner_upper[-1]))
+    reach = _inner_reach(geo, a)
     u_in = a / reach
     toward = np.clip(u_in, -1.0, 1.0) * np.exp(-((b / (0.1 * fh)) ** 2))
     prof = lens_profile(u_in, narrowing, _CORNER_ROUNDING)
@@ -176,7 +206,7 @@ def _upper_moves(
     narrowing moves it (…, 2)."""
     fh = geo.fh
     lift = 0.0 if geo.teeth_at_rest else UPPER_LIFT
-    reach = _reach(geo, a, (geo.inner_upper[0], geo.inner_upper[-1]))
+    reach = _inner_reach(geo, a)
     lateral = 1.0 - smoothstep(0.1 * fh, 0.7 * fh, np.abs(a))
     rise = lift * JAW_DROP_FH * fh * lateral * lens_profile(a / reach, narrowing, _CORNER_ROUNDING)
     toward = np.clip(a / reach, -1.0, 1.0) * np.exp(-((b / (0.1 * fh)) ** 2))

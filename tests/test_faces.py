@@ -73,6 +73,25 @@ def test_astronaut_is_rigged_where_her_face_is(astronaut: np.ndarray) -> None:
     assert 168 <= rig.chin_y <= 186
 
 
+def test_a_phone_photo_is_turned_upright_by_its_exif_orientation(astronaut: np.ndarray) -> None:
+    """Phones store a portrait sideways and say in EXIF how to turn it (orientation 6: 90°
+    clockwise): the avatar is the upright face, rigged where it is, as a viewer shows it."""
+    import io
+
+    from PIL import Image
+
+    stored = Image.fromarray(np.ascontiguousarray(np.rot90(astronaut, 1)))  # sideways on disk
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buf = io.BytesIO()
+    stored.save(buf, "JPEG", exif=exif.tobytes(), quality=95)
+    prepared = prepare_face(buf.getvalue())
+    assert prepared.image.shape == astronaut.shape
+    assert_sensible_rig(prepared.rig)
+    upright = prepare_face(encode(astronaut)).rig
+    assert np.abs(prepared.rig.landmarks[:, :2] - upright.landmarks[:, :2]).max() < 6.0
+
+
 def test_preview_is_centred_on_the_face(astronaut: np.ndarray) -> None:
     prepared = prepare_face(encode(astronaut, ".png"))
     gray = cv2.cvtColor(prepared.preview, cv2.COLOR_RGB2GRAY)

@@ -18,6 +18,7 @@ import torch
 from agenthuman_local.engine.base import N_PARAMS, FrameSize, P
 from agenthuman_local.engine.faces import prepare_face, save_avatar
 from agenthuman_local.engine.photo import PhotoRenderer, open_photo_renderer
+from agenthuman_local.engine.rig import MeshRig
 from tests import photos
 
 SIZE = FrameSize(960, 720)
@@ -171,6 +172,24 @@ def _corners_put_short(avatar: Path, share: float = 0.2) -> None:
         idx = sorted(set(upper) | set(lower))
         centre = lm[idx, :2].mean(0)
         lm[idx, :2] = centre + (lm[idx, :2] - centre) * np.array([1 - share, 1.0])
+    (avatar / "rig.json").write_text(dataclasses.replace(rig, landmarks=lm).to_json())
+
+
+def _carried_on(avatar: Path, share: float = 0.35) -> None:
+    """The same for a turned head's far eye: each eye's contour carried on `share` further
+    towards the nose (as the mesh carries it on behind the nose), over the skin beside it."""
+    import dataclasses
+
+    from agenthuman_local.engine.rig import MeshRig
+
+    rig = MeshRig.from_json((avatar / "rig.json").read_text())
+    lm = rig.landmarks.copy()
+    nose_x = float(lm[4, 0])
+    for upper, lower in rig.eye_lids:
+        idx = np.array(sorted(set(upper) | set(lower)))
+        centre = lm[idx, :2].mean(0)
+        near = idx[(lm[idx, 0] - centre[0]) * np.sign(nose_x - centre[0]) > 0]
+        lm[near, 0] = centre[0] + (lm[near, 0] - centre[0]) * (1 + share)
     (avatar / "rig.json").write_text(dataclasses.replace(rig, landmarks=lm).to_json())
 
 
@@ -523,3 +542,34 @@ def test_a_lid_over_a_lit_eye_closes_lit_whatever_shades_its_band() -> None:
         lifts[white] = float(np.median(lift[mid]))
     assert lifts[200.0] > 0.9 * _LIT_MAX, lifts
     assert 0.0 < lifts[40.0] <= _LIFT_MAX, lifts
+
+
+def test_a_lid_is_not_drawn_over_the_skin_a_contour_runs_on_over(tmp_path: Path) -> None:
+    """Walter's far eye: the mesh carries the contour on behind his nose, and the closed lid
+    was drawn over the nose (a dark block with a stepped edge). An end of the contour whose
+    columns are the cheek's skin is not eye: with the astronaut's image-left contour carried on
+    0.35 towards the nose, the skin it runs over (past the true contour, 2 px clear of it)
+    stays as it is when the lid closes (mean change 6.6 levels; 58 when the lid covered it).
+    Her other eye's nose side is shaded to 0.56-0.62 of the cheek, which is not taken for
+    skin (a shaded corner and a dark iris are not told apart by tone), so it is not checked."""
+    rgb = photos.astronaut()
+    true = _renderer(rgb, tmp_path / "true")
+    avatar = tmp_path / "carried"
+    save_avatar(prepare_face(photos.encode(rgb)), avatar)
+    _carried_on(avatar)
+    carried = open_photo_renderer(avatar, SIZE)
+    assert isinstance(carried, PhotoRenderer)
+    rest, shut = _frames(carried)
+    upper, lower = true.rig.eye_lids[0]
+
+    def filled(rig: MeshRig) -> np.ndarray:
+        pts = np.concatenate([rig.points(upper), rig.points(lower)[::-1]])
+        mask = np.zeros(rest.shape[:2], np.uint8)
+        cv2.fillPoly(mask, [np.round(pts).astype(np.int32)], 1)
+        return mask
+
+    clear = cv2.dilate(filled(true.rig), np.ones((5, 5), np.uint8))
+    over = (filled(carried.rig) > 0) & (clear == 0)
+    assert over.sum() >= 8
+    change = np.abs(rest.astype(np.float32) - shut.astype(np.float32)).sum(-1)[over]
+    assert change.mean() < 15.0, change.mean()

@@ -140,10 +140,10 @@ class LidWarp:
             if x1 - x0 < 3 or y1 - y0 < 3:
                 continue
             rows, cols = slice(y0, y1), slice(x0, x1)
-            mask = eye_mask(geo, photo, e, rows, cols)
+            mask, span = eye_mask(geo, photo, e, rows, cols)
             gy, gx = np.mgrid[rows, cols].astype(np.float32)
             s_px, t_px = local(np.stack([gx, gy], -1), c0, ax, nrm)
-            t_up, t_lo, h = eye_bounds(mask, s_px, t_px, (su, tu), (sl, tl), length)
+            t_up, t_lo, h = eye_bounds(mask, s_px, t_px, (su, tu), (sl, tl), length, span)
             lash, band = lid_rows(lum_all[rows, cols], s_px, t_px, t_up, h, length, h_max)
             # The lid's skin band thins into the corners with the eye's opening.
             top = t_up - band * np.sqrt(np.clip(h / max(h_max, float(h.max())), 0, 1))

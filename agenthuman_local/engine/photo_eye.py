@@ -35,6 +35,14 @@ _LIT_SKIN, _LIT_MAX = 0.8, 40.0
 _MATCH_MAX = 40.0  # the stretched skin brought to the visible lid's tone by at most this (luma)
 _TAPER = 0.15  # the lid's tone fades out over this share of the eye's length at each corner
 _LASH_MAX = 0.45  # the thickest lash line over the eye that rides down whole, in openings
+# Skin inside the contour: within this share of the cheek's tone (a wider band takes in the
+# astronaut's own eye corner) and this close to its chromaticity.
+# An end of the contour is skin (the nose hiding a turned eye's corner) from its end while its
+# columns are at least _HIDDEN_START skin, going on while at least _HIDDEN_GO, over 2 px or more,
+# never past _HIDDEN_MAX of the eye's length; the cut eye closes to a point over _HIDDEN_TAPER px.
+_SKIN_LUM, _SKIN_CHROMA = (0.75, 1.25), 0.03
+_HIDDEN_START, _HIDDEN_GO, _HIDDEN_MAX, _HIDDEN_TAPER = 0.85, 0.5, 0.4, 3.0
+_GREY_SAT = 0.05  # a cheek less saturated than this: a black-and-white photo (no chromaticity)
 
 
 def local(
@@ -51,9 +59,10 @@ def curve(s_knots: np.ndarray, t_knots: np.ndarray, s: np.ndarray) -> np.ndarray
 
 def eye_mask(
     geo: MeshGeometry, photo: np.ndarray, eye: int, rows: slice, cols: slice
-) -> np.ndarray:
+) -> tuple[np.ndarray, tuple[float, float]]:
     """bool [h, w] over the crop's `rows`/`cols`: the eye the closed lid must cover (the
-    contour, the iris past its corners, white of the eye showing past it)."""
+    contour, the iris past its corners, white of the eye showing past it), and the span along
+    the eye (`s`) it is seen over: the contour's, less an end the nose hides (`_hidden_ends`)."""
     upper, lower = geo.eye_lids[eye]
     c0, c1 = upper[0], upper[-1]
     length = float(np.hypot(*(c1 - c0)))
@@ -85,6 +94,7 @@ def eye_mask(
     mid = (s > 0.2 * length) & (s < 0.8 * length)
     above = mid & (t < t_up - 0.3 * h_max) & (t > t_up - 0.9 * h_max)
     below = mid & (t > t_lo + 0.4 * h_max) & (t < t_lo + 1.2 * h_max)
+    span = _hidden_ends(rgb, s, t, t_up, t_lo, below, length)
     if above.sum() >= 4 and below.sum() >= 4:
         # Above the eye its white is compared with the lid's skin, below with the cheek's (a
         # shadowed lid is far darker than the lit cheek).
@@ -106,7 +116,56 @@ def eye_mask(
         n, labels = cv2.connectedComponents(candidates, connectivity=8)
         joined = np.unique(labels[mask & (labels > 0)])
         mask |= np.isin(labels, joined) & white
-    return mask
+    # Nothing past a hidden end is eye (the iris's circle there lies behind the nose).
+    if span[0] > 0.0:
+        mask &= s >= span[0]
+    if span[1] < length:
+        mask &= s <= span[1]
+    return mask, span
+
+
+def _hidden_ends(
+    rgb: np.ndarray,
+    s: np.ndarray,
+    t: np.ndarray,
+    t_up: np.ndarray,
+    t_lo: np.ndarray,
+    below: np.ndarray,
+    length: float,
+) -> tuple[float, float]:
+    """The span along the eye (`s`) it is seen over: the contour's [0, length], less each end
+    whose columns inside the contour are the cheek's skin. On a turned head the mesh carries
+    the far eye's contour on behind the nose, and a lid closed over all of it was drawn on the
+    nose: a dark block with a stepped edge (Walter's far eye, under his glasses' rim)."""
+    if below.sum() < 4:
+        return 0.0, length
+    ref = np.median(rgb[below], axis=0)
+    if (ref.max() - ref.min()) / max(float(ref.max()), 1.0) < _GREY_SAT:
+        return 0.0, length
+    chroma = rgb / np.maximum(rgb.sum(-1, keepdims=True), 1.0)
+    tone = (rgb @ LUMA) / max(float(ref @ LUMA), 1.0)
+    skin = (tone > _SKIN_LUM[0]) & (tone < _SKIN_LUM[1])
+    skin &= np.abs(chroma - ref / max(float(ref.sum()), 1.0)).max(-1) < _SKIN_CHROMA
+    inside = (s >= 0) & (s <= length) & (t >= t_up) & (t <= t_lo)
+    edges = np.arange(0.0, length, 1.0)
+    share = np.array(
+        [
+            skin[inside & (s >= e) & (s < e + 1.0)].mean()
+            if (inside & (s >= e) & (s < e + 1.0)).any()
+            else 0.0
+            for e in edges
+        ]
+    )
+
+    def run(shares: np.ndarray) -> int:
+        n = 0
+        while n < len(shares) and shares[n] >= (_HIDDEN_START if n == 0 else _HIDDEN_GO):
+            n += 1
+        return n if n >= 2 else 0
+
+    most = int(_HIDDEN_MAX * length)
+    start, end = min(run(share), most), min(run(share[::-1]), most)
+    return float(start), length - float(end)
 
 
 def eye_bounds(
@@ -116,18 +175,21 @@ def eye_bounds(
     upper: tuple[np.ndarray, np.ndarray],
     lower: tuple[np.ndarray, np.ndarray],
     length: float,
+    span: tuple[float, float] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per pixel, where the eye begins and ends across its column (t_up, t_lo) and the
-    opening between (0 outside the eye): the contour, grown to every pixel of `mask` outside it,
-    smoothed along the eye so neighbouring columns of the lid stretch alike."""
+    opening between (0 outside the eye): the contour over `span` (default: all of it), grown to
+    every pixel of `mask` outside it, smoothed along the eye so neighbouring columns of the lid
+    stretch alike. A span cut short of a corner closes to a point there."""
+    s0, s1 = span if span is not None else (0.0, length)
     sc = np.clip(s_px, 0.0, length)
     c_up, c_lo = curve(*upper, sc), curve(*lower, sc)
-    inside = (s_px >= 0) & (s_px <= length)
+    inside = (s_px >= s0) & (s_px <= s1)
     grown = mask & ~(inside & (t_px >= c_up - 0.5) & (t_px <= c_lo + 0.5))
     lo_s = min(0.0, float(s_px[mask].min())) if mask.any() else 0.0
     hi_s = max(length, float(s_px[mask].max())) if mask.any() else length
     bins = np.arange(np.floor(lo_s), np.ceil(hi_s) + 0.5, 0.5)
-    inb = (bins >= 0) & (bins <= length)
+    inb = (bins >= s0) & (bins <= s1)
     bc = np.clip(bins, 0.0, length)
     e_top = np.where(inb, curve(*upper, bc), np.inf)
     e_bot = np.where(inb, curve(*lower, bc), -np.inf)
@@ -143,16 +205,9 @@ def eye_bounds(
     # (streaks): take the extreme over ±1.5 px, then average over ±2.5 px.
     e_top = uniform_filter1d(minimum_filter1d(e_top, 7, mode="nearest"), 11, mode="nearest")
     e_bot = uniform_filter1d(maximum_filter1d(e_bot, 7, mode="nearest"), 11, mode="nearest")
-    e_top = np.where(
-        (bins >= 0) & (bins <= length),
-        np.minimum(e_top, curve(*upper, np.clip(bins, 0, length))),
-        e_top,
-    )
-    e_bot = np.where(
-        (bins >= 0) & (bins <= length),
-        np.maximum(e_bot, curve(*lower, np.clip(bins, 0, length))),
-        e_bot,
-    )
+    on = (bins >= s0) & (bins <= s1)
+    e_top = np.where(on, np.minimum(e_top, curve(*upper, np.clip(bins, 0, length))), e_top)
+    e_bot = np.where(on, np.maximum(e_bot, curve(*lower, np.clip(bins, 0, length))), e_bot)
     # Past the contour's corners the grown eye closes to a point at its end, so the closed lid
     # has no square end there.
     mid = 0.5 * (e_top + e_bot)
@@ -160,6 +215,11 @@ def eye_bounds(
         np.clip(-bins / max(-bins[0], 1e-6), 0, 1) if bins[0] < 0 else 0.0,
         np.clip((bins - length) / max(bins[-1] - length, 1e-6), 0, 1) if bins[-1] > length else 0.0,
     )
+    taper = min(_HIDDEN_TAPER, 0.15 * length)
+    if s0 > 0.0:
+        past = np.maximum(past, np.clip((s0 + taper - bins) / taper, 0, 1))
+    if s1 < length:
+        past = np.maximum(past, np.clip((bins - (s1 - taper)) / taper, 0, 1))
     close = np.sqrt(np.clip(1.0 - past, 0.0, 1.0))
     e_top, e_bot = mid + close * (e_top - mid), mid + close * (e_bot - mid)
     t_up = np.interp(s_px, bins, e_top)

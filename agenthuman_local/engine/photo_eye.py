@@ -148,14 +148,11 @@ def _hidden_ends(
     skin &= np.abs(chroma - ref / max(float(ref.sum()), 1.0)).max(-1) < _SKIN_CHROMA
     inside = (s >= 0) & (s <= length) & (t >= t_up) & (t <= t_lo)
     edges = np.arange(0.0, length, 1.0)
-    share = np.array(
-        [
-            skin[inside & (s >= e) & (s < e + 1.0)].mean()
-            if (inside & (s >= e) & (s < e + 1.0)).any()
-            else 0.0
-            for e in edges
-        ]
-    )
+    share = np.zeros(len(edges))
+    for i, e in enumerate(edges):
+        column = inside & (s >= e) & (s < e + 1.0)
+        if column.any():
+            share[i] = float(skin[column].mean())
 
     def run(shares: np.ndarray) -> int:
         n = 0

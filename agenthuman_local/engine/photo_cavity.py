@@ -24,11 +24,10 @@ import cv2
 import numpy as np
 import torch
 
-from agenthuman_local.engine.photo_geometry import MeshGeometry, smoothstep
+from agenthuman_local.engine.photo_geometry import LUMA, MeshGeometry, smoothstep
 from agenthuman_local.engine.photo_jaw import JAW_DROP_FH, opening_reach
 
 TONGUE_MAX = 0.85
-LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 _U_MAX, _U_STEPS = 1.5, 601  # tables along the mouth: −1.5…1.5 half widths
 _T_STEPS = 257  # tables between the lips: 0 (upper) … 1 (lower)
 # The teeth's separations and rounded tips show on teeth at least this wide, pixels (fading in

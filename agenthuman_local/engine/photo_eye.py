@@ -15,9 +15,8 @@ import cv2
 import numpy as np
 from scipy.ndimage import maximum_filter1d, minimum_filter1d, uniform_filter1d
 
-from agenthuman_local.engine.photo_geometry import MeshGeometry
+from agenthuman_local.engine.photo_geometry import LUMA, MeshGeometry
 
-LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 # The visible band of lid skin above the lashes, in eye openings (the contour's tallest gap).
 BAND = 0.8
 # How far past the contour the eye is looked for: up (a lid the model put too low), down, and

@@ -21,7 +21,7 @@ BROWS = (
 )
 
 
-_LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # RGB → luma (BT.601)
 # Where closed lips meet: the darkest point across them within this many face heights of the
 # mesh's midline, if at most this share of the midline's tone (`_lip_valley`).
 _VALLEY_SPAN, _VALLEY_DARK = 0.035, 0.6
@@ -149,7 +149,7 @@ def _lip_valley(photo: np.ndarray, mid: np.ndarray, ey: np.ndarray, fh: float) -
     the lips, within `_VALLEY_SPAN` face heights; it counts only where it is clearly darker than
     the midline (`_VALLEY_DARK` of it: a lit lip there, not a moustache's or a corner's soft
     shade), and only where a neighbour agrees (a median over three, an unfound pair 0)."""
-    lum = cv2.GaussianBlur(photo.astype(np.float32) @ _LUMA, (0, 0), 0.7)
+    lum = cv2.GaussianBlur(photo.astype(np.float32) @ LUMA, (0, 0), 0.7)
     span = _VALLEY_SPAN * fh
     ts = np.linspace(-span, span, 29, dtype=np.float32)
     off = np.zeros(len(mid), np.float32)
@@ -178,7 +178,7 @@ def _teeth_edges(photo: np.ndarray, upper: np.ndarray, lower: np.ndarray) -> np.
     bright pixel, so a single row stays whole however soft its bottom edge. A pair far
     dimmer than the teeth elsewhere shows none (a dark corner); a median over neighbours
     (before the smoothing) keeps such corners from pulling the side teeth's split up into them."""
-    lum = photo.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    lum = photo.astype(np.float32) @ LUMA
     h, w = lum.shape
     frac = np.full(len(upper), 0.5, np.float32)
     ts = np.linspace(0.0, 1.0, 21)

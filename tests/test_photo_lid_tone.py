@@ -1,0 +1,82 @@
+"""The closed lid's tone (`engine.photo_eye.lid_lift`) on synthetic eyes: its skin, not its
+lashes, fading into the corners; finite on a tiny eye; lit over a lit eye whatever shades the
+band above it."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _lift_case(shown_dark: bool) -> tuple[np.ndarray, ...]:
+    """A synthetic eye 30 px long, 10 px open, in its own axes (s along, t down): lid skin 150
+    over it, its lower 3 rows (the margin over the eye) lashes at 30, the cheek 170 under it."""
+    t_px, s_px = np.mgrid[-20:20, -2:33].astype(np.float32)
+    t_up, t_lo = np.zeros_like(s_px), np.full_like(s_px, 10.0)
+    inside = (s_px >= 0) & (s_px <= 30)
+    h = np.where(inside, 10.0 - 6.0 * ((s_px - 15) / 15) ** 2, 0.0).clip(0)
+    lum = np.full(s_px.shape, 150.0, np.float32)
+    lum[(t_px < 0) & (t_px >= -3)] = 30.0 if shown_dark else 150.0
+    lum[t_px > 10] = 170.0
+    rgb = np.repeat(lum[..., None], 3, -1) * np.array([1.0, 0.8, 0.7], np.float32)
+    return rgb, s_px, t_px, t_up, t_lo, h, t_up - 8.0
+
+
+def test_the_closed_lids_tone_is_its_skin_not_its_lashes_and_fades_into_the_corners() -> None:
+    """`lid_lift` fades to nothing at the corners (the old one ended at full strength there: a
+    hard-edged block), and a lid as light as 0.8 of the cheek is not lightened towards it (the
+    old one: 6.8 levels, a pale smear on a lit eye)."""
+    from agenthuman_local.engine.photo_eye import LUMA, lid_lift
+
+    rgb, s_px, t_px, t_up, t_lo, h, top = _lift_case(shown_dark=True)
+    lift = lid_lift(rgb, s_px, t_px, t_up, t_lo, h, top, 10.0, 4.0) @ LUMA
+    mid = (np.abs(s_px - 15) <= 1) & (t_px > -4) & (t_px < 10)
+    ends = (h > 0) & ((s_px <= 0.5) | (s_px >= 29.5)) & (t_px > -4) & (t_px < 10)
+    assert np.abs(lift[mid]).max() > 5.0  # the lashes in the shown lid: it is matched
+    assert np.abs(lift[ends]).max() < 0.05 * np.abs(lift[mid]).max()
+    rgb, *rest = _lift_case(shown_dark=False)
+    lit = lid_lift(rgb, *rest, 10.0, 4.0) @ LUMA
+    assert np.abs(lit[mid]).max() < 3.0
+
+
+def test_a_tiny_eyes_lid_tone_is_finite_and_warns_nothing() -> None:
+    """An eye barely open (Perry's far eye in a 400×300 gallery cell: its lash line, capped at
+    0.45 of an opening under 2 px, thinner than the 1 px kept for the shown lid) has rows of lid
+    skin to stretch but none shown: the old tone took the mean of an empty selection (a
+    RuntimeWarning, then NaN)."""
+    import warnings
+
+    from agenthuman_local.engine.photo_eye import lid_lift
+
+    rgb, s_px, t_px, t_up, t_lo, h, _ = _lift_case(shown_dark=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        lift = lid_lift(rgb, s_px, t_px, t_up, t_lo, np.minimum(h, 2.0), t_up - 1.0, 2.0, 0.5)
+    assert np.isfinite(lift).all()
+
+
+def _shaded_band_case(white: float) -> tuple[np.ndarray, ...]:
+    """The synthetic eye of `_lift_case` under a band shaded to 60 (a brow's shadow or a glasses
+    rim over the lid), its white at `white`, the cheek 170 under it."""
+    rgb, s_px, t_px, t_up, t_lo, h, top = _lift_case(shown_dark=False)
+    lum = np.full(s_px.shape, 60.0, np.float32)
+    lum[(t_px >= 0) & (t_px <= 10)] = white
+    lum[t_px > 10] = 170.0
+    rgb = np.repeat(lum[..., None], 3, -1) * np.array([1.0, 0.8, 0.7], np.float32)
+    return rgb, s_px, t_px, t_up, t_lo, h, top
+
+
+def test_a_lid_over_a_lit_eye_closes_lit_whatever_shades_its_band() -> None:
+    """Walter's eyes under his glasses' rim: the eye's white is lit as the cheek is, the band
+    above it dark. The closed lid lies on the eye's surface, so it is lit: lifted by the most
+    (`_LIT_MAX`), not by the shadowed lid's share (it closed as a dark block). Under a dark
+    eye (a shadow over the whole eye) only that share."""
+    from agenthuman_local.engine.photo_eye import _LIFT_MAX, _LIT_MAX, LUMA, lid_lift
+
+    lifts = {}
+    for white in (200.0, 40.0):
+        rgb, s_px, t_px, t_up, t_lo, h, top = _shaded_band_case(white)
+        lift = lid_lift(rgb, s_px, t_px, t_up, t_lo, h, top, 10.0, 1.0) @ LUMA
+        mid = (np.abs(s_px - 15) <= 1) & (t_px > -4) & (t_px < 10)
+        lifts[white] = float(np.median(lift[mid]))
+    assert lifts[200.0] > 0.9 * _LIT_MAX, lifts
+    assert 0.0 < lifts[40.0] <= _LIFT_MAX, lifts

@@ -143,7 +143,7 @@ async def test_oversized_body(make_client: MakeClient) -> None:
 
 @pytest.mark.parametrize(
     "raw",
-    # (100 000 `[` are too many values: 413, tests/test_hardening.py)
+    # (100 000 `[` are too many values: 413, tests/test_hardening_bodies.py)
     [b"{", b"{'a': 1}", b"\xff\xfe", b'{"a": NaN}', b"[" * 900, b'{"a": Infinity}'],
 )
 async def test_malformed_json(api: ApiClient, raw: bytes) -> None:

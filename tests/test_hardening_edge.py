@@ -1,14 +1,17 @@
-"""The HTTP edge under hostile and careless clients (issue 12): the connection cap, the header
+"""The HTTP edge under hostile and careless clients (issue 12): idle and half-sent connections
+closed, an over-long request line answered in our JSON shape, the connection cap, the header
 timeout apart from the keep-alive, and sockets that never send `session.init` at shutdown.
 
-The in-process tests run the app behind `api.server.Runner` (what run.py uses; aiohttp's own
-TestServer has neither the cap nor the split); the open-file-limit and SIGTERM tests run a real
-`python run.py`."""
+The in-process tests of the cap, the split timeouts and the request line run the app behind
+`api.server.Runner` (what run.py uses; aiohttp's own TestServer has neither the cap nor the
+split); the open-file-limit and SIGTERM tests run a real `python run.py`."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 import resource
 import signal
 from collections.abc import Awaitable, Callable
@@ -25,7 +28,7 @@ from agenthuman_local.api.server import LISTEN_BACKLOG, Runner, connection_cap
 from agenthuman_local.app import create_app
 from agenthuman_local.cli import SHUTDOWN_GRACE_S
 from bench.server import Client, Conn, Server
-from tests.conftest import ApiClient, make_settings
+from tests.conftest import ApiClient, MakeClient, make_settings
 from tests.test_shutdown import wait_exit
 from tests.test_ws_helpers import Live, wait_for
 
@@ -317,3 +320,74 @@ async def test_a_socket_waiting_for_init_is_idle_to_the_cap(make_edge: MakeEdge)
         for _, writer in idle:
             writer.close()
         await waiting.close()
+
+
+# -- item 4: idle and half-sent connections, over-long request lines ----------------------------
+
+
+async def _read_until_closed(reader: asyncio.StreamReader, limit_s: float) -> bool:
+    """Whether the server closes the connection within `limit_s` (anything it sends is read)."""
+    try:
+        async with asyncio.timeout(limit_s):
+            while await reader.read(4096):
+                pass
+        return True
+    except TimeoutError:
+        return False
+
+
+async def test_idle_and_half_sent_connections_are_closed(make_client: MakeClient) -> None:
+    api = await make_client(http__idle_timeout_s=0.5)
+    server = api.client.server
+    conns = [await asyncio.open_connection(server.host, server.port) for _ in range(12)]
+    for _, writer in conns[4:8]:  # headers that never end
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+    for _, writer in conns[8:]:  # a whole request, then an idle keep-alive connection
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    trickle = conns[0][1]
+
+    async def drip() -> None:  # one header byte every 0.1 s: never a whole request
+        for byte in b"GET /healthz HTTP/1.1\r\nHost: xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx":
+            trickle.write(bytes([byte]))
+            await asyncio.sleep(0.1)
+
+    dripping = asyncio.create_task(drip())
+    try:
+        # The server answers meanwhile, on a new connection: the test client's pooled one may
+        # have idled past the 0.5 s timeout itself and be reset on reuse.
+        async with (
+            aiohttp.ClientSession() as fresh,
+            fresh.get(f"http://{server.host}:{server.port}/healthz") as answer,
+        ):
+            assert answer.status == 200
+        closed = await asyncio.gather(*(_read_until_closed(r, 5) for r, _ in conns))
+    finally:
+        dripping.cancel()
+        with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+            await dripping
+        for _, writer in conns:
+            writer.close()
+    assert all(closed)
+    await api.create_session()  # and still works
+
+
+async def test_an_over_long_request_line_gets_our_json_400_and_no_traceback(
+    settings: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Server(TestServer):
+        async def _make_runner(self, **kwargs: Any) -> web.BaseRunner:
+            return Runner(self.app, **kwargs)
+
+    app = create_app(settings, environ={})
+    async with Server(app) as server:
+        reader, writer = await asyncio.open_connection(server.host, server.port)
+        writer.write(b"GET /v1/sessions/" + b"a" * 70_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+        async with asyncio.timeout(10):
+            answer = await reader.read()
+        writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.split(b"\r\n")[0].split()[1] == b"400"
+    assert b"application/json" in head
+    error = json.loads(body)["error"]
+    assert error["code"] == "VALIDATION_ERROR" and "too long" in error["message"]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]

@@ -1,5 +1,6 @@
-"""Shared fixtures: test settings over `tmp_path`, the real app on a real test server, and an API
-client that sends the key and checks every response against the OpenAPI document."""
+"""Shared fixtures: test settings over `tmp_path`, the real app on a real test server, an API
+client that sends the key and checks every response against the OpenAPI document, and a CPU
+render worker (`worker`) for the session-runner tests."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from agenthuman_local.api.auth import RateLimiter
 from agenthuman_local.api.openapi import build_document
 from agenthuman_local.app import CleanupContext, create_app
 from agenthuman_local.config import Settings, load_settings
+from agenthuman_local.engine.worker import RenderWorker
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_CONFIG = ROOT / "config" / "test.yaml"
@@ -141,6 +143,13 @@ async def fail_on_leaked_tasks() -> AsyncIterator[None]:
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     return make_settings(tmp_path)
+
+
+@pytest.fixture
+async def worker() -> AsyncIterator[RenderWorker]:
+    w = RenderWorker("cpu")
+    yield w
+    await w.aclose()
 
 
 def rate_limit_at(per_minute: int, now: float = 90.0) -> CleanupContext:

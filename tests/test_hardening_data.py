@@ -20,12 +20,12 @@ import pytest
 
 from agenthuman_local import ids, keys
 from agenthuman_local.keyfiles import StartupError, read_or_make_secret, write_key_file
-from agenthuman_local.migrations import MIGRATIONS
 from agenthuman_local.paths import make_private, timeline_path
 from agenthuman_local.sessions.timeline import stats_from_timeline
 from agenthuman_local.store import Store
 from bench.server import Client, Server
 from tests.conftest import ApiClient, MakeClient, rate_limit_at
+from tests.old_database import database_at
 from tests.test_errors import assert_error
 
 # -- item 7: a private data folder, no viewer tokens stored, longer key prefixes ----------------
@@ -186,12 +186,7 @@ async def test_a_server_with_an_empty_viewer_secret_exits_with_a_message(
 
 async def test_migration_4_drops_stored_viewer_tokens(tmp_path: Path) -> None:
     path = tmp_path / "old.db"
-    conn = sqlite3.connect(path)
-    for migration in MIGRATIONS[:3]:
-        for statement in migration:
-            conn.execute(statement)
-    conn.execute("PRAGMA user_version = 3")
-    conn.execute("INSERT INTO accounts VALUES ('acct_1', 'me', 1.0)")
+    conn = database_at(path, 3)
     conn.execute(
         "INSERT INTO sessions (session_id, account_id, avatar_id, avatar_name, token_hash,"
         " viewer_token, aspect_ratio, video_width, video_height, fps, metadata, created_at,"

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from agenthuman_local.paths import DB_FILE
 from agenthuman_local.rerig import _rerig_one, rerig_avatars
 from agenthuman_local.store import Store
 from tests import photos
+from tests.old_database import database_at
 
 
 def v1_rig() -> HaarRig:
@@ -137,12 +137,7 @@ async def test_an_avatar_deleted_meanwhile_gets_its_old_rig_file_back(
 async def test_migration_3_keeps_v1_photo_rows_and_finds_them(tmp_path: Path) -> None:
     """A database left at migration 2 with a version-1 photo row opens at 3 and lists it."""
     path = tmp_path / "v2.db"
-    conn = sqlite3.connect(path)
-    for migration in MIGRATIONS[:2]:
-        for statement in migration:
-            conn.execute(statement)
-    conn.execute("PRAGMA user_version = 2")
-    conn.execute("INSERT INTO accounts VALUES ('acct_1', 'me', 1.0)")
+    conn = database_at(path, 2)
     rig = v1_rig().to_json()
     rows = [
         ("avat_old", "acct_1", "photo", "Old", "[]", 0, 1.0, "a/i.jpg", "a/p.jpg", rig),

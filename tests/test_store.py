@@ -17,6 +17,7 @@ from agenthuman_local.migrations import MIGRATIONS
 from agenthuman_local.records import EMPTY_STATS, Session
 from agenthuman_local.sessions.state import SessionState
 from agenthuman_local.store import Store
+from tests.old_database import database_at
 
 
 @pytest.fixture
@@ -274,11 +275,7 @@ async def test_a_failed_transaction_rolls_back(store: Store) -> None:
 async def test_migration_2_keeps_rows_and_allows_plugin_avatars(tmp_path: Path) -> None:
     """A database left at migration 1, plug-in row stored as 'procedural', opens and migrates."""
     path = tmp_path / "v1.db"
-    conn = sqlite3.connect(path)
-    for statement in MIGRATIONS[0]:
-        conn.execute(statement)
-    conn.execute("PRAGMA user_version = 1")
-    conn.execute("INSERT INTO accounts VALUES ('acct_1', 'me', 1.0)")
+    conn = database_at(path, 1)
     rows = [
         ("avat_local_ada", None, "procedural", "Ada", "[]", 1, 2.0, None, None, '{"style":"ada"}'),
         ("avat_mine", "acct_1", "photo", "Me", '["x"]', 0, 3.0, "i.png", "p.png", None),

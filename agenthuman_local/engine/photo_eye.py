@@ -171,13 +171,13 @@ def eye_bounds(
     upper: tuple[np.ndarray, np.ndarray],
     lower: tuple[np.ndarray, np.ndarray],
     length: float,
-    span: tuple[float, float] | None = None,
+    span: tuple[float, float],
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per pixel, where the eye begins and ends across its column (t_up, t_lo) and the
-    opening between (0 outside the eye): the contour over `span` (default: all of it), grown to
+    opening between (0 outside the eye): the contour over `span` (`eye_mask`'s), grown to
     every pixel of `mask` outside it, smoothed along the eye so neighbouring columns of the lid
     stretch alike. A span cut short of a corner closes to a point there."""
-    s0, s1 = span if span is not None else (0.0, length)
+    s0, s1 = span
     sc = np.clip(s_px, 0.0, length)
     c_up, c_lo = curve(*upper, sc), curve(*lower, sc)
     inside = (s_px >= s0) & (s_px <= s1)

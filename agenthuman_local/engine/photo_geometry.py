@@ -159,7 +159,7 @@ def _lip_valley(photo: np.ndarray, mid: np.ndarray, ey: np.ndarray, fh: float) -
             lum, pts[:, :1], pts[:, 1:], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
         )[:, 0]
         k = int(np.argmin(prof))
-        if prof[k] <= _VALLEY_DARK * float(np.interp(0.0, ts, prof)):
+        if prof[k] <= _VALLEY_DARK * float(prof[len(ts) // 2]):  # ts[len // 2] is 0
             off[i] = ts[k]
     padded = np.pad(off[1:-1], 1)
     off[1:-1] = np.median(np.stack([padded[k : k + len(mid) - 2] for k in range(3)]), axis=0)

@@ -1,5 +1,6 @@
 """The real photographs the photo-avatar tests use, their transforms, image encoding for upload
-bodies, and a photo renderer prepared from one as an upload would be."""
+bodies, a photo renderer prepared from one as an upload would be, and a pose and a frame's
+luminance as the photo tests write them."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import skimage.data
+import torch
 
-from agenthuman_local.engine.base import FrameSize
+from agenthuman_local.engine.base import N_PARAMS, FrameSize, P
 from agenthuman_local.engine.faces import prepare_face, save_avatar
 from agenthuman_local.engine.photo import PhotoRenderer, open_photo_renderer
 
@@ -51,3 +53,16 @@ def renderer(rgb: np.ndarray, path: Path, size: FrameSize = SIZE) -> PhotoRender
     r = open_photo_renderer(path, size)
     assert isinstance(r, PhotoRenderer)
     return r
+
+
+def params(**values: float) -> torch.Tensor:
+    """A one-frame pose [1, N_PARAMS]: `params(jaw=1.0, blink=0.5)`."""
+    p = torch.zeros(1, N_PARAMS)
+    for name, value in values.items():
+        p[0, P[name.upper()]] = value
+    return p
+
+
+def luminance(frame: np.ndarray) -> np.ndarray:
+    """RGB uint8 → luminance 0…1."""
+    return frame.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32) / 255.0

@@ -11,14 +11,15 @@ import numpy as np
 import pytest
 import torch
 
-from agenthuman_local.engine.base import N_PARAMS, FrameSize, P
+from agenthuman_local.engine.base import N_PARAMS, FrameSize
 from agenthuman_local.engine.faces import prepare_face, save_avatar
 from agenthuman_local.engine.photo import MAX_CROP_PX, PhotoRenderer, open_photo_renderer
 from agenthuman_local.engine.photo_legacy import LegacyPhotoRenderer
-from agenthuman_local.engine.photo_warp import FACE_PARAMS, JAW_DROP_FH, build_fields
+from agenthuman_local.engine.photo_warp import JAW_DROP_FH
 from agenthuman_local.engine.rig import MeshRig
 from agenthuman_local.engine.rig_haar import detect_faces, equalised_gray, find_rig
 from tests import photos
+from tests.photos import luminance, params
 
 
 @pytest.fixture(scope="module")
@@ -33,17 +34,6 @@ def renderer(avatar_dir: Path) -> PhotoRenderer:
     r = open_photo_renderer(avatar_dir, FrameSize(960, 720))
     assert isinstance(r, PhotoRenderer)
     return r
-
-
-def params(**values: float) -> torch.Tensor:
-    p = torch.zeros(1, N_PARAMS)
-    for name, value in values.items():
-        p[0, P[name.upper()]] = value
-    return p
-
-
-def luminance(frame: np.ndarray) -> np.ndarray:
-    return frame.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32) / 255.0
 
 
 def mouth_box(r: PhotoRenderer) -> tuple[slice, slice]:
@@ -255,59 +245,6 @@ def test_a_version_1_rig_is_drawn_by_the_legacy_renderer(tmp_path: Path) -> None
     assert dark[1] > dark[0] + 50
 
 
-@pytest.fixture(scope="module")
-def grace(tmp_path_factory: pytest.TempPathFactory) -> PhotoRenderer:
-    path = tmp_path_factory.mktemp("avatars") / "avat_grace"
-    save_avatar(prepare_face(photos.encode(photos.grace_hopper())), path)
-    r = open_photo_renderer(path, FrameSize(960, 720))
-    assert isinstance(r, PhotoRenderer) and not r.rig.teeth_at_rest
-    return r
-
-
-def _under_the_upper_lip(r: PhotoRenderer, frame: np.ndarray, below_px: float) -> np.ndarray:
-    """Luminance along the mouth of a frame at jaw = 1, `below_px` under the upper lip's edge
-    (the split line, less how far the lip rose), over the middle 1.4 half widths of the
-    mouth."""
-    geo = r.geometry
-    x0, y0 = r.crop_box[:2]
-    mx = float(geo.mouth[0])
-    xs = np.arange(int(mx - 0.7 * geo.half_w), int(mx + 0.7 * geo.half_w) + 1)
-    risen = -build_fields(geo).edge[FACE_PARAMS.index("JAW_WIDE"), xs, 1].numpy()
-    ys = np.interp(xs, geo.split_x, geo.split_y) - risen + below_px
-    lum = luminance(frame)
-    return lum[np.round(ys).astype(int) + y0, xs + x0]
-
-
-def test_a_photo_without_teeth_opens_onto_shaped_teeth_in_its_own_light(
-    grace: PhotoRenderer,
-) -> None:
-    rest, opened = (f.numpy() for f in grace.render(torch.cat([params(), params(jaw=1.0)])))
-    fh = grace.rig.face_height
-    teeth = _under_the_upper_lip(grace, opened, 0.012 * fh)
-    cavity = _under_the_upper_lip(grace, opened, 0.07 * fh)
-    # Teeth show under the upper lip, far brighter than the cavity behind them...
-    assert np.median(teeth) > 2.5 * np.median(cavity)
-    # ...as bright as teeth in this light: near the lit skin (a cheek or the chin), neither a
-    # dark band nor a white bar.
-    lm = grace.rig.points(list(range(468)))
-    r = int(0.03 * fh)
-    skin = max(
-        float(luminance(rest)[int(y) - r : int(y) + r, int(x) - r : int(x) + r].mean())
-        for x, y in (lm[50], lm[280], (lm[17] + lm[152]) / 2)
-    )
-    assert 0.55 * skin < np.median(teeth) < 1.15 * skin
-    # Separate teeth, not a flat band: the row dips between teeth at least four times.
-    smooth = np.convolve(teeth, np.ones(9) / 9, mode="same")
-    dips = (teeth[4:-4] < smooth[4:-4] - 0.02) & (
-        teeth[4:-4] <= np.minimum(teeth[3:-5], teeth[5:-3])
-    )
-    assert dips.sum() >= 4, dips.sum()
-    # An arch: the row of teeth is longer in the middle of the mouth than towards its corners.
-    centre = _under_the_upper_lip(grace, opened, 0.03 * fh)
-    mid = len(centre) // 2
-    assert centre[mid - 3 : mid + 4].mean() > centre[[0, 1, 2, -3, -2, -1]].mean() + 0.1
-
-
 def test_a_smile_keeps_its_own_teeth(renderer: PhotoRenderer) -> None:
     rest, opened = (f.numpy() for f in renderer.render(torch.cat([params(), params(jaw=1.0)])))
     # Her own upper teeth, between the upper lip's inner edge and the split under them, stay
@@ -373,63 +310,3 @@ def test_a_photo_with_both_rows_of_teeth_opens_between_them(
     # split ran between the rows), whole; the lower row is below it, teeth-bright.
     assert np.median(above) < 0.5 and np.mean(kept) > 0.9, (np.median(above), np.mean(kept))
     assert np.median(below) > 0.35, np.median(below)
-
-
-def _opened_above_the_split(r: PhotoRenderer) -> float:
-    """How far above the closed lips' line (the split) the mouth has opened at wide open, at
-    the middle of the mouth, in jaw drops: the rows there that changed by more than a lip's
-    own texture would when pressed (luminance by 0.15 or more)."""
-    rest, opened = (luminance(f.numpy()) for f in r.render(torch.cat([params(), params(jaw=1.0)])))
-    geo = r.geometry
-    x0, y0 = r.crop_box[:2]
-    drop = JAW_DROP_FH * geo.fh
-    xs = np.arange(int(geo.mouth[0]) - 2, int(geo.mouth[0]) + 3)
-    split = np.interp(xs, geo.split_x, geo.split_y)
-    rows = []
-    for x, s in zip(xs, split, strict=True):
-        ys = np.arange(int(np.floor(s - drop)), int(np.floor(s)))
-        changed = np.abs(opened[ys + y0, x + x0] - rest[ys + y0, x + x0]) >= 0.15
-        rows.append((s - ys[changed].min()) if changed.any() else 0.0)
-    return float(np.median(rows)) / drop
-
-
-def test_the_lips_part_both_ways_where_no_teeth_show(grace: PhotoRenderer) -> None:
-    """The upper lip's inner edge rises as the jaw drops, so the opening is a lens rather than
-    a cut under a straight edge (which read as a hole pasted under the upper lip)."""
-    assert 0.12 <= _opened_above_the_split(grace) <= 0.35
-
-
-def test_a_smile_opens_under_its_own_teeth(renderer: PhotoRenderer) -> None:
-    """A photo showing its upper teeth keeps them still: they hang from the skull."""
-    assert renderer.rig.teeth_at_rest
-    assert _opened_above_the_split(renderer) < 0.05
-
-
-@pytest.mark.parametrize("roll", [0.0, 15.0, -15.0])
-def test_the_depth_between_the_lips_falls_row_by_row(tmp_path: Path, roll: float) -> None:
-    """Down each column of the opening the lower lip comes closer a row at a time. Where it
-    stepped back up (from the row right under the split line, which the upper lip's field
-    still shares), the teeth's height changed pixel to pixel along a tilted mouth: a row of
-    dots instead of teeth (3–30 such rows per frame here before)."""
-    r = photos.renderer(photos.rolled(photos.grace_hopper(), roll), tmp_path / "avat")
-    calls: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = []
-    paint = r._mouth.composite
-
-    def spy(crop: torch.Tensor, q: torch.Tensor, s: torch.Tensor, edge=None) -> None:  # type: ignore[no-untyped-def]
-        calls.append((q, s, edge))
-        paint(crop, q, s, edge)
-
-    r._mouth.composite = spy  # type: ignore[method-assign]
-    for jaw in (0.3, 0.6, 1.0):
-        calls.clear()
-        params = torch.zeros(1, N_PARAMS)
-        params[0, P.JAW] = jaw
-        r.render(params)
-        assert len(calls) == 1
-        from_top, to_bottom = r._mouth.depths(*calls[0])
-        opening = ((from_top > 0.5) & (to_bottom > 0.5))[0, 0].numpy()
-        bottom = to_bottom[0, 0].numpy()
-        both = opening[1:] & opening[:-1]
-        assert both.sum() > 20, jaw
-        rises = both & (np.diff(bottom, axis=0) > 0.25)
-        assert rises.sum() == 0, (jaw, int(rises.sum()))

@@ -35,6 +35,11 @@ _T_STEPS = 257  # tables between the lips: 0 (upper) … 1 (lower)
 _SEAM_PX = (4.0, 9.0)
 _SPLIT_ROWS = 1  # the rows under the split line where the lower lip's depth is not yet the field's
 _PIXEL_SIGMA = 0.5
+# Synthesized teeth (a photo that shows none): the longest visible length of each row, in face
+# heights. The lower ones show only in front, this far along the mouth (half widths), with
+# this much of the upper teeth's light (the upper lip and teeth shade them).
+UPPER_TEETH_FH, LOWER_TEETH_FH = 0.042, 0.016
+_LOWER_REACH, _LOWER_LIGHT = 0.45, 0.75
 
 
 def _polygon_mean(rgb: np.ndarray, polygon: np.ndarray, fallback: np.ndarray) -> np.ndarray:
@@ -186,18 +191,24 @@ class Cavity:
         self._deep = rgb(mouth_red((0.6, 0.2, 0.22)) * 0.12)
         self._tongue = rgb(mouth_red((0.8, 0.36, 0.38)) * 0.6)
         self._teeth = rgb(_teeth_colour(photo, geo, chroma))
-        self._upper_teeth_px = 0.0 if geo.teeth_at_rest else 0.042 * fh
-        self._lower_teeth_px = 0.0 if geo.teeth_at_rest else 0.016 * fh
+        self._upper_teeth_px = 0.0 if geo.teeth_at_rest else UPPER_TEETH_FH * fh
+        self._lower_teeth_px = 0.0 if geo.teeth_at_rest else LOWER_TEETH_FH * fh
         # The rows of teeth depend on the place along the mouth alone: tabulated once, looked
         # up per pixel (a gather instead of the arch's two dozen operations every frame).
         # The same for the shading's factors that depend on the place along the mouth alone
         # (`_across`) or on the depth between the lips alone (`_between`).
         u = torch.linspace(-_U_MAX, _U_MAX, _U_STEPS, device=device)
         side_w = torch.where(u < 0, self._reach[0], self._reach[1])
+        lo_height, lo_form, lo_seam = _teeth(u, 0.22, self._lower_teeth_px, _LOWER_REACH, side_w)
+        # The lower lip hides the lower teeth but for the front ones, and those end within a
+        # tooth's width (a row tapering along the lip reads as the lip's outline).
+        lo_height = lo_height * (1.0 - (u / _LOWER_REACH) ** 4).clamp(min=0.0)
         self._across = torch.stack(
             [
                 *_teeth(u, 0.27, self._upper_teeth_px, 0.95, side_w),
-                *_teeth(u, 0.22, self._lower_teeth_px, 0.6, side_w),
+                lo_height,
+                lo_form,
+                lo_seam,
                 (1.0 - 0.6 * u * u).clamp(min=0.0),  # light reaching in, across the mouth
                 torch.exp(-((u / 0.5) ** 2)),  # the throat's width
                 (1.0 - 0.65 * smoothstep(0.55, 1.1, u.abs())),  # the cheeks' shadow
@@ -323,7 +334,7 @@ class Cavity:
         if self._upper_teeth_px > 0:
             height = torch.minimum(up_height, 0.38 * gap)
             v = (from_top / height.clamp(min=1.0)).clamp_(0.0, 1.0)  # 0 at the lip, 1 at tips
-            upper = (height - from_top + 0.5).clamp_(0.0, 1.0)
+            upper = (height - from_top + 0.5).clamp_(0.0, 1.0) * smoothstep(0.5, 1.5, up_height)
             # Shadowed right under the lip, lit across the upper part, the tips a little
             # translucent; the separations open up towards the tips.
             vertical = (0.8 + 0.2 * smoothstep(0.0, 0.3, v)) * (
@@ -336,10 +347,12 @@ class Cavity:
             tooth = self._teeth * light + self._lit * (light.neg() + 1.0).clamp_(min=0.0).mul_(0.6)
             colour = colour + (tooth - colour) * upper
         if self._lower_teeth_px > 0:
-            height = torch.minimum(lo_height, 0.2 * gap)
+            # They rise from behind the lower lip as it is pulled down, opaque (faded in, they
+            # would be a grey film along the lip).
             show = (openness * 2.0 - 0.8).clamp_(0.0, 1.0)
-            lower = (height - to_bottom + 0.5).clamp_(0.0, 1.0) * show
-            light = (lo_seam * -0.3 + 1.0) * lo_form * 0.6
+            height = torch.minimum(lo_height * show, 0.2 * gap)
+            lower = (height - to_bottom + 0.5).clamp_(0.0, 1.0) * smoothstep(0.5, 1.5, height)
+            light = (lo_seam * -0.3 + 1.0) * lo_form * _LOWER_LIGHT
             tooth = self._teeth * light + self._lit * (light.neg() + 1.0).mul_(0.6)
             colour = colour + (tooth - colour) * lower
         # Each lip's inner shadow: the last pixels before a lip are darker.

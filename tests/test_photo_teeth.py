@@ -1,0 +1,157 @@
+"""The photo avatar's open mouth: where it opens (a lens between the lips where no teeth show,
+under a smile's own teeth) and what shows in it (synthesized teeth in the photo's light, the
+lower ones only in front; the depth between the lips that shapes them)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import agenthuman_local.engine.photo_cavity as cavity
+from agenthuman_local.engine.base import N_PARAMS, P
+from agenthuman_local.engine.photo import PhotoRenderer
+from agenthuman_local.engine.photo_warp import FACE_PARAMS, JAW_DROP_FH, build_fields
+from tests import photos
+from tests.photos import luminance, params
+
+
+@pytest.fixture(scope="module")
+def astronaut(tmp_path_factory: pytest.TempPathFactory) -> PhotoRenderer:
+    r = photos.renderer(photos.astronaut(), tmp_path_factory.mktemp("avatars") / "avat_astronaut")
+    assert r.rig.teeth_at_rest
+    return r
+
+
+@pytest.fixture(scope="module")
+def grace(tmp_path_factory: pytest.TempPathFactory) -> PhotoRenderer:
+    r = photos.renderer(photos.grace_hopper(), tmp_path_factory.mktemp("avatars") / "avat_grace")
+    assert not r.rig.teeth_at_rest
+    return r
+
+
+def _under_the_upper_lip(r: PhotoRenderer, frame: np.ndarray, below_px: float) -> np.ndarray:
+    """Luminance along the mouth of a frame at jaw = 1, `below_px` under the upper lip's edge
+    (the split line, less how far the lip rose), over the middle 1.4 half widths of the
+    mouth."""
+    geo = r.geometry
+    x0, y0 = r.crop_box[:2]
+    mx = float(geo.mouth[0])
+    xs = np.arange(int(mx - 0.7 * geo.half_w), int(mx + 0.7 * geo.half_w) + 1)
+    risen = -build_fields(geo).edge[FACE_PARAMS.index("JAW_WIDE"), xs, 1].numpy()
+    ys = np.interp(xs, geo.split_x, geo.split_y) - risen + below_px
+    lum = luminance(frame)
+    return lum[np.round(ys).astype(int) + y0, xs + x0]
+
+
+def test_a_photo_without_teeth_opens_onto_shaped_teeth_in_its_own_light(
+    grace: PhotoRenderer,
+) -> None:
+    rest, opened = (f.numpy() for f in grace.render(torch.cat([params(), params(jaw=1.0)])))
+    fh = grace.rig.face_height
+    teeth = _under_the_upper_lip(grace, opened, 0.012 * fh)
+    cavity = _under_the_upper_lip(grace, opened, 0.07 * fh)
+    # Teeth show under the upper lip, far brighter than the cavity behind them...
+    assert np.median(teeth) > 2.5 * np.median(cavity)
+    # ...as bright as teeth in this light: near the lit skin (a cheek or the chin), neither a
+    # dark band nor a white bar.
+    lm = grace.rig.points(list(range(468)))
+    r = int(0.03 * fh)
+    skin = max(
+        float(luminance(rest)[int(y) - r : int(y) + r, int(x) - r : int(x) + r].mean())
+        for x, y in (lm[50], lm[280], (lm[17] + lm[152]) / 2)
+    )
+    assert 0.55 * skin < np.median(teeth) < 1.15 * skin
+    # Separate teeth, not a flat band: the row dips between teeth at least four times.
+    smooth = np.convolve(teeth, np.ones(9) / 9, mode="same")
+    dips = (teeth[4:-4] < smooth[4:-4] - 0.02) & (
+        teeth[4:-4] <= np.minimum(teeth[3:-5], teeth[5:-3])
+    )
+    assert dips.sum() >= 4, dips.sum()
+    # An arch: the row of teeth is longer in the middle of the mouth than towards its corners.
+    centre = _under_the_upper_lip(grace, opened, 0.03 * fh)
+    mid = len(centre) // 2
+    assert centre[mid - 3 : mid + 4].mean() > centre[[0, 1, 2, -3, -2, -1]].mean() + 0.1
+
+
+def test_the_lower_teeth_show_in_front_only_and_solid(grace: PhotoRenderer, tmp_path: Path) -> None:
+    """The synthesized lower teeth are the front few, rising whole from behind the lower lip.
+    Before, a row ran along 0.54–0.60 of the mouth's width, half faded in at a medium
+    opening (0.45 of the upper teeth's brightness): a grey outline along the lower lip."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(cavity, "LOWER_TEETH_FH", 0.0)
+        bare = photos.renderer(photos.grace_hopper(), tmp_path / "avat_no_lower_teeth")
+    geo = grace.geometry
+    upper = np.median(
+        _under_the_upper_lip(grace, grace.render(params(jaw=1.0))[0].numpy(), 0.012 * geo.fh)
+    )
+    for jaw in (0.7, 1.0):
+        with_teeth, without = (
+            luminance(r.render(params(jaw=jaw))[0].numpy()) for r in (grace, bare)
+        )
+        teeth = np.abs(with_teeth - without) > 0.03
+        xs = np.nonzero(teeth)[1]
+        assert len(xs) >= 20, jaw
+        assert (np.ptp(xs) + 1) / (2 * geo.half_w) <= 0.45, jaw
+        assert np.median(with_teeth[teeth]) >= 0.53 * upper, jaw
+
+
+def _opened_above_the_split(r: PhotoRenderer) -> float:
+    """How far above the closed lips' line (the split) the mouth has opened at wide open, at
+    the middle of the mouth, in jaw drops: the rows there that changed by more than a lip's
+    own texture would when pressed (luminance by 0.15 or more)."""
+    rest, opened = (luminance(f.numpy()) for f in r.render(torch.cat([params(), params(jaw=1.0)])))
+    geo = r.geometry
+    x0, y0 = r.crop_box[:2]
+    drop = JAW_DROP_FH * geo.fh
+    xs = np.arange(int(geo.mouth[0]) - 2, int(geo.mouth[0]) + 3)
+    split = np.interp(xs, geo.split_x, geo.split_y)
+    rows = []
+    for x, s in zip(xs, split, strict=True):
+        ys = np.arange(int(np.floor(s - drop)), int(np.floor(s)))
+        changed = np.abs(opened[ys + y0, x + x0] - rest[ys + y0, x + x0]) >= 0.15
+        rows.append((s - ys[changed].min()) if changed.any() else 0.0)
+    return float(np.median(rows)) / drop
+
+
+def test_the_lips_part_both_ways_where_no_teeth_show(grace: PhotoRenderer) -> None:
+    """The upper lip's inner edge rises as the jaw drops, so the opening is a lens rather than
+    a cut under a straight edge (which read as a hole pasted under the upper lip)."""
+    assert 0.12 <= _opened_above_the_split(grace) <= 0.35
+
+
+def test_a_smile_opens_under_its_own_teeth(astronaut: PhotoRenderer) -> None:
+    """A photo showing its upper teeth keeps them still: they hang from the skull."""
+    assert _opened_above_the_split(astronaut) < 0.05
+
+
+@pytest.mark.parametrize("roll", [0.0, 15.0, -15.0])
+def test_the_depth_between_the_lips_falls_row_by_row(tmp_path: Path, roll: float) -> None:
+    """Down each column of the opening the lower lip comes closer a row at a time. Where it
+    stepped back up (from the row right under the split line, which the upper lip's field
+    still shares), the teeth's height changed pixel to pixel along a tilted mouth: a row of
+    dots instead of teeth (3–30 such rows per frame here before)."""
+    r = photos.renderer(photos.rolled(photos.grace_hopper(), roll), tmp_path / "avat")
+    calls: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = []
+    paint = r._mouth.composite
+
+    def spy(crop: torch.Tensor, q: torch.Tensor, s: torch.Tensor, edge=None) -> None:  # type: ignore[no-untyped-def]
+        calls.append((q, s, edge))
+        paint(crop, q, s, edge)
+
+    r._mouth.composite = spy  # type: ignore[method-assign]
+    for jaw in (0.3, 0.6, 1.0):
+        calls.clear()
+        params = torch.zeros(1, N_PARAMS)
+        params[0, P.JAW] = jaw
+        r.render(params)
+        assert len(calls) == 1
+        from_top, to_bottom = r._mouth.depths(*calls[0])
+        opening = ((from_top > 0.5) & (to_bottom > 0.5))[0, 0].numpy()
+        bottom = to_bottom[0, 0].numpy()
+        both = opening[1:] & opening[:-1]
+        assert both.sum() > 20, jaw
+        rises = both & (np.diff(bottom, axis=0) > 0.25)
+        assert rises.sum() == 0, (jaw, int(rises.sum()))

@@ -6,9 +6,9 @@ The table, by what each module imports at run
 time, module level or inside a function; imports under `if TYPE_CHECKING:` are type hints only
 and are not edges. There is no allowlist: a module that breaks its row fails the test.
 
-- L0, pure (config errors ids jsonsafe protocol records migrations avatars paths audio clock
-  engine.base sessions.state transports.base): no aiohttp, torch, cv2, av, daily, aiosqlite;
-  only L0 modules.
+- L0, pure (config config_sources errors ids jsonsafe protocol records migrations avatars paths
+  audio clock engine.base sessions.state transports.base): no aiohttp, torch, cv2, av, daily,
+  aiosqlite; only L0 modules.
 - engine.*: no aiohttp, daily, av; none of api, app, cli, sessions, store, transports.
 - sessions.*: no aiohttp, torch, cv2, av, daily; none of api, app, cli; of transports only base;
   of engine only base (the Renderer/FrameDriver protocols and the worker's WorkerFull /
@@ -50,6 +50,7 @@ PACKAGE = ROOT / "agenthuman_local"
 
 L0 = {
     "config",
+    "config_sources",
     "errors",
     "ids",
     "jsonsafe",

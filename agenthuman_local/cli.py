@@ -31,7 +31,8 @@ from agenthuman_local import __version__, ids, keys
 from agenthuman_local.api.server import Runner
 from agenthuman_local.app import create_app
 from agenthuman_local.avatars import DEFAULT_AVATAR_ID, SHIPPED_AVATARS
-from agenthuman_local.config import ConfigError, Settings, load_settings, parse_set
+from agenthuman_local.config import ConfigError, Settings
+from agenthuman_local.config_sources import load_settings, parse_set
 from agenthuman_local.errors import StorageUnavailable
 from agenthuman_local.keyfiles import StartupError
 from agenthuman_local.paths import DB_FILE, PRIVATE_UMASK, make_private

@@ -19,7 +19,8 @@ from agenthuman_local import keys
 from agenthuman_local.api.auth import RateLimiter
 from agenthuman_local.api.openapi import build_document
 from agenthuman_local.app import CleanupContext, create_app
-from agenthuman_local.config import Settings, load_settings
+from agenthuman_local.config import Settings
+from agenthuman_local.config_sources import load_settings
 from agenthuman_local.engine.worker import RenderWorker
 
 ROOT = Path(__file__).resolve().parent.parent

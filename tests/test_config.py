@@ -7,14 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from agenthuman_local.config import (
-    DEFAULT_CONFIG_PATH,
-    ConfigError,
-    Settings,
-    config_keys,
-    load_settings,
-    parse_set,
-)
+from agenthuman_local.config import ConfigError, Settings, config_keys
+from agenthuman_local.config_sources import DEFAULT_CONFIG_PATH, load_settings, parse_set
 
 
 def write(path: Path, text: str) -> Path:

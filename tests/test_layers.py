@@ -1,14 +1,13 @@
-"""The package's layers, checked: the import graph (read with `ast`) against the layer table, and
-every module imported on its own (into an interpreter holding no other module of the package)
-with pyproject's warning filters as errors (as aiohttp's tests/test_circular_imports.py does).
+"""The package's layers, checked: the import graph (read with `ast`, tests/import_graph.py)
+against the layer table. Each module importing on its own is test_import_alone.py.
 
 The table, by what each module imports at run
 time, module level or inside a function; imports under `if TYPE_CHECKING:` are type hints only
 and are not edges. There is no allowlist: a module that breaks its row fails the test.
 
-- L0, pure (config errors ids jsonsafe protocol records migrations avatars paths audio clock
-  engine.base sessions.state transports.base): no aiohttp, torch, cv2, av, daily, aiosqlite;
-  only L0 modules.
+- L0, pure (config config_sources errors ids jsonsafe protocol records migrations avatars paths
+  audio clock engine.base sessions.state transports.base): no aiohttp, torch, cv2, av, daily,
+  aiosqlite; only L0 modules.
 - engine.*: no aiohttp, daily, av; none of api, app, cli, sessions, store, transports.
 - sessions.*: no aiohttp, torch, cv2, av, daily; none of api, app, cli; of transports only base;
   of engine only base (the Renderer/FrameDriver protocols and the worker's WorkerFull /
@@ -32,24 +31,12 @@ And every `web.AppKey` / `web.RequestKey` is made in `keys.py`.
 from __future__ import annotations
 
 import ast
-import importlib.util
-import json
-import os
-import pkgutil
-import subprocess
-import sys
-import tomllib
-from pathlib import Path
 
-import pytest
-
-import agenthuman_local
-
-ROOT = Path(__file__).resolve().parent.parent
-PACKAGE = ROOT / "agenthuman_local"
+from tests.import_graph import PACKAGE, graph, module_name, runtime_imports
 
 L0 = {
     "config",
+    "config_sources",
     "errors",
     "ids",
     "jsonsafe",
@@ -70,69 +57,6 @@ API_ENGINE = ("engine", "engine.faces")
 SESSIONS_ENGINE = ("engine.base",)
 WEB = ("app", "keys", "cli")  # besides api.*: the modules that may import aiohttp.web
 HEAVY = ("aiohttp", "torch", "cv2", "av", "daily", "aiosqlite")
-
-
-def _name(path: Path) -> str:
-    parts = list(path.relative_to(PACKAGE).with_suffix("").parts)
-    if parts[-1] == "__init__":
-        parts.pop()
-    return ".".join(parts)
-
-
-def _is_type_checking(node: ast.If) -> bool:
-    test = node.test
-    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
-    )
-
-
-def _runtime_imports(tree: ast.AST, module: str) -> set[str]:
-    """Absolute names of every module imported at run time, package-local ones without prefix."""
-    found: set[str] = set()
-
-    def visit(node: ast.AST) -> None:
-        if isinstance(node, ast.If) and _is_type_checking(node):
-            for child in node.orelse:
-                visit(child)
-            return
-        if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                anchor = ("agenthuman_local." + module).split(".")[: -node.level]
-                base = ".".join([*anchor, base]) if base else ".".join(anchor)
-            found.add(base)
-            # The names may be submodules: `from aiohttp import web` is an edge to aiohttp.web.
-            found.update(f"{base}.{alias.name}" for alias in node.names)
-        for child in ast.iter_child_nodes(node):
-            visit(child)
-
-    visit(tree)
-    local = set()
-    for name in found:
-        if name == "agenthuman_local" or name.startswith("agenthuman_local."):
-            inner = name.removeprefix("agenthuman_local").lstrip(".")
-            if inner and _module_exists(inner):
-                local.add(inner)
-        else:
-            local.add("!" + name)  # third party / stdlib, marked
-    return local
-
-
-def _module_exists(name: str) -> bool:
-    base = PACKAGE.joinpath(*name.split("."))
-    return base.with_suffix(".py").exists() or (base / "__init__.py").exists()
-
-
-def graph() -> dict[str, set[str]]:
-    edges = {}
-    for path in sorted(PACKAGE.rglob("*.py")):
-        module = _name(path)
-        if not module:
-            continue
-        edges[module] = _runtime_imports(ast.parse(path.read_text(encoding="utf-8")), module)
-    return edges
 
 
 def _top(name: str) -> str:
@@ -242,7 +166,11 @@ def keys_made_outside(sources: dict[str, str]) -> list[str]:
 
 
 def _sources() -> dict[str, str]:
-    return {_name(p): p.read_text(encoding="utf-8") for p in PACKAGE.rglob("*.py") if _name(p)}
+    return {
+        module_name(p): p.read_text(encoding="utf-8")
+        for p in PACKAGE.rglob("*.py")
+        if module_name(p)
+    }
 
 
 def test_every_app_key_is_made_in_keys() -> None:
@@ -259,7 +187,7 @@ def test_the_app_key_check_and_the_web_row_can_fail() -> None:
     before = set(violations(edges))
     fake = "from aiohttp import web"
     for module in ("engine.slot", "rerig", "transports.local", "api.sessions", "app"):
-        edges[module] = edges[module] | _runtime_imports(ast.parse(fake), module)
+        edges[module] = edges[module] | runtime_imports(ast.parse(fake), module)
     added = sorted(set(violations(edges)) - before)
     web_row = "(only the API, app, keys and cli import aiohttp.web)"
     assert added == [
@@ -303,108 +231,3 @@ def test_the_api_and_session_rows_can_fail() -> None:
         "sessions.live -> engine.engine",
         "sessions.runner -> engine.worker",
     ]
-
-
-def _warning_filters() -> list[str]:
-    config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
-    return list(config["tool"]["pytest"]["ini_options"]["filterwarnings"])
-
-
-# Optional extras: a module that needs one of these is skipped when it is not installed.
-OPTIONAL = ("daily",)
-# Third-party libraries loaded once before the forks, so that each module's own import (a few
-# ms) is what is timed, not torch's (seconds, 76 times over). The package itself is never
-# imported before a fork: each child imports its one module into an interpreter that holds no
-# agenthuman_local module, which is what finds cycles and missing imports.
-PRELOAD = ("numpy", "torch", "cv2", "av", "aiohttp.web", "aiosqlite", "prometheus_client", "yaml")
-
-_ALONE = r"""
-import importlib, json, os, sys, traceback, warnings
-preload, modules, filters = json.loads(sys.argv[1])
-for name in preload:
-    try:
-        importlib.import_module(name)
-    except ImportError:
-        pass
-assert not [m for m in sys.modules if m.startswith("agenthuman_local")]
-failed = {}
-for module in modules:
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(read)
-        warnings.resetwarnings()
-        for spec in reversed(filters):  # as pytest applies them: the last one wins
-            action, _, rest = spec.partition("::")
-            category, _, where = rest.partition(":")
-            cls = {"": Warning}.get(category) or getattr(__import__("builtins"), category)
-            warnings.filterwarnings(action, category=cls, module=where)
-        code = 0
-        try:
-            importlib.import_module(module)
-        except BaseException:
-            os.write(write, traceback.format_exc()[-1500:].encode())
-            code = 1
-        os._exit(code)
-    os.close(write)
-    with os.fdopen(read, "rb") as pipe:
-        err = pipe.read().decode()
-    _, status = os.waitpid(pid, 0)
-    if status != 0:
-        failed[module] = err or f"exit status {status}"
-print(json.dumps(failed))
-"""
-
-
-def _modules() -> list[str]:
-    found = pkgutil.walk_packages(agenthuman_local.__path__, "agenthuman_local.")
-    # `__main__` runs the server when imported: it is `cli.main()`, and cli is imported.
-    return sorted(m.name for m in found if not m.name.endswith(".__main__"))
-
-
-def _installed(lib: str) -> bool:
-    return importlib.util.find_spec(lib) is not None
-
-
-def _needs(module: str, lib: str) -> bool:
-    path = PACKAGE.joinpath(*module.split(".")[1:])
-    file = path.with_suffix(".py") if path.with_suffix(".py").exists() else path / "__init__.py"
-    return f"!{lib}" in _runtime_imports(ast.parse(file.read_text()), _name(file))
-
-
-def import_each_alone(modules: list[str]) -> dict[str, str]:
-    """{module: traceback} for every module that fails to import on its own."""
-    arg = json.dumps([list(PRELOAD), modules, _warning_filters()])
-    proc = subprocess.run(
-        [sys.executable, "-c", _ALONE, arg],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
-
-
-@pytest.mark.timeout(300)
-def test_every_module_imports_on_its_own_without_warnings() -> None:
-    modules = _modules()
-    assert "agenthuman_local.sessions.runner" in modules and len(modules) > 50
-    missing = [lib for lib in OPTIONAL if not _installed(lib)]
-    wanted = [m for m in modules if not any(_needs(m, lib) for lib in missing)]
-    assert import_each_alone(wanted) == {}
-    if missing:
-        pytest.skip(f"imported all but the modules that need {missing} (not installed)")
-
-
-def test_the_session_layer_loads_neither_torch_nor_aiohttp() -> None:
-    code = (
-        "import sys, agenthuman_local.sessions.runner, agenthuman_local.sessions.live;"
-        "print(sorted(m for m in ('torch', 'aiohttp', 'cv2', 'av') if m in sys.modules))"
-    )
-    proc = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.strip() == "[]"

@@ -1,4 +1,4 @@
-"""SessionManager: creates, starts, ends and finds sessions; owns device seats and session timers.
+"""SessionManager: creates, starts, ends and finds sessions; owns their device seats and timers.
 
 Every transition is checked by `state.transition` and written to the store before it is reported.
 Start and end of one session are serialised by a per-session lock, so twenty concurrent starts
@@ -22,8 +22,9 @@ How live-session code plugs in (no aiohttp here; the app wires it):
   `session.init`; it disarms the `ws.connect_timeout_s` timer (else: `websocket_timeout`).
   `manager.mark_refused(session_id)` arms it again when that init is then refused (size or
   capacity): the session keeps its seat for a retry, not for ever.
-- The timers (connect, `session.max_duration_s` → `expired`) sleep on `clock`, the same
-  injectable clock the sessions' pacers use (the wall clock unless a test gives its own).
+- The timers (connect, `session.max_duration_s` → `expired`) are `sessions.timers`; they sleep
+  on `clock`, the same injectable clock the sessions' pacers use (the wall clock unless a test
+  gives its own).
 - `manager.lookup(session_id)` finds a session without an account (the WebSocket authenticates
   by token: `ids.secret_matches(token, session.token_hash)`); `manager.live(session_id)` gives
   the session's live part (None unless it is started in this process).
@@ -53,6 +54,7 @@ from agenthuman_local.errors import (
 )
 from agenthuman_local.records import Avatar, Session
 from agenthuman_local.sessions.state import EndReason, SessionState, transition
+from agenthuman_local.sessions.timers import SessionTimers
 from agenthuman_local.store import Store
 
 log = logging.getLogger(__name__)
@@ -114,7 +116,6 @@ class SessionManager(Generic[H]):
         clock: Clock | None = None,
     ) -> None:
         self._settings = settings
-        self._clock = clock or WallClock()
         self._rooms = rooms
         self._store = store
         self._devices = devices
@@ -122,7 +123,7 @@ class SessionManager(Generic[H]):
         self._live_factory = live_factory
         self._handles: dict[str, H] = {}
         self._live: set[str] = set()  # started in this process and not yet ended
-        self._timers: dict[str, dict[str, asyncio.Task[None]]] = {}
+        self._timers = SessionTimers(clock or WallClock(), self.end_soon)
         self._end_tasks: set[asyncio.Task[None]] = set()
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._closed = False
@@ -290,19 +291,13 @@ class SessionManager(Generic[H]):
 
     def mark_connected(self, session_id: str) -> None:
         """A valid session.init arrived: disarm the connect timeout. Idempotent."""
-        task = self._timers.get(session_id, {}).pop("connect", None)
-        if task is not None:
-            task.cancel()
+        self._timers.disarm_connect(session_id)
 
     def mark_refused(self, session_id: str) -> None:
         """The first session.init was refused (size, capacity) and its socket closed: the
         session keeps its seat for a retry, so the connect timeout runs again from now (else a
         client that never retries would hold the seat until the session expires)."""
-        timers = self._timers.get(session_id)
-        if timers is not None and "connect" not in timers:
-            timers["connect"] = self._timer(
-                session_id, self._settings.ws.connect_timeout_s, "connect"
-            )
+        self._timers.rearm_connect(session_id, self._settings.ws.connect_timeout_s)
 
     async def recover(self) -> list[str]:
         """At start-up: sessions a dead process left `started` end with `server_restart`."""
@@ -319,18 +314,14 @@ class SessionManager(Generic[H]):
         if self._closed:
             return
         self._closed = True
-        for timers in self._timers.values():
-            for task in timers.values():
-                task.cancel()
+        self._timers.cancel_all()
         await asyncio.gather(*self._end_tasks, return_exceptions=True)
         await asyncio.gather(
             *(self._end_quietly(sid, EndReason.SERVER_SHUTDOWN) for sid in list(self._live)),
         )
         # Live sessions may have asked for ends of their own while closing.
         await asyncio.gather(*self._end_tasks, return_exceptions=True)
-        leftover = [t for ts in self._timers.values() for t in ts.values()]
-        await asyncio.gather(*leftover, return_exceptions=True)
-        self._timers.clear()
+        await self._timers.settle()
 
     # -- internals --------------------------------------------------------------------------
 
@@ -359,21 +350,8 @@ class SessionManager(Generic[H]):
                 log.exception("session %s: the live session failed to start", sid)
                 await self._end_locked(session, EndReason.ERROR)
                 raise Internal("The session could not start rendering") from exc
-        timers = {"connect": self._timer(sid, self._settings.ws.connect_timeout_s, "connect")}
-        if session.expiration is not None:
-            timers["expire"] = self._timer(sid, session.expiration - time.time(), "expire")
-        self._timers[sid] = timers
-
-    def _timer(self, session_id: str, delay_s: float, kind: str) -> asyncio.Task[None]:
-        reason = EndReason.WEBSOCKET_TIMEOUT if kind == "connect" else EndReason.EXPIRED
-        return asyncio.create_task(
-            self._end_after(session_id, delay_s, reason), name=f"session:{session_id}:{kind}"
-        )
-
-    async def _end_after(self, session_id: str, delay_s: float, reason: EndReason) -> None:
-        # Only sleeps, then hands over to an end task, so cancelling a timer never cuts an end.
-        await self._clock.sleep_until(self._clock.now() + max(0.0, delay_s))
-        self.end_soon(session_id, reason)
+        expire_s = None if session.expiration is None else session.expiration - time.time()
+        self._timers.arm(sid, connect_s=self._settings.ws.connect_timeout_s, expire_s=expire_s)
 
     async def _end_locked(
         self, session: Session, reason: EndReason, *, write: bool = True
@@ -381,8 +359,7 @@ class SessionManager(Generic[H]):
         """Cancel the timers, close the live part, store the end (unless `write` is False), free
         the seat. The caller holds the session's lock."""
         sid = session.session_id
-        for task in self._timers.pop(sid, {}).values():
-            task.cancel()
+        self._timers.cancel(sid)
         live = self._handles.pop(sid, None)
         now = time.time()
         try:

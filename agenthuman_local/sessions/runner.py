@@ -10,10 +10,8 @@ after the next tick and the face closes its mouth from where it was rather than 
 Which frames are scheduled ahead of the clock, their render jobs, and when the first speaking
 frame after silence is published before its tick (`early`) are `sessions.schedule`.
 
-Events (replies and server events alike) leave through one ordered path: the timeline, then the
-attached socket link, or an outbox that a reconnecting socket drains in order. Event listeners
-(`add_event_listener`, e.g. the viewer's room state) see each one too, on the loop, as it
-leaves; a listener must return at once, and one that raises is logged and skipped.
+Events (replies and server events alike) leave through one ordered path, `sessions.events`: the
+timeline, then the attached socket or an outbox, then the event listeners.
 """
 
 from __future__ import annotations
@@ -32,7 +30,8 @@ from agenthuman_local.audio import SAMPLE_RATE_HZ, AudioIn
 from agenthuman_local.clock import Clock
 from agenthuman_local.engine.base import FrameDriver, Renderer
 from agenthuman_local.sessions.clock import Pacer
-from agenthuman_local.sessions.outbox import EventLink, Outbox
+from agenthuman_local.sessions.events import EventPath, Listener
+from agenthuman_local.sessions.outbox import EventLink
 from agenthuman_local.sessions.schedule import FrameSchedule
 from agenthuman_local.sessions.speech import BufferFull, SpeechQueue, samples_to_ms
 from agenthuman_local.sessions.timeline import Timeline
@@ -102,12 +101,12 @@ class SessionRunner:
         )
         self._pending = self._schedule.pending  # the same deque, oldest first
         self._audio_in = AudioIn()
-        self._listeners: list[Callable[[dict[str, Any]], None]] = []
         self._listening = False
         self._last_rgb: np.ndarray | None = None
         self._pts_ms = 0
-        self._outbox = Outbox(options.max_outbox_events)
-        self._detached_at: float | None = None
+        self._events = EventPath(
+            options.session_id, self.timeline, clock, max_outbox_events=options.max_outbox_events
+        )
         self._last_activity = clock.now()
         self._first_audio_at: float | None = None
         self._pace_task: asyncio.Task[None] | None = None
@@ -185,34 +184,25 @@ class SessionRunner:
 
     def attach(self, link: EventLink) -> None:
         """A socket with a valid session.init: events missed while detached go first, in order."""
-        self._detached_at = None if self._outbox.attach(link) else self.clock.now()
+        self._events.attach(link)
 
     def detach(self, link: EventLink, unsent: list[dict[str, Any]] | None = None) -> None:
         """The socket closed; `unsent` are events it took but never sent (they go first)."""
-        if self._outbox.detach(link, unsent):
-            self._detached_at = self.clock.now()
+        self._events.detach(link, unsent)
 
     @property
     def attached(self) -> bool:
-        return self._outbox.link is not None
+        return self._events.attached
 
-    def add_event_listener(self, listener: Callable[[dict[str, Any]], None]) -> None:
+    def add_event_listener(self, listener: Listener) -> None:
         """`listener(event)` for every event from now on, on the loop; it must not block."""
-        self._listeners.append(listener)
+        self._events.add_listener(listener)
 
-    def remove_event_listener(self, listener: Callable[[dict[str, Any]], None]) -> None:
-        if listener in self._listeners:
-            self._listeners.remove(listener)
+    def remove_event_listener(self, listener: Listener) -> None:
+        self._events.remove_listener(listener)
 
     def _emit(self, event: dict[str, Any]) -> None:
-        self.timeline.event(self._pts_ms, event)
-        if not self._outbox.send(event):
-            self._detached_at = self.clock.now()
-        for listener in list(self._listeners):
-            try:
-                listener(event)
-            except Exception:
-                log.exception("session %s: an event listener failed", self.session_id)
+        self._events.emit(self._pts_ms, event)
 
     def _emit_all(self, events: list[dict[str, Any]]) -> None:
         for event in events:
@@ -396,9 +386,8 @@ class SessionRunner:
         while True:
             await self.clock.sleep_until(self.clock.now() + opts.watch_interval_s)
             now = self.clock.now()
-            if self._detached_at is not None and now - self._detached_at >= (
-                opts.reconnect_grace_s
-            ):
+            detached_at = self._events.detached_at
+            if detached_at is not None and now - detached_at >= opts.reconnect_grace_s:
                 self._request_end("websocket_closed")
             elif (
                 opts.idle_timeout_s is not None

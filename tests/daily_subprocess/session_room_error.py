@@ -11,7 +11,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from agenthuman_local import keys
 from agenthuman_local.app import create_app
-from agenthuman_local.config import load_settings
+from agenthuman_local.config_sources import load_settings
 from tests.test_ws_helpers import fake_renderer_ctx
 
 ROOT = Path(__file__).resolve().parent.parent.parent

@@ -12,7 +12,7 @@
    image written by the output transport (the test harness, tests/pipecat_harness.py), p50/p95
    over utterances, at 256×192 and 960×720.
 4. LiveKit interrupt, through the framework's AvatarRunner (the mock room of
-   tests/test_livekit.py; what the runner's audio track plays is read back from it): ms of
+   tests/livekit_harness.py; what the runner's audio track plays is read back from it): ms of
    speech that still played after `clear_buffer`, and the reported position minus what played,
    with the generator clearing the runner's queue and without (the framework's own runner
    alone); `--livekit-interrupts`.
@@ -33,9 +33,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent / "tests"))
 
+import livekit_harness as lk  # noqa: E402
 import pipecat_harness as harness  # noqa: E402
-import test_livekit as lk  # noqa: E402
 from conftest import speech, start_server, stop_server  # noqa: E402
+from livekit.agents.voice.avatar import AvatarOptions, AvatarRunner  # noqa: E402
 from pipecat.frames.frames import EndFrame, InterruptionFrame  # noqa: E402
 
 from agenthuman_client import (  # noqa: E402
@@ -45,6 +46,7 @@ from agenthuman_client import (  # noqa: E402
     SpeakStarted,
     VideoFrame,
 )
+from agenthuman_client.livekit import AgentHumanAudioOutput  # noqa: E402
 from agenthuman_client.pipecat import PTS_KEY  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
@@ -166,12 +168,12 @@ async def livekit_interrupts(server, interrupts: int, clear: bool) -> dict[str, 
     async with AgentHuman(server.api_key, server.base_url) as api:
         session_id, sock, gen = await lk.open_generator(api)
         recorder = lk.TrackRecorder()
-        audio_out = lk.AgentHumanAudioOutput(gen, sample_rate=lk.RATE)
-        runner = lk.AvatarRunner(
+        audio_out = AgentHumanAudioOutput(gen, sample_rate=lk.RATE)
+        runner = AvatarRunner(
             recorder.room(),
             audio_recv=audio_out,
             video_gen=gen,
-            options=lk.AvatarOptions(lk.W, lk.H, lk.FPS, lk.RATE, 1),
+            options=AvatarOptions(lk.W, lk.H, lk.FPS, lk.RATE, 1),
         )
         if clear:
             gen.attach_av_sync(runner.av_sync)

@@ -9,10 +9,10 @@
 2. Pipecat interrupt: an InterruptionFrame mid-utterance → the first image after the cut
    written by the output transport (min/p50/max over `--interrupts`; `--only-interrupts`).
 3. Pipecat end-to-end latency: the first TTS audio frame into the pipeline → the first speaking
-   image written by the output transport (the test harness of tests/test_pipecat.py), p50/p95
+   image written by the output transport (the test harness, tests/pipecat_harness.py), p50/p95
    over utterances, at 256×192 and 960×720.
 4. LiveKit interrupt, through the framework's AvatarRunner (the mock room of
-   tests/test_livekit.py; what the runner's audio track plays is read back from it): ms of
+   tests/livekit_harness.py; what the runner's audio track plays is read back from it): ms of
    speech that still played after `clear_buffer`, and the reported position minus what played,
    with the generator clearing the runner's queue and without (the framework's own runner
    alone); `--livekit-interrupts`.
@@ -33,11 +33,21 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent / "tests"))
 
-import test_livekit as lk  # noqa: E402
-import test_pipecat as harness  # noqa: E402
+import livekit_harness as lk  # noqa: E402
+import pipecat_harness as harness  # noqa: E402
 from conftest import speech, start_server, stop_server  # noqa: E402
+from livekit.agents.voice.avatar import AvatarOptions, AvatarRunner  # noqa: E402
+from pipecat.frames.frames import EndFrame, InterruptionFrame  # noqa: E402
 
-from agenthuman_client import AgentHuman, SessionSocket, SpeakStarted, VideoFrame  # noqa: E402
+from agenthuman_client import (  # noqa: E402
+    AgentHuman,
+    SessionSocket,
+    SpeakEnded,
+    SpeakStarted,
+    VideoFrame,
+)
+from agenthuman_client.livekit import AgentHumanAudioOutput  # noqa: E402
+from agenthuman_client.pipecat import PTS_KEY  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -91,14 +101,14 @@ async def latencies(server, width: int, height: int, utterances: int) -> list[fl
             sent.append(time.perf_counter())
             await run.say(speech(1.0))
             await asyncio.sleep(2.0)
-        await run.send(harness.EndFrame())
+        await run.send(EndFrame())
 
     run = await harness.run_pipeline(server, script, limit_s=utterances * 4 + 30)
     assert run.service.socket is not None
     starts = [e.pts_ms for e in run.service.socket.events if isinstance(e, SpeakStarted)]
     out = []
     for t_sent, pts, t_event in zip(sent, starts, started_at, strict=False):
-        t_image = next(t for t, f in run.output.video if f.metadata[harness.PTS_KEY] >= pts)
+        t_image = next(t for t, f in run.output.video if f.metadata[PTS_KEY] >= pts)
         out.append((t_image - t_sent) * 1000)
         parts["to_speak_started_event"].append((t_event - t_sent) * 1000)
     parts["to_image_pushed_by_service"] += run.service.first_image_latencies_ms
@@ -117,7 +127,7 @@ async def interrupt_latencies(server, interrupts: int) -> dict[str, list[float]]
     ended_at: dict[str, float] = {}
 
     def on_item(item: object) -> None:
-        if isinstance(item, harness.SpeakEnded) and item.interrupted:
+        if isinstance(item, SpeakEnded) and item.interrupted:
             ended_at[item.utterance_id] = time.perf_counter()
 
     async def script(run: harness.Run) -> None:
@@ -131,19 +141,19 @@ async def interrupt_latencies(server, interrupts: int) -> dict[str, list[float]]
             await sock.wait_for(SpeakStarted, timeout_s=30, after=after)
             await asyncio.sleep(0.8 + 0.4 * np.random.random())  # any phase of the frame clock
             marks.append(time.perf_counter())
-            await run.send(harness.InterruptionFrame())
-            await sock.wait_for(harness.SpeakEnded, timeout_s=10, after=after)
+            await run.send(InterruptionFrame())
+            await sock.wait_for(SpeakEnded, timeout_s=10, after=after)
             await asyncio.sleep(0.6)
-        await run.send(harness.EndFrame())
+        await run.send(EndFrame())
 
     run = await harness.run_pipeline(server, script, limit_s=interrupts * 6 + 30)
     sock = run.service.socket
     assert sock is not None
-    ended = [e for e in sock.events if isinstance(e, harness.SpeakEnded) and e.interrupted]
+    ended = [e for e in sock.events if isinstance(e, SpeakEnded) and e.interrupted]
     out: dict[str, list[float]] = {"to_image_written": [], "to_speak_ended_event": []}
     for mark, e in zip(marks, ended, strict=False):
         t_image = next(
-            t for t, f in run.output.video if t >= mark and f.metadata[harness.PTS_KEY] >= e.pts_ms
+            t for t, f in run.output.video if t >= mark and f.metadata[PTS_KEY] >= e.pts_ms
         )
         out["to_image_written"].append((t_image - mark) * 1000)
         out["to_speak_ended_event"].append((ended_at[e.utterance_id] - mark) * 1000)
@@ -158,12 +168,12 @@ async def livekit_interrupts(server, interrupts: int, clear: bool) -> dict[str, 
     async with AgentHuman(server.api_key, server.base_url) as api:
         session_id, sock, gen = await lk.open_generator(api)
         recorder = lk.TrackRecorder()
-        audio_out = lk.AgentHumanAudioOutput(gen, sample_rate=lk.RATE)
-        runner = lk.AvatarRunner(
+        audio_out = AgentHumanAudioOutput(gen, sample_rate=lk.RATE)
+        runner = AvatarRunner(
             recorder.room(),
             audio_recv=audio_out,
             video_gen=gen,
-            options=lk.AvatarOptions(lk.W, lk.H, lk.FPS, lk.RATE, 1),
+            options=AvatarOptions(lk.W, lk.H, lk.FPS, lk.RATE, 1),
         )
         if clear:
             gen.attach_av_sync(runner.av_sync)

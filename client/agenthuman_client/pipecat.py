@@ -13,11 +13,11 @@ transport's params unless given), then:
   `agent.interrupt` and is forwarded.
 - The session's frames come back as RGB `OutputImageRawFrame`s of the session's size (raw
   rgb24 from a server on this machine, JPEG decoded with Pillow from elsewhere:
-  `output_video="auto"`). Its audio
-  comes back as `TTSAudioRawFrame`s **only inside an utterance** (between our
-  `agent.speak_started` and `agent.speak_ended`), and the held `TTSStoppedFrame` follows the
-  utterance's last audio, so the output transport's own bot-speaking detection says started
-  once, when the avatar really starts to speak, and stopped once, after its last sample.
+  `output_video="auto"`). Its audio comes back as `TTSAudioRawFrame`s **only inside an
+  utterance** (between our `agent.speak_started` and `agent.speak_ended`), and the held
+  `TTSStoppedFrame` follows the utterance's last audio, so the output transport's own
+  bot-speaking detection says started once, when the avatar really starts to speak, and
+  stopped once, after its last sample.
 - At an interrupt of a playing utterance its audio that arrives afterwards is dropped, and so
   are the images the server showed before it stopped (below the interrupted
   `agent.speak_ended`'s pts); the first image after that cut is pushed at once, without the
@@ -40,19 +40,18 @@ transport's params unless given), then:
   become `AgentHumanErrorFrame`s (an `ErrorFrame` with our error `code`), except
   `RATE_LIMITED`, a warning in the log: the server only reads the socket more slowly.
 
-The frames it makes and the captions it holds are `agenthuman_client.pipecat_frames`; when its
-media goes out (pacing, the backlog) is `agenthuman_client.pipecat_pacing`.
+Its parts, in `agenthuman_client`: the frames it makes and the captions it holds,
+`pipecat_frames`; when its media goes out (pacing, the backlog, latencies), `pipecat_pacing`;
+the speech the server has not finished and the held `TTSStoppedFrame`s, `pipecat_speech`; the
+REST client, session and socket it opens and closes, `pipecat_link`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
-from collections import deque
 from typing import Any
 
-import aiohttp
 from loguru import logger
 from pipecat.frames.frames import (
     CancelFrame,
@@ -99,9 +98,11 @@ from agenthuman_client.pipecat_frames import (
     mono_pcm,
     speech_frame,
 )
-from agenthuman_client.pipecat_pacing import Backlog, Pacer
-from agenthuman_client.rest import DEFAULT_BASE_URL, AgentHuman, ApiError, Session
-from agenthuman_client.socket import SessionSocket, SocketRefused
+from agenthuman_client.pipecat_link import SessionLink
+from agenthuman_client.pipecat_pacing import Backlog, Latencies, Pacer
+from agenthuman_client.pipecat_speech import SpeechInFlight
+from agenthuman_client.rest import DEFAULT_BASE_URL, Session
+from agenthuman_client.socket import SessionSocket
 
 __all__ = ["PTS_KEY", "UTTERANCE_KEY", "AgentHumanErrorFrame", "AgentHumanVideoService"]
 
@@ -130,56 +131,47 @@ class AgentHumanVideoService(AIService):
         kwargs.setdefault("settings", ServiceSettings(model=None))
         super().__init__(**kwargs)
         params = getattr(transport, "_params", None) if transport is not None else None
-        self._api_key = api_key
-        self._base_url = base_url
-        self._avatar_id = avatar_id
+        self._link = SessionLink(
+            api_key,
+            base_url,
+            avatar_id=avatar_id,
+            output_video=video_format_for(base_url, output_video),
+            resume_for_s=resume_for_s,
+            on_error=self._error,
+            owner=self,
+        )
         self._width = video_width or getattr(params, "video_out_width", None)
         self._height = video_height or getattr(params, "video_out_height", None)
         self._fps = fps or getattr(params, "video_out_framerate", None)
         self._sample_rate = sample_rate or getattr(params, "audio_out_sample_rate", None)
-        self._output_video = video_format_for(base_url, output_video)
         self._end_timeout_s = end_timeout_s
-        self._resume_for_s = resume_for_s
         self._audio_delay_frames = audio_delay_frames
         self._pacer = Pacer(jitter_ms / 1000)
         # After an interrupt: its utterances' audio is not pushed, nor, if one was playing, the
         # images the server showed before it stopped.
         self._cut = InterruptCut()
-        self._interrupted_at: float | None = None
         self._captions = CaptionHold(lambda: self.get_clock().get_time())  # see the module doc
-        self._api: AgentHuman | None = None
-        self._session: Session | None = None
-        self._sock: SessionSocket | None = None
         self._receive_task: asyncio.Task[None] | None = None
         self._gate = UtteranceGate()
         self._ready = False
         self._backlog = Backlog(self._fps)
-        self._unconfirmed = 0
-        self._open: set[str] = set()
-        self._stops: deque[TTSStoppedFrame] = deque()
-        self._pending_stop: deque[int] = deque()  # pts_ms at which an utterance ended
-        self._speech_sent = False
+        self._speech = SpeechInFlight()
         self._context_id: str | None = None
         self._closing = False
-        self._changed = asyncio.Event()
-        self._first_audio_at: float | None = None
-        self._current_start_pts: int | None = None
-        # ms from the first TTS audio frame into the service to the first speaking image out
-        # of it, one per utterance.
-        self.first_image_latencies_ms: list[float] = []
-        # ms from an InterruptionFrame into the service to the first image after the cut out
-        # of it, one per interrupt of a playing utterance.
-        self.interrupt_latencies_ms: list[float] = []
+        self._latencies = Latencies()
+        # The lists it appends to (see `Latencies`), read by tests and measurements.
+        self.first_image_latencies_ms = self._latencies.first_image_ms
+        self.interrupt_latencies_ms = self._latencies.interrupt_ms
 
     # --- public ----------------------------------------------------------------------------
 
     @property
     def session(self) -> Session | None:
-        return self._session
+        return self._link.session
 
     @property
     def socket(self) -> SessionSocket | None:
-        return self._sock
+        return self._link.sock
 
     def can_generate_metrics(self) -> bool:
         return True
@@ -193,44 +185,24 @@ class AgentHumanVideoService(AIService):
 
     async def start(self, frame: StartFrame) -> None:
         await super().start(frame)
-        self._api = AgentHuman(self._api_key, self._base_url)
-        try:
-            self._session = await self._api.create_started(self._avatar_id)
-            self._sock = await SessionSocket.connect(
-                self._session,
-                http=self._api.http,
-                video_width=self._width,
-                video_height=self._height,
-                fps=self._fps,
-                sample_rate=self._sample_rate or 16000,
-                output_video=self._output_video,
-                output_audio=True,
-                resume_for_s=self._resume_for_s,
-            )
-        except ApiError as exc:
-            await self._error(exc.code, f"AgentHuman: {exc.message}", exc)
+        sock = await self._link.open(
+            video_width=self._width,
+            video_height=self._height,
+            fps=self._fps,
+            sample_rate=self._sample_rate or 16000,
+        )
+        if sock is None:
             return
-        except SocketRefused as exc:
-            await self._error(exc.code, f"AgentHuman socket refused: {exc.message}", exc)
-            return
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            await self._error("SERVER_UNREACHABLE", f"AgentHuman server unreachable: {exc}", exc)
-            return
-        self._width, self._height = self._sock.width, self._sock.height
+        self._width, self._height = sock.width, sock.height
         self._receive_task = self.create_task(self._receive(), name="agenthuman-receive")
 
     async def stop(self, frame: EndFrame) -> None:
         await super().stop(frame)
-        if self._sock is not None and self._sock.closed is None:
-            if self._speech_sent:
+        if self._link.sock is not None and self._link.sock.closed is None:
+            if self._speech.ends_utterance():
                 with contextlib.suppress(ConnectionError, TimeoutError):
-                    await self._sock.speak_end()
-                self._speech_sent = False
-            deadline = time.monotonic() + self._end_timeout_s
-            while self._speech_pending() and time.monotonic() < deadline:
-                self._changed.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._changed.wait(), deadline - time.monotonic())
+                    await self._link.sock.speak_end()
+            await self._speech.drain(self._end_timeout_s)
         # Captions whose audio never came out.
         while (held := self._captions.pop_any()) is not None:
             await self._out(held)
@@ -244,9 +216,6 @@ class AgentHumanVideoService(AIService):
         await super().cleanup()
         await self._teardown()
 
-    def _speech_pending(self) -> bool:
-        return bool(self._unconfirmed or self._open or self._pending_stop)
-
     async def _teardown(self) -> None:
         if self._closing:
             return
@@ -254,15 +223,7 @@ class AgentHumanVideoService(AIService):
         if self._receive_task is not None:
             await self.cancel_task(self._receive_task)
             self._receive_task = None
-        if self._sock is not None:
-            await self._sock.aclose()
-        if self._api is not None:
-            if self._session is not None:
-                try:
-                    await self._api.end_session(self._session.session_id)
-                except (ApiError, aiohttp.ClientError, OSError) as exc:
-                    logger.warning(f"{self}: ending session failed: {exc}")
-            await self._api.aclose()
+        await self._link.aclose()
 
     async def _error(self, code: str, message: str, exc: Exception | None = None) -> None:
         logger.error(f"{self}: {message} ({code})")
@@ -276,10 +237,9 @@ class AgentHumanVideoService(AIService):
             self._captions.tts_audio()
             await self._speak(frame)
         elif isinstance(frame, TTSStoppedFrame):
-            if self._speech_sent and self._sock is not None:
-                self._speech_sent = False
-                self._stops.append(frame)
-                await self._send(self._sock.speak_end())
+            if self._link.sock is not None and self._speech.ends_utterance():
+                self._speech.hold_stop(frame)
+                await self._link.send(self._link.sock.speak_end())
             else:
                 await self.push_frame(frame, direction)
         elif isinstance(frame, InterruptionFrame):
@@ -297,25 +257,24 @@ class AgentHumanVideoService(AIService):
         elif direction == FrameDirection.DOWNSTREAM and self._is_caption(frame):
             await self._caption(frame)
         elif isinstance(frame, UserStartedSpeakingFrame):
-            if self._sock is not None:
-                await self._send(self._sock.start_listening())
+            if self._link.sock is not None:
+                await self._link.send(self._link.sock.start_listening())
             await self.push_frame(frame, direction)
         elif isinstance(frame, UserStoppedSpeakingFrame):
-            if self._sock is not None:
-                await self._send(self._sock.stop_listening())
+            if self._link.sock is not None:
+                await self._link.send(self._link.sock.stop_listening())
             await self.push_frame(frame, direction)
         else:
             await self.push_frame(frame, direction)
 
     def _is_caption(self, frame: Frame) -> bool:
-        if isinstance(frame, SystemFrame) or self._sock is None:
+        if isinstance(frame, SystemFrame) or self._link.sock is None:
             return False
         return frame.pts is not None or isinstance(frame, TTSTextFrame)
 
     async def _caption(self, frame: Frame) -> None:
         """A timed frame (or a TTS text) of the speech: moved to when the avatar says it."""
-        in_utterance = bool(self._speech_sent or self._stops or self._pending_stop)
-        if (now := self._captions.take(frame, in_utterance)) is not None:
+        if (now := self._captions.take(frame, self._speech.in_utterance())) is not None:
             await self.push_frame(now)
 
     async def _release_captions(self) -> None:
@@ -325,52 +284,39 @@ class AgentHumanVideoService(AIService):
         while (frame := self._captions.pop_timed()) is not None:
             await self._out(frame)
 
-    async def _send(self, command: Any) -> bool:
-        try:
-            await command
-            return True
-        except (ConnectionError, TimeoutError, RuntimeError) as exc:
-            await self._error("SOCKET_CLOSED", f"AgentHuman socket unusable: {exc}", exc)
-            return False
-
     async def _speak(self, frame: TTSAudioRawFrame) -> None:
-        if self._sock is None:
+        if self._link.sock is None:
             return
         pcm = mono_pcm(frame)
-        if not self._speech_sent:
-            self._speech_sent = True
-            if self._first_audio_at is None:
-                self._first_audio_at = time.perf_counter()
+        if self._speech.chunk_sending():
+            self._latencies.audio_in()
         # As it comes, however short: the server never pads a frame whose audio is still
         # arriving with silence.
-        self._unconfirmed += 1
         try:
-            sent = await self._sock.speak(pcm, frame.sample_rate)
+            sent = await self._link.sock.speak(pcm, frame.sample_rate)
         except (ConnectionError, TimeoutError, RuntimeError) as exc:
-            self._unconfirmed -= 1
+            self._speech.chunk_failed()
             await self._error("SOCKET_CLOSED", f"AgentHuman socket unusable: {exc}", exc)
             return
-        self._unconfirmed += sent - 1
+        self._speech.chunk_sent(sent)
 
     async def _interrupt(self) -> None:
         playing = self._gate.speaking()
-        self._speech_sent = False
-        self._first_audio_at = None
+        self._speech.interrupt()
+        self._latencies.interrupt()
         self._captions.clear()
-        self._stops.clear()
-        self._pending_stop.clear()
         self._gate.clear()
-        if self._sock is not None and self._sock.closed is None:
+        if self._link.sock is not None and self._link.sock.closed is None:
             # Images the server showed before it stopped, still in the jitter buffer or on the
             # way, are not pushed: the output transport restarts its video queue on this
             # InterruptionFrame, and the next image it gets is the first idle one.
             self._cut.interrupt(playing)
             if playing:
-                self._interrupted_at = time.perf_counter()
+                self._latencies.cut()
                 self._pacer.wake()
                 self._backlog.drop(OutputImageRawFrame)
             self._backlog.drop(TTSAudioRawFrame)
-            await self._send(self._sock.interrupt())
+            await self._link.send(self._link.sock.interrupt())
 
     # --- server → pipeline -----------------------------------------------------------------
 
@@ -381,8 +327,8 @@ class AgentHumanVideoService(AIService):
         self._backlog.hold(frame)  # the transport would drop it (see `Backlog`)
 
     async def _receive(self) -> None:
-        assert self._sock is not None
-        async for item in self._sock:
+        assert self._link.sock is not None
+        async for item in self._link.sock:
             if isinstance(item, VideoFrame):
                 await self._on_video(item)
             elif isinstance(item, AudioFrame):
@@ -390,20 +336,16 @@ class AgentHumanVideoService(AIService):
                     await self._on_speech(audio, utterance_id)
                 await self._maybe_stop(item.pts_ms + item.duration_ms)
             elif isinstance(item, SpeakConfirmed):
-                self._unconfirmed = max(0, self._unconfirmed - 1)
-                if item.utterance_id:
-                    self._open.add(item.utterance_id)
+                self._speech.confirmed(item.utterance_id)
             elif isinstance(item, SpeakStarted):
-                self._current_start_pts = item.pts_ms
+                self._latencies.speak_started(item.pts_ms)
                 for audio, utterance_id in self._gate.event(item):
                     await self._on_speech(audio, utterance_id)
             elif isinstance(item, SpeakEnded):
                 self._cut.speak_ended(item)
                 self._gate.event(item)
-                self._current_start_pts = None
-                self._open.discard(item.utterance_id)
-                if not item.interrupted and item.pts_ms is not None:
-                    self._pending_stop.append(item.pts_ms)
+                self._latencies.speak_ended()
+                self._speech.ended(item)
             elif isinstance(item, InterruptConfirmed):
                 self._cut.confirmed()
             elif isinstance(item, ServerError) and item.code == "RATE_LIMITED":
@@ -419,31 +361,21 @@ class AgentHumanVideoService(AIService):
                     await self._error(
                         "SOCKET_CLOSED", f"AgentHuman session socket closed ({item.code})"
                     )
-                self._changed.set()
+                self._speech.changed()
                 return
-            self._changed.set()
+            self._speech.changed()
 
     async def _on_video(self, frame: VideoFrame) -> None:
         if self._cut.shown_before_cut(frame.pts_ms):
             return  # shown by the server before it stopped: never pushed, never waited on
         first_after_cut = self._cut.ends_cut(frame.pts_ms)
-        if frame.jpeg is not None:
-            rgb = await asyncio.to_thread(frame.rgb_bytes)
-        else:
-            rgb = frame.rgb_bytes()
-        image = image_frame(frame, rgb)
+        image = await image_frame(frame)
         if not await self._pacer.pace(frame.pts_ms, now_ok=first_after_cut):
             return
         if self._cut.shown_before_cut(frame.pts_ms):
             return  # an interrupt came while it waited
         await self._out(image)
-        if first_after_cut and self._interrupted_at is not None:
-            self.interrupt_latencies_ms.append((time.perf_counter() - self._interrupted_at) * 1e3)
-            self._interrupted_at = None
-        start = self._current_start_pts
-        if start is not None and frame.pts_ms >= start and self._first_audio_at is not None:
-            self.first_image_latencies_ms.append((time.perf_counter() - self._first_audio_at) * 1e3)
-            self._first_audio_at = None
+        self._latencies.image_out(frame.pts_ms, first_after_cut)
         await self._maybe_stop(frame.pts_ms)
 
     async def _on_speech(self, audio: AudioFrame, utterance_id: str) -> None:
@@ -462,11 +394,9 @@ class AgentHumanVideoService(AIService):
 
     async def _maybe_stop(self, media_end_ms: float) -> None:
         """Push the held TTSStoppedFrame once the utterance's last audio has gone out."""
-        while self._pending_stop and media_end_ms >= self._pending_stop[0]:
-            self._pending_stop.popleft()
-            stop = self._stops.popleft() if self._stops else TTSStoppedFrame()
+        while (stop := self._speech.stop_due(media_end_ms)) is not None:
             while (text := self._captions.pop_text()) is not None:
                 await self._out(text)
             await self._out(stop)
             self._captions.wait_for_audio()  # the utterance is over
-            self._changed.set()
+            self._speech.changed()

@@ -1,5 +1,6 @@
-"""The Pipecat frames `AgentHumanVideoService` makes and holds: its error frame, its images and
-speech (with our metadata keys), the mono PCM it sends, and the captions it holds back.
+"""The Pipecat frames `AgentHumanVideoService` makes and holds: its error frame, its images
+(decoded from JPEG off the event loop) and speech (with our metadata keys), the mono PCM it
+sends, and the captions it holds back.
 
 Captions follow the avatar, not the TTS (`CaptionHold`): a TTS stamps its word frames for audio
 that would play as soon as it is made, and the avatar plays it later. Timed frames of an
@@ -9,6 +10,7 @@ utterance wait for its first speech audio to go out, then move by that delay; un
 
 from __future__ import annotations
 
+import asyncio
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,8 +32,13 @@ class AgentHumanErrorFrame(ErrorFrame):
     code: str = ""
 
 
-def image_frame(frame: VideoFrame, rgb: bytes) -> OutputImageRawFrame:
-    """The session's image as an RGB `OutputImageRawFrame`, its pts in the metadata."""
+async def image_frame(frame: VideoFrame) -> OutputImageRawFrame:
+    """The session's image as an RGB `OutputImageRawFrame`, its pts in the metadata. A JPEG is
+    decoded on a worker thread: Pillow would block the event loop."""
+    if frame.jpeg is not None:
+        rgb = await asyncio.to_thread(frame.rgb_bytes)
+    else:
+        rgb = frame.rgb_bytes()
     image = OutputImageRawFrame(rgb, (frame.width, frame.height), "RGB")
     image.metadata[PTS_KEY] = frame.pts_ms
     return image

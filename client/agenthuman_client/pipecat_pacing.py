@@ -1,5 +1,7 @@
 """When `AgentHumanVideoService`'s media goes out: `Pacer` schedules each frame at its pts on
-the server's clock, `Backlog` holds frames for an output transport that is not ready yet."""
+the server's clock, `Backlog` holds frames for an output transport that is not ready yet, and
+`Latencies` records how long after what caused them its first speaking and first post-interrupt
+images went out."""
 
 from __future__ import annotations
 
@@ -81,3 +83,46 @@ class Backlog:
     def drop(self, kind: type[Frame]) -> None:
         """Forget the held frames of `kind` (an interrupt)."""
         self._frames = deque(f for f in self._frames if not isinstance(f, kind))
+
+
+class Latencies:
+    """In ms, `first_image_ms`: from an utterance's first TTS audio frame into the service to
+    its first speaking image out of it, one per utterance; `interrupt_ms`: from an
+    `InterruptionFrame` into the service to the first image after the cut out of it, one per
+    interrupt of a playing utterance."""
+
+    def __init__(self) -> None:
+        self.first_image_ms: list[float] = []
+        self.interrupt_ms: list[float] = []
+        self._audio_in_at: float | None = None
+        self._cut_at: float | None = None
+        self._speaking_from_ms: int | None = None  # the playing utterance's first pts
+
+    def audio_in(self) -> None:
+        """An utterance's first TTS audio came in (kept while an earlier one's is unmatched)."""
+        if self._audio_in_at is None:
+            self._audio_in_at = time.perf_counter()
+
+    def speak_started(self, pts_ms: int | None) -> None:
+        self._speaking_from_ms = pts_ms
+
+    def speak_ended(self) -> None:
+        self._speaking_from_ms = None
+
+    def interrupt(self) -> None:
+        """An interrupt: the utterance's first image will not come."""
+        self._audio_in_at = None
+
+    def cut(self) -> None:
+        """An interrupt of a playing utterance: timed to the first image after the cut."""
+        self._cut_at = time.perf_counter()
+
+    def image_out(self, pts_ms: int, first_after_cut: bool) -> None:
+        """An image went out (`first_after_cut`: the first after an interrupt's cut)."""
+        if first_after_cut and self._cut_at is not None:
+            self.interrupt_ms.append((time.perf_counter() - self._cut_at) * 1e3)
+            self._cut_at = None
+        start = self._speaking_from_ms
+        if start is not None and pts_ms >= start and self._audio_in_at is not None:
+            self.first_image_ms.append((time.perf_counter() - self._audio_in_at) * 1e3)
+            self._audio_in_at = None

@@ -123,4 +123,4 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     whole runs (a word 217 ms early: the avatar's audio came out with a gap) and passed in every
     run with them last or without them. Our guess, not proven: the LiveKit FFI runtime they start
     (native threads and sources) stays in this process and competes with timing-sensitive tests."""
-    items.sort(key=lambda item: item.nodeid.startswith("tests/test_livekit.py"))
+    items.sort(key=lambda item: item.nodeid.startswith("tests/test_livekit"))

@@ -66,10 +66,11 @@ test: $(STAMP) browser ## install, then run the whole test suite (server, then c
 test-client: $(STAMP) $(CLIENT_STAMP) ## the client and its Pipecat/LiveKit adapters, against run.py
 	cd client && SERVER_PYTHON=$(CURDIR)/$(BIN)/python ../$(CLIENT_VENV)/bin/python -m pytest -q
 
-lint: $(STAMP) ## ruff and mypy
+lint: $(STAMP) $(CLIENT_STAMP) ## ruff and mypy (the client's against its own environment)
 	$(BIN)/ruff check agenthuman_local tests bench client
 	$(BIN)/ruff format --check agenthuman_local tests bench client
 	$(BIN)/mypy
+	cd client && MYPYPATH=. ../$(BIN)/mypy --python-executable ../$(CLIENT_VENV)/bin/python agenthuman_client
 
 bench: $(STAMP) ## run the benchmarks; writes bench/results.json, exits non-zero on a missed goal
 	$(BIN)/python -m bench $(ARGS)

@@ -108,11 +108,12 @@ class CaptionHold:
         return True
 
     def pop_timed(self) -> Frame | None:
-        """The next held timed frame, its pts shifted; None when none is held."""
-        if not self._timed:
+        """The next held timed frame, its pts shifted; None when none is held, or while the
+        delay is not known (before the utterance's first speech audio went out)."""
+        if not self._timed or self._shift_ns is None:
             return None
         frame = self._timed.popleft()
-        frame.pts += self._shift_ns
+        frame.pts = (frame.pts or 0) + self._shift_ns  # held frames are timed (`take`)
         return frame
 
     def pop_text(self) -> Frame | None:

@@ -80,3 +80,41 @@ def test_a_lid_over_a_lit_eye_closes_lit_whatever_shades_its_band() -> None:
         lifts[white] = float(np.median(lift[mid]))
     assert lifts[200.0] > 0.9 * _LIT_MAX, lifts
     assert 0.0 < lifts[40.0] <= _LIFT_MAX, lifts
+
+
+def _lit_eye_case() -> tuple[np.ndarray, ...]:
+    """Jesse's lit eye, in the synthetic eye's axes: pink lid skin (220) over it, its lower 4
+    rows lashes (110, thicker than the 2.2 px of the shown lid's margin), the eye's white lit
+    a little brighter than the cheek (210 against 204, luma), the cheek pink but lit near white,
+    without its hue, under the eye's outer third."""
+    t_px, s_px = np.mgrid[-20:20, -2:33].astype(np.float32)
+    t_up, t_lo = np.zeros_like(s_px), np.full_like(s_px, 10.0)
+    inside = (s_px >= 0) & (s_px <= 30)
+    h = np.where(inside, 10.0 - 6.0 * ((s_px - 15) / 15) ** 2, 0.0).clip(0)
+    pink = np.array([1.0, 0.8, 0.7], np.float32)
+    rgb = np.zeros((*s_px.shape, 3), np.float32)
+    rgb[t_px < 0] = 220.0 * pink
+    rgb[(t_px < 0) & (t_px >= -4)] = 110.0 * pink
+    rgb[(t_px >= 0) & (t_px <= 10)] = 210.0
+    rgb[t_px > 10] = 240.0 * pink
+    rgb[(t_px > 10) & (s_px < 10)] = (246.0, 242.0, 230.0)
+    return rgb, s_px, t_px, t_up, t_lo, h, t_up - 8.0
+
+
+def test_a_lid_over_a_lit_eye_closes_as_its_own_lit_skin_not_a_grey_cap() -> None:
+    """Jesse's lit eye closed as a grey cap on a pink face: its shown lid takes in the thick
+    lashes, and the lit eye's lift stopped at 0.8 of the cheek (the old tone: 0.87 of the lid's
+    skin), towards a cheek lit near white (more blue than red added: grey-blue). Over a lit eye the
+    closed lid is as light as its lid's lit skin, and lifted in the skin's hue."""
+    from agenthuman_local.engine.photo_eye import LUMA, lid_lift
+
+    rgb, s_px, t_px, t_up, t_lo, h, top = _lit_eye_case()
+    lift = lid_lift(rgb, s_px, t_px, t_up, t_lo, h, top, 10.0, 4.0)
+    skin = 220.0 * float(np.array([1.0, 0.8, 0.7]) @ LUMA)
+    source = (t_px >= -8) & (t_px < -4)
+    eye = (t_px >= 0) & (t_px < 10)
+    for cols in (np.abs(s_px - 15) <= 1, (s_px >= 6) & (s_px <= 9)):
+        closed = rgb[source & cols].mean(0) + np.median(lift[eye & cols], axis=0)
+        assert float(closed @ LUMA) >= 0.95 * skin, (closed, skin)
+        # The skin's hue (blue 0.7 of red), not greyed towards the white cheek (old: 0.74).
+        assert closed[2] / closed[0] <= 0.72, closed

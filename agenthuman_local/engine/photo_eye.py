@@ -31,6 +31,10 @@ _SHADED, _LIFT, _LIFT_MAX = 0.8, 0.3, 25.0
 # A lid over a lit eye closes to at least this share of its white's tone (the brighter fifth of
 # the eye), as far as the shaded skin's tone and by at most this many levels.
 _LIT_SKIN, _LIT_MAX = 0.8, 40.0
+# An eye whose white is at least this share of the skin under it (its tone) is lit as the cheek
+# is: its lid closes as light as the lit part of its own skin (this percentile of the band's tone
+# over the eye), as far as the white's and the cheek's tones.
+_LIT_EYE, _LIT_BAND = 0.9, 75.0
 _MATCH_MAX = 40.0  # the stretched skin brought to the visible lid's tone by at most this (luma)
 _TAPER = 0.15  # the lid's tone fades out over this share of the eye's length at each corner
 _LASH_MAX = 0.45  # the thickest lash line over the eye that rides down whole, in openings
@@ -285,9 +289,9 @@ def lid_lift(
     `_LIFT_MAX` levels, a lit one not (its cheek may be lit white: a grey smear): skin folded
     away while the eye is open is shaded, the closed lid sits where the eye's surface is lit,
     so it does not close as a dark smudge; over a lit eye it goes further, to the tone the eye's
-    surface is lit to (`_LIT_SKIN`). Both fade out into the corners, where the lid is
-    thin, so the closed lid has no edge there. Added, not multiplied, so the skin's texture
-    keeps its contrast."""
+    surface is lit to (`_LIT_SKIN`), and over one lit as the cheek is to the lid's own lit skin
+    (`_LIT_BAND`). Both fade out into the corners, where the lid is thin, so the closed lid has
+    no edge there. Added, not multiplied, so the skin's texture keeps its contrast."""
     zero = np.zeros((*h.shape, 3), np.float32)
     thin = max(1.0, 0.22 * h_max)
     source = (t_px >= top) & (t_px < t_up - lash) & (h > 0)
@@ -325,17 +329,29 @@ def lid_lift(
     match *= np.minimum(1.0, _MATCH_MAX / np.maximum(luma, 1e-6))[:, None]
     # The lift: only a lid darker than `_SHADED` of the cheek, a share of the way there, at
     # most _LIFT_MAX levels (luma); towards the cheek's colour (a shadow's own hue, scaled up,
-    # would be a tint).
+    # would be a tint): each column's tone, in the hue of the cheek along the whole eye. A
+    # cheek lit near white loses its hue (Jesse's lit cheek, [246 242 230] under the eye's outer
+    # third): the way from a pink lid to it is blue, and it closed a grey-blue cap.
     v_l, c_l = vis @ LUMA, cheek @ LUMA
+    hue = np.median(rgb[under], axis=0)
+    cheek = c_l[:, None] * (hue / max(float(hue @ LUMA), 1.0))[None, :]
     amount = np.clip(_LIFT * (_SHADED * c_l - v_l), 0.0, _LIFT_MAX)
     # A lid over a lit eye (its white bright near the cheek's tone) is lit as the eye's surface
     # is, whatever shades the band above it (a brow's shadow, a glasses rim): it goes the whole
-    # way to its lit tone, by at most _LIT_MAX levels.
+    # way to its lit tone, by at most _LIT_MAX levels. Over an eye lit as the cheek is
+    # (`_LIT_EYE`), that tone is at least its own lid's lit skin, taken over the whole eye (the
+    # band thins into the corners to its shaded margin): the shown lid takes in its lashes
+    # (Jesse's lit lid: shown 144, band 170, its lit skin 183, white 206, cheek 204), and at
+    # `_LIT_SKIN` of the cheek alone it closed a dark cap on a pink face.
     eye = (t_px >= t_up) & (t_px <= t_lo) & (h > 0)
     if eye.sum() >= 4:
-        lit = _LIT_SKIN * float(np.percentile(rgb[eye] @ LUMA, 80))
-        to_lit = np.clip(np.minimum(_SHADED * c_l, lit) - v_l, 0.0, _LIT_MAX)
-        amount = np.maximum(amount, to_lit)
+        lum = rgb @ LUMA
+        white = float(np.percentile(lum[eye], 80))
+        lit = np.minimum(_SHADED * c_l, _LIT_SKIN * white)
+        if white >= _LIT_EYE * float(np.median(lum[under])):
+            skin = float(np.percentile(lum[source], _LIT_BAND))
+            lit = np.maximum(lit, np.minimum(skin, np.minimum(c_l, white)))
+        amount = np.maximum(amount, np.clip(lit - v_l, 0.0, _LIT_MAX))
     lift = (cheek - vis) * (amount / np.maximum(c_l - v_l, 1.0))[:, None]
     diff = match + lift
     # Into the corners (the last `_TAPER` of the eye's length each side) the lift fades out.

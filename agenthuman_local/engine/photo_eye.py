@@ -2,10 +2,11 @@
 
 The eye is the mesh's eye contour, grown from the photo's pixels where the contour misses part of
 the eye (turned, shadowed and hooded eyes: the iris model puts the lid too low or the corner
-short): the iris past the corners, and white of the eye that shows past the contour. A lid that
-stopped at the contour would leave a bright or dark streak of eye. The lid above it: how thick its
-lash line is, how tall its band of skin up to the crease, and the tone the closed lid is brought
-to. All in the eye's own axes (along its corner-to-corner line `s`, across it `t`, down the face).
+short): the iris past the corners, white of the eye that shows past the contour, and eye-hued
+pixels just under the lower contour (a lit cheek's tone is the white's). A lid that stopped at
+the contour would leave a bright or dark streak of eye. The lid above it: how thick its lash
+line is, how tall its band of skin up to the crease, and the tone the closed lid is brought to.
+All in the eye's own axes (along its corner-to-corner line `s`, across it `t`, down the face).
 `engine.photo_blink` moves the lid with these per frame.
 """
 
@@ -25,6 +26,11 @@ GROW_UP, GROW_DOWN, GROW_SIDE = 0.45, 0.0, 0.12
 # White of the eye: this much brighter than the skin around it (×, and + levels), at most this
 # saturated relative to that skin.
 _SCLERA_GAIN, _SCLERA_LEVELS, _SCLERA_SAT = 1.18, 10.0, 0.6
+# Eye under the lower contour (the iris model puts the lower lid too high over a turned eye):
+# within this many eye openings of it, pixels whose red leads their green by at most this share
+# of the cheek's lead (skin is red-dominant, an iris or a lit white of the eye is not) and at
+# least this share of the cheek's tone (not a lash).
+_HUE_DOWN, _HUE_RED, _HUE_LUM = 0.25, 0.5, 0.6
 # A shadowed lid (darker than _SHADED of the skin under the eye) closes this share of the way to
 # that tone, by at most this many levels (luma).
 _SHADED, _LIFT, _LIFT_MAX = 0.8, 0.3, 25.0
@@ -115,6 +121,7 @@ def eye_mask(
             & (lum > _SCLERA_GAIN * skin_lum + _SCLERA_LEVELS)
             & (sat <= _SCLERA_SAT * skin_sat + 0.02)
         )
+        white |= _eye_hued(rgb, lum, s, t, t_lo, below, length, h_max, lo_lum)
         candidates = (white | mask).astype(np.uint8)
         n, labels = cv2.connectedComponents(candidates, connectivity=8)
         joined = np.unique(labels[mask & (labels > 0)])
@@ -125,6 +132,38 @@ def eye_mask(
     if span[1] < length:
         mask &= s <= span[1]
     return mask, span
+
+
+def _eye_hued(
+    rgb: np.ndarray,
+    lum: np.ndarray,
+    s: np.ndarray,
+    t: np.ndarray,
+    t_lo: np.ndarray,
+    below: np.ndarray,
+    length: float,
+    h_max: float,
+    cheek_lum: float,
+) -> np.ndarray:
+    """bool: pixels just under the lower contour (`_HUE_DOWN`) whose hue is the eye's, not the
+    skin's. Under a lit eye the cheek is lit near white: its tone cannot tell it from the white
+    of the eye or a pale iris there, only its hue can (Jesse's lit eye: iris [215 218 198] 1-2 px
+    under the contour near the outer corner, red's lead over green -0.01 to 0.06 of red, the
+    cheek's 0.14; left out, it stayed as a green-grey smear under the closed lid). None on a
+    black-and-white photo (`_GREY_SAT`)."""
+    ref = np.median(rgb[below], axis=0)
+    top = max(float(ref.max()), 1.0)
+    if (ref.max() - ref.min()) / top < _GREY_SAT:
+        return np.zeros(s.shape, bool)
+    red = (rgb[..., 0] - rgb[..., 1]) / np.maximum(rgb.max(-1), 1.0)
+    return (
+        (s >= 0)
+        & (s <= length)
+        & (t > t_lo)
+        & (t < t_lo + _HUE_DOWN * h_max)
+        & (red <= _HUE_RED * (ref[0] - ref[1]) / top)
+        & (lum >= _HUE_LUM * cheek_lum)
+    )
 
 
 def _hidden_ends(

@@ -1,6 +1,6 @@
 """The closed lid's tone (`engine.photo_eye.lid_lift`) on synthetic eyes: its skin, not its
 lashes, fading into the corners; finite on a tiny eye; lit over a lit eye whatever shades the
-band above it."""
+band above it; in the cheek's hue under a tinted shadow."""
 
 from __future__ import annotations
 
@@ -118,3 +118,19 @@ def test_a_lid_over_a_lit_eye_closes_as_its_own_lit_skin_not_a_grey_cap() -> Non
         assert float(closed @ LUMA) >= 0.95 * skin, (closed, skin)
         # The skin's hue (blue 0.7 of red), not greyed towards the white cheek (old: 0.74).
         assert closed[2] / closed[0] <= 0.72, closed
+
+
+def test_a_lid_in_a_tinted_shadow_closes_in_the_cheeks_hue() -> None:
+    """Jesse's shadowed eye: the shadow over his lid has its own cast, blue over red as skin never
+    is ([28 18 34]), and the lift kept it at 0.57 of the closed lid: a mauve patch ([81 55 60]) on
+    a brown face. The kept part takes the cheek's hue (red over green over blue) at its tone."""
+    from agenthuman_local.engine.photo_eye import LUMA, lid_lift
+
+    rgb, s_px, t_px, t_up, t_lo, h, top = _shaded_band_case(120.0)
+    band = t_px < 0
+    rgb[band] = (rgb[band] @ LUMA)[:, None] * 0.4 * np.array([1.0, 0.65, 1.2], np.float32)
+    lift = lid_lift(rgb, s_px, t_px, t_up, t_lo, h, top, 10.0, 1.0)
+    mid = (np.abs(s_px - 15) <= 1) & (t_px > -4) & (t_px < 0)
+    r, g, b = np.median(rgb[mid] + lift[mid], axis=0)
+    assert r > g > b, (r, g, b)
+    assert float(np.median(lift[mid] @ LUMA)) > 10.0

@@ -391,7 +391,14 @@ def lid_lift(
             skin = float(np.percentile(lum[source], _LIT_BAND))
             lit = np.maximum(lit, np.minimum(skin, np.minimum(c_l, white)))
         amount = np.maximum(amount, np.clip(lit - v_l, 0.0, _LIT_MAX))
-    lift = (cheek - vis) * (amount / np.maximum(c_l - v_l, 1.0))[:, None]
+    share = np.clip(amount / np.maximum(c_l - v_l, 1.0), 0.0, 1.0)
+    lift = (cheek - vis) * share[:, None]
+    # A lid in deep shadow can carry the shadow's own cast, blue over red as skin never is
+    # (Jesse's shadowed lid [28 18 34]): the part of it the lift keeps takes the cheek's hue at
+    # its own tone, or the lid closed as a mauve patch ([81 55 60], lifted).
+    cast = (vis[:, 2] > vis[:, 0])[:, None]
+    tinted = v_l[:, None] * cheek / np.maximum(c_l, 1.0)[:, None] - vis
+    lift += np.where(cast, (1.0 - share)[:, None] * tinted, 0.0)
     diff = match + lift
     # Into the corners (the last `_TAPER` of the eye's length each side) the lift fades out.
     span = max(hi - lo, 1.0)

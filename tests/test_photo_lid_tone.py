@@ -1,4 +1,4 @@
-"""The closed lid's tone (`engine.photo_eye.lid_lift`) on synthetic eyes: its skin, not its
+"""The closed lid's tone (`engine.photo_lid_tone.lid_lift`) on synthetic eyes: its skin, not its
 lashes, fading into the corners; finite on a tiny eye; lit over a lit eye whatever shades the
 band above it; in the cheek's hue under a tinted shadow."""
 
@@ -25,7 +25,8 @@ def test_the_closed_lids_tone_is_its_skin_not_its_lashes_and_fades_into_the_corn
     """`lid_lift` fades to nothing at the corners (the old one ended at full strength there: a
     hard-edged block), and a lid as light as 0.8 of the cheek is not lightened towards it (the
     old one: 6.8 levels, a pale smear on a lit eye)."""
-    from agenthuman_local.engine.photo_eye import LUMA, lid_lift
+    from agenthuman_local.engine.photo_geometry import LUMA
+    from agenthuman_local.engine.photo_lid_tone import lid_lift
 
     rgb, s_px, t_px, t_up, t_lo, h, top = _lift_case(shown_dark=True)
     lift = lid_lift(rgb, s_px, t_px, t_up, t_lo, h, top, 10.0, 4.0) @ LUMA
@@ -45,7 +46,7 @@ def test_a_tiny_eyes_lid_tone_is_finite_and_warns_nothing() -> None:
     RuntimeWarning, then NaN)."""
     import warnings
 
-    from agenthuman_local.engine.photo_eye import lid_lift
+    from agenthuman_local.engine.photo_lid_tone import lid_lift
 
     rgb, s_px, t_px, t_up, t_lo, h, _ = _lift_case(shown_dark=False)
     with warnings.catch_warnings():
@@ -70,7 +71,8 @@ def test_a_lid_over_a_lit_eye_closes_lit_whatever_shades_its_band() -> None:
     above it dark. The closed lid lies on the eye's surface, so it is lit: lifted by the most
     (`_LIT_MAX`), not by the shadowed lid's share (it closed as a dark block). Under a dark
     eye (a shadow over the whole eye) only that share."""
-    from agenthuman_local.engine.photo_eye import _LIFT_MAX, _LIT_MAX, LUMA, lid_lift
+    from agenthuman_local.engine.photo_geometry import LUMA
+    from agenthuman_local.engine.photo_lid_tone import _LIFT_MAX, _LIT_MAX, lid_lift
 
     lifts = {}
     for white in (200.0, 40.0):
@@ -106,7 +108,8 @@ def test_a_lid_over_a_lit_eye_closes_as_its_own_lit_skin_not_a_grey_cap() -> Non
     lashes, and the lit eye's lift stopped at 0.8 of the cheek (the old tone: 0.87 of the lid's
     skin), towards a cheek lit near white (more blue than red added: grey-blue). Over a lit eye the
     closed lid is as light as its lid's lit skin, and lifted in the skin's hue."""
-    from agenthuman_local.engine.photo_eye import LUMA, lid_lift
+    from agenthuman_local.engine.photo_geometry import LUMA
+    from agenthuman_local.engine.photo_lid_tone import lid_lift
 
     rgb, s_px, t_px, t_up, t_lo, h, top = _lit_eye_case()
     lift = lid_lift(rgb, s_px, t_px, t_up, t_lo, h, top, 10.0, 4.0)
@@ -124,7 +127,8 @@ def test_a_lid_in_a_tinted_shadow_closes_in_the_cheeks_hue() -> None:
     """Jesse's shadowed eye: the shadow over his lid has its own cast, blue over red as skin never
     is ([28 18 34]), and the lift kept it at 0.57 of the closed lid: a mauve patch ([81 55 60]) on
     a brown face. The kept part takes the cheek's hue (red over green over blue) at its tone."""
-    from agenthuman_local.engine.photo_eye import LUMA, lid_lift
+    from agenthuman_local.engine.photo_geometry import LUMA
+    from agenthuman_local.engine.photo_lid_tone import lid_lift
 
     rgb, s_px, t_px, t_up, t_lo, h, top = _shaded_band_case(120.0)
     band = t_px < 0

@@ -21,19 +21,16 @@ import torch
 import torch.nn.functional as F
 
 from agenthuman_local.engine.photo_eye import (
-    BAND,
     GROW_DOWN,
     GROW_SIDE,
     GROW_UP,
-    LUMA,
     curve,
     eye_bounds,
     eye_mask,
-    lid_lift,
-    lid_rows,
     local,
 )
-from agenthuman_local.engine.photo_geometry import MeshGeometry
+from agenthuman_local.engine.photo_geometry import LUMA, MeshGeometry
+from agenthuman_local.engine.photo_lid_tone import BAND, lid_lift, lid_rows
 
 _LASH_DARK = 0.25  # the closed lid's lash line, at its darkest
 _LASH_PX = 0.9  # its half-width, pixels
@@ -58,7 +55,9 @@ class _Eye:
     in_lid: torch.Tensor  # bool: in the band or the eye (what the lid can cover)
     line: torch.Tensor  # the lash line's darkness, thinning into the corners
     lash: float  # the lash line's width over the eye, pixels
-    lift: torch.Tensor  # [1, 3, h, w] the colour added to the closed lid (`photo_eye.lid_lift`)
+    lift: (
+        torch.Tensor
+    )  # [1, 3, h, w] the colour added to the closed lid (`photo_lid_tone.lid_lift`)
     own: torch.Tensor  # [1, 3, h, w] the photo's pixels, for the lid's anti-aliased edge
     smooth: torch.Tensor  # [1, 3, h, w] the photo's pixels blurred along the eye
     grain: torch.Tensor  # [1, 3, h, w] the fine texture of the skin under the eye, zero-mean

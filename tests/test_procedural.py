@@ -16,23 +16,14 @@ from agenthuman_local.engine.procedural import ProceduralRenderer
 from agenthuman_local.engine.procedural_assets import MAX_CROP_PX, layout_for
 from agenthuman_local.engine.procedural_paint import CROP_X, CROP_Y
 from tests.lipsync_check import mouth_fraction
+from tests.photos import luminance as luma
+from tests.photos import params as pose
 
 torch.set_num_threads(1)
 
 SPEC_SIZES = [(960, 720), (720, 960), (720, 720), (1280, 720), (720, 1280)]
 ODD_SIZES = [(128, 128), (1920, 1080), (1920, 1920), (130, 1000), (1000, 130)]
 SMALL = FrameSize(256, 256)
-
-
-def pose(**values: float) -> torch.Tensor:
-    row = torch.zeros(1, N_PARAMS)
-    for name, v in values.items():
-        row[0, P[name.upper()]] = v
-    return row
-
-
-def luma(frame: np.ndarray) -> np.ndarray:
-    return frame.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32) / 255.0
 
 
 @pytest.fixture(scope="module", params=["avat_local_ada", "avat_local_ben"])

@@ -51,6 +51,19 @@ def kinds(items: list[tuple[float, Any]]) -> str:
     return "".join(codes[type(item)] for _, item in items)
 
 
+async def _play_whole(audio_out: Any, sock: Any, pcm: np.ndarray, finished: list[Any]) -> None:
+    """Push one utterance through `audio_out`, flush it, and wait for the server's
+    `agent.speak_ended` and then the framework's `playback_finished` (into `finished`)."""
+    for frame in frames_of(pcm):
+        await audio_out.capture_frame(frame)
+    audio_out.flush()
+    await sock.wait_for(SpeakEnded, timeout_s=30)
+    for _ in range(100):
+        if finished:
+            break
+        await asyncio.sleep(0.05)
+
+
 async def test_generator_yields_audio_only_within_the_utterance(api: AgentHuman) -> None:
     # rgb24: the frame count is exact. A JPEG encoder that falls behind sheds pictures (their
     # audio still comes; SPEC §10): 9 of 75 at load 3 on a 2-core box.
@@ -129,14 +142,7 @@ async def test_avatar_runner_reports_playback_from_our_events(api: AgentHuman) -
     audio_out.on("playback_finished", finished.append)
     await runner.start()
     try:
-        for frame in frames_of(speech(3.0)):
-            await audio_out.capture_frame(frame)
-        audio_out.flush()
-        await sock.wait_for(SpeakEnded, timeout_s=30)
-        for _ in range(100):
-            if finished:
-                break
-            await asyncio.sleep(0.05)
+        await _play_whole(audio_out, sock, speech(3.0), finished)
         assert len(started) == 1 and len(finished) == 1
         assert not finished[0].interrupted
         assert abs(finished[0].playback_position - 3.0) <= FRAME_S
@@ -181,14 +187,7 @@ async def test_the_runners_queue_is_cleared_at_an_interrupt(api: AgentHuman) -> 
     try:
         t0 = time.perf_counter()
         first = marked(speech(2.0))
-        for frame in frames_of(first):
-            await audio_out.capture_frame(frame)
-        audio_out.flush()
-        await sock.wait_for(SpeakEnded, timeout_s=30)
-        for _ in range(100):
-            if finished:
-                break
-            await asyncio.sleep(0.05)
+        await _play_whole(audio_out, sock, first, finished)
         await asyncio.sleep(0.3)
         assert recorder.played_ms(first, t0) == 2000
         assert recorder.all_played(first, t0)

@@ -23,12 +23,9 @@ from agenthuman_client import AgentHuman, SpeakEnded, SpeakStarted  # noqa: E402
 from agenthuman_client.livekit import AvatarSession  # noqa: E402
 
 
-async def test_avatar_session_wires_the_agent_session(
-    api: AgentHuman, server: RunningServer
-) -> None:
-    room = mock_room()
-    agent_session: AgentSession[Any] = AgentSession()
-    avatar = AvatarSession(
+def _avatar(server: RunningServer) -> AvatarSession:
+    """An AvatarSession on the test server, at the harness's frame size, fps and rate."""
+    return AvatarSession(
         api_key=server.api_key,
         base_url=server.base_url,
         video_width=W,
@@ -36,6 +33,14 @@ async def test_avatar_session_wires_the_agent_session(
         fps=FPS,
         sample_rate=RATE,
     )
+
+
+async def test_avatar_session_wires_the_agent_session(
+    api: AgentHuman, server: RunningServer
+) -> None:
+    room = mock_room()
+    agent_session: AgentSession[Any] = AgentSession()
+    avatar = _avatar(server)
     await avatar.start(agent_session, room)
     try:
         assert avatar.avatar_identity == room.local_participant.identity
@@ -99,14 +104,7 @@ async def test_an_agent_session_speaks_through_the_avatar(server: RunningServer)
 
     room = mock_room()
     session: AgentSession[Any] = AgentSession()
-    avatar = AvatarSession(
-        api_key=server.api_key,
-        base_url=server.base_url,
-        video_width=W,
-        video_height=H,
-        fps=FPS,
-        sample_rate=RATE,
-    )
+    avatar = _avatar(server)
     await avatar.start(session, room)
     await session.start(agent=Agent(instructions="Say what you are given."), record=False)
     sock = avatar.socket
@@ -172,14 +170,7 @@ async def test_the_transcript_follows_the_avatar(server: RunningServer) -> None:
     session: AgentSession[Any] = AgentSession()
     session.output.audio = sync.audio_output
     session.output.transcription = sync.text_output
-    avatar = AvatarSession(
-        api_key=server.api_key,
-        base_url=server.base_url,
-        video_width=W,
-        video_height=H,
-        fps=FPS,
-        sample_rate=RATE,
-    )
+    avatar = _avatar(server)
     await avatar.start(session, mock_room())
     await session.start(agent=Agent(instructions="Say what you are given."), record=False)
     sock = avatar.socket

@@ -58,8 +58,13 @@ async def _play_whole(audio_out: Any, sock: Any, pcm: np.ndarray, finished: list
         await audio_out.capture_frame(frame)
     audio_out.flush()
     await sock.wait_for(SpeakEnded, timeout_s=30)
+    await _finished(finished, 1)
+
+
+async def _finished(finished: list[Any], n: int) -> None:
+    """Wait (up to 5 s) for the framework's `n`th `playback_finished`."""
     for _ in range(100):
-        if finished:
+        if len(finished) >= n:
             break
         await asyncio.sleep(0.05)
 
@@ -154,10 +159,7 @@ async def test_avatar_runner_reports_playback_from_our_events(api: AgentHuman) -
         await asyncio.sleep(1.0)
         audio_out.clear_buffer()
         confirmed = await sock.wait_for(InterruptConfirmed, after=after)
-        for _ in range(100):
-            if len(finished) == 2:
-                break
-            await asyncio.sleep(0.05)
+        await _finished(finished, 2)
         assert len(started) == 2 and len(finished) == 2 and finished[1].interrupted
         assert abs(finished[1].playback_position * 1000 - confirmed.played_ms) <= 2 * FRAME_MS
     finally:
@@ -202,10 +204,7 @@ async def test_the_runners_queue_is_cleared_at_an_interrupt(api: AgentHuman) -> 
         t_clear = time.perf_counter()
         audio_out.clear_buffer()
         confirmed = await sock.wait_for(InterruptConfirmed, after=after)
-        for _ in range(100):
-            if len(finished) == 2:
-                break
-            await asyncio.sleep(0.05)
+        await _finished(finished, 2)
         await asyncio.sleep(0.5)
     finally:
         await runner.aclose()

@@ -34,6 +34,13 @@ RESERVED_ENV = frozenset({"AGENTHUMAN_API_KEY", "AGENTHUMAN_AVATAR"})
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "config" / "default.yaml"
 
 
+# Number fields: the values taken as they are (a bool never is one) and what the error calls them.
+_NUMBERS: dict[type, tuple[tuple[type, ...], str]] = {
+    int: ((int,), "an integer"),
+    float: ((int, float), "a number"),
+}
+
+
 def _cast(key: str, raw: Any, tp: Any, *, from_text: bool) -> Any:
     """Cast `raw` to the field type `tp`. `from_text` is True for env vars and `--set` values."""
     bad = ConfigError(f"config key '{key}': bad value {raw!r}")
@@ -52,28 +59,18 @@ def _cast(key: str, raw: Any, tp: Any, *, from_text: bool) -> Any:
         if text in ("false", "0"):
             return False
         raise ConfigError(f"config key '{key}': expected true or false, got {raw!r}")
-    if tp is int:
+    if tp in _NUMBERS:
+        accepted, what = _NUMBERS[tp]
         if isinstance(raw, bool):
             raise bad
-        if isinstance(raw, int):
-            return raw
+        if isinstance(raw, accepted):
+            return tp(raw)
         if from_text:
             try:
-                return int(str(raw).strip())
+                return tp(str(raw).strip())
             except ValueError:
                 pass
-        raise ConfigError(f"config key '{key}': expected an integer, got {raw!r}")
-    if tp is float:
-        if isinstance(raw, bool):
-            raise bad
-        if isinstance(raw, int | float):
-            return float(raw)
-        if from_text:
-            try:
-                return float(str(raw).strip())
-            except ValueError:
-                pass
-        raise ConfigError(f"config key '{key}': expected a number, got {raw!r}")
+        raise ConfigError(f"config key '{key}': expected {what}, got {raw!r}")
     if tp is str:
         if isinstance(raw, str):
             return raw

@@ -160,3 +160,24 @@ def test_settings_are_frozen() -> None:
     s = Settings()
     with pytest.raises(AttributeError):
         s.port = 1  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("layer", "said"),
+    [
+        ({"port": "http"}, "expected an integer, got 'http'"),
+        ({"video.fps": "25.5"}, "expected an integer, got '25.5'"),
+        ({"ws.connect_timeout_s": "soon"}, "expected a number, got 'soon'"),
+    ],
+)
+def test_a_number_that_is_not_one_says_what_was_expected(layer: dict[str, str], said: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(said)):
+        load_settings(environ={}, overrides=layer)
+
+
+def test_numbers_from_text_and_yaml_take_their_field_type(tmp_path: Path) -> None:
+    s = load_settings(environ={}, overrides={"ws.connect_timeout_s": " 7 ", "port": "9001"})
+    assert s.ws.connect_timeout_s == 7.0 and isinstance(s.ws.connect_timeout_s, float)
+    assert s.port == 9001 and isinstance(s.port, int)
+    s = load_settings(write(tmp_path / "c.yaml", "ws:\n  connect_timeout_s: 3\n"), environ={})
+    assert s.ws.connect_timeout_s == 3.0 and isinstance(s.ws.connect_timeout_s, float)

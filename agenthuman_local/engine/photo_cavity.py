@@ -35,11 +35,38 @@ _T_STEPS = 257  # tables between the lips: 0 (upper) … 1 (lower)
 _SEAM_PX = (4.0, 9.0)
 _SPLIT_ROWS = 1  # the rows under the split line where the lower lip's depth is not yet the field's
 _PIXEL_SIGMA = 0.5
+# The opening's coverage of a pixel is taken down this many columns across it; a lip's edge
+# counts as sloping at most this many pixels a column.
+_SUBCOLUMNS, _STEEP = 4, 4.0
 # Synthesized teeth (a photo that shows none): the longest visible length of each row, in face
 # heights. The lower ones show only in front, this far along the mouth (half widths), with
 # this much of the upper teeth's light (the upper lip and teeth shade them).
 UPPER_TEETH_FH, LOWER_TEETH_FH = 0.042, 0.016
 _LOWER_REACH, _LOWER_LIGHT = 0.45, 0.75
+
+
+def _across_columns(v: torch.Tensor) -> torch.Tensor:
+    """How `v` [B, 1, h, w] changes from one column to the next (central differences), at most
+    `_STEEP` pixels a column (a field's fold is not a slope)."""
+    padded = torch.cat([v[..., :1], v, v[..., -1:]], dim=-1)
+    return ((padded[..., 2:] - padded[..., :-2]) * 0.5).clamp_(-_STEEP, _STEEP)
+
+
+def _coverage(from_top: torch.Tensor, to_bottom: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """The share of each pixel the opening covers: the part `keep` (0–1) of the gap between the
+    lips about its middle, the gap's rows exact down each of `_SUBCOLUMNS` columns across the
+    pixel. Near a corner the gap is a thin, steep sliver; cut at the pixels' centres it would be
+    dotted (dark flecks beside the lips' corners)."""
+    slope_top, slope_bottom = _across_columns(from_top), _across_columns(to_bottom)
+    alpha = torch.zeros_like(from_top)
+    for k in range(_SUBCOLUMNS):
+        dx = (k + 0.5) / _SUBCOLUMNS - 0.5
+        top, bottom = from_top + slope_top * dx, to_bottom + slope_bottom * dx
+        half = (top + bottom).mul_(0.5).mul_(keep)
+        middle = (bottom - top).mul_(0.5)  # under the pixel's centre
+        upper = torch.maximum(middle - half, middle.new_tensor(-0.5))
+        alpha += torch.minimum(middle + half, middle.new_tensor(0.5)).sub_(upper).clamp_(0.0, 1.0)
+    return alpha.div_(_SUBCOLUMNS)
 
 
 def _polygon_mean(rgb: np.ndarray, polygon: np.ndarray, fallback: np.ndarray) -> np.ndarray:
@@ -224,7 +251,6 @@ class Cavity:
                 torch.exp(-1.8 * t),  # light reaching in, from the upper lip
                 torch.exp(-(((t - 0.5) / 0.3) ** 2)),  # the throat's depth
                 1.0 - 0.35 * smoothstep(0.8, 1.0, t),  # the tongue's front, under the lip
-                0.35 * (2.0 * t - 1.0) ** 2,  # the corners' rounding
             ]
         )
 
@@ -274,16 +300,16 @@ class Cavity:
         from_top, to_bottom = self.depths(q, s, edge)
         qx, qy = q[..., 0].unsqueeze(1), q[..., 1].unsqueeze(1)
         gap = from_top + to_bottom
-        alpha = (from_top + 0.5).clamp(0.0, 1.0) * (to_bottom + 0.5).clamp(0.0, 1.0)
-        alpha = alpha * gap.clamp(0.0, 1.0)
-        inside = (alpha > 0).any(dim=0)[0]
+        # Where any of a pixel's columns (`_coverage`) may be in the opening.
+        near = 0.5 + 0.5 * _STEEP
+        inside = ((from_top > -near) & (to_bottom > -near) & (gap > -_STEEP)).any(dim=0)[0]
         if not bool(inside.any()):
             return
         rows_on, cols_on = inside.any(dim=1).nonzero(), inside.any(dim=0).nonzero()
         r0, r1 = int(rows_on.min()), int(rows_on.max()) + 1
         c0, c1 = int(cols_on.min()), int(cols_on.max()) + 1
-        qx, qy, from_top, to_bottom, gap, alpha = (
-            v[..., r0:r1, c0:c1] for v in (qx, qy, from_top, to_bottom, gap, alpha)
+        qx, qy, from_top, to_bottom, gap = (
+            v[..., r0:r1, c0:c1] for v in (qx, qy, from_top, to_bottom, gap)
         )
         gap = gap.clamp(min=1.0)
         t = (from_top / gap).clamp(0.0, 1.0)  # 0 at the upper lip, 1 at the lower
@@ -306,15 +332,15 @@ class Cavity:
             tongue_across,
             past,
         ) = self._across[:, at]
-        lit_down, throat_down, tongue_front, rounding = self._between[
-            :, (t * (_T_STEPS - 1)).round().long()
-        ]
+        lit_down, throat_down, tongue_front = self._between[:, (t * (_T_STEPS - 1)).round().long()]
         openness = (gap / self._drop).clamp(0.0, 1.0)
         # The opening closes into the lips' inner corners, never past them towards the outer
         # ones or into the cheek, as a rounded point (a straight cut across a turned face's
         # corner reads as an edge); a thin sliver along the split stops at the inner corners.
+        # Towards a corner the opening keeps the middle of the gap, |2t − 1| < √((tall − past) /
+        # 0.35).
         tall = (openness * (0.08 / 0.3)).clamp_(max=0.08)
-        alpha = alpha * ((tall - rounding - past) * 10.0).clamp_(0.0, 1.0)
+        alpha = _coverage(from_top, to_bottom, ((tall - past) / 0.35).clamp_(0.0, 1.0).sqrt_())
 
         # Light falls in past the upper lip onto the palate and dies towards the throat and
         # into the cheeks' shadow at the corners.

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import agenthuman_local.engine.photo_cavity as cavity
+import agenthuman_local.engine.photo_geometry as geometry
 from agenthuman_local.engine.base import N_PARAMS, P
 from agenthuman_local.engine.photo import PhotoRenderer
 from agenthuman_local.engine.photo_warp import FACE_PARAMS, JAW_DROP_FH, build_fields
@@ -210,3 +211,38 @@ def test_a_thin_steep_sliver_covers_each_column_by_its_height() -> None:
     for c in range(inner.shape[1] - 1):
         here, there = np.flatnonzero(touched[:, c]), np.flatnonzero(touched[:, c + 1])
         assert there.min() - here.max() <= 1, c
+
+
+def _smile(rows: list[tuple[float, float]]) -> np.ndarray:
+    """A grey crop 60 px tall: `(y, level)` steps down each column, each edge a 2.5 px ramp
+    (a photo's soft teeth tips), level 120 above the first."""
+    ys = np.arange(60.0)[:, None]
+    lum = np.full((60, 1), 120.0)
+    for y, level in rows:
+        lum = lum + (level - lum) * np.clip((ys - y) / 2.5 + 0.5, 0.0, 1.0)
+    return np.repeat(np.repeat(lum, 100, axis=1)[..., None], 3, axis=2).astype(np.uint8)
+
+
+def _split_at(photo: np.ndarray) -> np.ndarray:
+    """The split's y at the pairs between the corners, inner lips at y 8 and 36."""
+    xs = np.linspace(10.0, 90.0, 11)
+    upper = np.stack([xs, np.full_like(xs, 8.0)], axis=1).astype(np.float32)
+    lower = np.stack([xs, np.full_like(xs, 36.0)], axis=1).astype(np.float32)
+    return (8.0 + 28.0 * geometry._teeth_edges(photo, upper, lower))[1:-1]
+
+
+@pytest.mark.parametrize(
+    ("rows", "edge"),
+    [
+        # One row from 10 to 29.5, its tips fading into the lower lip.
+        ([(10.0, 230.0), (29.5, 130.0)], 29.5),
+        # Both rows: the upper to 20, a shaded line, the lower from 25.5.
+        ([(10.0, 230.0), (20.0, 60.0), (25.5, 230.0), (33.0, 130.0)], 25.5),
+    ],
+)
+def test_the_split_runs_along_the_teeths_own_edge(rows: list[tuple[float, float]], edge: float):
+    """The split goes where a smile's upper row ends (halfway down its soft tips), or, where
+    the lower row shows, where the lower row begins. Cut at the last bright sample of a coarse
+    profile, 1-1.4 px of the upper teeth's tips rode down with the lower lip: a white wire
+    along it when the mouth opened."""
+    np.testing.assert_allclose(_split_at(_smile(rows)), edge, atol=0.35)

@@ -25,6 +25,8 @@ LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # RGB → luma (BT.601)
 # Where closed lips meet: the darkest point across them within this many face heights of the
 # mesh's midline, if at most this share of the midline's tone (`_lip_valley`).
 _VALLEY_SPAN, _VALLEY_DARK = 0.035, 0.6
+# A smile's upper teeth end at an edge where the profile past them falls under this share of them.
+_EDGE_FALL = 0.85
 
 
 def smoothstep(edge0: float, edge1: float, x: np.ndarray | torch.Tensor):  # type: ignore[no-untyped-def]
@@ -173,37 +175,57 @@ def _teeth_edges(photo: np.ndarray, upper: np.ndarray, lower: np.ndarray) -> np.
 
     The upper row is the bright run around the brightest pixel of the upper part (past the
     lip's own edge). Where a dark gap (under 0.6 of that) follows it and then a second bright
-    run, the photo shows both rows: the split goes into the gap, so the lower row stays with
-    the lower lip and travels down with the jaw. Otherwise the split goes under the lowest
-    bright pixel, so a single row stays whole however soft its bottom edge. A pair far
-    dimmer than the teeth elsewhere shows none (a dark corner); a median over neighbours
-    (before the smoothing) keeps such corners from pulling the side teeth's split up into them."""
+    run, the photo shows both rows: the split goes to the lower row's top edge, so the lower
+    row travels down with the jaw whole and the gap stays dark under the upper one.
+    Otherwise the split goes to the lowest bright run's bottom edge, so a single row stays
+    whole however soft its bottom edge. An edge is where the profile (sampled every quarter
+    pixel) crosses halfway between the teeth and what is beside them: cut at the last bright
+    sample, a pixel or two of the teeth's tips rode down with the lower lip, a white wire
+    along it. On a smile the mesh can put the lower lip on the teeth, so the profile runs on
+    0.3 of the way past it (a second row may be found there only as bright as teeth: a lit
+    lip after the line where the lips meet is not one); the split stays above the lower lip,
+    whose points carry the jaw's drop.
+    A pair far dimmer than the teeth elsewhere shows none (a dark corner); a median over
+    neighbours (before the smoothing) keeps such corners from pulling the side teeth's split
+    up into them."""
     lum = photo.astype(np.float32) @ LUMA
-    h, w = lum.shape
     frac = np.full(len(upper), 0.5, np.float32)
-    ts = np.linspace(0.0, 1.0, 21)
-    half = len(ts) // 2 + 1
     found = []
     for i in range(1, len(upper) - 1):
-        pts = upper[i] + (lower[i] - upper[i]) * ts[:, None]
-        xs = np.clip(np.round(pts[:, 0]).astype(int), 0, w - 1)
-        ys = np.clip(np.round(pts[:, 1]).astype(int), 0, h - 1)
-        prof = lum[ys, xs]
-        peak = 2 + int(np.argmax(prof[2 : half + 1]))
+        n = max(27, int(np.ceil(1.3 * float(np.hypot(*(lower[i] - upper[i]))) / 0.25)) + 1)
+        ts = np.linspace(0.0, 1.3, n)
+        pts = (upper[i] + (lower[i] - upper[i]) * ts[:, None]).astype(np.float32)
+        prof = cv2.remap(
+            lum, pts[:, :1], pts[:, 1:], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+        )[:, 0]
+        first, half, lips = (int(np.searchsorted(ts, v, "right")) - 1 for v in (0.1, 0.55, 1.0))
+        peak = first + int(np.argmax(prof[first : half + 1]))
         level = 0.8 * prof[peak]
         end = peak
-        while end + 1 < len(ts) and prof[end + 1] >= level:
+        while end + 1 < n and prof[end + 1] >= level:
             end += 1
-        second = np.nonzero(prof[end + 1 :] >= level)[0]
+        # Past the lower lip only teeth-bright (a lit lip there is not a second row).
+        row = np.where(ts > 1.0, 0.9 * prof[peak], level)
+        second = np.nonzero(prof[end + 1 :] >= row[end + 1 :])[0]
         if len(second) and prof[end + 1 : end + 1 + second[0]].min() < 0.6 * prof[peak]:
-            t = float(ts[end + 1])  # both rows: into the gap between them
+            # Both rows: up the lower row's top edge from the darkest of the gap.
+            dark = end + 1 + int(np.argmin(prof[end + 1 : end + 1 + second[0]]))
+            t = _crossing(ts, prof, dark, end + 1 + int(second[0]), rising=True)
         else:
-            lit = np.nonzero(prof >= 0.8 * prof.max())[0]
-            t = float(ts[lit.max()]) if lit.min() < half else 0.5
+            lit = np.nonzero(prof[: lips + 1] >= 0.8 * prof[: lips + 1].max())[0]
+            if lit.min() < half:
+                bottom = int(lit.max())
+                low = bottom + int(np.argmin(prof[bottom:]))
+                if prof[low] <= _EDGE_FALL * prof[max(0, bottom - 8) : bottom + 1].max():
+                    t = _crossing(ts, prof, bottom, low, rising=False)
+                else:  # no edge under it (a corner brightening into the lip): as far as lit
+                    t = float(ts[bottom])
+            else:
+                t = 0.5
         found.append((i, float(prof[peak]), t))
     brightest = max(peak_lum for _, peak_lum, _ in found)
     for i, peak_lum, t in found:
-        if peak_lum >= 0.6 * brightest:
+        if peak_lum >= 0.65 * brightest:  # dark corners: 0.58–0.62 (Perry, Jesse)
             frac[i] = t
     inner = frac[1:-1]
     inner[:] = np.clip(inner, 0.5, 0.97)
@@ -211,3 +233,21 @@ def _teeth_edges(photo: np.ndarray, upper: np.ndarray, lower: np.ndarray) -> np.
     inner[:] = np.median(np.stack([padded[k : k + len(inner)] for k in range(3)]), axis=0)
     inner[:] = np.convolve(np.pad(inner, 1, mode="edge"), np.ones(3) / 3, "valid")
     return frac
+
+
+def _crossing(ts: np.ndarray, prof: np.ndarray, a: int, b: int, rising: bool) -> float:
+    """Where `prof` crosses halfway between dark and bright, going from sample `a` to `b`
+    (a ≤ b; rising: from dark at `a` to bright at `b`, else from bright to dark), linear
+    between samples. The bright level is the brightest within 2 px (8 samples) on its side: a
+    soft edge's last bright sample is already part way down."""
+    if rising:
+        dark, bright = float(prof[a]), float(prof[b : b + 9].max())
+    else:
+        dark, bright = float(prof[b]), float(prof[max(0, a - 8) : a + 1].max())
+    mid = 0.5 * (dark + bright)
+    for k in range(a, b):
+        lo, hi = float(prof[k]), float(prof[k + 1])
+        if (hi >= mid) if rising else (hi < mid):
+            w = (mid - lo) / (hi - lo) if hi != lo else 0.0
+            return float(ts[k] + (ts[k + 1] - ts[k]) * w)
+    return float(ts[b])

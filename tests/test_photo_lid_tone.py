@@ -138,3 +138,28 @@ def test_a_lid_in_a_tinted_shadow_closes_in_the_cheeks_hue() -> None:
     r, g, b = np.median(rgb[mid] + lift[mid], axis=0)
     assert r > g > b, (r, g, b)
     assert float(np.median(lift[mid] @ LUMA)) > 10.0
+
+
+def test_a_lid_closes_no_cooler_than_its_own_skin_under_a_pale_cheek() -> None:
+    """Jesse's lit eye closed grey-lavender: his lid's skin is warm (red over blue 0.33-0.53 of
+    its tone along the eye), the cheek under it lit so pale (0.27) that the lift towards its hue
+    took out red and added blue ([3 20 27] on the inner half). The closed lid keeps at least its
+    own skin's warmth."""
+    from agenthuman_local.engine.photo_geometry import LUMA
+    from agenthuman_local.engine.photo_lid_tone import lid_lift
+
+    def warmth(c: np.ndarray) -> float:
+        return float((c[0] - c[2]) / (c @ LUMA))
+
+    rgb, s_px, t_px, t_up, t_lo, h, top = _lit_eye_case()
+    warm = np.array([1.0, 0.72, 0.58], np.float32)
+    rgb[t_px < 0] = 200.0 * warm
+    rgb[(t_px < 0) & (t_px >= -4)] = 150.0 * warm
+    rgb[t_px > 10] = (244.0, 230.0, 214.0)
+    lift = lid_lift(rgb, s_px, t_px, t_up, t_lo, h, top, 10.0, 4.0)
+    source = (t_px >= -8) & (t_px < -4)
+    eye = (t_px >= 0) & (t_px < 10)
+    cols = np.abs(s_px - 15) <= 1
+    closed = rgb[source & cols].mean(0) + np.median(lift[eye & cols], axis=0)
+    assert float(closed @ LUMA) > float(rgb[source & cols].mean(0) @ LUMA) - 1.0, closed
+    assert warmth(closed) >= warmth(200.0 * warm) - 0.01, (closed, warmth(closed))

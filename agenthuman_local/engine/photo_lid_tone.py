@@ -30,6 +30,11 @@ _TAPER = 0.15  # the lid's tone fades out over this share of the eye's length at
 _LASH_MAX = 0.45  # the thickest lash line over the eye that rides down whole, in openings
 
 
+def _warmth(rgb: np.ndarray) -> np.ndarray:
+    """How far red leads blue, per colour [..., 3], as a share of its tone (skin's warmth)."""
+    return (rgb[..., 0] - rgb[..., 2]) / np.maximum(rgb @ LUMA, 1.0)
+
+
 def lid_rows(
     lum: np.ndarray,
     s_px: np.ndarray,
@@ -163,6 +168,16 @@ def lid_lift(
     tinted = v_l[:, None] * cheek / np.maximum(c_l, 1.0)[:, None] - vis
     lift += np.where(cast, (1.0 - share)[:, None] * tinted, 0.0)
     diff = match + lift
+    # The lid closes no cooler than its own skin, shown or stretched: a cheek lit almost white has
+    # little red left in its hue (Jesse's lit cheek: red over blue 0.27 of its tone), and towards
+    # it a pink lid (0.33-0.53 along the eye) closed grey-lavender. Where the target is cooler,
+    # it takes that much of the stretched skin's own hue at its tone.
+    target = src + diff
+    warm_t, warm_src = _warmth(target), _warmth(src)
+    floor = np.minimum(warm_src, _warmth(vis))
+    k = np.clip((floor - warm_t) / np.maximum(warm_src - warm_t, 1e-6), 0.0, 1.0)
+    own = src * ((target @ LUMA) / np.maximum(src @ LUMA, 1.0))[:, None]
+    diff += k[:, None] * (own - target)
     # Into the corners (the last `_TAPER` of the eye's length each side) the lift fades out.
     span = max(hi - lo, 1.0)
     edge = np.minimum(bins - lo, hi - bins) / (_TAPER * span)

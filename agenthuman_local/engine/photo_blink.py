@@ -34,6 +34,11 @@ from agenthuman_local.engine.photo_lid_tone import BAND, lid_lift, lid_rows
 
 _LASH_DARK = 0.25  # the closed lid's lash line, at its darkest
 _LASH_PX = 0.9  # its half-width, pixels
+# The photo's lash rows ride down on the closed lid's edge squeezed to at most this many eye
+# openings: a lash line measured thick (lashes, lid margin and its shade: Jesse's lit eye, 4.4 px
+# of a 9.7 px opening) closed as a dark band across 0.45 of the lid; shut, the lashes point down.
+# At 0.3 and under, Grace's mirrored far lid closes at over 1.4 of its band's tone (lashes in it).
+_LASH_SHUT = 0.35
 # The stretched lid skin is drawn from a copy blurred along the eye by this share of the eye's
 # length (a Gaussian's sigma), mixed in by this many times how much it is stretched (1 − 1/×).
 _SMOOTH, _SMOOTH_MIX = 0.06, 1.0
@@ -55,6 +60,7 @@ class _Eye:
     in_lid: torch.Tensor  # bool: in the band or the eye (what the lid can cover)
     line: torch.Tensor  # the lash line's darkness, thinning into the corners
     lash: float  # the lash line's width over the eye, pixels
+    squeeze: float  # the share of `lash` it is squeezed to when shut (≤ 1)
     lift: (
         torch.Tensor
     )  # [1, 3, h, w] the colour added to the closed lid (`photo_lid_tone.lid_lift`)
@@ -170,6 +176,7 @@ class LidWarp:
                     in_lid=t((t_px >= top) & open_).bool(),
                     line=t(_LASH_DARK * opening * open_),
                     lash=lash,
+                    squeeze=min(1.0, _LASH_SHUT * h_max / lash),
                     lift=rgb(lift),
                     own=rgb(photo[rows, cols]),
                     smooth=rgb(_along_blur(photo[rows, cols], ax, max(1.0, _SMOOTH * length))),
@@ -196,14 +203,17 @@ class LidWarp:
         for eye in self._eyes:
             travel = b * eye.travel
             under_edge = eye.below_eye - travel  # ≥ 0 under the lid's edge, on the eye
-            # The band's skin above the lashes stretches down over the gap the lid opens: a
-            # pixel `below_top` under the band's top samples `below_top · skin / fold` under
-            # it; the lashes and what is under them to the edge move down whole.
-            fold = eye.skin + travel
+            # The lashes ride down squeezed from `lash` to `lash · q` (a pixel `u` above the
+            # edge samples `u / q` above the open edge); the band's skin above them stretches
+            # down over the rest of the gap: a pixel `below_top` under the band's top samples
+            # `below_top · skin / fold` under it.
+            q = 1.0 - b * (1.0 - eye.squeeze)
+            lash = eye.lash * q
+            fold = eye.skin + travel + (eye.lash - lash)
             d = torch.where(
-                under_edge < -eye.lash,
+                under_edge < -lash,
                 eye.below_top * (1.0 - eye.skin / fold.clamp(min=0.5)),
-                travel,
+                travel + under_edge * (1.0 - 1.0 / q),
             )
             # A pixel the edge crosses samples the lid and is mixed with the eye under it by how
             # much of it the lid covers: an anti-aliased edge from one sample.
@@ -214,7 +224,7 @@ class LidWarp:
             # towards the cheek's) from halfway down, its own again over the lashes; and the
             # lash line along the edge, a soft dark line on the lid side.
             ramp = (eye.below_top / (0.5 * fold).clamp(min=1.0)).clamp(0, 1)
-            ramp = ramp * (-under_edge / eye.lash).clamp(0, 1) * eye.in_lid
+            ramp = ramp * (-under_edge / lash).clamp(0, 1) * eye.in_lid
             line = torch.exp(-(((under_edge + 0.7) / _LASH_PX) ** 2)) * eye.line
             mul = cover * (1.0 - line * (2 * b).clamp(max=1.0))
             c = cover.unsqueeze(1)
@@ -224,7 +234,7 @@ class LidWarp:
             # would become streaks: it is drawn from the photo blurred along the eye, the more
             # the more it is stretched (the same samples, from the blurred copy).
             stretch = (
-                torch.where(under_edge < -eye.lash, 1.0 - eye.skin / fold.clamp(min=0.5), 0.0) * lid
+                torch.where(under_edge < -lash, 1.0 - eye.skin / fold.clamp(min=0.5), 0.0) * lid
             )
             if bool((stretch > 0).any()):
                 smooth = F.grid_sample(

@@ -1,9 +1,9 @@
 """The closed lid's make-up, measured once on the photo above each eye: how thick its lash line
-is (the dark rows that ride down whole on the lid's edge), how tall its band of skin up to the
+is (the dark rows that ride down on the lid's edge), how tall its band of skin up to the
 crease, and the colour added to that skin stretched down over the eye, so the closed lid has the
-tone of the lid as it shows, lit as the eye's surface is, in the cheek's hue. In the eye's own
-axes (`engine.photo_eye`: along its corner-to-corner line `s`, across it `t`, down the face);
-`engine.photo_blink` draws the lid with these per frame.
+tone of the lid as it shows, lit as the eye's surface is, in the cheek's hue (never cooler than
+the lid's own skin). In the eye's own axes (`engine.photo_eye`: along its corner-to-corner line
+`s`, across it `t`, down the face); `engine.photo_blink` draws the lid with these per frame.
 """
 
 from __future__ import annotations

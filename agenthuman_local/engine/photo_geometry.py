@@ -8,6 +8,7 @@ Lengths are in face heights `fh` (forehead to chin on the mesh), which a turned 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import cv2
 import numpy as np
@@ -157,14 +158,11 @@ def _lip_valley(photo: np.ndarray, mid: np.ndarray, ey: np.ndarray, fh: float) -
     off = np.zeros(len(mid), np.float32)
     for i in range(1, len(mid) - 1):
         pts = (mid[i] + ts[:, None] * ey).astype(np.float32)
-        prof = cv2.remap(
-            lum, pts[:, :1], pts[:, 1:], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
-        )[:, 0]
+        prof = _sampled(lum, pts)
         k = int(np.argmin(prof))
         if prof[k] <= _VALLEY_DARK * float(prof[len(ts) // 2]):  # ts[len // 2] is 0
             off[i] = ts[k]
-    padded = np.pad(off[1:-1], 1)
-    off[1:-1] = np.median(np.stack([padded[k : k + len(mid) - 2] for k in range(3)]), axis=0)
+    off[1:-1] = _median3(off[1:-1], "constant")
     return off
 
 
@@ -195,9 +193,7 @@ def _teeth_edges(photo: np.ndarray, upper: np.ndarray, lower: np.ndarray) -> np.
         n = max(27, int(np.ceil(1.3 * float(np.hypot(*(lower[i] - upper[i]))) / 0.25)) + 1)
         ts = np.linspace(0.0, 1.3, n)
         pts = (upper[i] + (lower[i] - upper[i]) * ts[:, None]).astype(np.float32)
-        prof = cv2.remap(
-            lum, pts[:, :1], pts[:, 1:], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
-        )[:, 0]
+        prof = _sampled(lum, pts)
         first, half, lips = (int(np.searchsorted(ts, v, "right")) - 1 for v in (0.1, 0.55, 1.0))
         peak = first + int(np.argmax(prof[first : half + 1]))
         level = 0.8 * prof[peak]
@@ -229,8 +225,7 @@ def _teeth_edges(photo: np.ndarray, upper: np.ndarray, lower: np.ndarray) -> np.
             frac[i] = t
     inner = frac[1:-1]
     inner[:] = np.clip(inner, 0.5, 0.97)
-    padded = np.pad(inner, 1, mode="edge")
-    inner[:] = np.median(np.stack([padded[k : k + len(inner)] for k in range(3)]), axis=0)
+    inner[:] = _median3(inner, "edge")
     inner[:] = np.convolve(np.pad(inner, 1, mode="edge"), np.ones(3) / 3, "valid")
     return frac
 
@@ -238,8 +233,8 @@ def _teeth_edges(photo: np.ndarray, upper: np.ndarray, lower: np.ndarray) -> np.
 def _crossing(ts: np.ndarray, prof: np.ndarray, a: int, b: int, rising: bool) -> float:
     """Where `prof` crosses halfway between dark and bright, going from sample `a` to `b`
     (a ≤ b; rising: from dark at `a` to bright at `b`, else from bright to dark), linear
-    between samples. The bright level is the brightest within 2 px (8 samples) on its side: a
-    soft edge's last bright sample is already part way down."""
+    between samples. The bright level is the brightest of the 8 samples on its side (2 px at
+    the quarter-pixel step): a soft edge's last bright sample is already part way down."""
     if rising:
         dark, bright = float(prof[a]), float(prof[b : b + 9].max())
     else:
@@ -251,3 +246,16 @@ def _crossing(ts: np.ndarray, prof: np.ndarray, a: int, b: int, rising: bool) ->
             w = (mid - lo) / (hi - lo) if hi != lo else 0.0
             return float(ts[k] + (ts[k + 1] - ts[k]) * w)
     return float(ts[b])
+
+
+def _sampled(lum: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    """`lum` at the points `pts` [N, 2] (float32, pixel centres at integers), bilinear."""
+    return cv2.remap(
+        lum, pts[:, :1], pts[:, 1:], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+    )[:, 0]
+
+
+def _median3(values: np.ndarray, pad: Literal["constant", "edge"]) -> np.ndarray:
+    """Each value's median with its two neighbours, the ends padded with 0 or their own."""
+    padded = np.pad(values, 1, mode=pad)
+    return np.median(np.stack([padded[k : k + len(values)] for k in range(3)]), axis=0)

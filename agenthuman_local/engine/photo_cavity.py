@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 import torch
 
-from agenthuman_local.engine.photo_geometry import LUMA, MeshGeometry, smoothstep
+from agenthuman_local.engine.photo_geometry import LUMA, MeshGeometry, saturation, smoothstep
 from agenthuman_local.engine.photo_jaw import JAW_DROP_FH, opening_reach
 
 TONGUE_MAX = 0.85
@@ -116,8 +116,7 @@ def _teeth_colour(rgb: np.ndarray, geo: MeshGeometry, chroma: float) -> np.ndarr
     lum = 0.95 * skin_lum
     white = _eye_white(rgb, geo)
     if white is not None:
-        sat = float((white.max() - white.min()) / max(float(white.max()), 1.0))
-        if sat < 0.22:
+        if saturation(white) < 0.22:
             lum = float(white @ LUMA)
     lum = float(np.clip(lum, 0.8 * skin_lum, 1.1 * skin_lum))
     light = skin / max(skin_lum, 1.0)  # warm, from the skin; only a touch of it
@@ -208,7 +207,7 @@ class Cavity:
         # the photo's colours allow (a black-and-white photo gets greys); teeth are an ivory in
         # this photo's light (`_teeth_colour`), shaded in `composite`.
         lum = float(lip @ LUMA)
-        chroma = float(np.clip((lip.max() - lip.min()) / max(lip.max(), 1.0) / 0.25, 0.0, 1.0))
+        chroma = float(np.clip(saturation(lip) / 0.25, 0.0, 1.0))
 
         def mouth_red(red: tuple[float, float, float]) -> np.ndarray:
             tone = np.asarray(red) / float(np.asarray(red) @ LUMA)

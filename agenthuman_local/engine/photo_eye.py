@@ -15,7 +15,8 @@ import cv2
 import numpy as np
 from scipy.ndimage import maximum_filter1d, minimum_filter1d, uniform_filter1d
 
-from agenthuman_local.engine.photo_geometry import LUMA, MeshGeometry
+from agenthuman_local.engine.photo_geometry import LUMA, MeshGeometry, saturation
+from agenthuman_local.engine.rig import GREY_SKIN_SAT
 
 # How far past the contour the eye is looked for: up (a lid the model put too low), down, and
 # past each corner (along the eye), in eye openings / eye lengths.
@@ -35,7 +36,6 @@ _HUE_DOWN, _HUE_RED, _HUE_LUM = 0.25, 0.5, 0.6
 # never past _HIDDEN_MAX of the eye's length; the cut eye closes to a point over _HIDDEN_TAPER px.
 _SKIN_LUM, _SKIN_CHROMA = (0.75, 1.25), 0.03
 _HIDDEN_START, _HIDDEN_GO, _HIDDEN_MAX, _HIDDEN_TAPER = 0.85, 0.5, 0.4, 3.0
-_GREY_SAT = 0.05  # a cheek less saturated than this: a black-and-white photo (no chromaticity)
 
 
 def local(
@@ -83,7 +83,7 @@ def eye_mask(
     # more saturated, joined to the eye.
     rgb = photo[rows, cols].astype(np.float32)
     lum = rgb @ LUMA
-    sat = (rgb.max(-1) - rgb.min(-1)) / np.maximum(rgb.max(-1), 1.0)
+    sat = saturation(rgb)
     mid = (s > 0.2 * length) & (s < 0.8 * length)
     above = mid & (t < t_up - 0.3 * h_max) & (t > t_up - 0.9 * h_max)
     below = mid & (t > t_lo + 0.4 * h_max) & (t < t_lo + 1.2 * h_max)
@@ -134,10 +134,10 @@ def _eye_hued(
     of the eye or a pale iris there, only its hue can (Jesse's lit eye: iris [215 218 198] 1-2 px
     under the contour near the outer corner, red's lead over green -0.01 to 0.06 of red, the
     cheek's 0.14; left out, it stayed as a green-grey smear under the closed lid). None on a
-    black-and-white photo (`_GREY_SAT`)."""
+    black-and-white photo (`GREY_SKIN_SAT`)."""
     ref = np.median(rgb[below], axis=0)
     top = max(float(ref.max()), 1.0)
-    if (ref.max() - ref.min()) / top < _GREY_SAT:
+    if saturation(ref) < GREY_SKIN_SAT:
         return np.zeros(s.shape, bool)
     red = (rgb[..., 0] - rgb[..., 1]) / np.maximum(rgb.max(-1), 1.0)
     return (
@@ -166,7 +166,7 @@ def _hidden_ends(
     if below.sum() < 4:
         return 0.0, length
     ref = np.median(rgb[below], axis=0)
-    if (ref.max() - ref.min()) / max(float(ref.max()), 1.0) < _GREY_SAT:
+    if saturation(ref) < GREY_SKIN_SAT:
         return 0.0, length
     chroma = rgb / np.maximum(rgb.sum(-1, keepdims=True), 1.0)
     tone = (rgb @ LUMA) / max(float(ref @ LUMA), 1.0)

@@ -30,6 +30,12 @@ _VALLEY_SPAN, _VALLEY_DARK = 0.035, 0.6
 _EDGE_FALL = 0.85
 
 
+def saturation(rgb: np.ndarray) -> np.ndarray:
+    """Each colour's saturation [...] of `rgb` [..., 3]: (max − min) / max (HSV's)."""
+    top = rgb.max(-1)
+    return (top - rgb.min(-1)) / np.maximum(top, 1.0)
+
+
 def smoothstep(edge0: float, edge1: float, x: np.ndarray | torch.Tensor):  # type: ignore[no-untyped-def]
     t = ((x - edge0) / (edge1 - edge0)).clip(0.0, 1.0)
     return t * t * (3.0 - 2.0 * t)
